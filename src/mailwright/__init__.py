@@ -1,0 +1,3 @@
+"""mailwright: a complete SMTP mail system."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from mailwright.cli.main import main
+
+main()

@@ -1,0 +1,67 @@
+"""What the spool stores: the envelope as received and per-recipient delivery state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """One RCPT TO, with its RFC 3461 DSN parameters."""
+
+    address: str  # as given by the client (IDNA/UTF-8 domain normalised to lower case)
+    notify: tuple[str, ...] = ()  # NEVER | SUCCESS, FAILURE, DELAY; () = not given
+    orcpt: str | None = None  # "addr-type;xtext" as received
+
+
+class BodyType(StrEnum):
+    SEVEN_BIT = "7BIT"
+    EIGHT_BIT_MIME = "8BITMIME"  # RFC 6152
+    BINARY_MIME = "BINARYMIME"  # RFC 3030, only with BDAT
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """The SMTP envelope of one accepted message."""
+
+    mail_from: str  # "" is the null reverse-path <>
+    recipients: tuple[Recipient, ...]
+    body_type: BodyType = BodyType.SEVEN_BIT
+    smtputf8: bool = False  # RFC 6531
+    ret: str | None = None  # RFC 3461 RET=FULL|HDRS
+    envid: str | None = None  # RFC 3461 ENVID, xtext-decoded
+    client_address: str = ""
+    client_helo: str = ""
+    auth_user: str | None = None
+
+
+class RecipientStatus(StrEnum):
+    PENDING = "pending"  # not yet delivered; retried until expiry
+    DELIVERED = "delivered"
+    FAILED = "failed"  # permanent failure (or expired); a bounce was produced
+
+
+@dataclass(slots=True)
+class RecipientState:
+    recipient: Recipient
+    status: RecipientStatus = RecipientStatus.PENDING
+    attempts: int = 0
+    last_reply: str | None = None  # the last delivery reply, "451 4.3.0 ..."
+
+
+@dataclass(slots=True)
+class SpooledMessage:
+    """A message in the queue.  ``recipients`` is the mutable per-recipient state."""
+
+    queue_id: str
+    envelope: Envelope
+    size: int
+    received_at: float  # unix time
+    next_attempt: float  # unix time of the next delivery attempt
+    attempts: int = 0
+    recipients: list[RecipientState] = field(default_factory=list)
+
+    @property
+    def pending(self) -> list[RecipientState]:
+        return [r for r in self.recipients if r.status is RecipientStatus.PENDING]

@@ -1,0 +1,68 @@
+"""The ``SpoolStore`` protocol: the seam between the server, the scheduler and storage.
+
+Contract (every backend keeps it):
+
+* ``new_message()`` allocates a queue id and a *temporary* body that the session
+  writes into as DATA/BDAT arrives.  Nothing about it is durable or visible to
+  ``due``/``iterate`` yet.
+* ``await put(writer, envelope)`` makes body and envelope durable (file and directory
+  fsynced, metadata committed) and only then returns.  The server sends 250 after it
+  returns and never before (DESIGN principle 3).  If it raises ``SpoolError`` the
+  server answers 451 4.3.0 and the temporary body is gone.  Concurrent ``put`` calls
+  share fsyncs and commits (group commit).
+* ``writer.abort()`` discards a temporary body (client vanished, size exceeded,
+  smuggling).  A crash before ``put`` returns leaves at most a temporary file that
+  ``open`` removes at start-up: nothing half-written survives a restart.
+* ``load``/``due``/``iterate`` return committed messages; ``update`` persists the
+  per-recipient state after a delivery attempt; ``remove`` deletes a finished message.
+* ``read_body`` returns the message bytes exactly as accepted (with our Received
+  header first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from mailwright.spool.model import Envelope, SpooledMessage
+
+
+class SpoolError(Exception):
+    """Storing failed (disk full, permissions, I/O error).  Always temporary for peers."""
+
+
+class MessageWriter(Protocol):
+    queue_id: str
+    size: int
+
+    def write(self, data: bytes) -> None:
+        """Append body bytes.  Raises SpoolError on I/O failure."""
+
+    def abort(self) -> None:
+        """Discard the temporary body.  Idempotent."""
+
+
+class SpoolStore(Protocol):
+    async def open(self) -> None:
+        """Create folders/database as needed and remove debris of interrupted writes."""
+
+    async def close(self) -> None: ...
+
+    def new_message(self) -> MessageWriter: ...
+
+    async def put(self, writer: MessageWriter, envelope: Envelope) -> SpooledMessage: ...
+
+    async def load(self, queue_id: str) -> SpooledMessage | None: ...
+
+    async def read_body(self, queue_id: str) -> bytes: ...
+
+    async def update(self, message: SpooledMessage) -> None:
+        """Persist ``message.recipients``, ``attempts`` and ``next_attempt``."""
+
+    async def due(self, now: float, limit: int) -> list[SpooledMessage]:
+        """Messages with pending recipients whose ``next_attempt`` <= now, oldest first."""
+
+    async def remove(self, queue_id: str) -> None: ...
+
+    def iterate(self) -> AsyncIterator[SpooledMessage]:
+        """Every committed message (for `queue list` and recovery)."""
