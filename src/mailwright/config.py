@@ -154,7 +154,7 @@ class DeliveryConfig(_Frozen):
 class LogConfig(_Frozen):
     # Mail log: "-" is standard error, otherwise a file path (relative to data_dir).
     mail_log: str = "-"
-    json: bool = False
+    json_format: bool = False  # one JSON object per mail-log line
     debug: bool = False
 
 
