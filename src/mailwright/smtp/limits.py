@@ -56,3 +56,6 @@ MAX_PIPELINE_BUFFER = 64 * 1024
 # ENVID and ORCPT are xtext of at most 100 and 500 octets (RFC 3461 §4.4, §4.2).
 MAX_ENVID_LENGTH = 100
 MAX_ORCPT_LENGTH = 500
+
+# RFC 4954 §4: AUTH command and SASL response lines may be up to 12288 octets.
+MAX_AUTH_LINE = 12288

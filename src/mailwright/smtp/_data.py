@@ -1,0 +1,96 @@
+"""The DATA body reader: dot-unstuffing, end-of-data detection, smuggling defence.
+
+RFC 5321 §4.1.1.4: the body ends with ``CRLF . CRLF``; §4.5.2: a line beginning with
+"." has had one extra "." added, which we remove.  §2.3.8: lines end with CRLF and
+nothing else.
+
+SMTP smuggling (CVE-2023-51764 Postfix, CVE-2023-51765 sendmail, CVE-2023-51766 Exim)
+works because servers disagree about other end-of-data forms (``\\n.\\n``,
+``\\r\\n.\\r``, ...).  Here only ``CRLF.CRLF`` ends DATA, and *any* bare CR or LF in
+the body stops the reader at once with ``DataError.BARE_LINE_ENDING``.  We reject
+rather than normalise: normalising means guessing which end-of-data the sender
+meant, the very ambiguity the attack exploits.  The session then answers 521 5.5.2
+and closes (as chasquid does, and Postfix 3.9 with ``smtpd_forbid_bare_newline=yes``):
+whatever the client pipelined after its idea of end-of-data is never read as commands,
+so one message can never be split into two.
+
+The reader works on whole buffers with ``bytes.find``/``count``/``replace`` (C speed)
+instead of line by line, holding back at most the four bytes that could start a
+terminator split across reads.
+"""
+
+from __future__ import annotations
+
+from mailwright.smtp._buffer import ReceiveBuffer
+from mailwright.smtp._events import DataChunk, DataError, EndOfData
+
+_TERMINATOR = b"\r\n.\r\n"
+# Suffixes that may be the start of a terminator still arriving; longest first.
+_HOLD_BACK = (b"\r\n.\r", b"\r\n.", b"\r\n", b"\r")
+
+
+def has_bare_line_ending(data: bytes) -> bool:
+    """True if ``data`` holds a CR not followed by LF or an LF not preceded by CR."""
+    crlf = data.count(b"\r\n")
+    return data.count(b"\r") != crlf or data.count(b"\n") != crlf
+
+
+class DataReader:
+    """Reads one DATA body out of a ReceiveBuffer, a piece at a time."""
+
+    __slots__ = ("_at_start", "_finished", "_max_size", "size", "too_big")
+
+    def __init__(self, max_size: int) -> None:
+        self._max_size = max_size
+        self._at_start = True  # the body's first line may be "." or ".."
+        self._finished = False  # terminator consumed, EndOfData still to be returned
+        self.size = 0
+        self.too_big = False
+
+    def read(self, buf: ReceiveBuffer) -> DataChunk | EndOfData | None:
+        """Next DataChunk, the EndOfData, or None when more input is needed."""
+        while True:
+            if self._finished:
+                return self._end()
+            data = buf.peek()
+            if not data:
+                return None
+            if self._at_start:
+                if data.startswith(b".\r\n"):
+                    buf.skip(3)
+                    return self._end()
+                if data in (b".", b".\r"):
+                    return None
+            index = data.find(_TERMINATOR)
+            if index >= 0:
+                body_end, consumed = index + 2, index + len(_TERMINATOR)
+            else:
+                body_end = len(data)
+                for suffix in _HOLD_BACK:
+                    if data.endswith(suffix):
+                        body_end -= len(suffix)
+                        break
+                consumed = body_end
+            if consumed == 0:
+                return None
+            body = data[:body_end]
+            if has_bare_line_ending(body):
+                # Stop here: nothing from this byte on is consumed or interpreted.
+                return EndOfData(self.size, DataError.BARE_LINE_ENDING)
+            buf.skip(consumed)
+            self._finished = index >= 0
+            if self._at_start:
+                self._at_start = False
+                if body.startswith(b"."):
+                    body = body[1:]
+            body = body.replace(b"\r\n.", b"\r\n")
+            if body and not self.too_big:
+                if self.size + len(body) > self._max_size:
+                    # RFC 5321 §4.2.5: read on to the end of DATA and answer 552 there.
+                    self.too_big = True
+                else:
+                    self.size += len(body)
+                    return DataChunk(body)
+
+    def _end(self) -> EndOfData:
+        return EndOfData(self.size, DataError.TOO_BIG if self.too_big else None)

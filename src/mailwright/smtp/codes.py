@@ -1,0 +1,58 @@
+"""Named replies (aiosmtpd's statuscodes idea): tests and handlers use these, not strings.
+
+Enhanced status codes per RFC 3463 and the IANA registry (RFC 5248).
+"""
+
+from __future__ import annotations
+
+from mailwright.smtp._replies import Reply
+
+R = Reply.of
+
+# 2xx
+R221_BYE = R(221, "2.0.0", "Bye")
+R235_AUTH_OK = R(235, "2.7.0", "Authentication successful")
+R250_OK = R(250, "2.0.0", "Ok")
+R250_SENDER_OK = R(250, "2.1.0", "Ok")
+R250_RECIPIENT_OK = R(250, "2.1.5", "Ok")
+R250_RESET = R(250, "2.0.0", "Ok")
+R252_CANNOT_VRFY = R(252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery")
+# 3xx: RFC 2034 §3 - no enhanced code on 354.
+R354_START_DATA = R(354, "", "End data with <CR><LF>.<CR><LF>")
+
+# 4xx
+R421_SHUTTING_DOWN = R(421, "4.3.2", "Server shutting down, try again later")
+R421_TOO_MANY_ERRORS = R(421, "4.7.0", "Too many errors, closing connection")
+R421_TOO_MANY_CONNECTIONS = R(421, "4.7.0", "Too many connections, try again later")
+R421_TIMEOUT = R(421, "4.4.2", "Timeout, closing connection")
+R451_LOCAL_ERROR = R(451, "4.3.0", "Failed to queue message, try again later")
+R451_TEMP_POLICY = R(451, "4.3.0", "Temporary policy failure, try again later")
+R452_TOO_MANY_RECIPIENTS = R(452, "4.5.3", "Too many recipients")
+
+# 5xx
+R500_UNRECOGNIZED = R(500, "5.5.1", "Command unrecognized")
+R500_LINE_TOO_LONG = R(500, "5.5.2", "Line too long")
+R500_BAD_ENCODING = R(500, "5.5.2", "Invalid characters in command (bare CR or invalid UTF-8)")
+R501_SYNTAX = R(501, "5.5.2", "Syntax error")
+R502_NOT_IMPLEMENTED = R(502, "5.5.1", "Command not implemented")
+R502_EXPN_DISABLED = R(502, "5.5.1", "EXPN not available")
+R502_VRFY_DISABLED = R(502, "5.5.1", "VRFY not available")
+R503_BAD_SEQUENCE = R(503, "5.5.1", "Bad sequence of commands")
+R503_SEND_HELO_FIRST = R(503, "5.5.1", "Error: send HELO/EHLO first")
+R503_NESTED_MAIL = R(503, "5.5.1", "Error: nested MAIL command")
+R503_NEED_MAIL = R(503, "5.5.1", "Error: need MAIL command")
+R503_NEED_RCPT = R(503, "5.5.1", "Error: need RCPT command")
+R503_ALREADY_AUTHENTICATED = R(503, "5.5.1", "Error: already authenticated")
+R503_TLS_ACTIVE = R(503, "5.5.1", "Error: TLS already active")
+R503_BINARYMIME_NEEDS_BDAT = R(503, "5.5.1", "Error: BODY=BINARYMIME requires BDAT")
+R503_DATA_AFTER_BDAT = R(503, "5.5.1", "Error: DATA not allowed after BDAT")
+R521_BARE_LINE_ENDING = R(
+    521, "5.5.2", "Error: bare CR or LF in message data (see RFC 5321 section 2.3.8)"
+)
+R550_NO_SUCH_USER = R(550, "5.1.1", "Recipient address rejected: user unknown")
+R550_RELAY_DENIED = R(550, "5.7.1", "Relay access denied")
+R552_TOO_BIG = R(552, "5.3.4", "Message size exceeds fixed maximum message size")
+R553_UTF8_NOT_ALLOWED = R(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")
+R554_EARLY_TALKER = R(554, "5.5.1", "Error: protocol violation: data sent before greeting")
+R554_NO_VALID_RECIPIENTS = R(554, "5.5.1", "Error: no valid recipients")
+R555_UNKNOWN_PARAMETER = R(555, "5.5.4", "Unsupported parameter")
