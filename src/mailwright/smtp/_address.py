@@ -68,6 +68,11 @@ def to_ascii_domain(domain: str) -> str:
     return idna.encode(domain, uts46=True).decode("ascii")
 
 
+def _is_qtext(ch: str) -> bool:
+    # RFC 5321 qtextSMTP is printable ASCII; RFC 6531 adds UTF8-non-ascii.
+    return " " <= ch <= "~" if ch.isascii() else ch.isprintable()
+
+
 def _check_atext(ch: str) -> bool:
     if ch.isascii():
         return ch.isalnum() or ch in _ATEXT_SPECIALS
@@ -87,7 +92,7 @@ def parse_local_part(text: str) -> str:
                 i += 1
                 if i >= len(text) - 1 or not (" " <= text[i] <= "~"):
                     raise AddressError("bad quoted-pair in local part")
-            elif ch == '"' or (ch.isascii() and not (" " <= ch <= "~")) or (not ch.isascii() and not ch.isprintable()):
+            elif ch == '"' or not _is_qtext(ch):
                 raise AddressError("invalid character in quoted local part")
             i += 1
     else:
