@@ -78,7 +78,9 @@ class SmtpConfig(_Frozen):
     max_errors: Annotated[int, Field(gt=0)] = smtp_limits.DEFAULT_MAX_ERRORS
     vrfy: VrfyMode = VrfyMode.AMBIGUOUS
     expn: bool = False
-    greeting_timeout: Annotated[float, Field(gt=0)] = smtp_limits.GREETING_TIMEOUT
+    # Wait this long before the greeting and refuse clients that talk first
+    # (Postfix postscreen's pregreet test).  0 checks only what already arrived.
+    greeting_delay: Annotated[float, Field(ge=0, le=30)] = 0.0
     command_timeout: Annotated[float, Field(gt=0)] = smtp_limits.COMMAND_TIMEOUT
     data_block_timeout: Annotated[float, Field(gt=0)] = smtp_limits.DATA_BLOCK_TIMEOUT
     session_timeout: Annotated[float, Field(gt=0)] = smtp_limits.SESSION_TIMEOUT

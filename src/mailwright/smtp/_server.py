@@ -143,6 +143,11 @@ class ServerConnection:
         self._buf.extend(data)
 
     @property
+    def peer_closed(self) -> bool:
+        """The peer sent EOF (``receive_data(b"")``)."""
+        return self._eof
+
+    @property
     def buffered(self) -> int:
         """Unprocessed input octets; the transport stops reading above a limit."""
         return len(self._buf)
@@ -339,3 +344,12 @@ class ServerConnection:
             isinstance(event, Bdat) and (event.last or not positive)
         ):
             self.transaction = Transaction()
+
+    def close_with(self, reply: Reply) -> bytes:
+        """An unsolicited closing reply: 421 on timeout or shutdown (RFC 5321 §3.8,
+        §4.5.3.2), whatever is owed.  The connection is CLOSED afterwards."""
+        if reply.code != 421 and reply.code < 500:
+            raise LocalProtocolError("close_with() takes a 421 or 5xx reply")
+        self._owed = None
+        self.state = State.CLOSED
+        return reply.to_bytes()

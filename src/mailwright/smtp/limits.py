@@ -39,7 +39,7 @@ SESSION_TIMEOUT = 3600.0  # a hard cap so a slow-drip client cannot hold a slot 
 
 # Errors tolerated per session before 421 and close (Postfix smtpd_hard_error_limit
 # is 20; chasquid closes after 3 errors of a kind).
-DEFAULT_MAX_ERRORS = 10
+DEFAULT_MAX_ERRORS = 20
 # Connection caps (Postfix default_process_limit 100; per-client 50).
 DEFAULT_MAX_CONNECTIONS = 1000
 DEFAULT_MAX_CONNECTIONS_PER_IP = 50

@@ -1,0 +1,78 @@
+"""The `mailwright` command.  Subcommands are registered explicitly, one module each."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from mailwright import __version__
+from mailwright.config import Config, ConfigError, load_config
+
+# Exit status for configuration errors (as sysexits' EX_USAGE family; the issue asks 2).
+EXIT_CONFIG = 2
+
+
+def load_or_exit(path: Path | None) -> Config:
+    if path is None:
+        return Config.embedded()
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            click.echo(f"mailwright: {line}", err=True)
+        sys.exit(EXIT_CONFIG)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mailwright")
+def cli() -> None:
+    """mailwright: an SMTP server, queue and Maildir delivery in one command."""
+
+
+@cli.command()
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="TOML configuration file (default: the embedded configuration).",
+)
+def serve(config_path: Path | None) -> None:
+    """Run the mail server (embedded default: 127.0.0.1:2525, domain localhost)."""
+    config = load_or_exit(config_path)
+    if config_path is None:
+        click.echo("mailwright: no config file given, using the embedded default")
+    from mailwright.app import run
+
+    try:
+        run(config, announce=lambda line: click.echo(line))
+    except OSError as exc:
+        click.echo(f"mailwright: cannot start: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        pass
+
+
+@cli.command("check-config")
+@click.argument("config_path", required=False, type=click.Path(path_type=Path))
+def check_config(config_path: Path | None) -> None:
+    """Validate a configuration file and print a summary (exit 2 on errors)."""
+    config = load_or_exit(config_path)
+    source = config_path or "embedded default"
+    click.echo(f"{source}: ok")
+    for listener in config.listeners:
+        click.echo(f"  listener {listener.address}:{listener.port} ({listener.role})")
+    for domain in config.domains:
+        click.echo(
+            f"  domain {domain.name}: {len(domain.mailboxes)} mailbox(es), "
+            f"{len(domain.aliases)} alias(es)"
+            + (f", catch-all {domain.catch_all}" if domain.catch_all else "")
+        )
+    click.echo(f"  data in {config.data_dir}")
+
+
+def main() -> None:
+    cli()

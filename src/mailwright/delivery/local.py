@@ -1,0 +1,164 @@
+"""Local delivery: recipients of local domains into their Maildirs.
+
+For each recipient the ``LocalDirectory`` gives the mailboxes (after aliases,
+plus-addressing, catch-all).  Each mailbox receives the message with two trace
+headers prepended, in this order:
+
+* ``Return-Path: <reverse-path>`` — RFC 5321 §4.4: the final delivery agent records
+  the envelope sender there (``<>`` for the null sender of bounces);
+* ``Delivered-To: <mailbox address>`` — as Postfix's local/virtual agents write it.
+  It names the *final* mailbox (after alias expansion), which is what loop detection
+  and mail filters use.
+
+De-duplication: a mailbox reached by two recipients of the same message (an alias
+and its member, two aliases that share a member, ``bob`` and ``bob+tag``) gets one
+copy, as Postfix does for duplicate recipients; both recipients report success once
+it is stored.
+
+A recipient succeeds only when every one of its mailboxes has the message.  If one
+write fails the recipient gets the (temporary) failure and is retried as a whole,
+so mailboxes that already got it may get a second copy: RFC 5321 §6.1 prefers a
+duplicate to a loss.
+
+Errors never escape ``deliver``: an unknown recipient is a permanent 550 5.1.1, a
+recipient in a domain that is not local a permanent 550 5.1.2, and every storage
+error is temporary (RFC 3463: X.2.2 mailbox full for quota, X.3.1 mail system full
+for a full disk, X.3.0 otherwise, including permissions, which the operator can fix).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+from pathlib import Path
+
+from mailwright.accounts.directory import LocalDirectory, Mailbox
+from mailwright.delivery.base import DeliveryResult
+from mailwright.delivery.maildir import Maildir, maildir_path
+from mailwright.smtp import Reply
+from mailwright.spool.model import Recipient, SpooledMessage
+
+log = logging.getLogger(__name__)
+
+MAIL_SUBDIR = "mail"  # Maildirs live in <data_dir>/mail/<domain>/<mailbox>
+
+REPLY_DELIVERED = Reply.of(250, "2.0.0", "Delivered to maildir")
+REPLY_UNKNOWN_USER = Reply.of(550, "5.1.1", "No such user here")
+REPLY_NOT_LOCAL = Reply.of(550, "5.1.2", "Domain is not handled by local delivery")
+REPLY_MAILBOX_FULL = Reply.of(452, "4.2.2", "Mailbox full, will retry")
+REPLY_SYSTEM_FULL = Reply.of(452, "4.3.1", "Mail system full, will retry")
+REPLY_LOCAL_ERROR = Reply.of(451, "4.3.0", "Local delivery failed, will retry")
+
+_QUOTA_ERRNOS = frozenset({getattr(errno, "EDQUOT", -1)})
+_FULL_ERRNOS = frozenset({errno.ENOSPC})
+
+
+def mail_root(data_dir: Path) -> Path:
+    """Where the Maildirs of a server with this data folder live."""
+    return Path(data_dir) / MAIL_SUBDIR
+
+
+def failure_reply(exc: BaseException) -> Reply:
+    """The temporary reply for a storage error; unknown errors are temporary too."""
+    err = getattr(exc, "errno", None)
+    if err in _QUOTA_ERRNOS:
+        return REPLY_MAILBOX_FULL
+    if err in _FULL_ERRNOS:
+        return REPLY_SYSTEM_FULL
+    return REPLY_LOCAL_ERROR
+
+
+def _header_value(value: str) -> str:
+    # The SMTP core never accepts CR/LF in a path, but a header is no place to trust
+    # that: a stray line break would let an envelope forge headers.
+    return "".join(ch for ch in value if ch >= " " and ch != "\x7f")
+
+
+def trace_headers(mail_from: str, mailbox: Mailbox) -> bytes:
+    """``Return-Path`` and ``Delivered-To`` lines to put in front of the message."""
+    return (
+        f"Return-Path: <{_header_value(mail_from)}>\r\n"
+        f"Delivered-To: {_header_value(mailbox.address)}\r\n"
+    ).encode()  # UTF-8 only for SMTPUTF8 addresses (RFC 6532 §3.2)
+
+
+class LocalDeliveryAgent:
+    """``DeliveryAgent`` for local domains; writes Maildirs in worker threads."""
+
+    def __init__(self, directory: LocalDirectory, mail_root: Path, hostname: str) -> None:
+        self.directory = directory
+        self.mail_root = Path(mail_root)
+        self.hostname = hostname
+        self._ensured: set[Path] = set()
+
+    def maildir(self, mailbox: Mailbox) -> Maildir:
+        return Maildir(maildir_path(self.mail_root, mailbox.domain, mailbox.name), self.hostname)
+
+    def ensure_all(self) -> None:
+        """Create the Maildir of every configured mailbox (blocking; at start-up)."""
+        for mailbox in self.directory.known_mailboxes():
+            self._ensure(self.maildir(mailbox))
+
+    def _ensure(self, maildir: Maildir) -> None:
+        if maildir.root not in self._ensured:
+            maildir.ensure()
+            self._ensured.add(maildir.root)
+
+    def _write(self, mailbox: Mailbox, data: bytes) -> str:
+        maildir = self.maildir(mailbox)
+        self._ensure(maildir)
+        try:
+            name = maildir.deliver(data)
+        except FileNotFoundError:
+            # The folder vanished since we created it (an operator moved it away):
+            # re-create it once rather than failing until the next restart.
+            self._ensured.discard(maildir.root)
+            self._ensure(maildir)
+            name = maildir.deliver(data)
+        return str(maildir.root / "new" / name)
+
+    async def _store(self, mailbox: Mailbox, data: bytes) -> DeliveryResult:
+        try:
+            path = await asyncio.to_thread(self._write, mailbox, data)
+        except Exception as exc:  # never raise for one mailbox: report it
+            log.warning("delivery to %s failed: %r", mailbox.address, exc)
+            return DeliveryResult(failure_reply(exc), f"{mailbox.address}: {exc}")
+        return DeliveryResult(REPLY_DELIVERED, path)
+
+    async def deliver(
+        self, message: SpooledMessage, body: bytes, recipients: list[Recipient]
+    ) -> dict[str, DeliveryResult]:
+        results: dict[str, DeliveryResult] = {}
+        plan: dict[str, list[Mailbox]] = {}  # recipient address -> its mailboxes
+        for rcpt in recipients:
+            address = rcpt.address
+            if address in results or address in plan:
+                continue  # the same RCPT twice: one result
+            domain = address.rpartition("@")[2] if "@" in address else None
+            if domain is not None and not self.directory.is_local_domain(domain):
+                results[address] = DeliveryResult(REPLY_NOT_LOCAL, f"{domain} is not local")
+                continue
+            mailboxes = self.directory.resolve(address)
+            if mailboxes is None:
+                results[address] = DeliveryResult(REPLY_UNKNOWN_USER, "unknown recipient")
+            else:
+                plan[address] = mailboxes
+
+        unique = list(dict.fromkeys(m for boxes in plan.values() for m in boxes))
+        mail_from = message.envelope.mail_from
+        stored = await asyncio.gather(
+            *(self._store(m, trace_headers(mail_from, m) + body) for m in unique)
+        )
+        by_mailbox = dict(zip(unique, stored, strict=True))
+
+        for address, mailboxes in plan.items():
+            outcomes = [by_mailbox[m] for m in mailboxes]
+            failed = [r for r in outcomes if not r.ok]
+            if failed:
+                results[address] = failed[0]
+            else:
+                results[address] = DeliveryResult(
+                    REPLY_DELIVERED, " ".join(r.reason for r in outcomes)
+                )
+        return results

@@ -1,0 +1,125 @@
+"""Routing: which delivery agent handles which recipient.
+
+The ``Router`` is itself a ``DeliveryAgent``: the scheduler hands it a message and its
+pending recipients; it splits them by route, calls each route's agent once with its
+share (concurrently), and merges the per-recipient results.  Adding the SMTP relay
+(MX lookup or smarthost) later means passing it as ``remote``; nothing else changes.
+
+Until a relay is configured, recipients in domains that are not local get
+``NoRelayAgent``'s permanent ``550 5.7.1``: that is the real answer of a server with
+no route off the host (Postfix answers "Relay access denied" with 5.7.1 likewise),
+and the message bounces instead of sitting in the queue until it expires.
+
+An agent that raises, or that forgets a recipient, yields a temporary 451 4.3.0 for
+the recipients concerned: unknown errors count as temporary (DESIGN principle 4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from enum import StrEnum
+
+from mailwright.accounts.directory import LocalDirectory
+from mailwright.delivery.base import DeliveryAgent, DeliveryResult
+from mailwright.smtp import Reply
+from mailwright.spool.model import Recipient, SpooledMessage
+
+log = logging.getLogger(__name__)
+
+REPLY_AGENT_ERROR = Reply.of(451, "4.3.0", "Delivery agent error, will retry")
+
+
+class Route(StrEnum):
+    LOCAL = "local"  # Maildir delivery on this host
+    REMOTE = "remote"  # everything else: the relay, once configured
+
+
+def recipient_domain(address: str) -> str | None:
+    """The domain of an address; None for the bare "Postmaster" (RFC 5321 §4.5.1)."""
+    _local, at, domain = address.rpartition("@")
+    return domain if at else None
+
+
+class NoRelayAgent:
+    """The remote route of a server with no relay: every recipient fails permanently.
+
+    RFC 3463 X.7.1 ("delivery not authorized"): this host is not allowed, by its
+    configuration, to send mail off the host.
+    """
+
+    async def deliver(
+        self, message: SpooledMessage, body: bytes, recipients: list[Recipient]
+    ) -> dict[str, DeliveryResult]:
+        results: dict[str, DeliveryResult] = {}
+        for rcpt in recipients:
+            domain = recipient_domain(rcpt.address) or "?"
+            # Reply text is public; keep the domain short enough for a reply line.
+            reply = Reply.of(
+                550, "5.7.1", f"No route to remote domain {domain[:100]} (relay not configured)"
+            )
+            results[rcpt.address] = DeliveryResult(reply, "no relay configured")
+        return results
+
+
+class Router:
+    """Split recipients by route, call each route's agent, merge the results."""
+
+    def __init__(
+        self,
+        directory: LocalDirectory,
+        local: DeliveryAgent,
+        remote: DeliveryAgent | None = None,
+    ) -> None:
+        self.directory = directory
+        self.agents: dict[Route, DeliveryAgent] = {
+            Route.LOCAL: local,
+            Route.REMOTE: remote if remote is not None else NoRelayAgent(),
+        }
+
+    def route(self, address: str) -> Route:
+        domain = recipient_domain(address)
+        if domain is None or self.directory.is_local_domain(domain):
+            return Route.LOCAL
+        return Route.REMOTE
+
+    def split(self, recipients: list[Recipient]) -> dict[Route, list[Recipient]]:
+        """Recipients per route, in their original order; routes with none omitted."""
+        groups: dict[Route, list[Recipient]] = {}
+        for rcpt in recipients:
+            groups.setdefault(self.route(rcpt.address), []).append(rcpt)
+        return groups
+
+    async def _call(
+        self,
+        route: Route,
+        message: SpooledMessage,
+        body: bytes,
+        recipients: list[Recipient],
+    ) -> dict[str, DeliveryResult]:
+        try:
+            results = await self.agents[route].deliver(message, body, recipients)
+        except Exception as exc:
+            log.exception("%s agent failed for %s", route, message.queue_id)
+            results = {}
+            reason = f"{route} agent raised {exc!r}"
+        else:
+            reason = f"{route} agent returned no result"
+        merged: dict[str, DeliveryResult] = {}
+        for rcpt in recipients:
+            merged[rcpt.address] = results.get(rcpt.address) or DeliveryResult(
+                REPLY_AGENT_ERROR, reason
+            )
+        return merged
+
+    async def deliver(
+        self, message: SpooledMessage, body: bytes, recipients: list[Recipient]
+    ) -> dict[str, DeliveryResult]:
+        groups = self.split(recipients)
+        parts = await asyncio.gather(
+            *(self._call(route, message, body, rcpts) for route, rcpts in groups.items())
+        )
+        results: dict[str, DeliveryResult] = {}
+        for part in parts:
+            results.update(part)
+        return results

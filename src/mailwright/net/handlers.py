@@ -1,0 +1,313 @@
+"""Command handlers of an inbound session: each takes an event and *returns* a reply.
+
+Handlers never write to the wire, log or count; ``InboundSession`` does all three in
+one place (DESIGN principle 5, chasquid's ``(code, msg)`` handlers).  Dispatch is an
+explicit dict from event type to method (principle 6).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from mailwright.config import VrfyMode
+from mailwright.net.received import protocol_name, received_header
+from mailwright.policy.pipeline import Stage
+from mailwright.policy.verdict import Accept, Continue, Disconnect, Reject, TempFail, Verdict
+from mailwright.smtp import (
+    COMMANDS,
+    Auth,
+    Bdat,
+    CommandError,
+    Data,
+    DataError,
+    Ehlo,
+    EndOfData,
+    Event,
+    Expn,
+    Helo,
+    Help,
+    MailFrom,
+    Noop,
+    Quit,
+    RcptTo,
+    Reply,
+    Rset,
+    StartTls,
+    Vrfy,
+    codes,
+    ehlo_reply,
+)
+from mailwright.spool.model import BodyType, Envelope, Recipient
+from mailwright.spool.store import MessageWriter, SpoolError
+
+if TYPE_CHECKING:
+    from mailwright.net.inbound import InboundSession
+
+log = logging.getLogger(__name__)
+
+R = Reply.of
+_HELP = R(214, "2.0.0", "Commands supported:", " ".join(COMMANDS), "See RFC 5321")
+
+
+def verdict_reply(verdict: Verdict, positive: Reply) -> tuple[Reply, str]:
+    """The reply for a stage's verdict, and the private reason for the log."""
+    match verdict:
+        case Continue():
+            return positive, ""
+        case Accept(reply):
+            return reply or positive, ""
+        case Reject(reply, reason) | TempFail(reply, reason) | Disconnect(reply, reason):
+            return reply, reason
+    raise TypeError(f"not a verdict: {verdict!r}")  # pragma: no cover
+
+
+class Handlers:
+    """The per-session command handlers; state lives in the session and its core."""
+
+    def __init__(self, session: InboundSession) -> None:
+        self.s = session
+        self.writer: MessageWriter | None = None
+        self.dispatch: dict[type, Callable[[Event], Awaitable[Reply]]] = {
+            Helo: self.helo,
+            Ehlo: self.ehlo,
+            MailFrom: self.mail,
+            RcptTo: self.rcpt,
+            Data: self.data,
+            EndOfData: self.end_of_data,
+            Bdat: self.bdat,
+            Rset: self.rset,
+            Noop: self.noop,
+            Quit: self.quit,
+            Vrfy: self.vrfy,
+            Expn: self.expn,
+            Help: self.help,
+            StartTls: self.starttls,
+            Auth: self.auth,
+            CommandError: self.command_error,
+        }
+
+    # -- session commands ------------------------------------------------------------
+
+    async def _stage(self, stage: Stage, positive: Reply, *args: object) -> Reply:
+        verdict = await self.s.services.pipeline.run(stage, self.s.ctx, *args)
+        reply, reason = verdict_reply(verdict, positive)
+        if isinstance(verdict, Disconnect):
+            self.s.close_after_reply = True
+        if not reply.is_positive:
+            self.s.reject_reason = reason
+        return reply
+
+    async def helo(self, event: Event) -> Reply:
+        assert isinstance(event, Helo)
+        self.abort_message()
+        self.s.ctx.helo = event.domain
+        return await self._stage(Stage.HELO, R(250, "", self.s.hostname), event)
+
+    async def ehlo(self, event: Event) -> Reply:
+        assert isinstance(event, Ehlo)
+        self.abort_message()
+        self.s.ctx.helo = event.domain
+        positive = ehlo_reply(
+            self.s.hostname,
+            self.s.conn.extensions,
+            max_size=self.s.services.config.smtp.max_message_size,
+        )
+        return await self._stage(Stage.HELO, positive, event)
+
+    async def mail(self, event: Event) -> Reply:
+        return await self._stage(Stage.MAIL, codes.R250_SENDER_OK, event)
+
+    async def rcpt(self, event: Event) -> Reply:
+        return await self._stage(Stage.RCPT, codes.R250_RECIPIENT_OK, event)
+
+    async def rset(self, event: Event) -> Reply:
+        self.abort_message()
+        return codes.R250_RESET
+
+    async def noop(self, event: Event) -> Reply:
+        return codes.R250_OK
+
+    async def quit(self, event: Event) -> Reply:
+        self.abort_message()
+        return codes.R221_BYE
+
+    async def help(self, event: Event) -> Reply:
+        return _HELP
+
+    async def vrfy(self, event: Event) -> Reply:
+        assert isinstance(event, Vrfy)
+        mode = self.s.services.config.smtp.vrfy
+        if mode is VrfyMode.OFF:
+            return codes.R502_VRFY_DISABLED
+        if mode is VrfyMode.AMBIGUOUS:
+            # RFC 5321 §3.5.3: 252 neither confirms nor denies, so VRFY cannot be
+            # used to harvest addresses.
+            return codes.R252_CANNOT_VRFY
+        mailboxes = self._lookup(event.argument)
+        if not mailboxes:
+            return codes.R550_NO_SUCH_USER
+        return R(250, "2.1.5", f"<{mailboxes[0]}>")
+
+    async def expn(self, event: Event) -> Reply:
+        assert isinstance(event, Expn)
+        if not self.s.services.config.smtp.expn:
+            return codes.R502_EXPN_DISABLED
+        mailboxes = self._lookup(event.argument)
+        if not mailboxes:
+            return R(550, "5.1.1", "No such list or address")
+        return Reply(250, "2.1.5", tuple(f"<{m}>" for m in mailboxes))
+
+    def _lookup(self, argument: str) -> list[str]:
+        text = argument.strip().removeprefix("<").removesuffix(">")
+        if "@" not in text:
+            domains = self.s.services.config.domains
+            if not domains:
+                return []
+            text = f"{text}@{domains[0].name}"
+        resolved = self.s.services.directory.resolve(text)
+        return [m.address for m in resolved or ()]
+
+    async def starttls(self, event: Event) -> Reply:
+        # Not advertised while no certificate is configured (RFC 3207 §4 lets a
+        # server offer STARTTLS only when it can complete it).
+        return R(502, "5.5.1", "STARTTLS not available")
+
+    async def auth(self, event: Event) -> Reply:
+        return R(503, "5.5.1", "Error: authentication not enabled")
+
+    async def command_error(self, event: Event) -> Reply:
+        assert isinstance(event, CommandError)
+        return event.reply
+
+    # -- message data --------------------------------------------------------------
+
+    def abort_message(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+            self.writer = None
+
+    def _open_message(self) -> MessageWriter:
+        """Start the spool body and write our Received header first (RFC 5321 §4.4)."""
+        if self.writer is None:
+            s = self.s
+            writer = s.services.spool.new_message()
+            txn = s.conn.transaction
+            mail = txn.mail
+            header = received_header(
+                helo=s.ctx.helo or "",
+                peer_ip=s.ctx.peer_ip,
+                hostname=s.hostname,
+                protocol=protocol_name(
+                    esmtp=s.conn.esmtp,
+                    tls=s.conn.tls_active,
+                    authenticated=s.conn.authenticated,
+                    smtputf8=bool(mail and mail.params.smtputf8),
+                ),
+                queue_id=writer.queue_id,
+                recipient=str(txn.rcpts[0].address) if len(txn.rcpts) == 1 else None,
+                tls_info=s.ctx.tls,
+            )
+            writer.write(header)
+            self.writer = writer
+        return self.writer
+
+    async def data(self, event: Event) -> Reply:
+        reply = await self._stage(Stage.DATA, codes.R354_START_DATA, event)
+        if reply.code == 354:
+            try:
+                self._open_message()
+            except SpoolError as exc:
+                self.s.reject_reason = f"spool: {exc}"
+                return codes.R451_LOCAL_ERROR
+        return reply
+
+    def write_chunk(self, data: bytes) -> None:
+        """Append a DataChunk; a failing write turns into 451 at the end of data."""
+        try:
+            self._open_message().write(data)
+        except SpoolError as exc:
+            self.s.reject_reason = f"spool: {exc}"
+            self.abort_message()
+            self.s.store_failed = True
+
+    async def end_of_data(self, event: Event) -> Reply:
+        assert isinstance(event, EndOfData)
+        return await self._finish(event.error, event.size)
+
+    async def bdat(self, event: Event) -> Reply:
+        assert isinstance(event, Bdat)
+        if event.error is not None or event.last:
+            return await self._finish(event.error, self.s.conn.transaction.bdat_size)
+        if not self.s.store_failed:
+            try:
+                self._open_message()
+            except SpoolError as exc:
+                self.s.reject_reason = f"spool: {exc}"
+                self.s.store_failed = True
+        if self.s.store_failed:
+            # RFC 3030 §2: a failed chunk fails the transaction.
+            self.s.store_failed = False
+            return codes.R451_LOCAL_ERROR
+        return R(250, "2.0.0", f"{event.size} octets received")
+
+    async def _finish(self, error: DataError | None, size: int) -> Reply:
+        s = self.s
+        if error is DataError.BARE_LINE_ENDING:
+            self.abort_message()
+            s.reject_reason = "bare CR or LF in DATA (SMTP smuggling defence)"
+            return codes.R521_BARE_LINE_ENDING
+        if error is DataError.TOO_BIG:
+            self.abort_message()
+            s.reject_reason = f"message larger than {s.services.config.smtp.max_message_size}"
+            return codes.R552_TOO_BIG
+        if s.store_failed:
+            s.store_failed = False
+            return codes.R451_LOCAL_ERROR
+        writer = self._open_message()
+        self.writer = None
+        envelope = self._envelope()
+        try:
+            # Durable before 250: put() returns only after fsync of body, directory
+            # and the queue database (DESIGN principle 3).
+            message = await s.services.spool.put(writer, envelope)
+        except SpoolError as exc:
+            writer.abort()
+            s.reject_reason = f"spool: {exc}"
+            return codes.R451_LOCAL_ERROR
+        except BaseException:
+            writer.abort()
+            raise
+        s.services.maillog.accepted(
+            message.queue_id,
+            envelope.mail_from,
+            message.size,
+            [r.address for r in envelope.recipients],
+            s.ctx.peer_ip,
+            s.ctx.session_id,
+            helo=s.ctx.helo,
+        )
+        s.services.on_queued(message.queue_id)
+        return R(250, "2.0.0", f"Ok: queued as {message.queue_id}")
+
+    def _envelope(self) -> Envelope:
+        s = self.s
+        txn = s.conn.transaction
+        mail = txn.mail
+        assert mail is not None
+        params = mail.params
+        body = BodyType(params.body) if params.body else BodyType.SEVEN_BIT
+        return Envelope(
+            mail_from="" if mail.address is None else str(mail.address),
+            recipients=tuple(
+                Recipient(str(r.address), r.params.notify, r.params.orcpt) for r in txn.rcpts
+            ),
+            body_type=body,
+            smtputf8=params.smtputf8,
+            ret=params.ret,
+            envid=params.envid,
+            client_address=s.ctx.peer_ip,
+            client_helo=s.ctx.helo or "",
+            auth_user=s.ctx.auth_user,
+        )

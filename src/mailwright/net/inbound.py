@@ -1,0 +1,314 @@
+"""InboundSession: drives a ``smtp.ServerConnection`` over one asyncio connection.
+
+An ``asyncio.Protocol`` (not streams) feeds received bytes straight into the core, so
+there is no second buffer to copy through.  One task per session runs the loop::
+
+    event = conn.next_event()
+    NEED_DATA -> flush replies, wait for input (command or DATA-block timeout)
+    DataChunk -> append to the spool body
+    command   -> handler returns a reply -> conn.send(reply) -> write
+
+This loop is the only place that writes replies, logs rejections and counts errors
+(DESIGN principle 5).  Replies to pipelined commands are written together once no
+complete command is left in the buffer (RFC 2920 §3.2 lets the server batch them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from typing import TYPE_CHECKING, cast
+
+from mailwright.config import ListenerConfig
+from mailwright.net.handlers import Handlers, verdict_reply
+from mailwright.policy.context import SessionContext
+from mailwright.policy.pipeline import Stage
+from mailwright.smtp import (
+    NEED_DATA,
+    PAUSED,
+    Bdat,
+    CommandError,
+    ConnectionClosed,
+    DataChunk,
+    EndOfData,
+    Reply,
+    ServerConnection,
+    State,
+    codes,
+)
+from mailwright.smtp.limits import MAX_PIPELINE_BUFFER
+
+if TYPE_CHECKING:
+    from mailwright.net.listener import Listener
+    from mailwright.net.services import SessionServices
+
+log = logging.getLogger(__name__)
+
+# After a closing reply we stop writing but keep reading (and discarding) for a
+# moment, so the client reads our reply instead of a TCP reset caused by unread data
+# (the "lingering close" of Apache and Postfix).
+LINGER_SECONDS = 2.0
+
+_STAGE_OF = {
+    "MailFrom": "mail",
+    "RcptTo": "rcpt",
+    "Data": "data",
+    "EndOfData": "data",
+    "Bdat": "data",
+    "Helo": "helo",
+    "Ehlo": "helo",
+}
+
+
+class InboundSession(asyncio.Protocol):
+    def __init__(self, services: SessionServices, listener: Listener) -> None:
+        self.services = services
+        self.listener = listener
+        self.listener_config: ListenerConfig = listener.config
+        self.hostname = services.config.smtp.hostname
+        self.conn = ServerConnection(services.server_options)
+        self.handlers = Handlers(self)
+        self.ctx: SessionContext
+        self.transport: asyncio.Transport | None = None
+        self.reject_reason = ""
+        self.store_failed = False
+        self.close_after_reply = False
+        self.shutdown_requested = False
+        self.errors = 0
+        self.messages = 0
+        self._input = asyncio.Event()
+        self._out: list[bytes] = []
+        self._reading_paused = False
+        self._writable: asyncio.Future[None] | None = None
+        self._lost = False
+        self._task: asyncio.Task[None] | None = None
+
+    # -- asyncio.Protocol ----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement the interface without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername") or ("", 0)
+        self.ctx = SessionContext(
+            session_id=secrets.token_hex(5),
+            peer_ip=peer[0],
+            peer_port=peer[1],
+            role=self.listener_config.role,
+        )
+        refusal = self.listener.admit(self)
+        if refusal is not None:
+            # Over a connection cap: answer 421 4.7.0 without starting a session.
+            transport.write(refusal.to_bytes())
+            transport.close()
+            return
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def data_received(self, data: bytes) -> None:
+        self.conn.receive_data(data)
+        if self.conn.buffered > MAX_PIPELINE_BUFFER and not self._reading_paused:
+            # Back-pressure through TCP instead of buffering without bound.
+            assert self.transport is not None
+            self.transport.pause_reading()
+            self._reading_paused = True
+        self._input.set()
+
+    def eof_received(self) -> bool:
+        self.conn.receive_data(b"")
+        self._input.set()
+        return True  # keep our side open: a reply (e.g. 221) may still be owed
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._input.set()
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self.listener.release(self)
+
+    def pause_writing(self) -> None:
+        self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self._writable = None
+
+    # -- control from the listener -------------------------------------------------
+
+    def request_shutdown(self) -> None:
+        """Stage 2 of graceful shutdown: idle sessions get 421 4.3.2 at once; a
+        session inside DATA/BDAT finishes its message first."""
+        self.shutdown_requested = True
+        self._input.set()
+
+    def abort(self) -> None:
+        """Stage 3: the grace period is over."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    async def wait_closed(self) -> None:
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    # -- the session loop ----------------------------------------------------------
+
+    async def _run(self) -> None:
+        services = self.services
+        cfg = services.config.smtp
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + cfg.session_timeout
+        services.maillog.connect(self.ctx.session_id, self.ctx.peer_ip)
+        try:
+            await self._greet(cfg.greeting_delay)
+            while self.conn.state is not State.CLOSED and not self._lost:
+                event = self.conn.next_event()
+                if event is NEED_DATA:
+                    if self.shutdown_requested and self.conn.state not in (
+                        State.DATA,
+                        State.BDAT,
+                    ):
+                        self._close_with(codes.R421_SHUTTING_DOWN)
+                        break
+                    in_data = self.conn.state is State.DATA or self.conn.transaction.bdat_size
+                    timeout = cfg.data_block_timeout if in_data else cfg.command_timeout
+                    if not await self._wait_input(min(timeout, deadline - loop.time())):
+                        self._close_with(codes.R421_TIMEOUT)
+                        break
+                elif isinstance(event, DataChunk):
+                    self.handlers.write_chunk(event.data)
+                elif isinstance(event, ConnectionClosed):
+                    break
+                elif event is PAUSED:  # pragma: no cover - the loop answers every event
+                    raise RuntimeError("session paused with no reply owed")
+                else:
+                    reply = await self.handlers.dispatch[type(event)](event)
+                    self._reply(event, reply)
+        except asyncio.CancelledError:
+            if not self._lost and self.conn.state is not State.CLOSED:
+                self._close_with(codes.R421_SHUTTING_DOWN)
+        except Exception:
+            log.exception("session %s failed", self.ctx.session_id)
+            if not self._lost and self.conn.state is not State.CLOSED:
+                self._close_with(R421_LOCAL_ERROR)
+        finally:
+            self.handlers.abort_message()
+            await self._close()
+            services.maillog.disconnect(
+                self.ctx.session_id,
+                self.ctx.peer_ip,
+                {"messages": self.messages, "errors": self.errors},
+            )
+
+    async def _greet(self, delay: float) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if self.conn.early_talker:
+            # RFC 5321 §4.3.1 / Postfix postscreen "pregreet": a client that talks
+            # before the greeting is a bot that does not wait for replies.
+            self.reject_reason = "early talker: data sent before greeting"
+            self._reply(None, codes.R554_EARLY_TALKER)
+            return
+        verdict = await self.services.pipeline.run(Stage.CONNECT, self.ctx)
+        greeting = Reply.of(220, "", f"{self.hostname} ESMTP mailwright")
+        reply, self.reject_reason = verdict_reply(verdict, greeting)
+        if reply.is_permanent and reply.code != 554:
+            # RFC 5321 §3.1: a server refusing a session greets with 554.
+            reply = Reply(554, "5.7.1", reply.lines)
+        self._reply(None, reply)
+
+    def _reply(self, event: object, reply: Reply) -> None:
+        """The one place replies are written, logged and counted."""
+        cfg = self.services.config.smtp
+        if reply.code >= 400:
+            self.errors += 1
+            if self.errors >= cfg.max_errors and reply.code not in (421, 521):
+                # Postfix smtpd_hard_error_limit: the reply to the last straw is 421.
+                self._log_rejection(event, reply)
+                reply = codes.R421_TOO_MANY_ERRORS
+            self._log_rejection(event, reply)
+        elif isinstance(event, (EndOfData, Bdat)) and reply.text.startswith("Ok: queued"):
+            self.messages += 1
+        self._out.append(self.conn.send(reply))
+        if self.close_after_reply and self.conn.state is not State.CLOSED:
+            self._out.append(self.conn.close_with(codes.R421_TOO_MANY_ERRORS))
+        if self.conn.buffered == 0 or self.conn.state is State.CLOSED:
+            self._flush()
+
+    def _log_rejection(self, event: object, reply: Reply) -> None:
+        name = type(event).__name__ if event is not None else "connect"
+        stage = "command" if isinstance(event, CommandError) else _STAGE_OF.get(name, name.lower())
+        txn = self.conn.transaction
+        mail = txn.mail
+        rcpt = getattr(event, "address", None) if name == "RcptTo" else None
+        self.services.maillog.rejected(
+            self.ctx.session_id,
+            self.ctx.peer_ip,
+            stage,
+            reply,
+            self.reject_reason,
+            mail_from=None if mail is None else str(mail.address or ""),
+            rcpt=None if rcpt is None else str(rcpt),
+            helo=self.ctx.helo,
+        )
+        self.reject_reason = ""
+
+    def _close_with(self, reply: Reply) -> None:
+        self.errors += reply.code >= 400
+        self._out.append(self.conn.close_with(reply))
+        self._flush()
+
+    def _flush(self) -> None:
+        if self._out and self.transport is not None and not self._lost:
+            self.transport.write(b"".join(self._out))
+        self._out.clear()
+
+    async def _wait_input(self, timeout: float) -> bool:
+        """Wait for more input; False on timeout."""
+        self._flush()
+        if self._writable is not None:
+            # The client is not reading our replies: wait before reading more.
+            try:
+                async with asyncio.timeout(max(timeout, 0)):
+                    await self._writable
+            except TimeoutError:
+                return False
+        self._input.clear()
+        if self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        try:
+            async with asyncio.timeout(max(timeout, 0)):
+                await self._input.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def _close(self) -> None:
+        self._flush()
+        transport = self.transport
+        if transport is None or self._lost:
+            return
+        if transport.can_write_eof():
+            with contextlib.suppress(OSError):  # the peer may be gone already
+                transport.write_eof()
+            # Linger: discard whatever the peer still sends until it closes or the
+            # bound expires, so it sees our last reply rather than a reset.
+            deadline = asyncio.get_running_loop().time() + LINGER_SECONDS
+            while not self._lost and not self.conn.peer_closed:
+                self._input.clear()
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    break
+                if self._reading_paused:
+                    self._reading_paused = False
+                    transport.resume_reading()
+                try:
+                    async with asyncio.timeout(remaining):
+                        await self._input.wait()
+                except TimeoutError:
+                    break
+        transport.close()
+
+
+R421_LOCAL_ERROR = Reply.of(421, "4.3.0", "Local error, closing connection")

@@ -1,0 +1,33 @@
+"""What every inbound session shares, built once by the composition root (app.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mailwright.accounts.directory import LocalDirectory
+from mailwright.config import Config
+from mailwright.obs.maillog import MailLog
+from mailwright.policy.pipeline import Pipeline
+from mailwright.smtp import DEFAULT_EXTENSIONS, ServerOptions
+from mailwright.spool.store import SpoolStore
+
+
+@dataclass(slots=True)
+class SessionServices:
+    config: Config
+    pipeline: Pipeline
+    spool: SpoolStore
+    directory: LocalDirectory
+    maillog: MailLog
+    # Called with the queue id after each 250: the scheduler starts delivery at once.
+    on_queued: Callable[[str], None] = lambda queue_id: None
+
+    @property
+    def server_options(self) -> ServerOptions:
+        smtp = self.config.smtp
+        return ServerOptions(
+            max_message_size=smtp.max_message_size,
+            max_recipients=smtp.max_recipients,
+            extensions=DEFAULT_EXTENSIONS,
+        )

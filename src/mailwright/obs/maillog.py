@@ -1,0 +1,261 @@
+"""The mail log: one line per mail event, greppable by queue id (or session id).
+
+Modelled on Postfix's maillog and chasquid's ``maillog``: an operator answers "what
+happened to this message?" with ``grep <queue id>``.  Text lines look like::
+
+    2026-11-21T12:00:00.123Z Q5f2c: accepted from=<a@b> size=123 nrcpt=1 to=<c@d> ...
+
+— a UTC timestamp with milliseconds, the id (``-`` when an event has none), a colon,
+the event name and ``key=value`` pairs.  A value is double-quoted (with ``\\"`` and
+``\\\\`` escapes) when it is empty or contains white space or a quote.  With
+``json_format`` each line is instead one JSON object with the same keys plus ``ts``,
+``id`` and ``event``; numbers stay numbers and address lists are arrays.
+
+Log injection: HELO names, addresses and reasons come from the peer.  Every control
+character (C0, DEL, C1, and the Unicode line/paragraph separators that some viewers
+break lines on) is written as a backslash escape, and so is the backslash itself, so
+no value can end a line early or forge the start of another one.
+
+Writes are line-buffered and serialised by a lock; a file is opened in append mode
+(``O_APPEND``: concurrent writers and logrotate's copytruncate stay safe).  A failing
+log write (disk full) is reported on the debug log and never breaks mail handling.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+from mailwright.config import LogConfig
+from mailwright.smtp import Reply
+
+log = logging.getLogger(__name__)
+
+NO_ID = "-"  # the id column of events that belong to no session or message
+STDERR_PATH = "-"  # LogConfig.mail_log value meaning standard error
+_SPECIAL_ESCAPES = {"\\": "\\\\", "\r": "\\r", "\n": "\\n", "\t": "\\t"}
+_LINE_BREAKERS = frozenset("\x85\u2028\u2029")  # NEL, LINE/PARAGRAPH SEPARATOR
+
+
+def _escape_char(ch: str) -> str:
+    if ch in _SPECIAL_ESCAPES:
+        return _SPECIAL_ESCAPES[ch]
+    code = ord(ch)
+    if code < 0x20 or 0x7F <= code <= 0x9F:
+        return f"\\x{code:02x}"
+    if ch in _LINE_BREAKERS or 0xD800 <= code <= 0xDFFF:  # separators, lone surrogates
+        return f"\\u{code:04x}"
+    return ch
+
+
+def escape_control(value: str) -> str:
+    """``value`` with backslashes and control/line-break characters escaped."""
+    if value.isprintable() and "\\" not in value:
+        return value  # the common case: nothing to do
+    return "".join(_escape_char(ch) for ch in value)
+
+
+def _quote(value: str) -> str:
+    value = escape_control(value)
+    if value and not any(ch.isspace() or ch == '"' for ch in value):
+        return value
+    return '"' + value.replace('"', '\\"') + '"'
+
+
+def _bracket(address: str) -> str:
+    return f"<{address}>"
+
+
+def format_timestamp(when: float) -> str:
+    """RFC 3339 UTC with milliseconds: ``2026-11-21T12:00:00.123Z``."""
+    millis = int(when * 1000)
+    moment = datetime.fromtimestamp(millis // 1000, UTC)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{millis % 1000:03d}Z"
+
+
+def _peer(peer: object) -> str:
+    if isinstance(peer, tuple | list) and peer:
+        host = str(peer[0])
+        if len(peer) < 2:
+            return host
+        return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
+    return str(peer)
+
+
+def _safe_key(key: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "_.-" else "_" for ch in str(key)) or "_"
+
+
+Value = str | int | float | list[str] | None
+
+
+class MailLog:
+    """The mail log.  ``stream_or_path``: an open text stream, a path, or "-" (stderr)."""
+
+    def __init__(
+        self,
+        stream_or_path: TextIO | str | Path,
+        json_format: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.json_format = json_format
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._owned = False
+        self._failed = False
+        if isinstance(stream_or_path, str | Path):
+            if str(stream_or_path) == STDERR_PATH:
+                self._stream: TextIO = sys.stderr
+            else:
+                path = Path(stream_or_path)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                # buffering=1: line-buffered; backslashreplace: never fail to encode.
+                self._stream = open(  # noqa: SIM115 - closed by close()
+                    path, "a", encoding="utf-8", errors="backslashreplace", buffering=1
+                )
+                self._owned = True
+        else:
+            self._stream = stream_or_path
+
+    @classmethod
+    def from_config(cls, config: LogConfig, data_dir: Path) -> MailLog:
+        """Open the configured mail log; a relative path is under ``data_dir``."""
+        if config.mail_log == STDERR_PATH:
+            return cls(STDERR_PATH, config.json_format)
+        return cls(Path(data_dir) / config.mail_log, config.json_format)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._owned and not self._stream.closed:
+                self._stream.close()
+
+    # -- formatting -----------------------------------------------------------------
+
+    def format(self, ident: str | None, event: str, fields: dict[str, Value]) -> str:
+        """One log line (with its newline) for ``event``; ``None`` values are left out."""
+        ts = format_timestamp(self._clock())
+        ident = ident or NO_ID
+        fields = {k: v for k, v in fields.items() if v is not None}
+        if self.json_format:
+            obj: dict[str, Value] = {"ts": ts, "id": ident, "event": event, **fields}
+            line = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+            # json escapes C0 controls; escape the separators some tools break lines on.
+            for ch in _LINE_BREAKERS:
+                line = line.replace(ch, f"\\u{ord(ch):04x}")
+            return line + "\n"
+        parts = [ts, f"{escape_control(ident)}:", event]
+        for key, value in fields.items():
+            if isinstance(value, list):
+                value = ",".join(_bracket(a) for a in value)
+            parts.append(f"{key}={_quote(str(value))}")
+        return " ".join(parts) + "\n"
+
+    def _text_fields(self, fields: dict[str, Value], addresses: Iterable[str]) -> None:
+        # Addresses show as <a@b> in text, so the null sender <> is visible.
+        if not self.json_format:
+            for key in addresses:
+                value = fields.get(key)
+                if isinstance(value, str):
+                    fields[key] = _bracket(value)
+
+    def emit(self, ident: str | None, event: str, **fields: Value) -> None:
+        """Write one event.  Never raises for I/O trouble."""
+        self._text_fields(fields, ("from", "to"))
+        line = self.format(ident, event, fields)
+        with self._lock:
+            try:
+                self._stream.write(line)
+                if not self._owned:
+                    self._stream.flush()
+            except (OSError, ValueError) as exc:
+                if not self._failed:  # report once, not once per message
+                    log.error("cannot write the mail log: %s", exc)
+                self._failed = True
+            else:
+                self._failed = False
+
+    # -- events ---------------------------------------------------------------------
+
+    def listening(self, address: str, port: int, role: str) -> None:
+        self.emit(None, "listening", address=address, port=port, role=str(role))
+
+    def connect(self, session_id: str, peer: object) -> None:
+        self.emit(session_id, "connect", client=_peer(peer))
+
+    def disconnect(self, session_id: str, peer: object, stats: Mapping[str, object]) -> None:
+        """``stats``: command counts and the like, e.g. ``{"ehlo": 1, "mail": 1}``."""
+        fields: dict[str, Value] = {"client": _peer(peer)}
+        for key, value in stats.items():
+            safe = _safe_key(key)
+            if safe in fields or safe in ("ts", "id", "event"):
+                safe = f"stats.{safe}"
+            fields[safe] = value if isinstance(value, int | float) else str(value)
+        self.emit(session_id, "disconnect", **fields)
+
+    def accepted(
+        self,
+        queue_id: str,
+        mail_from: str,
+        size: int,
+        recipients: Iterable[str],
+        peer: object,
+        session_id: str,
+        helo: str | None = None,
+    ) -> None:
+        to = list(recipients)
+        self.emit(
+            queue_id,
+            "accepted",
+            **{"from": mail_from},
+            size=size,
+            nrcpt=len(to),
+            to=to,
+            client=_peer(peer),
+            helo=helo,
+            session=session_id,
+        )
+
+    def rejected(
+        self,
+        session_id: str,
+        peer: object,
+        stage: str,
+        reply: Reply | str,
+        reason: str,
+        mail_from: str | None = None,
+        rcpt: str | None = None,
+        helo: str | None = None,
+    ) -> None:
+        """A refused command: ``reply`` is what the peer saw, ``reason`` why (private)."""
+        self.emit(
+            session_id,
+            "rejected",
+            stage=str(stage),
+            client=_peer(peer),
+            helo=helo,
+            **{"from": mail_from},
+            to=rcpt,
+            reply=str(reply),
+            reason=reason,
+        )
+
+    def delivered(self, queue_id: str, rcpt: str, reply: Reply | str) -> None:
+        self.emit(queue_id, "delivered", to=rcpt, reply=str(reply))
+
+    def deferred(self, queue_id: str, rcpt: str, reply: Reply | str, next_attempt: float) -> None:
+        self.emit(
+            queue_id, "deferred", to=rcpt, reply=str(reply), next=format_timestamp(next_attempt)
+        )
+
+    def bounced(self, queue_id: str, rcpt: str, reply: Reply | str) -> None:
+        self.emit(queue_id, "bounced", to=rcpt, reply=str(reply))
+
+    def expired(self, queue_id: str, rcpt: str) -> None:
+        self.emit(queue_id, "expired", to=rcpt)

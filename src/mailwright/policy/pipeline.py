@@ -1,0 +1,70 @@
+"""The hook pipeline: ordered hooks per stage, run until one decides.
+
+Rules (Haraka's, made fail-closed as DESIGN asks):
+
+* Stages: connect, helo, mail, rcpt, data.  Hooks are registered explicitly, in
+  configuration order; nothing is discovered by name.
+* The first verdict other than Continue ends the stage.
+* A hook that raises or exceeds ``HOOK_TIMEOUT`` yields TempFail 451 4.3.0: a broken
+  check must never turn into an accepted message or an open relay.
+* At ``rcpt``, Continue from every hook means *nobody accepted*: the recipient is
+  refused with 550 5.7.1.  Accepting a recipient always takes an explicit Accept
+  (from the local-recipient hook now, from relay and trusted-network hooks later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from typing import Any
+
+from mailwright.policy.context import SessionContext
+from mailwright.policy.verdict import CONTINUE, Continue, Reject, TempFail, Verdict
+from mailwright.smtp import codes
+
+log = logging.getLogger(__name__)
+
+# Haraka's default plugin timeout is 30 s; SMTP clients wait 5 minutes per command
+# (RFC 5321 §4.5.3.2), so a hook must answer well within that.
+HOOK_TIMEOUT = 30.0
+
+Hook = Callable[..., Awaitable[Verdict | None]]
+
+
+class Stage(StrEnum):
+    CONNECT = "connect"
+    HELO = "helo"
+    MAIL = "mail"
+    RCPT = "rcpt"
+    DATA = "data"
+
+
+class Pipeline:
+    def __init__(self, timeout: float = HOOK_TIMEOUT) -> None:
+        self._hooks: dict[Stage, list[tuple[str, Hook]]] = {stage: [] for stage in Stage}
+        self._timeout = timeout
+
+    def register(self, stage: Stage, name: str, hook: Hook) -> None:
+        self._hooks[stage].append((name, hook))
+
+    def hooks(self, stage: Stage) -> list[str]:
+        return [name for name, _ in self._hooks[stage]]
+
+    async def run(self, stage: Stage, ctx: SessionContext, *args: Any) -> Verdict:
+        for name, hook in self._hooks[stage]:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    verdict = await hook(ctx, *args)
+            except TimeoutError:
+                log.warning("hook %s timed out at %s", name, stage)
+                return TempFail(codes.R451_TEMP_POLICY, f"hook {name} timed out")
+            except Exception:
+                log.exception("hook %s failed at %s", name, stage)
+                return TempFail(codes.R451_TEMP_POLICY, f"hook {name} raised")
+            if verdict is not None and not isinstance(verdict, Continue):
+                return verdict
+        if stage is Stage.RCPT:
+            return Reject(codes.R550_RELAY_DENIED, "no hook accepted the recipient")
+        return CONTINUE

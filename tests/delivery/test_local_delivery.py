@@ -1,0 +1,264 @@
+"""LocalDeliveryAgent and Router: per-recipient results, trace headers, fan-out."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from mailwright.accounts.directory import LocalDirectory
+from mailwright.config import DomainConfig
+from mailwright.delivery.base import DeliveryAgent, DeliveryResult
+from mailwright.delivery.local import LocalDeliveryAgent, mail_root
+from mailwright.delivery.maildir import Maildir, maildir_path
+from mailwright.delivery.router import NoRelayAgent, Route, Router
+from mailwright.smtp import Reply
+from mailwright.spool.model import Envelope, Recipient, SpooledMessage
+
+BODY = b"From: sender@remote.test\r\nSubject: test\r\n\r\nHello.\r\n"
+
+
+def message(mail_from: str, *rcpts: str) -> SpooledMessage:
+    env = Envelope(mail_from=mail_from, recipients=tuple(Recipient(r) for r in rcpts))
+    return SpooledMessage(
+        queue_id="q1", envelope=env, size=len(BODY), received_at=0.0, next_attempt=0.0
+    )
+
+
+def deliver(agent: DeliveryAgent, mail_from: str, *rcpts: str) -> dict[str, DeliveryResult]:
+    msg = message(mail_from, *rcpts)
+    return asyncio.run(agent.deliver(msg, BODY, list(msg.envelope.recipients)))
+
+
+@pytest.fixture
+def directory() -> LocalDirectory:
+    return LocalDirectory(
+        [
+            DomainConfig(
+                name="example.org",
+                mailboxes=["alice", "bob", "postmaster"],
+                aliases={"team": ["alice", "bob"], "both": ["alice", "friend@example.net"]},
+            ),
+            DomainConfig(name="example.net", mailboxes=["friend"]),
+        ]
+    )
+
+
+@pytest.fixture
+def agent(directory: LocalDirectory, tmp_path: Path) -> LocalDeliveryAgent:
+    return LocalDeliveryAgent(directory, mail_root(tmp_path), "mx.example.org")
+
+
+def new_files(agent: LocalDeliveryAgent, address: str) -> list[Path]:
+    name, _, domain = address.partition("@")
+    new = maildir_path(agent.mail_root, domain, name) / "new"
+    return sorted(new.iterdir()) if new.is_dir() else []
+
+
+def test_delivers_with_trace_headers_first(agent: LocalDeliveryAgent) -> None:
+    results = deliver(agent, "sender@remote.test", "alice@example.org")
+    result = results["alice@example.org"]
+    assert result.ok and not result.permanent
+    assert result.reply.code == 250 and result.reply.enhanced == "2.0.0"
+    files = new_files(agent, "alice@example.org")
+    assert len(files) == 1
+    assert result.reason == str(files[0])
+    data = files[0].read_bytes()
+    assert data.startswith(
+        b"Return-Path: <sender@remote.test>\r\nDelivered-To: alice@example.org\r\n"
+    )
+    assert data.endswith(BODY)
+
+
+def test_null_sender_return_path(agent: LocalDeliveryAgent) -> None:
+    deliver(agent, "", "alice@example.org")
+    assert new_files(agent, "alice@example.org")[0].read_bytes().startswith(b"Return-Path: <>\r\n")
+
+
+def test_header_injection_in_sender_is_neutralised(agent: LocalDeliveryAgent) -> None:
+    deliver(agent, "evil@x\r\nBcc: victim@y", "alice@example.org")
+    head = new_files(agent, "alice@example.org")[0].read_bytes().split(b"\r\n")[:3]
+    assert head[0] == b"Return-Path: <evil@xBcc: victim@y>"
+    assert head[1] == b"Delivered-To: alice@example.org"
+
+
+def test_alias_fan_out(agent: LocalDeliveryAgent) -> None:
+    results = deliver(agent, "s@remote.test", "team@example.org")
+    assert set(results) == {"team@example.org"}
+    assert results["team@example.org"].ok
+    for member in ("alice@example.org", "bob@example.org"):
+        files = new_files(agent, member)
+        assert len(files) == 1
+        assert f"Delivered-To: {member}\r\n".encode() in files[0].read_bytes()
+        assert str(files[0]) in results["team@example.org"].reason
+
+
+def test_alias_across_domains(agent: LocalDeliveryAgent) -> None:
+    results = deliver(agent, "s@remote.test", "both@example.org")
+    assert results["both@example.org"].ok
+    assert len(new_files(agent, "friend@example.net")) == 1
+
+
+def test_duplicate_mailbox_gets_one_copy(agent: LocalDeliveryAgent) -> None:
+    rcpts = ("alice@example.org", "team@example.org", "ALICE+tag@example.org", "alice@example.org")
+    results = deliver(agent, "s@remote.test", *rcpts)
+    assert set(results) == set(rcpts)
+    assert all(r.ok for r in results.values())
+    assert len(new_files(agent, "alice@example.org")) == 1
+    assert len(new_files(agent, "bob@example.org")) == 1
+
+
+def test_unknown_recipient_is_permanent_and_others_still_delivered(
+    agent: LocalDeliveryAgent,
+) -> None:
+    results = deliver(agent, "s@remote.test", "nobody@example.org", "bob@example.org")
+    unknown = results["nobody@example.org"]
+    assert unknown.permanent and (unknown.reply.code, unknown.reply.enhanced) == (550, "5.1.1")
+    assert results["bob@example.org"].ok
+
+
+def test_non_local_domain_is_permanent(agent: LocalDeliveryAgent) -> None:
+    result = deliver(agent, "s@remote.test", "x@elsewhere.test")["x@elsewhere.test"]
+    assert result.permanent and result.reply.enhanced == "5.1.2"
+
+
+def test_bare_postmaster(agent: LocalDeliveryAgent) -> None:
+    assert deliver(agent, "s@remote.test", "Postmaster")["Postmaster"].ok
+    assert len(new_files(agent, "postmaster@example.org")) == 1
+
+
+def test_ensure_all_creates_maildirs(agent: LocalDeliveryAgent) -> None:
+    agent.ensure_all()
+    for box in ("alice", "bob", "postmaster"):
+        assert (maildir_path(agent.mail_root, "example.org", box) / "new").is_dir()
+    assert (agent.mail_root / "example.net" / "friend" / "tmp").is_dir()
+
+
+def test_vanished_maildir_is_recreated(agent: LocalDeliveryAgent) -> None:
+    deliver(agent, "s@remote.test", "alice@example.org")
+    root = maildir_path(agent.mail_root, "example.org", "alice")
+    root.rename(root.with_name("alice.moved"))
+    assert deliver(agent, "s@remote.test", "alice@example.org")["alice@example.org"].ok
+    assert len(new_files(agent, "alice@example.org")) == 1
+
+
+@pytest.mark.parametrize(
+    ("err", "code", "enhanced"),
+    [
+        (errno.ENOSPC, 452, "4.3.1"),
+        (errno.EDQUOT, 452, "4.2.2"),
+        (errno.EIO, 451, "4.3.0"),
+        (errno.EACCES, 451, "4.3.0"),
+    ],
+)
+def test_storage_errors_are_temporary(
+    agent: LocalDeliveryAgent, monkeypatch: pytest.MonkeyPatch, err: int, code: int, enhanced: str
+) -> None:
+    agent.ensure_all()
+
+    def fail(fd: int) -> None:
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr(os, "fsync", fail)
+    results = deliver(agent, "s@remote.test", "alice@example.org", "nobody@example.org")
+    result = results["alice@example.org"]
+    assert not result.ok and not result.permanent
+    assert (result.reply.code, result.reply.enhanced) == (code, enhanced)
+    assert os.strerror(err) in result.reason
+    assert results["nobody@example.org"].permanent
+    root = maildir_path(agent.mail_root, "example.org", "alice")
+    assert os.listdir(root / "tmp") == [] and os.listdir(root / "new") == []
+
+
+def test_permission_error_is_temporary(
+    agent: LocalDeliveryAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent.ensure_all()
+
+    def denied(src: object, dst: object) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(os, "link", denied)
+    result = deliver(agent, "s@remote.test", "alice@example.org")["alice@example.org"]
+    assert result.reply.code == 451 and result.reply.enhanced == "4.3.0"
+
+
+def test_partial_alias_failure_fails_recipient_temporarily(
+    agent: LocalDeliveryAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = maildir_path(agent.mail_root, "example.org", "bob")
+    real_deliver = Maildir.deliver
+
+    def flaky(self: Maildir, data: bytes) -> str:
+        if self.root == bad:
+            raise OSError(errno.EIO, "Input/output error")
+        return real_deliver(self, data)
+
+    monkeypatch.setattr(Maildir, "deliver", flaky)
+    results = deliver(agent, "s@remote.test", "team@example.org", "alice@example.org")
+    assert results["team@example.org"].reply.code == 451  # retried as a whole
+    assert results["alice@example.org"].ok
+    assert len(new_files(agent, "alice@example.org")) == 1
+
+
+# -- router ---------------------------------------------------------------------
+
+
+def test_router_splits_routes(agent: LocalDeliveryAgent, directory: LocalDirectory) -> None:
+    router = Router(directory, agent)
+    assert router.route("alice@EXAMPLE.org") is Route.LOCAL
+    assert router.route("Postmaster") is Route.LOCAL
+    assert router.route("x@elsewhere.test") is Route.REMOTE
+    results = deliver(router, "s@remote.test", "alice@example.org", "x@elsewhere.test")
+    assert results["alice@example.org"].ok
+    remote = results["x@elsewhere.test"]
+    assert remote.permanent and (remote.reply.code, remote.reply.enhanced) == (550, "5.7.1")
+    assert "relay not configured" in remote.reply.text
+
+
+def test_router_uses_given_remote_agent(
+    agent: LocalDeliveryAgent, directory: LocalDirectory
+) -> None:
+    seen: list[list[str]] = []
+
+    class Relay:
+        async def deliver(
+            self, message: SpooledMessage, body: bytes, recipients: list[Recipient]
+        ) -> dict[str, DeliveryResult]:
+            seen.append([r.address for r in recipients])
+            return {r.address: DeliveryResult(Reply.of(250, "2.0.0", "ok")) for r in recipients}
+
+    router = Router(directory, agent, remote=Relay())
+    results = deliver(router, "s@x", "a@one.test", "bob@example.org", "b@two.test")
+    assert seen == [["a@one.test", "b@two.test"]]
+    assert all(r.ok for r in results.values()) and len(results) == 3
+
+
+def test_router_agent_error_is_temporary(directory: LocalDirectory) -> None:
+    class Broken:
+        async def deliver(
+            self, message: SpooledMessage, body: bytes, recipients: list[Recipient]
+        ) -> dict[str, DeliveryResult]:
+            raise RuntimeError("boom")
+
+    class Forgetful:
+        async def deliver(
+            self, message: SpooledMessage, body: bytes, recipients: list[Recipient]
+        ) -> dict[str, DeliveryResult]:
+            return {}
+
+    results = deliver(
+        Router(directory, Broken(), Forgetful()), "s@x", "bob@example.org", "z@r.test"
+    )
+    for result in results.values():
+        assert result.reply.code == 451 and not result.permanent
+    assert "boom" in results["bob@example.org"].reason
+
+
+def test_no_relay_agent_long_domain() -> None:
+    long_domain = "a" * 63 + "." + "b" * 63 + "." + "c" * 63 + ".test"
+    results = deliver(NoRelayAgent(), "s@x", f"u@{long_domain}")
+    assert results[f"u@{long_domain}"].permanent

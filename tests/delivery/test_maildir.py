@@ -1,0 +1,151 @@
+"""Maildir writer: tmp -> fsync -> new, unique names, readable by other software."""
+
+from __future__ import annotations
+
+import errno
+import mailbox
+import os
+import re
+import stat
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from mailwright.delivery import maildir as maildir_mod
+from mailwright.delivery.maildir import Maildir, maildir_path, safe_hostname, unique_name
+
+MESSAGE = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nHello.\r\n"
+NAME_RE = re.compile(
+    r"^(?P<sec>\d+)\.M(?P<usec>\d{1,6})P(?P<pid>\d+)Q(?P<q>\d+)R(?P<rand>[0-9a-f]{16})"
+    r"\.(?P<host>[^/:]+),S=(?P<size>\d+)$"
+)
+
+
+@pytest.fixture
+def md(tmp_path: Path) -> Maildir:
+    box = Maildir(tmp_path / "mail" / "example.org" / "alice", hostname="mx.example.org")
+    box.ensure()
+    return box
+
+
+def test_ensure_creates_private_dirs(tmp_path: Path) -> None:
+    box = Maildir(tmp_path / "m", hostname="h")
+    box.ensure()
+    box.ensure()  # idempotent
+    for sub in ("cur", "new", "tmp"):
+        mode = (tmp_path / "m" / sub).stat().st_mode
+        assert stat.S_ISDIR(mode)
+        assert stat.S_IMODE(mode) == 0o700
+
+
+def test_deliver_lands_in_new(md: Maildir) -> None:
+    name = md.deliver(MESSAGE)
+    path = md.root / "new" / name
+    assert path.read_bytes() == MESSAGE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert os.listdir(md.root / "tmp") == []
+    assert os.listdir(md.root / "cur") == []
+
+
+def test_name_parses_and_carries_size(md: Maildir) -> None:
+    name = md.deliver(MESSAGE)
+    match = NAME_RE.match(name)
+    assert match, name
+    assert int(match["size"]) == len(MESSAGE) == (md.root / "new" / name).stat().st_size
+    assert int(match["pid"]) == os.getpid()
+    assert match["host"] == "mx.example.org"
+
+
+def test_hostname_escaped() -> None:
+    assert safe_hostname("a/b:c") == "a\\057b\\072c"
+    name = unique_name("a/b:c", 5)
+    assert "/" not in name and ":" not in name
+    assert name.endswith(".a\\057b\\072c,S=5")
+
+
+def test_unique_names_for_rapid_deliveries(md: Maildir, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "fsync", lambda fd: None)  # names, not disks, are under test
+    with ThreadPoolExecutor(8) as pool:
+        names = list(pool.map(lambda i: md.deliver(b"msg %d\r\n" % i), range(1000)))
+    assert len(set(names)) == 1000
+    assert len(os.listdir(md.root / "new")) == 1000
+    assert os.listdir(md.root / "tmp") == []
+
+
+def test_readable_by_stdlib_mailbox(md: Maildir) -> None:
+    first = md.deliver(MESSAGE)
+    md.deliver(b"Subject: second\r\n\r\nBody 2\r\n")
+    reader = mailbox.Maildir(str(md.root), factory=None, create=False)
+    keys = sorted(reader.keys())
+    assert len(keys) == 2
+    assert first in keys  # no ":2," info in new/: the key is the whole name
+    msg = reader[first]
+    assert msg["Subject"] == "hi"
+    assert msg.get_subdir() == "new"
+    assert reader.get_bytes(first).replace(b"\r\n", b"\n") == MESSAGE.replace(b"\r\n", b"\n")
+    subjects = sorted(reader[k]["Subject"] for k in keys)
+    assert subjects == ["hi", "second"]
+
+
+def _assert_clean(md: Maildir) -> None:
+    assert os.listdir(md.root / "tmp") == []
+    assert os.listdir(md.root / "new") == []
+
+
+def test_fsync_failure_leaves_no_debris(md: Maildir, monkeypatch: pytest.MonkeyPatch) -> None:
+    def enospc(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", enospc)
+    with pytest.raises(OSError) as info:
+        md.deliver(MESSAGE)
+    assert info.value.errno == errno.ENOSPC
+    _assert_clean(md)
+
+
+def test_write_failure_leaves_no_debris(md: Maildir, monkeypatch: pytest.MonkeyPatch) -> None:
+    def eio(fd: int, data: object) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "write", eio)
+    with pytest.raises(OSError):
+        md.deliver(MESSAGE)
+    _assert_clean(md)
+
+
+def test_link_failure_leaves_no_debris(md: Maildir, monkeypatch: pytest.MonkeyPatch) -> None:
+    def eio(src: object, dst: object) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "link", eio)
+    with pytest.raises(OSError):
+        md.deliver(MESSAGE)
+    _assert_clean(md)
+
+
+def test_dir_fsync_failure_removes_new_file(md: Maildir, monkeypatch: pytest.MonkeyPatch) -> None:
+    def eio(path: object) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(maildir_mod, "fsync_dir", eio)
+    with pytest.raises(OSError):
+        md.deliver(MESSAGE)
+    _assert_clean(md)  # a retry must not produce a duplicate
+
+
+def test_no_hard_links_falls_back_to_rename(md: Maildir, monkeypatch: pytest.MonkeyPatch) -> None:
+    def eperm(src: object, dst: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", eperm)
+    name = md.deliver(MESSAGE)
+    assert (md.root / "new" / name).read_bytes() == MESSAGE
+    assert os.listdir(md.root / "tmp") == []
+
+
+def test_maildir_path_scheme(tmp_path: Path) -> None:
+    assert maildir_path(tmp_path, "example.org", "alice") == tmp_path / "example.org" / "alice"
+    for domain, box in [("..", "x"), ("example.org", ".."), ("a/b", "x"), ("d", ""), ("d", "a\0")]:
+        with pytest.raises(ValueError):
+            maildir_path(tmp_path, domain, box)

@@ -1,0 +1,203 @@
+"""Mail log: line formats, greppability, and resistance to log injection."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from mailwright.config import LogConfig
+from mailwright.obs.debuglog import setup_debug_log
+from mailwright.obs.maillog import MailLog, escape_control, format_timestamp
+from mailwright.smtp import Reply
+
+T0 = 1795262400.123  # 2026-11-21T12:00:00.123Z
+REJECT = Reply.of(550, "5.1.1", "No such user here")
+
+
+def text_log() -> tuple[MailLog, io.StringIO]:
+    out = io.StringIO()
+    return MailLog(out, clock=lambda: T0), out
+
+
+def json_log() -> tuple[MailLog, io.StringIO]:
+    out = io.StringIO()
+    return MailLog(out, json_format=True, clock=lambda: T0), out
+
+
+def test_timestamp_format() -> None:
+    assert format_timestamp(T0) == "2026-11-21T12:00:00.123Z"
+    assert format_timestamp(0.0) == "1970-01-01T00:00:00.000Z"
+
+
+def test_accepted_text_line() -> None:
+    mlog, out = text_log()
+    mlog.accepted("Q123", "a@b", 123, ["c@d"], "127.0.0.1", "S9")
+    assert out.getvalue() == (
+        "2026-11-21T12:00:00.123Z Q123: accepted from=<a@b> size=123 nrcpt=1 to=<c@d> "
+        "client=127.0.0.1 session=S9\n"
+    )
+
+
+def test_values_with_spaces_are_quoted() -> None:
+    mlog, out = text_log()
+    mlog.rejected("S1", ("::1", 2525), "rcpt", REJECT, 'unknown "user"', rcpt="x@y")
+    line = out.getvalue()
+    assert line.startswith("2026-11-21T12:00:00.123Z S1: rejected stage=rcpt client=[::1]:2525 ")
+    assert 'to=<x@y> reply="550 5.1.1 No such user here" reason="unknown \\"user\\""' in line
+    assert "from=" not in line  # None values are left out
+
+
+def test_null_sender_is_visible() -> None:
+    mlog, out = text_log()
+    mlog.accepted("Q1", "", 10, ["c@d", "e@f"], "10.0.0.1", "S1")
+    assert " from=<> " in out.getvalue()
+    assert " nrcpt=2 to=<c@d>,<e@f> " in out.getvalue()
+
+
+def test_queue_id_greppable_across_lifecycle() -> None:
+    mlog, out = text_log()
+    mlog.connect("S1", "192.0.2.1")
+    mlog.accepted("QABC", "a@b", 5, ["x@y", "z@y"], "192.0.2.1", "S1")
+    mlog.disconnect("S1", "192.0.2.1", {"ehlo": 1, "mail": 1, "rcpt": 2, "data": 1})
+    mlog.delivered("QABC", "x@y", Reply.of(250, "2.0.0", "Delivered to maildir"))
+    mlog.deferred("QABC", "z@y", Reply.of(451, "4.3.0", "try later"), T0 + 60)
+    mlog.bounced("QABC", "z@y", Reply.of(550, "5.7.1", "no"))
+    mlog.expired("QABC", "z@y")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 7
+    mine = [line for line in lines if " QABC: " in line]
+    assert [line.split()[2] for line in mine] == [
+        "accepted",
+        "delivered",
+        "deferred",
+        "bounced",
+        "expired",
+    ]
+    assert "next=2026-11-21T12:01:00.123Z" in mine[2]
+    assert lines[2].endswith("disconnect client=192.0.2.1 ehlo=1 mail=1 rcpt=2 data=1")
+
+
+def test_listening_has_placeholder_id() -> None:
+    mlog, out = text_log()
+    mlog.listening("127.0.0.1", 2525, "inbound")
+    assert out.getvalue() == (
+        "2026-11-21T12:00:00.123Z -: listening address=127.0.0.1 port=2525 role=inbound\n"
+    )
+
+
+def test_json_lines() -> None:
+    mlog, out = json_log()
+    mlog.accepted("Q1", "a@b", 123, ["c@d"], "127.0.0.1", "S1")
+    mlog.delivered("Q1", "c@d", Reply.of(250, "2.0.0", "ok"))
+    mlog.disconnect("S1", "127.0.0.1", {"client": 3, "rcpt": 1})
+    first, second, third = (json.loads(line) for line in out.getvalue().splitlines())
+    assert first == {
+        "ts": "2026-11-21T12:00:00.123Z",
+        "id": "Q1",
+        "event": "accepted",
+        "from": "a@b",
+        "size": 123,
+        "nrcpt": 1,
+        "to": ["c@d"],
+        "client": "127.0.0.1",
+        "session": "S1",
+    }
+    assert second["to"] == "c@d" and second["reply"] == "250 2.0.0 ok"
+    assert third["client"] == "127.0.0.1" and third["stats.client"] == 3  # no clobbering
+
+
+INJECTIONS = [
+    "evil.example\r\n2026-11-21T12:00:00.000Z QFAKE: delivered to=<victim@x>",
+    "evil\nQFAKE: delivered",
+    "evil\rQFAKE: delivered",
+    "evil\u2028QFAKE: delivered",
+    "evil\x85QFAKE",
+    "evil\x1b[2Jclear",
+    "evil\\nQFAKE",
+    "evil\udcff",  # lone surrogate from surrogateescape decoding
+]
+
+
+@pytest.mark.parametrize("payload", INJECTIONS)
+def test_log_injection_text(payload: str) -> None:
+    mlog, out = text_log()
+    mlog.rejected("S1", "192.0.2.1", "helo", REJECT, "bad helo", helo=payload)
+    mlog.accepted("Q1", payload + "@x", 1, [payload], "192.0.2.1", "S1", helo=payload)
+    text = out.getvalue()
+    assert len(text.splitlines()) == 2
+    assert text.count("\n") == 2
+    assert not any(0 < ord(ch) < 0x20 and ch != "\n" for ch in text)
+    assert "\u2028" not in text and "\x85" not in text
+    # Every physical line still starts with our own timestamp.
+    assert all(
+        line.startswith("2026-11-21T12:00:00.123Z S1: ")
+        or line.startswith("2026-11-21T12:00:00.123Z Q1: ")
+        for line in text.splitlines()
+    )
+
+
+@pytest.mark.parametrize("payload", INJECTIONS)
+def test_log_injection_json(payload: str) -> None:
+    mlog, out = json_log()
+    mlog.rejected("S1", "192.0.2.1", "helo", REJECT, "bad helo", helo=payload, rcpt=payload)
+    text = out.getvalue()
+    assert len(text.splitlines()) == 1 and text.endswith("}\n")
+    assert json.loads(text)["event"] == "rejected"
+
+
+def test_escape_control() -> None:
+    assert escape_control("plain ascii and ünïcode") == "plain ascii and ünïcode"
+    assert escape_control("a\r\nb\tc\\d\x00\x7f") == "a\\r\\nb\\tc\\\\d\\x00\\x7f"
+
+
+def test_file_append_mode(tmp_path: Path) -> None:
+    path = tmp_path / "log" / "mail.log"
+    first = MailLog(path, clock=lambda: T0)
+    first.expired("Q1", "a@b")
+    # Line-buffered: visible before close.
+    assert path.read_text().count("\n") == 1
+    first.close()
+    second = MailLog(path, clock=lambda: T0)
+    second.expired("Q2", "a@b")
+    second.close()
+    assert [line.split()[1] for line in path.read_text().splitlines()] == ["Q1:", "Q2:"]
+
+
+def test_from_config(tmp_path: Path) -> None:
+    mlog = MailLog.from_config(LogConfig(mail_log="mail.log", json_format=True), tmp_path)
+    mlog.expired("Q1", "a@b")
+    mlog.close()
+    assert json.loads((tmp_path / "mail.log").read_text())["event"] == "expired"
+
+
+def test_write_failure_does_not_raise(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    mlog = MailLog(tmp_path / "mail.log")
+    mlog.close()
+    with caplog.at_level(logging.ERROR, logger="mailwright.obs.maillog"):
+        mlog.expired("Q1", "a@b")  # closed file: reported, not raised
+        mlog.expired("Q2", "a@b")
+    assert len([r for r in caplog.records if "mail log" in r.getMessage()]) == 1
+
+
+def test_debug_log_levels_and_escaping() -> None:
+    out = io.StringIO()
+    logger = setup_debug_log(LogConfig(debug=False), out)
+    logging.getLogger("mailwright.test").debug("hidden")
+    logging.getLogger("mailwright.test").warning("helo %s", "x\r\nFAKE line")
+    assert "hidden" not in out.getvalue()
+    assert out.getvalue().count("\n") == 1
+    assert "x\\r\\nFAKE line" in out.getvalue()
+    assert out.getvalue().split()[0].endswith("Z")
+
+    out2 = io.StringIO()
+    setup_debug_log(LogConfig(debug=True), out2)  # replaces, not adds, our handler
+    logging.getLogger("mailwright.test").debug("shown")
+    assert "shown" in out2.getvalue() and "shown" not in out.getvalue()
+    assert len(logger.handlers) == 1
+    logger.handlers.clear()
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)
