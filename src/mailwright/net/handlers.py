@@ -225,6 +225,8 @@ class Handlers:
 
     def write_chunk(self, data: bytes) -> None:
         """Append a DataChunk; a failing write turns into 451 at the end of data."""
+        if self.s.store_failed:
+            return  # already failed: read on to the end of the data, store nothing
         try:
             self._open_message().write(data)
         except SpoolError as exc:

@@ -161,7 +161,9 @@ class InboundSession(asyncio.Protocol):
         services.maillog.connect(self.ctx.session_id, self.ctx.peer_ip)
         try:
             await self._greet(cfg.greeting_delay)
-            while self.conn.state is not State.CLOSED and not self._lost:
+            while (
+                self.conn.state is not State.CLOSED and not self._lost and not self.close_after_reply
+            ):
                 event = self.conn.next_event()
                 if event is NEED_DATA:
                     if self.shutdown_requested and self.conn.state not in (
@@ -230,9 +232,7 @@ class InboundSession(asyncio.Protocol):
         elif isinstance(event, (EndOfData, Bdat)) and reply.text.startswith("Ok: queued"):
             self.messages += 1
         self._out.append(self.conn.send(reply))
-        if self.close_after_reply and self.conn.state is not State.CLOSED:
-            self._out.append(self.conn.close_with(codes.R421_TOO_MANY_ERRORS))
-        if self.conn.buffered == 0 or self.conn.state is State.CLOSED:
+        if self.conn.buffered == 0 or self.conn.state is State.CLOSED or self.close_after_reply:
             self._flush()
 
     def _log_rejection(self, event: object, reply: Reply) -> None:

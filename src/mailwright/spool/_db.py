@@ -1,0 +1,302 @@
+"""The embedded spool's SQLite schema and queries (synchronous; one owning thread).
+
+Settings, and why:
+
+* ``journal_mode=WAL``: a commit appends to one log file and fsyncs it once, and
+  readers never block the writer.
+* ``synchronous=FULL``: in WAL mode ``NORMAL`` does *not* fsync the log at commit, so
+  a power cut can roll back a committed transaction — a message we answered 250 for
+  would vanish.  FULL fsyncs the WAL on every commit; group commit (see
+  ``embedded``) amortises that one fsync over every concurrent session.
+* ``foreign_keys=ON`` so deleting a message deletes its recipient rows.
+* ``user_version`` records the schema version; an unknown version refuses to open
+  rather than guessing.
+
+Tables: ``messages`` (envelope, timing, a ``pending`` recipient count) and
+``recipients`` (one row per RCPT with its delivery state).  A separate recipients table
+lets ``update`` touch only state columns and lets the queue CLI search by recipient.
+The partial index ``messages_due(next_attempt) WHERE pending > 0`` serves ``due``:
+finished messages (removed soon anyway) never clutter it.  Tables are
+``WITHOUT ROWID`` because every lookup is by the text key.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from collections.abc import Iterable, Sequence
+
+from mailwright.spool.model import (
+    BodyType,
+    Envelope,
+    Recipient,
+    RecipientState,
+    RecipientStatus,
+    SpooledMessage,
+)
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 10_000
+# After a checkpoint, truncate the WAL back to this size instead of letting it grow.
+JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+# Stay well below SQLite's host-parameter limit (32766 since 3.32, 999 before).
+MAX_IN_PARAMS = 500
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    queue_id       TEXT PRIMARY KEY,
+    mail_from      TEXT NOT NULL,
+    body_type      TEXT NOT NULL,
+    smtputf8       INTEGER NOT NULL,
+    ret            TEXT,
+    envid          TEXT,
+    client_address TEXT NOT NULL,
+    client_helo    TEXT NOT NULL,
+    auth_user      TEXT,
+    size           INTEGER NOT NULL,
+    received_at    REAL NOT NULL,
+    next_attempt   REAL NOT NULL,
+    attempts       INTEGER NOT NULL,
+    pending        INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS messages_due ON messages (next_attempt) WHERE pending > 0;
+CREATE TABLE IF NOT EXISTS recipients (
+    queue_id   TEXT NOT NULL REFERENCES messages (queue_id) ON DELETE CASCADE,
+    position   INTEGER NOT NULL,
+    address    TEXT NOT NULL,
+    notify     TEXT NOT NULL,
+    orcpt      TEXT,
+    status     TEXT NOT NULL,
+    attempts   INTEGER NOT NULL,
+    last_reply TEXT,
+    PRIMARY KEY (queue_id, position)
+) WITHOUT ROWID;
+"""
+
+_MESSAGE_COLUMNS = (
+    "queue_id, mail_from, body_type, smtputf8, ret, envid, client_address, client_helo,"
+    " auth_user, size, received_at, next_attempt, attempts"
+)
+_RECIPIENT_COLUMNS = "queue_id, position, address, notify, orcpt, status, attempts, last_reply"
+
+# Row tuples, built on the event loop and handed to the DB thread (immutable).
+MessageRow = tuple[object, ...]
+RecipientRow = tuple[object, ...]
+
+
+class SchemaError(Exception):
+    """The database was written by an incompatible version."""
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """Open the queue database with the durability settings described above."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        conn.close()
+        raise sqlite3.OperationalError(f"cannot enable WAL mode (got {mode})")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
+    if sys.platform == "darwin":  # pragma: no cover - see atomic.fsync_file
+        conn.execute("PRAGMA fullfsync=ON")
+        conn.execute("PRAGMA checkpoint_fullfsync=ON")
+    return conn
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version not in (0, SCHEMA_VERSION):
+        raise SchemaError(f"queue database has schema version {version}, expected {SCHEMA_VERSION}")
+    # executescript() would COMMIT first; one explicit transaction keeps it all-or-nothing.
+    conn.execute("BEGIN IMMEDIATE")
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    conn.execute("COMMIT")
+
+
+# -- row conversion ----------------------------------------------------------------------
+
+
+def message_row(message: SpooledMessage) -> MessageRow:
+    env = message.envelope
+    return (
+        message.queue_id,
+        env.mail_from,
+        str(env.body_type),
+        int(env.smtputf8),
+        env.ret,
+        env.envid,
+        env.client_address,
+        env.client_helo,
+        env.auth_user,
+        message.size,
+        message.received_at,
+        message.next_attempt,
+        message.attempts,
+        len(message.pending),
+    )
+
+
+def recipient_rows(message: SpooledMessage) -> list[RecipientRow]:
+    return [
+        (
+            message.queue_id,
+            position,
+            state.recipient.address,
+            ",".join(state.recipient.notify),
+            state.recipient.orcpt,
+            str(state.status),
+            state.attempts,
+            state.last_reply,
+        )
+        for position, state in enumerate(message.recipients)
+    ]
+
+
+def state_rows(message: SpooledMessage) -> list[tuple[object, ...]]:
+    """(status, attempts, last_reply, queue_id, position) for ``update``."""
+    return [
+        (str(s.status), s.attempts, s.last_reply, message.queue_id, position)
+        for position, s in enumerate(message.recipients)
+    ]
+
+
+def _build(row: Sequence[object], recipients: list[Sequence[object]]) -> SpooledMessage:
+    (
+        qid,
+        mail_from,
+        body_type,
+        smtputf8,
+        ret,
+        envid,
+        client_address,
+        client_helo,
+        auth_user,
+        size,
+        received_at,
+        next_attempt,
+        attempts,
+    ) = row
+    states = [
+        RecipientState(
+            recipient=Recipient(
+                address=str(r[2]),
+                notify=tuple(str(r[3]).split(",")) if r[3] else (),
+                orcpt=None if r[4] is None else str(r[4]),
+            ),
+            status=RecipientStatus(str(r[5])),
+            attempts=int(r[6]),  # type: ignore[call-overload]
+            last_reply=None if r[7] is None else str(r[7]),
+        )
+        for r in recipients
+    ]
+    envelope = Envelope(
+        mail_from=str(mail_from),
+        recipients=tuple(s.recipient for s in states),
+        body_type=BodyType(str(body_type)),
+        smtputf8=bool(smtputf8),
+        ret=None if ret is None else str(ret),
+        envid=None if envid is None else str(envid),
+        client_address=str(client_address),
+        client_helo=str(client_helo),
+        auth_user=None if auth_user is None else str(auth_user),
+    )
+    return SpooledMessage(
+        queue_id=str(qid),
+        envelope=envelope,
+        size=int(size),  # type: ignore[call-overload]
+        received_at=float(received_at),  # type: ignore[arg-type]
+        next_attempt=float(next_attempt),  # type: ignore[arg-type]
+        attempts=int(attempts),  # type: ignore[call-overload]
+        recipients=states,
+    )
+
+
+def _with_recipients(
+    conn: sqlite3.Connection, rows: list[Sequence[object]]
+) -> list[SpooledMessage]:
+    by_id: dict[str, list[Sequence[object]]] = {str(r[0]): [] for r in rows}
+    ids = list(by_id)
+    for start in range(0, len(ids), MAX_IN_PARAMS):
+        chunk = ids[start : start + MAX_IN_PARAMS]
+        marks = ",".join("?" * len(chunk))
+        for r in conn.execute(
+            f"SELECT {_RECIPIENT_COLUMNS} FROM recipients WHERE queue_id IN ({marks})"
+            " ORDER BY queue_id, position",
+            chunk,
+        ):
+            by_id[str(r[0])].append(r)
+    return [_build(row, by_id[str(row[0])]) for row in rows]
+
+
+# -- queries (run on the DB thread) ---------------------------------------------------------
+
+
+def insert(conn: sqlite3.Connection, row: MessageRow, recipients: Iterable[RecipientRow]) -> None:
+    conn.execute(f"INSERT INTO messages ({_MESSAGE_COLUMNS}, pending) VALUES ({'?,' * 13}?)", row)
+    conn.executemany(
+        f"INSERT INTO recipients ({_RECIPIENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", recipients
+    )
+
+
+def update(
+    conn: sqlite3.Connection,
+    queue_id: str,
+    next_attempt: float,
+    attempts: int,
+    pending: int,
+    states: list[tuple[object, ...]],
+) -> bool:
+    """Persist delivery state; False if the message does not exist."""
+    cur = conn.execute(
+        "UPDATE messages SET next_attempt = ?, attempts = ?, pending = ? WHERE queue_id = ?",
+        (next_attempt, attempts, pending, queue_id),
+    )
+    if cur.rowcount == 0:
+        return False
+    conn.executemany(
+        "UPDATE recipients SET status = ?, attempts = ?, last_reply = ?"
+        " WHERE queue_id = ? AND position = ?",
+        states,
+    )
+    return True
+
+
+def delete(conn: sqlite3.Connection, queue_id: str) -> None:
+    conn.execute("DELETE FROM messages WHERE queue_id = ?", (queue_id,))
+
+
+def delete_many(conn: sqlite3.Connection, queue_ids: Iterable[str]) -> None:
+    conn.executemany("DELETE FROM messages WHERE queue_id = ?", ((q,) for q in queue_ids))
+
+
+def load(conn: sqlite3.Connection, queue_id: str) -> SpooledMessage | None:
+    row = conn.execute(
+        f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE queue_id = ?", (queue_id,)
+    ).fetchone()
+    return None if row is None else _with_recipients(conn, [row])[0]
+
+
+def due(conn: sqlite3.Connection, now: float, limit: int) -> list[SpooledMessage]:
+    rows = conn.execute(
+        f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE pending > 0 AND next_attempt <= ?"
+        " ORDER BY next_attempt, queue_id LIMIT ?",
+        (now, limit),
+    ).fetchall()
+    return _with_recipients(conn, rows)
+
+
+def page(conn: sqlite3.Connection, after: str, limit: int) -> list[SpooledMessage]:
+    rows = conn.execute(
+        f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE queue_id > ? ORDER BY queue_id LIMIT ?",
+        (after, limit),
+    ).fetchall()
+    return _with_recipients(conn, rows)
+
+
+def all_ids(conn: sqlite3.Connection) -> set[str]:
+    return {str(r[0]) for r in conn.execute("SELECT queue_id FROM messages")}

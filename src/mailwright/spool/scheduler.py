@@ -1,0 +1,392 @@
+"""The queue runner: due times, bounded concurrent delivery, backoff, expiry, bounces.
+
+Separate from storage (DESIGN "spool" seam): it only uses the ``SpoolStore`` protocol
+and a ``DeliveryAgent``, so the same runner drives the embedded and a shared backend.
+
+Loop: fetch ``due(now)``, start one task per message up to ``config.concurrency``,
+then sleep until the earliest future ``next_attempt`` (at most ``MAX_IDLE_SLEEP``, so
+a missed wake-up costs seconds, not hours) or until ``kick()`` — the server calls it
+after every accepted message, so fresh mail goes out at once rather than on the next
+poll.  At start-up the first fetch naturally returns everything left from before a
+restart: every acknowledged, undelivered message is retried.
+
+One attempt, per message (RFC 5321 §4.5.4.1 retry strategy):
+
+* ``agent.deliver`` for the pending recipients; an exception, a timeout or a missing
+  result counts as a *temporary* failure (DESIGN principle 4);
+* 2xx -> DELIVERED; 5xx -> FAILED; 4xx -> stays PENDING with ``attempts + 1``; the
+  message's next attempt is ``min(retry_initial * 2**(attempts-1), retry_max)`` plus
+  up to ``JITTER_FRACTION`` of random jitter, so a burst deferred together does not
+  retry in lockstep against the same remote host;
+* a temporary failure after ``max_queue_lifetime`` since arrival becomes FAILED with
+  status 4.4.7 (RFC 3463 "delivery time expired"); the message always gets its
+  attempt first, as in Postfix, so a long outage of *ours* does not bounce mail that
+  could be delivered now;
+* recipients that failed in this attempt are bounced *now*, in one RFC 3464 DSN (see
+  ``dsn``), even if others are still deferred — the sender learns about a typo in
+  minutes, not after days.  The DSN is queued in the same store
+  (``MAIL FROM:<>``) and delivered like any message.  No DSN for a null sender (logged
+  only), nor for NOTIFY=NEVER / NOTIFY without FAILURE;
+* no recipient pending -> ``remove``; otherwise ``update``.
+
+Delivery is **at-least-once**, the standard MTA trade-off: the queue entry changes only
+after the agent returns, so a crash (or a failed store write) mid-attempt leaves the
+message PENDING and it is delivered again later — possibly a duplicate, never a loss.
+For the same reason the bounce is stored *before* the original is updated: if that
+store fails, the failed recipients go back to PENDING and are retried, so no
+non-delivery report is ever silently lost.
+
+``on_event(kind, message, address, result)`` reports each outcome ("delivered",
+"deferred", "bounced", "expired") to the mail log; it is a plain callable so this module
+does not depend on ``obs``.  Exceptions it raises are logged and ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+
+from mailwright.config import DeliveryConfig
+from mailwright.delivery.base import DeliveryAgent, DeliveryResult
+from mailwright.smtp import Reply
+from mailwright.spool.dsn import bounce_body_type, build_bounce, split_headers
+from mailwright.spool.dsn import wants_failure_notice as _wants_failure_notice
+from mailwright.spool.model import (
+    Envelope,
+    Recipient,
+    RecipientState,
+    RecipientStatus,
+    SpooledMessage,
+)
+from mailwright.spool.store import SpoolError, SpoolStore
+
+log = logging.getLogger("mailwright.spool.scheduler")
+
+# Longest sleep between queue scans, even when nothing seems due.
+MAX_IDLE_SLEEP = 30.0
+# Retry delays get up to this fraction added at random.
+JITTER_FRACTION = 0.1
+# After a store error, wait this long before touching the queue again.
+STORE_ERROR_PAUSE = 5.0
+# Graceful stop: how long in-flight deliveries may finish before being cancelled.
+STOP_GRACE = 30.0
+# An attempt that takes longer than this is abandoned as a temporary failure.  Agents
+# have their own per-command timeouts (RFC 5321 §4.5.3.2); this is the backstop.
+ATTEMPT_TIMEOUT = 30 * 60.0
+# RFC 3463 X.4.7: "Delivery time expired".
+EXPIRED_STATUS = "4.4.7"
+MAX_EXPIRED_TEXT = 400  # octets; a Reply line must stay below MAX_REPLY_LINE
+MAX_BACKOFF_EXPONENT = 60  # 2**60 * anything > retry_max: avoids float overflow
+
+AGENT_FAILED = Reply.of(451, "4.3.0", "Temporary delivery failure, will retry")
+NO_RESULT = Reply.of(451, "4.3.0", "Delivery agent gave no result, will retry")
+BODY_UNREADABLE = Reply.of(451, "4.3.0", "Queued message unreadable, will retry")
+
+EventCallback = Callable[[str, SpooledMessage, str, DeliveryResult], None]
+
+
+def retry_delay(attempts: int, config: DeliveryConfig) -> float:
+    """Exponential backoff before the next attempt, without jitter (attempts >= 1)."""
+    exponent = min(max(0, attempts - 1), MAX_BACKOFF_EXPONENT)
+    return min(config.retry_initial * 2.0**exponent, config.retry_max)
+
+
+def expired_reply(last: Reply, lifetime: float) -> Reply:
+    """The reply recorded for a recipient whose queue lifetime ran out (RFC 3463 X.4.7)."""
+    text = f"Message expired after {lifetime / 86400:g} days in queue; last error: {last}"
+    encoded = text.encode("utf-8")[:MAX_EXPIRED_TEXT]
+    return Reply.of(last.code, EXPIRED_STATUS, encoded.decode("utf-8", "ignore"))
+
+
+class QueueRunner:
+    """Delivers queued mail; ``run()`` until ``stop()``.  See the module docstring."""
+
+    def __init__(
+        self,
+        store: SpoolStore,
+        agent: DeliveryAgent,
+        config: DeliveryConfig,
+        *,
+        on_event: EventCallback | None = None,
+        clock: Callable[[], float] = time.time,
+        reporting_mta: str = "localhost",
+        attempt_timeout: float = ATTEMPT_TIMEOUT,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._store = store
+        self._agent = agent
+        self._config = config
+        self._on_event = on_event
+        self._clock = clock
+        self._reporting_mta = reporting_mta
+        self._attempt_timeout = attempt_timeout
+        self._jitter = jitter
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._inflight: set[str] = set()
+        self._more_due = False  # a fetch was cut short: refill when a slot frees up
+        self._paused_until = 0.0
+        self._stopping = False
+        self._running = False
+        self._stopped = asyncio.Event()
+        self.bounces_sent = 0
+
+    # -- control -----------------------------------------------------------------------
+
+    def kick(self) -> None:
+        """Look at the queue now (call from the event loop thread after each put)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver until ``stop()``: fill free slots, then sleep until due or kicked."""
+        if self._running:
+            raise RuntimeError("QueueRunner.run() is already running")
+        self._running, self._stopping = True, False
+        self._stopped.clear()
+        try:
+            while not self._stopping:
+                self._wake.clear()
+                delay = await self._fill()
+                if self._stopping:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(max(delay, 0.0), MAX_IDLE_SLEEP)):
+                        await self._wake.wait()
+        finally:
+            self._running = False
+            self._stopped.set()
+
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        """Take no new work; let in-flight attempts finish for ``grace`` s, cancel the rest.
+
+        A cancelled attempt leaves its message PENDING: it is retried after restart.
+        """
+        self._stopping = True
+        self._wake.set()
+        tasks = set(self._tasks)
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        if self._running:
+            await self._stopped.wait()
+
+    async def run_once(self) -> int:
+        """Attempt every message due now once (``queue flush``, tests); return the count.
+
+        Messages queued during the run (bounces) are included if they are due.
+        """
+        semaphore = asyncio.Semaphore(self._config.concurrency)
+        seen: set[str] = set()
+
+        async def guarded(message: SpooledMessage) -> None:
+            async with semaphore:
+                await self._process(message)
+
+        while True:
+            limit = self._config.concurrency * 4 + len(seen)
+            batch = await self._store.due(self._clock(), limit)
+            skip = seen | self._inflight
+            fresh = [m for m in batch if m.queue_id not in skip]
+            if not fresh:
+                return len(seen)
+            seen.update(m.queue_id for m in fresh)
+            await asyncio.gather(*(guarded(m) for m in fresh))
+
+    # -- the loop ---------------------------------------------------------------------
+
+    async def _fill(self) -> float:
+        """Start attempts for due messages; return seconds until something is due."""
+        now = self._clock()
+        if now < self._paused_until:
+            return self._paused_until - now
+        free = self._config.concurrency - len(self._tasks)
+        try:
+            if free > 0:
+                limit = free + len(self._inflight)
+                batch = await self._store.due(now, limit)
+                self._more_due = len(batch) >= limit
+                for message in batch:
+                    if self._stopping or len(self._tasks) >= self._config.concurrency:
+                        break
+                    if message.queue_id not in self._inflight:
+                        self._start(message)
+            if len(self._tasks) >= self._config.concurrency:
+                self._more_due = True
+                return MAX_IDLE_SLEEP  # a finishing task wakes us
+            now = self._clock()
+            upcoming = await self._store.due(now + MAX_IDLE_SLEEP, len(self._inflight) + 1)
+        except SpoolError as exc:
+            log.error("queue scan failed, pausing %.0f s: %s", STORE_ERROR_PAUSE, exc)
+            self._paused_until = self._clock() + STORE_ERROR_PAUSE
+            return STORE_ERROR_PAUSE
+        times = [m.next_attempt for m in upcoming if m.queue_id not in self._inflight]
+        return min(times) - now if times else MAX_IDLE_SLEEP
+
+    def _start(self, message: SpooledMessage) -> None:
+        self._inflight.add(message.queue_id)
+        task = asyncio.create_task(self._process(message), name=f"deliver-{message.queue_id}")
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            self._inflight.discard(message.queue_id)
+            if self._more_due:
+                self._wake.set()
+
+        task.add_done_callback(done)
+
+    # -- one attempt ------------------------------------------------------------------
+
+    async def _process(self, message: SpooledMessage) -> None:
+        try:
+            await self._attempt(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # never let one message kill the runner; it stays PENDING
+            log.exception("%s: unexpected error during delivery", message.queue_id)
+            self._paused_until = self._clock() + STORE_ERROR_PAUSE
+
+    async def _attempt(self, message: SpooledMessage) -> None:
+        qid = message.queue_id
+        pending = message.pending
+        body: bytes | None = None
+        results: dict[str, DeliveryResult] = {}
+        fallback = DeliveryResult(AGENT_FAILED)
+        if pending:
+            try:
+                body = await self._store.read_body(qid)
+            except SpoolError as exc:
+                log.error("%s: %s", qid, exc)
+                fallback = DeliveryResult(BODY_UNREADABLE, str(exc))
+            else:
+                results, fallback = await self._deliver(message, body, pending)
+        newly_failed = self._apply(message, pending, results, fallback)
+        if newly_failed and not await self._bounce(message, newly_failed, body):
+            for state in newly_failed:  # retry later rather than lose the report
+                state.status = RecipientStatus.PENDING
+        try:
+            if message.pending:
+                await self._store.update(message)
+            else:
+                await self._store.remove(qid)
+        except SpoolError as exc:
+            log.error("%s: cannot record delivery state (will retry): %s", qid, exc)
+            self._paused_until = self._clock() + STORE_ERROR_PAUSE
+
+    async def _deliver(
+        self, message: SpooledMessage, body: bytes, pending: list[RecipientState]
+    ) -> tuple[dict[str, DeliveryResult], DeliveryResult]:
+        """Run the agent; returns (results, result for recipients it did not report)."""
+        try:
+            async with asyncio.timeout(self._attempt_timeout):
+                results = await self._agent.deliver(
+                    message, body, [state.recipient for state in pending]
+                )
+        except TimeoutError:
+            reason = f"delivery attempt timed out after {self._attempt_timeout:.0f} s"
+            return {}, DeliveryResult(AGENT_FAILED, reason)
+        except Exception as exc:
+            log.warning("%s: delivery agent raised %r", message.queue_id, exc)
+            return {}, DeliveryResult(AGENT_FAILED, f"agent error: {exc!r}")
+        if not isinstance(results, dict):
+            return {}, DeliveryResult(AGENT_FAILED, f"agent returned {type(results).__name__}")
+        return results, DeliveryResult(NO_RESULT, "no result for this recipient")
+
+    def _apply(
+        self,
+        message: SpooledMessage,
+        pending: list[RecipientState],
+        results: dict[str, DeliveryResult],
+        fallback: DeliveryResult,
+    ) -> list[RecipientState]:
+        """Record the outcome in ``message``; return the recipients that failed now."""
+        now = self._clock()
+        expired = now >= message.received_at + self._config.max_queue_lifetime
+        lowered = {address.lower(): r for address, r in results.items()}
+        newly_failed: list[RecipientState] = []
+        if pending:
+            message.attempts += 1
+        for state in pending:
+            address = state.recipient.address
+            result = results.get(address) or lowered.get(address.lower())
+            if not isinstance(result, DeliveryResult):
+                result = fallback
+            state.attempts += 1
+            state.last_reply = str(result.reply)
+            if result.ok:
+                state.status = RecipientStatus.DELIVERED
+                self._emit("delivered", message, address, result)
+            elif result.permanent:
+                state.status = RecipientStatus.FAILED
+                newly_failed.append(state)
+                self._emit("bounced", message, address, result)
+            elif expired:
+                reply = expired_reply(result.reply, self._config.max_queue_lifetime)
+                state.status = RecipientStatus.FAILED
+                state.last_reply = str(reply)
+                newly_failed.append(state)
+                self._emit("expired", message, address, DeliveryResult(reply, result.reason))
+            else:
+                self._emit("deferred", message, address, result)
+        delay = retry_delay(max(message.attempts, 1), self._config)
+        message.next_attempt = now + delay * (1.0 + JITTER_FRACTION * self._jitter())
+        return newly_failed
+
+    async def _bounce(
+        self, message: SpooledMessage, failed: list[RecipientState], body: bytes | None
+    ) -> bool:
+        """Queue a DSN for ``failed``; False only if it should have been sent but was not."""
+        qid = message.queue_id
+        sender = message.envelope.mail_from
+        report = [s for s in failed if _wants_failure_notice(s.recipient)]
+        if not report:
+            return True
+        if not sender:
+            addresses = ", ".join(s.recipient.address for s in report)
+            log.info("%s: null sender, no bounce for failed recipients: %s", qid, addresses)
+            return True
+        if body is None:
+            with contextlib.suppress(SpoolError):
+                body = await self._store.read_body(qid)
+        data = build_bounce(
+            message,
+            report,
+            split_headers(body or b""),
+            self._reporting_mta,
+            self._clock(),
+            original=body,
+        )
+        envelope = Envelope(
+            mail_from="",
+            recipients=(Recipient(sender),),
+            body_type=bounce_body_type(data),
+            smtputf8=not sender.isascii(),
+        )
+        writer = self._store.new_message()
+        try:
+            writer.write(data)
+            bounce = await self._store.put(writer, envelope)
+        except SpoolError as exc:
+            writer.abort()
+            log.error("%s: cannot queue bounce to <%s>, will retry: %s", qid, sender, exc)
+            return False
+        self.bounces_sent += 1
+        log.info("%s: sender non-delivery notification: %s", qid, bounce.queue_id)
+        self.kick()
+        return True
+
+    def _emit(
+        self, kind: str, message: SpooledMessage, address: str, result: DeliveryResult
+    ) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(kind, message, address, result)
+        except Exception:
+            log.exception("on_event callback failed for %s %s", kind, message.queue_id)

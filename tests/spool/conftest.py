@@ -1,0 +1,11 @@
+"""Fixtures for the spool tests: real files under tmp_path, a controllable clock."""
+
+from __future__ import annotations
+
+import pytest
+from spoolkit import Clock
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()

@@ -1,0 +1,208 @@
+"""RFC 3464 bounces, parsed back with the stdlib ``email`` package."""
+
+from __future__ import annotations
+
+import email
+import email.message
+import email.policy
+
+import pytest
+
+from mailwright.spool.dsn import (
+    build_bounce,
+    split_headers,
+    status_of,
+    wants_failure_notice,
+    xtext_decode,
+)
+from mailwright.spool.model import (
+    BodyType,
+    Envelope,
+    Recipient,
+    RecipientState,
+    RecipientStatus,
+    SpooledMessage,
+)
+
+ORIGINAL = (
+    b"Received: from client.example\r\n"
+    b"From: Alice <alice@example.com>\r\n"
+    b"Subject: quarterly numbers\r\n"
+    b"\r\n"
+    b"The body text.\r\n"
+)
+NOW = 1_700_000_000.0
+
+
+def message(*states: RecipientState, **env: object) -> SpooledMessage:
+    envelope = Envelope(
+        mail_from=str(env.pop("mail_from", "alice@example.com")),
+        recipients=tuple(s.recipient for s in states),
+        **env,  # type: ignore[arg-type]
+    )
+    return SpooledMessage(
+        queue_id="1M7Z0JYX9YXH6DW5",
+        envelope=envelope,
+        size=len(ORIGINAL),
+        received_at=NOW - 60,
+        next_attempt=NOW,
+        recipients=list(states),
+    )
+
+
+def failed(address: str, reply: str | None, **kw: object) -> RecipientState:
+    return RecipientState(
+        Recipient(address, **kw),  # type: ignore[arg-type]
+        status=RecipientStatus.FAILED,
+        attempts=1,
+        last_reply=reply,
+    )
+
+
+def parse(data: bytes) -> email.message.Message:
+    return email.message_from_bytes(data)
+
+
+def report_blocks(msg: email.message.Message) -> list[email.message.Message]:
+    parts = msg.get_payload()
+    assert isinstance(parts, list)
+    status = parts[1]
+    blocks = status.get_payload()
+    assert isinstance(blocks, list)
+    return blocks
+
+
+def test_bounce_is_a_parseable_multipart_report() -> None:
+    states = [
+        failed(
+            "bob@example.net",
+            "550 5.1.1 <bob@example.net>: user unknown",
+            orcpt="rfc822;Bob+2Bx@example.net",
+        ),
+        failed("carol@example.org", "552 5.2.2 mailbox full"),
+    ]
+    msg = message(*states, envid="ENV-42")
+    data = build_bounce(
+        msg, states, split_headers(ORIGINAL), "mx.example.com", NOW, original=ORIGINAL
+    )
+
+    assert b"\n" not in data.replace(b"\r\n", b"")  # CRLF only, no bare LF
+    assert max(len(line) for line in data.split(b"\r\n")) <= 998
+    parsed = parse(data)
+    assert parsed.get_content_type() == "multipart/report"
+    assert parsed.get_param("report-type") == "delivery-status"
+    assert parsed["To"] == "<alice@example.com>"
+    assert parsed["Auto-Submitted"] == "auto-replied"
+    assert parsed["From"].startswith("Mail Delivery System <MAILER-DAEMON@mx.example.com>")
+    parts = parsed.get_payload()
+    assert isinstance(parts, list)
+    assert [p.get_content_type() for p in parts] == [
+        "text/plain",
+        "message/delivery-status",
+        "message/rfc822",  # small message, no RET: returned in full like Postfix
+    ]
+    human = parts[0].get_payload(decode=True)
+    assert b"bob@example.net" in human and b"user unknown" in human
+
+    per_message, bob, carol = report_blocks(parsed)
+    assert per_message["Reporting-MTA"] == "dns; mx.example.com"
+    assert per_message["Original-Envelope-Id"] == "ENV-42"
+    assert per_message["Arrival-Date"]
+    assert bob["Final-Recipient"] == "rfc822; bob@example.net"
+    assert bob["Original-Recipient"] == "rfc822; Bob+x@example.net"  # xtext-decoded
+    assert bob["Action"] == "failed"
+    assert bob["Status"] == "5.1.1"
+    assert bob["Diagnostic-Code"] == "smtp; 550 5.1.1 <bob@example.net>: user unknown"
+    assert carol["Status"] == "5.2.2" and carol["Action"] == "failed"
+
+    returned = parts[2].get_payload()
+    assert isinstance(returned, list)
+    assert returned[0]["Subject"] == "quarterly numbers"
+
+
+def test_ret_hdrs_returns_only_headers() -> None:
+    state = failed("bob@example.net", "550 5.1.1 no")
+    msg = message(state, ret="HDRS")
+    data = build_bounce(msg, [state], split_headers(ORIGINAL), "mx", NOW, original=ORIGINAL)
+    parts = parse(data).get_payload()
+    assert isinstance(parts, list)
+    assert parts[2].get_content_type() == "text/rfc822-headers"
+    text = parts[2].get_payload()
+    assert "Subject: quarterly numbers" in text
+    assert "The body text." not in text
+
+
+def test_ret_full_returns_message_and_large_default_returns_headers() -> None:
+    state = failed("bob@example.net", "550 5.1.1 no")
+    full = message(state, ret="FULL")
+    data = build_bounce(full, [state], split_headers(ORIGINAL), "mx", NOW, original=ORIGINAL)
+    parts = parse(data).get_payload()
+    assert isinstance(parts, list) and parts[2].get_content_type() == "message/rfc822"
+    assert b"The body text." in data
+
+    big = message(state)
+    big.size = 10_000_000
+    data = build_bounce(big, [state], split_headers(ORIGINAL), "mx", NOW, original=ORIGINAL)
+    parts = parse(data).get_payload()
+    assert isinstance(parts, list) and parts[2].get_content_type() == "text/rfc822-headers"
+
+    binary = message(state, ret="FULL", body_type=BodyType.BINARY_MIME)
+    data = build_bounce(binary, [state], split_headers(ORIGINAL), "mx", NOW, original=ORIGINAL)
+    assert b"The body text." not in data
+
+
+def test_expired_recipient_reports_4_4_7() -> None:
+    state = failed(
+        "bob@example.net", "451 4.4.7 Message expired after 5 days in queue; last error: x"
+    )
+    data = build_bounce(message(state), [state], b"Subject: s\r\n", "mx", NOW)
+    _, block = report_blocks(parse(data))
+    assert block["Action"] == "failed"
+    assert block["Status"] == "4.4.7"
+
+
+def test_international_addresses_use_global_types() -> None:
+    state = failed("dörte@exämple.de", "550 5.1.1 unknown")
+    msg = message(state, smtputf8=True, mail_from="jürgen@example.de")
+    data = build_bounce(msg, [state], b"Subject: s\r\n", "mx", NOW)
+    parsed = email.message_from_bytes(data, policy=email.policy.SMTPUTF8)
+    types = [p.get_content_type() for p in parsed.iter_parts()]
+    assert types[1] == "message/global-delivery-status"
+    assert "utf-8; dörte@exämple.de".encode() in data
+
+
+def test_refuses_null_sender_and_empty_list() -> None:
+    state = failed("bob@example.net", "550 5.1.1 no")
+    with pytest.raises(ValueError, match="null reverse-path"):
+        build_bounce(message(state, mail_from=""), [state], b"", "mx", NOW)
+    with pytest.raises(ValueError):
+        build_bounce(message(state), [], b"", "mx", NOW)
+
+
+@pytest.mark.parametrize(
+    ("notify", "wanted"),
+    [
+        ((), True),
+        (("FAILURE",), True),
+        (("SUCCESS", "FAILURE"), True),
+        (("failure", "delay"), True),
+        (("NEVER",), False),
+        (("SUCCESS",), False),
+        (("DELAY",), False),
+    ],
+)
+def test_wants_failure_notice(notify: tuple[str, ...], wanted: bool) -> None:
+    assert wants_failure_notice(Recipient("a@b", notify)) is wanted
+
+
+def test_helpers() -> None:
+    assert status_of("550 5.7.1 relaying denied") == ("5.7.1", "550 5.7.1 relaying denied")
+    assert status_of("554 transaction failed")[0] == "5.0.0"
+    assert status_of("421 4.4.2 timeout")[0] == "4.4.2"
+    assert status_of("connection refused") == ("5.0.0", "connection refused")
+    assert status_of(None) == ("5.0.0", None)
+    assert status_of("550 5.1.1 bad\r\nInjected: header")[1] == "550 5.1.1 bad Injected: header"
+    assert xtext_decode("a+2Bb+3Dc") == "a+b=c"
+    assert split_headers(ORIGINAL).endswith(b"quarterly numbers\r\n")
+    assert split_headers(b"A: b\n\nbody") == b"A: b\n"
+    assert split_headers(b"no body") == b"no body"

@@ -1,0 +1,435 @@
+"""QueueRunner against a real EmbeddedSpool and a scripted fake delivery agent."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import time
+from pathlib import Path
+
+import pytest
+from spoolkit import BODY, Clock, envelope, listing, put, run
+
+from mailwright.config import DeliveryConfig
+from mailwright.delivery.base import DeliveryResult
+from mailwright.smtp import Reply
+from mailwright.spool.embedded import EmbeddedSpool
+from mailwright.spool.model import Envelope, Recipient, RecipientStatus, SpooledMessage
+from mailwright.spool.scheduler import JITTER_FRACTION, QueueRunner, retry_delay
+from mailwright.spool.store import SpoolError
+
+OK = Reply.of(250, "2.0.0", "Delivered")
+BUSY = Reply.of(451, "4.2.0", "Mailbox busy")
+UNKNOWN = Reply.of(550, "5.1.1", "User unknown")
+CONFIG = DeliveryConfig(retry_initial=60, retry_max=3600, max_queue_lifetime=86400)
+
+Event = tuple[str, str, str, str]
+
+
+class FakeAgent:
+    """Replies per address (default 250); records every call."""
+
+    def __init__(self, replies: dict[str, Reply] | None = None, *, delay: float = 0.0) -> None:
+        self.replies = replies or {}
+        self.skip: set[str] = set()  # addresses left out of the result
+        self.error: Exception | None = None
+        self.delay = delay
+        self.calls: list[tuple[SpooledMessage, bytes, list[str]]] = []
+        self.active = 0
+        self.max_active = 0
+        self.called = asyncio.Event()
+
+    async def deliver(
+        self, message: SpooledMessage, body: bytes, recipients: list[Recipient]
+    ) -> dict[str, DeliveryResult]:
+        self.calls.append((message, body, [r.address for r in recipients]))
+        self.called.set()
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            if self.error is not None:
+                raise self.error
+            return {
+                r.address: DeliveryResult(self.replies.get(r.address, OK))
+                for r in recipients
+                if r.address not in self.skip
+            }
+        finally:
+            self.active -= 1
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, clock: Clock, agent: FakeAgent, **kw: object) -> None:
+        self.store = EmbeddedSpool(tmp_path, clock=clock)
+        self.events: list[Event] = []
+        self.runner = QueueRunner(
+            self.store,
+            agent,
+            kw.pop("config", CONFIG),  # type: ignore[arg-type]
+            on_event=lambda kind, m, a, r: self.events.append((kind, m.queue_id, a, str(r.reply))),
+            clock=clock,
+            reporting_mta="mx.example.com",
+            **kw,  # type: ignore[arg-type]
+        )
+
+    async def all(self) -> list[SpooledMessage]:
+        return [m async for m in self.store.iterate()]
+
+    async def bounces(self) -> list[SpooledMessage]:
+        return [m for m in await self.all() if m.envelope.mail_from == ""]
+
+
+def test_retry_delay_doubles_and_caps() -> None:
+    assert [retry_delay(n, CONFIG) for n in (1, 2, 3, 4)] == [60, 120, 240, 480]
+    assert retry_delay(7, CONFIG) == 3600 and retry_delay(10_000, CONFIG) == 3600
+
+
+def test_success_removes_message(tmp_path: Path, clock: Clock) -> None:
+    agent = FakeAgent()
+
+    async def main() -> None:
+        h = Harness(tmp_path, clock, agent)
+        await h.store.open()
+        message = await put(h.store, envelope("bob@example.net", "carol@example.net"))
+        assert await h.runner.run_once() == 1
+        assert await h.all() == []
+        assert listing(h.store.msg_dir) == []
+        assert agent.calls[0][1] == BODY
+        assert agent.calls[0][2] == ["bob@example.net", "carol@example.net"]
+        assert [e[0] for e in h.events] == ["delivered", "delivered"]
+        assert h.events[0][1] == message.queue_id
+        await h.store.close()
+
+    run(main())
+
+
+def test_temporary_failure_is_deferred_with_backoff(tmp_path: Path, clock: Clock) -> None:
+    agent = FakeAgent({"bob@example.net": BUSY})
+
+    async def main() -> None:
+        h = Harness(tmp_path, clock, agent)
+        await h.store.open()
+        message = await put(h.store)
+        await h.runner.run_once()
+        loaded = await h.store.load(message.queue_id)
+        assert loaded is not None
+        state = loaded.recipients[0]
+        assert state.status is RecipientStatus.PENDING
+        assert state.attempts == 1 and loaded.attempts == 1
+        assert state.last_reply == "451 4.2.0 Mailbox busy"
+        assert clock.now + 60 <= loaded.next_attempt <= clock.now + 60 * (1 + JITTER_FRACTION)
+        assert h.events == [("deferred", message.queue_id, "bob@example.net", str(BUSY))]
+
+        assert await h.runner.run_once() == 0  # not due yet
+        clock.advance(70)
+        await h.runner.run_once()
+        loaded = await h.store.load(message.queue_id)
+        assert loaded is not None and loaded.attempts == 2
+        assert clock.now + 120 <= loaded.next_attempt <= clock.now + 120 * (1 + JITTER_FRACTION)
+        await h.store.close()
+
+    run(main())
+
+
+def test_permanent_failure_produces_bounce(tmp_path: Path, clock: Clock) -> None:
+    # The bounce goes to alice; defer her so the bounce stays in the store to inspect.
+    agent = FakeAgent({"bad@example.net": UNKNOWN, "alice@example.com": BUSY})
+
+    async def main() -> None:
+        h = Harness(tmp_path, clock, agent)
+        await h.store.open()
+        original = await put(h.store, envelope("bob@example.net", "bad@example.net"))
+        await h.runner.run_once()
+        assert await h.store.load(original.queue_id) is None  # nothing pending: removed
+        (bounce,) = await h.bounces()
+        assert bounce.envelope.mail_from == ""
+        assert [r.address for r in bounce.envelope.recipients] == ["alice@example.com"]
+        # The bounce was itself attempted (and deferred) like any message.
+        assert agent.calls[-1][0].queue_id == bounce.queue_id
+
+        parsed = email.message_from_bytes(await h.store.read_body(bounce.queue_id))
+        assert parsed.get_content_type() == "multipart/report"
+        parts = parsed.get_payload()
+        assert isinstance(parts, list)
+        blocks = parts[1].get_payload()
+        assert isinstance(blocks, list) and len(blocks) == 2  # only bad@ is reported
+        assert blocks[1]["Final-Recipient"] == "rfc822; bad@example.net"
+        assert blocks[1]["Action"] == "failed"
+        assert blocks[1]["Status"] == "5.1.1"
+        assert blocks[1]["Diagnostic-Code"] == "smtp; 550 5.1.1 User unknown"
+        kinds = [(e[0], e[2]) for e in h.events]
+        assert ("bounced", "bad@example.net") in kinds
+        assert ("delivered", "bob@example.net") in kinds
+        assert h.runner.bounces_sent == 1
+        await h.store.close()
+
+    run(main())
+
+
+def test_agent_exception_is_temporary(tmp_path: Path, clock: Clock) -> None:
+    agent = FakeAgent()
+    agent.error = ConnectionResetError("peer went away")
+
+    async def main() -> None:
+        h = Harness(tmp_path, clock, agent)
+        await h.store.open()
+        message = await put(h.store, envelope("bob@example.net", "carol@example.net"))
+        await h.runner.run_once()
+        loaded = await h.store.load(message.queue_id)
+        assert loaded is not None
+        assert [r.status for r in loaded.recipients] == [RecipientStatus.PENDING] * 2
+        assert all(r.last_reply and r.last_reply.startswith("451 4.3.0") for r in loaded.recipients)
+        assert await h.bounces() == []
+        await h.store.close()
+
+    run(main())
+
+
+def test_agent_timeout_is_temporary(tmp_path: Path, clock: Clock) -> None:
+    agent = FakeAgent(delay=5)
+
+    async def main() -> None:
+        h = Harness(tmp_path, clock, agent, attempt_timeout=0.05)
+        await h.store.open()
+        message = await put(h.store)
+        await h.runner.run_once()
+        loaded = await h.store.load(message.queue_id)
+        assert loaded is not None and loaded.pending[0].attempts == 1
+        await h.store.close()
+
+    run(main())
+
+
+def test_partial_results(tmp_path: Path, clock: Clock) -> None:
+    agent = FakeAgent(
+        {"busy@example.net": BUSY, "bad@example.net": UNKNOWN, "alice@example.com": BUSY}
+    )
+    agent.skip = {"lost@example.net"}
+
+    async def main() -> None:
+        h = Harness(tmp_path, clock, agent)
+        await h.store.open()
+        rcpts = ("ok@example.net", "busy@example.net", "bad@example.net", "lost@example.net")
+        message = await put(h.store, envelope(*rcpts))
+        await h.runner.run_once()
+        loaded = await h.store.load(message.queue_id)
+        assert loaded is not None
+        assert [r.status for r in loaded.recipients] == [
+            RecipientStatus.DELIVERED,
+            RecipientStatus.PENDING,
+            RecipientStatus.FAILED,
+            RecipientStatus.PENDING,  # no result reported: temporary
+        ]
+        assert loaded.recipients[3].last_reply is not None
+        assert loaded.recipients[3].last_reply.startswith("451")
+        assert len(await h.bounces()) == 1  # bad@ bounced now, not after the others finish
+
+        # Next attempt: only the pending recipients are offered again.
+        clock.advance(100)
+        agent.replies.clear()
+        agent.skip.clear()
+        await h.runner.run_once()
+        retried = [c[2] for c in agent.calls[1:] if c[0].queue_id == message.queue_id]
+        assert retried == [["busy@example.net", "lost@example.net"]]
+        assert await h.store.load(message.queue_id) is None
+        await h.store.close()
+
+    run(main())
+
+
+def test_expiry_fails_pending_and_bounces(tmp_path: Path, clock: Clock) -> None:
+    agent = FakeAgent({"bob@example.net": BUSY, "alice@example.com": BUSY})
+
+    async def main() -> None:
+        h = Harness(tmp_path, clock, agent)
+        await h.store.open()
+        message = await put(h.store)
+        await h.runner.run_once()
+        clock.advance(CONFIG.max_queue_lifetime + 1)
+        await h.runner.run_once()
+        assert await h.store.load(message.queue_id) is None
+        (bounce,) = await h.bounces()
+        body = email.message_from_bytes(await h.store.read_body(bounce.queue_id))
+        parts = body.get_payload()
+        assert isinstance(parts, list)
+        blocks = parts[1].get_payload()
+        assert isinstance(blocks, list)
+        assert blocks[1]["Status"] == "4.4.7" and blocks[1]["Action"] == "failed"
+        assert "Mailbox busy" in blocks[1]["Diagnostic-Code"]
+        assert [e[0] for e in h.events if e[1] == message.queue_id] == ["deferred", "expired"]
+        await h.store.close()
+
+    run(main())
+
+
+def test_null_sender_is_never_bounced(tmp_path: Path, clock: Clock) -> None:
+    agent = FakeAgent({"bob@example.net": UNKNOWN})
+
+    async def main() -> None:
+        h = Harness(tmp_path, clock, agent)
+        await h.store.open()
+        await put(h.store, envelope("bob@example.net", mail_from=""))
+        await h.runner.run_once()
+        assert await h.all() == []
+        assert len(agent.calls) == 1
+        assert h.runner.bounces_sent == 0
+        await h.store.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    ("notify", "bounced"),
+    [(("NEVER",), False), (("SUCCESS", "DELAY"), False), (("FAILURE",), True)],
+)
+def test_notify_is_respected(
+    tmp_path: Path, clock: Clock, notify: tuple[str, ...], bounced: bool
+) -> None:
+    agent = FakeAgent({"bob@example.net": UNKNOWN, "alice@example.com": BUSY})
+
+    async def main() -> None:
+        h = Harness(tmp_path, clock, agent)
+        await h.store.open()
+        env = Envelope("alice@example.com", (Recipient("bob@example.net", notify),))
+        await put(h.store, env)
+        await h.runner.run_once()
+        assert len(await h.bounces()) == int(bounced)
+        assert len(await h.all()) == int(bounced)  # the original is gone either way
+        await h.store.close()
+
+    run(main())
+
+
+def test_failed_bounce_store_keeps_recipient_pending(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = FakeAgent({"bob@example.net": UNKNOWN})
+
+    async def main() -> None:
+        h = Harness(tmp_path, clock, agent)
+        await h.store.open()
+        message = await put(h.store)
+        real_put = h.store.put
+
+        async def failing_put(writer, env):  # type: ignore[no-untyped-def]
+            if env.mail_from == "":
+                writer.abort()
+                raise SpoolError("disk full")
+            return await real_put(writer, env)
+
+        monkeypatch.setattr(h.store, "put", failing_put)
+        await h.runner.run_once()
+        loaded = await h.store.load(message.queue_id)
+        assert loaded is not None and loaded.recipients[0].status is RecipientStatus.PENDING
+        assert listing(h.store.tmp_dir) == []
+        monkeypatch.undo()
+        clock.advance(100)
+        await h.runner.run_once()
+        assert await h.store.load(message.queue_id) is None
+        assert h.runner.bounces_sent == 1
+        await h.store.close()
+
+    run(main())
+
+
+def test_recovery_after_restart(tmp_path: Path, clock: Clock) -> None:
+    async def before_crash() -> list[str]:
+        store = EmbeddedSpool(tmp_path, clock=clock)
+        await store.open()
+        ids = [(await put(store)).queue_id for _ in range(3)]
+        await store.close()
+        return ids
+
+    ids = run(before_crash())
+    agent = FakeAgent()
+
+    async def after_restart() -> None:
+        h = Harness(tmp_path, clock, agent)
+        await h.store.open()
+        assert await h.runner.run_once() == 3
+        assert sorted(c[0].queue_id for c in agent.calls) == sorted(ids)
+        assert await h.all() == []
+        await h.store.close()
+
+    run(after_restart())
+
+
+def test_run_kick_concurrency_and_stop(tmp_path: Path) -> None:
+    agent = FakeAgent(delay=0.05)
+    config = DeliveryConfig(retry_initial=60, concurrency=3)
+
+    async def main() -> None:
+        store = EmbeddedSpool(tmp_path)
+        runner = QueueRunner(store, agent, config)
+        await store.open()
+        task = asyncio.create_task(runner.run())
+        await asyncio.sleep(0.1)  # the runner found nothing and sleeps (up to 30 s)
+        assert agent.calls == []
+
+        started = time.monotonic()
+        await put(store)
+        runner.kick()
+        await asyncio.wait_for(agent.called.wait(), timeout=2)
+        assert time.monotonic() - started < 2
+
+        for _ in range(10):
+            await put(store)
+        runner.kick()
+        deadline = time.monotonic() + 5
+        while [m async for m in store.iterate()] and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert [m async for m in store.iterate()] == []
+        assert len(agent.calls) == 11
+        assert agent.max_active <= 3
+
+        await runner.stop()
+        await asyncio.wait_for(task, timeout=1)
+        await store.close()
+
+    run(main())
+
+
+def test_stop_waits_for_inflight_then_cancels(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = EmbeddedSpool(tmp_path)
+        await store.open()
+        slow = FakeAgent(delay=0.2)
+        runner = QueueRunner(store, slow, CONFIG)
+        await put(store)
+        task = asyncio.create_task(runner.run())
+        await asyncio.wait_for(slow.called.wait(), timeout=2)
+        await runner.stop(grace=5)  # finishes the attempt
+        assert task.done()
+        assert [m async for m in store.iterate()] == []
+
+        hung = FakeAgent(delay=60)
+        runner = QueueRunner(store, hung, CONFIG)
+        message = await put(store)
+        task = asyncio.create_task(runner.run())
+        await asyncio.wait_for(hung.called.wait(), timeout=2)
+        await runner.stop(grace=0.05)  # gives up: the message stays queued
+        assert task.done()
+        loaded = await store.load(message.queue_id)
+        assert loaded is not None and loaded.recipients[0].status is RecipientStatus.PENDING
+        assert loaded.attempts == 0
+        await store.close()
+
+    run(main())
+
+
+def test_event_callback_errors_do_not_stop_delivery(tmp_path: Path, clock: Clock) -> None:
+    def broken(*_args: object) -> None:
+        raise RuntimeError("mail log is broken")
+
+    async def main() -> None:
+        store = EmbeddedSpool(tmp_path, clock=clock)
+        await store.open()
+        runner = QueueRunner(store, FakeAgent(), CONFIG, on_event=broken, clock=clock)
+        await put(store)
+        await runner.run_once()
+        assert [m async for m in store.iterate()] == []
+        await store.close()
+
+    run(main())
