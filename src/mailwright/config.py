@@ -15,7 +15,7 @@ import ipaddress
 import tomllib
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -160,6 +160,67 @@ class LogConfig(_Frozen):
     debug: bool = False
 
 
+class CertificateConfig(_Frozen):
+    """One certificate: ``cert`` is the PEM chain (leaf first), ``key`` its PEM private key.
+
+    Relative paths are taken relative to the config file's directory (``parse_config``),
+    like ``data_dir``; files are read by ``mailwright.net.tls.TlsManager`` at start-up and
+    on reload, so a missing file is reported there, with its path.
+    """
+
+    cert: Path
+    key: Path
+
+    @model_validator(mode="before")
+    @classmethod
+    def _both_files(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name in ("cert", "key"):
+                if not data.get(name):
+                    raise ValueError(
+                        f"{name} is missing: each certificate needs cert (the PEM "
+                        "certificate chain file) and key (the PEM private key file)"
+                    )
+        return data
+
+    def resolved(self, base: Path) -> CertificateConfig:
+        return CertificateConfig(cert=base / self.cert, key=base / self.key)
+
+
+class TlsConfig(_Frozen):
+    """TLS for STARTTLS (RFC 3207) and implicit TLS (RFC 8314).
+
+    ``certificates`` are chosen by SNI; the first is the default for clients that send
+    no (or an unknown) server name.  With none configured and ``self_signed`` on, a
+    self-signed certificate for ``smtp.hostname`` is generated in ``data_dir/tls`` on
+    first start.  With none and ``self_signed`` off, TLS is disabled (``enabled``).
+    ``min_version`` defaults to TLS 1.2 (RFC 8996 deprecates 1.0/1.1; RFC 8314 §4.1).
+    """
+
+    certificates: list[CertificateConfig] = Field(default_factory=list)
+    min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
+    self_signed: bool = True
+
+    @field_validator("certificates")
+    @classmethod
+    def _no_duplicates(cls, value: list[CertificateConfig]) -> list[CertificateConfig]:
+        seen = set()
+        for cert in value:
+            if cert.cert in seen:
+                raise ValueError(f"certificate {cert.cert} is listed twice")
+            seen.add(cert.cert)
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.certificates) or self.self_signed
+
+    def resolved(self, base: Path) -> TlsConfig:
+        """A copy with relative certificate paths made relative to ``base``."""
+        certs = [c.resolved(base) for c in self.certificates]
+        return self.model_copy(update={"certificates": certs})
+
+
 class Config(_Frozen):
     data_dir: Path = Path(EMBEDDED_DATA_DIR)
     listeners: list[ListenerConfig] = Field(
@@ -169,42 +230,73 @@ class Config(_Frozen):
     domains: list[DomainConfig] = Field(default_factory=list, alias="domain")
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    tls: TlsConfig = Field(default_factory=TlsConfig)
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     @model_validator(mode="after")
     def _check_cross_references(self) -> Self:
-        names = [d.name for d in self.domains]
-        dupes = {n for n in names if names.count(n) > 1}
-        if dupes:
-            raise ValueError(f"domain listed twice: {', '.join(sorted(dupes))}")
-        ports = [(listener.address, listener.port) for listener in self.listeners]
-        if len(set(ports)) != len(ports):
-            raise ValueError("two listeners share the same address and port")
+        # Collect every problem, each with the field it is about (the module promise:
+        # all errors at once, each naming its field); see _CrossReferenceErrors.
+        problems: list[tuple[str, str]] = []
+        first_index: dict[str, int] = {}
+        for i, domain in enumerate(self.domains):
+            if domain.name in first_index:
+                also = f"domain.{first_index[domain.name]}"
+                problems.append(
+                    (f"domain.{i}.name", f"domain listed twice: {domain.name} (also {also})")
+                )
+            else:
+                first_index[domain.name] = i
+        bound: dict[tuple[str, int], int] = {}
+        for i, listener in enumerate(self.listeners):
+            key = (listener.address, listener.port)
+            if listener.port != 0 and key in bound:  # port 0: each gets its own free port
+                problems.append(
+                    (
+                        f"listener.{i}",
+                        f"two listeners share the same address and port "
+                        f"(listener.{bound[key]} and listener.{i})",
+                    )
+                )
+            bound.setdefault(key, i)
         local = {d.name: d for d in self.domains}
-        for domain in self.domains:
+        for i, domain in enumerate(self.domains):
             boxes = set(domain.mailboxes)
             if domain.catch_all is not None and domain.catch_all.lower() not in boxes:
-                raise ValueError(
-                    f"domain {domain.name}: catch_all {domain.catch_all!r} is not a mailbox"
+                problems.append(
+                    (
+                        f"domain.{i}.catch_all",
+                        f"domain {domain.name}: catch_all {domain.catch_all!r} is not a mailbox",
+                    )
                 )
             for alias, targets in domain.aliases.items():
                 for target in targets:
                     local_part, _, target_domain = target.rpartition("@")
                     if not target_domain or not local_part:
                         local_part, target_domain = target, domain.name
+                    where = f"domain.{i}.aliases.{alias}"
                     if target_domain not in local:
-                        raise ValueError(
-                            f"domain {domain.name}: alias {alias!r} points to {target!r}, "
-                            "which is not in a local domain"
+                        problems.append(
+                            (
+                                where,
+                                f"domain {domain.name}: alias {alias!r} points to {target!r}, "
+                                "which is not in a local domain",
+                            )
                         )
+                        continue
                     target_boxes = set(local[target_domain].mailboxes)
                     target_aliases = local[target_domain].aliases
                     if local_part not in target_boxes and local_part not in target_aliases:
-                        raise ValueError(
-                            f"domain {domain.name}: alias {alias!r} points to {target!r}, "
-                            "which is neither a mailbox nor an alias"
+                        problems.append(
+                            (
+                                where,
+                                f"domain {domain.name}: alias {alias!r} points to {target!r}, "
+                                "which is neither a mailbox nor an alias",
+                            )
                         )
+        if problems:
+            raise _CrossReferenceErrors(problems)
         return self
 
     @classmethod
@@ -214,6 +306,22 @@ class Config(_Frozen):
             data_dir=Path(data_dir),
             domains=[DomainConfig(name="localhost", mailboxes=["postmaster"])],
         )
+
+
+class _CrossReferenceErrors(ValueError):
+    """Problems between fields, each ``(field location, message)``.  pydantic keeps the
+    exception in the error's ``ctx``, so ``_format_errors`` can give one line each."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{loc}: {msg}" for loc, msg in problems))
+        self.problems = problems
+
+
+def _format_errors(err: Any) -> list[str]:
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, _CrossReferenceErrors):
+        return [f"{loc}: {msg}" for loc, msg in cause.problems]
+    return [_format_error(err)]
 
 
 def _format_error(err: dict[str, Any]) -> str:
@@ -229,12 +337,17 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, [_format_error(e) for e in exc.errors()]) from None
+        problems = [line for e in exc.errors() for line in _format_errors(e)]
+        raise ConfigError(source, problems) from None
     if not config.data_dir.is_absolute() and source not in ("<config>", "<embedded>"):
         # A relative data_dir is taken relative to the config file, as nginx does for
         # its prefix: the server then behaves the same from any working directory.
         base = Path(source).resolve().parent
         config = config.model_copy(update={"data_dir": base / config.data_dir})
+    if config.tls.certificates and source not in ("<config>", "<embedded>"):
+        # Certificate paths too, for the same reason (absolute paths are kept as given).
+        tls = config.tls.resolved(Path(source).resolve().parent)
+        config = config.model_copy(update={"tls": tls})
     return config
 
 
