@@ -74,5 +74,10 @@ def check_config(config_path: Path | None) -> None:
     click.echo(f"  data in {config.data_dir}")
 
 
+from mailwright.cli.user import user  # noqa: E402  (registration kept in one place)
+
+cli.add_command(user)
+
+
 def main() -> None:
     cli()
