@@ -1,0 +1,1 @@
+"""interop tests (a package, so module names cannot clash with other test folders)."""
