@@ -144,6 +144,8 @@ def _parse_address_literal(text: str) -> str:
     inner = text[1:-1]
     try:
         if inner[:5].lower() == "ipv6:":
+            if "%" in inner:  # ipaddress accepts zone ids; RFC 5321 IPv6-addr has none
+                raise ValueError("zone id")
             return f"[IPv6:{ipaddress.IPv6Address(inner[5:]).compressed}]"
         return f"[{ipaddress.IPv4Address(inner)}]"
     except ValueError:

@@ -131,4 +131,9 @@ def _make_reply(code: int, lines: list[str]) -> Reply:
         return Reply(code, enhanced, clean)
     except ValueError:
         # Over-long text from the peer: keep it readable rather than failing the session.
-        return Reply(code, enhanced, tuple(line[:400] for line in clean))
+        # Cut by octets (Reply's limit is on the UTF-8 form), not by characters.
+        return Reply(
+            code,
+            enhanced,
+            tuple(line.encode()[:400].decode("utf-8", "ignore") for line in clean),
+        )

@@ -50,7 +50,14 @@ class ParseContext:
     extensions: frozenset[str]  # advertised extension keywords (upper case)
 
 
+# Error texts quote the peer's input (a bad parameter, a bad address); keep them well
+# inside the reply line limit (Reply refuses longer lines, RFC 5321 §4.5.3.1.5).
+_MAX_ERROR_TEXT = 200
+
+
 def _error(code: int, enhanced: str, text: str, line: bytes) -> CommandError:
+    if len(text.encode("utf-8")) > _MAX_ERROR_TEXT:
+        text = text.encode("utf-8")[: _MAX_ERROR_TEXT - 3].decode("utf-8", "ignore") + "..."
     return CommandError(Reply.of(code, enhanced, text), line)
 
 
@@ -139,7 +146,7 @@ def _parse_bdat(arg: str, line: bytes, ctx: ParseContext) -> Event:
     # The caller handles a bad BDAT specially: without a size the session cannot know
     # how many octets follow, so it cannot stay in step (RFC 3030 §2).
     words = arg.split()
-    if not 1 <= len(words) <= 2 or not words[0].isdigit() or len(words[0]) > 10:
+    if not 1 <= len(words) <= 2 or not _is_number(words[0]) or len(words[0]) > 10:
         return _error(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]", line)
     if len(words) == 2 and words[1].upper() != "LAST":
         return _error(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]", line)
@@ -147,6 +154,10 @@ def _parse_bdat(arg: str, line: bytes, ctx: ParseContext) -> Event:
     if size > MAX_BDAT_CHUNK:
         return _error(552, "5.3.4", "BDAT chunk too large", line)
     return Bdat(size, last=len(words) == 2)
+
+
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit()  # str.isdigit() alone accepts "²"
 
 
 def _parse_auth(arg: str, line: bytes, ctx: ParseContext) -> Event:
@@ -222,7 +233,8 @@ def parse_command(line: bytes, ctx: ParseContext) -> Event:
     if "\r" in text or "\x00" in text:
         return CommandError(codes.R500_BAD_ENCODING, line)
     verb, _, arg = text.partition(" ")
-    parser = _PARSERS.get(verb.upper())
+    # ASCII only: str.upper() would make "maıl" (dotless i) or "ſtarttls" a command.
+    parser = _PARSERS.get(verb.upper()) if verb.isascii() else None
     if parser is None:
         return CommandError(codes.R500_UNRECOGNIZED, line)
     return parser(arg, line, ctx)

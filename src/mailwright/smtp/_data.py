@@ -35,6 +35,24 @@ def has_bare_line_ending(data: bytes) -> bool:
     return data.count(b"\r") != crlf or data.count(b"\n") != crlf
 
 
+def _first_bare_line_ending(data: bytes) -> int:
+    """Index of the first bare CR or LF in ``data`` (error path only), or -1."""
+    for i, byte in enumerate(data):
+        if byte == 13 and data[i + 1 : i + 2] != b"\n":
+            return i
+        if byte == 10 and (i == 0 or data[i - 1] != 13):
+            return i
+    return -1
+
+
+def _held_back(data: bytes) -> int:
+    """How many trailing octets of ``data`` could start a terminator still arriving."""
+    for suffix in _HOLD_BACK:
+        if data.endswith(suffix):
+            return len(suffix)
+    return 0
+
+
 class DataReader:
     """Reads one DATA body out of a ReceiveBuffer, a piece at a time."""
 
@@ -65,18 +83,20 @@ class DataReader:
             if index >= 0:
                 body_end, consumed = index + 2, index + len(_TERMINATOR)
             else:
-                body_end = len(data)
-                for suffix in _HOLD_BACK:
-                    if data.endswith(suffix):
-                        body_end -= len(suffix)
-                        break
-                consumed = body_end
+                body_end = consumed = len(data) - _held_back(data)
             if consumed == 0:
                 return None
             body = data[:body_end]
             if has_bare_line_ending(body):
-                # Stop here: nothing from this byte on is consumed or interpreted.
-                return EndOfData(self.size, DataError.BARE_LINE_ENDING)
+                # Stop at the offending byte: nothing from it on is consumed or
+                # interpreted.  The clean text before it is delivered first (less what
+                # could begin a line end), exactly as if the input had stopped there,
+                # so the events do not depend on how the input was split into reads.
+                clean = body[: _first_bare_line_ending(body)]
+                body_end = consumed = len(clean) - _held_back(clean)
+                if consumed == 0:
+                    return EndOfData(self.size, DataError.BARE_LINE_ENDING)
+                body, index = clean[:body_end], -1
             buf.skip(consumed)
             self._finished = index >= 0
             if self._at_start:
@@ -84,12 +104,16 @@ class DataReader:
                 if body.startswith(b"."):
                     body = body[1:]
             body = body.replace(b"\r\n.", b"\r\n")
-            if body and not self.too_big:
-                if self.size + len(body) > self._max_size:
+            if body:
+                # ``size`` counts every octet (the log wants the real size); only the
+                # first ``max_size`` octets are handed over, however the input was split.
+                room = self._max_size - self.size
+                self.size += len(body)
+                if len(body) > room:
                     # RFC 5321 §4.2.5: read on to the end of DATA and answer 552 there.
                     self.too_big = True
-                else:
-                    self.size += len(body)
+                    body = body[: max(room, 0)]
+                if body:
                     return DataChunk(body)
 
     def _end(self) -> EndOfData:

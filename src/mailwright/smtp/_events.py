@@ -121,7 +121,8 @@ class DataChunk(Event):
 
 @dataclass(frozen=True, slots=True)
 class EndOfData(Event):
-    """The final ``CRLF.CRLF`` of DATA (or a fatal DATA error)."""
+    """The final ``CRLF.CRLF`` of DATA (or a fatal DATA error).  ``size`` counts the
+    unstuffed body octets read, all of them even when ``error`` is TOO_BIG."""
 
     size: int
     error: DataError | None = None

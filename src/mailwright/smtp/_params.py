@@ -40,8 +40,10 @@ class RcptParams:
 
 
 def decode_xtext(value: str) -> str:
-    """RFC 3461 §4: "+XX" hex escapes; other characters must be printable ASCII."""
-    out = []
+    """RFC 3461 §4: "+XX" hex escapes; other characters must be printable ASCII.
+
+    The escapes are octets, read as UTF-8 (the inverse of ``encode_xtext``)."""
+    out = bytearray()
     i = 0
     while i < len(value):
         ch = value[i]
@@ -49,14 +51,17 @@ def decode_xtext(value: str) -> str:
             hexpair = value[i + 1 : i + 3]
             if len(hexpair) != 2 or not all(c in "0123456789ABCDEF" for c in hexpair):
                 raise ParamError("invalid xtext escape")
-            out.append(chr(int(hexpair, 16)))
+            out.append(int(hexpair, 16))
             i += 3
             continue
         if not ("!" <= ch <= "~") or ch == "=":
             raise ParamError("invalid character in xtext")
-        out.append(ch)
+        out.append(ord(ch))
         i += 1
-    return "".join(out)
+    try:
+        return out.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ParamError("xtext is not UTF-8") from None
 
 
 def encode_xtext(value: str) -> str:
@@ -95,7 +100,7 @@ def parse_mail_params(text: str, enabled: frozenset[str]) -> MailParams:
     for key, value in split_params(text):
         if key == "SIZE" and "SIZE" in enabled:
             raw = _need_value(key, value)
-            if not raw.isdigit() or len(raw) > 20:
+            if not (raw.isascii() and raw.isdigit()) or len(raw) > 20:
                 raise ParamError("SIZE must be a decimal number")
             size = int(raw)
         elif key == "BODY" and "8BITMIME" in enabled:

@@ -160,6 +160,7 @@ class ServerConnection:
         self.tls_active = True
         self.helo = None
         self.esmtp = False
+        self.authenticated = False  # RFC 3207 §4.2: forget all pre-TLS knowledge
         self.transaction = Transaction()
         self.state = State.NEED_HELO  # RFC 3207 §4.2: the client must EHLO again
 
@@ -200,7 +201,9 @@ class ServerConnection:
     def _read_line(self) -> bytes | None:
         buf = self._buf
         index = buf.find(b"\n")
-        limit = MAX_AUTH_LINE if self.state is State.AUTH else MAX_EXTENDED_COMMAND_LINE
+        # RFC 4954 §4: AUTH (with an initial response) and SASL lines may be longer.
+        auth = self.state is State.AUTH or buf.peek(5).upper() == b"AUTH "
+        limit = MAX_AUTH_LINE if auth else MAX_EXTENDED_COMMAND_LINE
         if index < 0:
             if len(buf) > limit:
                 # Too long: drop what we have and keep dropping to the end of the line,
@@ -217,11 +220,13 @@ class ServerConnection:
         return line
 
     def _parse(self, line: bytes) -> Event:
+        # A too-long line is reported without its text, whether it was dropped while
+        # arriving (_read_line) or seen whole, so the event does not depend on reads.
         if line == b"\x00too-long":
             return CommandError(codes.R500_LINE_TOO_LONG)
         if self.state is State.AUTH:
-            if len(line) > MAX_AUTH_LINE:
-                return CommandError(codes.R500_LINE_TOO_LONG, line)
+            if len(line) + 2 > MAX_AUTH_LINE:
+                return CommandError(codes.R500_LINE_TOO_LONG)
             return parse_auth_response(line)
         verb = line[:5].split(b" ", 1)[0].upper()
         limit = (
@@ -232,11 +237,13 @@ class ServerConnection:
             else MAX_COMMAND_LINE
         )
         if len(line) + 2 > limit:
-            return CommandError(codes.R500_LINE_TOO_LONG, line)
+            return CommandError(codes.R500_LINE_TOO_LONG)
         if verb == b"BDAT" and "CHUNKING" not in self.extensions:
             return CommandError(codes.R500_UNRECOGNIZED, line)
         extensions = self.extensions if self.esmtp else frozenset()
         event = parse_command(line, ParseContext(extensions))
+        if isinstance(event, Bdat):
+            return event  # checked by _start_bdat, after its chunk is consumed
         return self._check(event)
 
     def _check(self, event: Event) -> Event:
@@ -283,10 +290,14 @@ class ServerConnection:
             chunk = self._buf.take(min(self._bdat_remaining, len(self._buf)))
             self._bdat_remaining -= len(chunk)
             if accepting:
+                # As for DATA: count every octet, hand over at most the limit, however
+                # the input was split into reads.
+                room = self.options.max_message_size - txn.bdat_size
                 txn.bdat_size += len(chunk)
-                if txn.bdat_size > self.options.max_message_size:
+                if len(chunk) > room:
                     txn.bdat_too_big = True
-                if not txn.bdat_too_big:
+                    chunk = chunk[: max(room, 0)]
+                if chunk:
                     return DataChunk(chunk)
             if self._bdat_remaining:
                 return self._read_bdat()
@@ -311,6 +322,11 @@ class ServerConnection:
             new_state = next_state(State.GREETING, None, reply)
         elif isinstance(event, CommandError):
             new_state = State.CLOSED if reply.code in (221, 421, 521) else state
+            if new_state is State.AUTH:
+                # RFC 4954 §4: a malformed response (bad base64, too long) is answered
+                # 501 and ends the exchange; staying in AUTH would read every later
+                # command as a SASL response.
+                new_state = State.READY
         else:
             new_state = next_state(state, event, reply)
             self._record(event, reply, state)

@@ -1,0 +1,1 @@
+"""Byte-level tests of the sans-IO SMTP core (``mailwright.smtp``)."""
