@@ -19,15 +19,22 @@ import signal
 from collections.abc import Callable
 
 from mailwright.accounts.directory import LocalDirectory
+from mailwright.accounts.users import UserStore
 from mailwright.config import Config
 from mailwright.delivery.base import DeliveryResult
 from mailwright.delivery.local import LocalDeliveryAgent, mail_root
 from mailwright.delivery.router import Router
 from mailwright.net.listener import ConnectionLimits, Listener
+from mailwright.net.privileges import drop_privileges
 from mailwright.net.services import SessionServices
+from mailwright.net.tls import TlsError, TlsManager
 from mailwright.obs.debuglog import setup_debug_log
 from mailwright.obs.maillog import MailLog
+from mailwright.policy.authguard import AuthGuard
+from mailwright.policy.builtin.ratelimit import RateLimits
 from mailwright.policy.builtin.recipients import LocalRecipients
+from mailwright.policy.builtin.relay import RelayAccess, parse_networks
+from mailwright.policy.builtin.submission import RequireAuth, SenderLoginMatch
 from mailwright.policy.pipeline import Pipeline, Stage
 from mailwright.spool.embedded import EmbeddedSpool
 from mailwright.spool.model import SpooledMessage
@@ -36,14 +43,45 @@ from mailwright.spool.scheduler import QueueRunner
 log = logging.getLogger(__name__)
 
 
-def build_pipeline(config: Config, directory: LocalDirectory) -> Pipeline:
-    """Hooks in a fixed, explicit order.  Relay hooks (AUTH, trusted networks) join
-    the rcpt stage with the secure-sessions work; until then only local recipients
-    are accepted and everything else gets 550 5.7.1 from the pipeline's default."""
+def build_pipeline(config: Config, directory: LocalDirectory, users: UserStore) -> Pipeline:
+    """Hooks in a fixed, explicit order (DESIGN principle 6).
+
+    MAIL: AUTH required on submission listeners, then sender-login matching, then
+    rate limits.  RCPT: rate limits, local recipients (deliver or 550 5.1.1), then
+    relay access (authenticated users, trusted networks).  A recipient nobody
+    accepted gets 550 5.7.1 from the pipeline: never an open relay.
+    """
     pipeline = Pipeline()
+    require_auth = RequireAuth()
+    pipeline.register(Stage.MAIL, require_auth.name, require_auth.on_mail)
+    sender_login = SenderLoginMatch(users)
+    pipeline.register(Stage.MAIL, sender_login.name, sender_login.on_mail)
+    abuse = config.abuse
+    limits = RateLimits(
+        ip_messages_per_minute=abuse.ip_messages_per_minute,
+        ip_recipients_per_minute=abuse.ip_recipients_per_minute,
+        user_messages_per_minute=abuse.user_messages_per_minute,
+        user_recipients_per_minute=abuse.user_recipients_per_minute,
+        burst_messages=abuse.burst_messages,
+        burst_recipients=abuse.burst_recipients,
+    )
+    if limits.enabled:
+        pipeline.register(Stage.MAIL, limits.name, limits.on_mail)
+        pipeline.register(Stage.RCPT, limits.name, limits.on_rcpt)
     local = LocalRecipients(directory)
     pipeline.register(Stage.RCPT, local.name, local.on_rcpt)
+    relay = RelayAccess(parse_networks(config.relay.trusted_networks))
+    pipeline.register(Stage.RCPT, relay.name, relay.on_rcpt)
     return pipeline
+
+
+def load_tls(config: Config) -> TlsManager | None:
+    """The TLS manager, or None when TLS is off (no certificate, self_signed false)."""
+    if not config.tls.enabled:
+        return None
+    manager = TlsManager(config.tls, config.data_dir, config.smtp.hostname)
+    manager.load()
+    return manager
 
 
 class App:
@@ -66,6 +104,12 @@ class App:
             self.directory, mail_root(config.data_dir), config.smtp.hostname
         )
         await asyncio.to_thread(local_agent.ensure_all)
+        self.tls = load_tls(config)
+        if self.tls is not None:
+            for line in self.tls.certificate_summary():
+                self.announce(f"mailwright: certificate {line}")
+        self.users = UserStore.in_data_dir(config.data_dir)
+        abuse = config.abuse
         self.runner = QueueRunner(
             self.spool,
             Router(self.directory, local_agent),
@@ -75,10 +119,19 @@ class App:
         )
         services = SessionServices(
             config=config,
-            pipeline=build_pipeline(config, self.directory),
+            pipeline=build_pipeline(config, self.directory, self.users),
             spool=self.spool,
             directory=self.directory,
             maillog=self.maillog,
+            auth_guard=AuthGuard(
+                max_failures=abuse.auth_max_failures,
+                window=abuse.auth_window,
+                ban_time=abuse.auth_ban_time,
+                base_delay=abuse.auth_base_delay,
+                max_delay=abuse.auth_max_delay,
+            ),
+            tls=self.tls,
+            users=self.users,
             on_queued=lambda queue_id: self.runner.kick(),
         )
         limits = ConnectionLimits(config.smtp.max_connections, config.smtp.max_connections_per_ip)
@@ -91,7 +144,13 @@ class App:
                 f"mailwright: listening on {listener_config.address}:{listener.port} "
                 f"({listener_config.role})"
             )
+            if listener_config.allow_plaintext_auth:
+                self.announce(
+                    f"mailwright: warning: {listener_config.address}:{listener.port} offers "
+                    "AUTH without TLS; passwords can be read on the network"
+                )
         self.announce(f"mailwright: data in {config.data_dir.resolve()}")
+        drop_privileges(config.process, config.data_dir)
         self._runner_task = asyncio.get_running_loop().create_task(self.runner.run())
 
     def _log_delivery(
@@ -105,6 +164,18 @@ class App:
             self.maillog.bounced(message.queue_id, address, result.reply)
         elif kind == "expired":
             self.maillog.expired(message.queue_id, address)
+
+    def reload(self) -> None:
+        """SIGHUP: re-read certificates; on error keep serving the old ones."""
+        if self.tls is None:
+            return
+        try:
+            self.tls.reload()
+        except TlsError as exc:
+            self.announce(f"mailwright: reload failed, keeping old certificates: {exc}")
+            log.error("TLS reload failed: %s", exc)
+        else:
+            self.announce("mailwright: certificates reloaded")
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -127,10 +198,13 @@ class App:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
+        # SIGHUP reloads certificates on the loop thread (OpenSSL contexts must not
+        # change under a handshake in another thread); sessions are not dropped.
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         try:
             await self._stop.wait()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             self.announce("mailwright: shutting down")
             await self.stop()

@@ -46,10 +46,39 @@ class ListenerRole(StrEnum):
     SUBMISSIONS = "submissions"  # RFC 8314 implicit TLS, port 465
 
 
+# The issue's unprivileged loopback ports for the embedded default.
+EMBEDDED_SUBMISSION_PORT = 2587
+EMBEDDED_SUBMISSIONS_PORT = 2465
+
+
 class ListenerConfig(_Frozen):
     address: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = EMBEDDED_INBOUND_PORT
     role: ListenerRole = ListenerRole.INBOUND
+    # Offer AUTH before TLS on this listener.  Off by default: RFC 8314 §3 and RFC 4954
+    # §4 want credentials only over TLS; turning it on prints a warning at start-up.
+    allow_plaintext_auth: bool = False
+    # None = the role's default (required on submission roles, RFC 6409 §4.3).
+    require_auth: bool | None = None
+    # None = the role's default (on for submission roles).
+    sender_login_match: bool | None = None
+
+    @property
+    def implicit_tls(self) -> bool:
+        """RFC 8314 §3: the submissions role speaks TLS from the first byte."""
+        return self.role is ListenerRole.SUBMISSIONS
+
+    @property
+    def is_submission(self) -> bool:
+        return self.role is not ListenerRole.INBOUND
+
+    @property
+    def auth_required(self) -> bool:
+        return self.is_submission if self.require_auth is None else self.require_auth
+
+    @property
+    def sender_login_matching(self) -> bool:
+        return self.is_submission if self.sender_login_match is None else self.sender_login_match
 
     @field_validator("address")
     @classmethod
@@ -85,9 +114,7 @@ class SmtpConfig(_Frozen):
     data_block_timeout: Annotated[float, Field(gt=0)] = smtp_limits.DATA_BLOCK_TIMEOUT
     session_timeout: Annotated[float, Field(gt=0)] = smtp_limits.SESSION_TIMEOUT
     max_connections: Annotated[int, Field(gt=0)] = smtp_limits.DEFAULT_MAX_CONNECTIONS
-    max_connections_per_ip: Annotated[int, Field(gt=0)] = (
-        smtp_limits.DEFAULT_MAX_CONNECTIONS_PER_IP
-    )
+    max_connections_per_ip: Annotated[int, Field(gt=0)] = smtp_limits.DEFAULT_MAX_CONNECTIONS_PER_IP
     shutdown_grace: Annotated[float, Field(ge=0)] = 30.0
 
 
@@ -149,7 +176,7 @@ class DeliveryConfig(_Frozen):
     @classmethod
     def _one_char(cls, value: str) -> str:
         if len(value) > 1 or value in ("@", '"', "\\"):
-            raise ValueError("must be empty or a single character other than @ \" \\")
+            raise ValueError('must be empty or a single character other than @ " \\')
         return value
 
 
@@ -221,6 +248,61 @@ class TlsConfig(_Frozen):
         return self.model_copy(update={"certificates": certs})
 
 
+class RelayConfig(_Frozen):
+    """Who may relay besides authenticated users (Postfix ``mynetworks``).
+
+    Empty by default: not even loopback is trusted, so a local process cannot use the
+    server as an open relay by accident (Postfix's ``mynetworks_style = host`` trusts
+    127.0.0.1; list it here to get that behaviour).
+    """
+
+    trusted_networks: list[str] = Field(default_factory=list)
+
+    @field_validator("trusted_networks")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not an IP network (CIDR)") from None
+        return value
+
+
+class AbuseConfig(_Frozen):
+    """Abuse controls.  A rate of 0 turns that limit off (Postfix's anvil defaults)."""
+
+    # Per client IP (unauthenticated sessions): messages and recipients per minute.
+    ip_messages_per_minute: Annotated[float, Field(ge=0)] = 0
+    ip_recipients_per_minute: Annotated[float, Field(ge=0)] = 0
+    # Per authenticated user: a compromised account is the usual spam source.
+    user_messages_per_minute: Annotated[float, Field(ge=0)] = 120
+    user_recipients_per_minute: Annotated[float, Field(ge=0)] = 1200
+    # Bursts allowed above the steady rate (token bucket size).
+    burst_messages: Annotated[float, Field(gt=0)] = 60
+    burst_recipients: Annotated[float, Field(gt=0)] = 600
+    # AUTH brute force: delay per failure doubles from base to max; N failures within
+    # the window ban the IP for ban_time seconds.
+    auth_max_failures: Annotated[int, Field(gt=0)] = 5
+    auth_window: Annotated[float, Field(gt=0)] = 600
+    auth_ban_time: Annotated[float, Field(ge=0)] = 900
+    auth_base_delay: Annotated[float, Field(ge=0)] = 1.0
+    auth_max_delay: Annotated[float, Field(ge=0)] = 8.0
+    # Tarpit: after this many errors in a session, each further error reply is
+    # delayed by tarpit_delay * (errors - tarpit_after), capped (Postfix
+    # smtpd_soft_error_limit and smtpd_error_sleep_time).
+    tarpit_after: Annotated[int, Field(ge=0)] = 3
+    tarpit_delay: Annotated[float, Field(ge=0)] = 1.0
+    tarpit_max_delay: Annotated[float, Field(ge=0)] = 10.0
+
+
+class ProcessConfig(_Frozen):
+    """Privilege drop: bind ports as root, then run as this user and group."""
+
+    user: str | None = None
+    group: str | None = None
+
+
 class Config(_Frozen):
     data_dir: Path = Path(EMBEDDED_DATA_DIR)
     listeners: list[ListenerConfig] = Field(
@@ -231,6 +313,9 @@ class Config(_Frozen):
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     tls: TlsConfig = Field(default_factory=TlsConfig)
+    relay: RelayConfig = Field(default_factory=RelayConfig)
+    abuse: AbuseConfig = Field(default_factory=AbuseConfig)
+    process: ProcessConfig = Field(default_factory=ProcessConfig)
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
@@ -260,6 +345,14 @@ class Config(_Frozen):
                     )
                 )
             bound.setdefault(key, i)
+            if listener.implicit_tls and not self.tls.enabled:
+                problems.append(
+                    (
+                        f"listener.{i}.role",
+                        "submissions (implicit TLS) needs TLS: configure [tls] certificates "
+                        "or leave tls.self_signed on",
+                    )
+                )
         local = {d.name: d for d in self.domains}
         for i, domain in enumerate(self.domains):
             boxes = set(domain.mailboxes)
@@ -304,6 +397,11 @@ class Config(_Frozen):
         """The no-config default: a working server for ``postmaster@localhost``."""
         return cls(
             data_dir=Path(data_dir),
+            listeners=[
+                ListenerConfig(port=EMBEDDED_INBOUND_PORT, role=ListenerRole.INBOUND),
+                ListenerConfig(port=EMBEDDED_SUBMISSION_PORT, role=ListenerRole.SUBMISSION),
+                ListenerConfig(port=EMBEDDED_SUBMISSIONS_PORT, role=ListenerRole.SUBMISSIONS),
+            ],
             domains=[DomainConfig(name="localhost", mailboxes=["postmaster"])],
         )
 

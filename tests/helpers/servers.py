@@ -50,6 +50,7 @@ def config_dict(
     smtp: dict[str, Any] | None = None,
     port: int = 0,
     mail_log: str = "mail.log",
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The test configuration as the TOML document would hold it."""
     return {
@@ -66,6 +67,10 @@ def config_dict(
             {"name": CATCHALL, "mailboxes": ["sink"], "catch_all": "sink"},
         ],
         "log": {"mail_log": mail_log},
+        # No tarpit: many tests provoke errors on purpose and must stay fast; the
+        # tarpit has its own tests.
+        "abuse": {"tarpit_delay": 0},
+        **(extra or {}),
     }
 
 

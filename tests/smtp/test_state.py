@@ -187,7 +187,7 @@ def test_auth_with_a_challenge(mode: str) -> None:
     d = Driver(mode, extensions=AUTH_EXTENSIONS).feed(EHLO + lines("AUTH PLAIN"))
     assert d.of_type(Auth) == [Auth("PLAIN", None)]
     assert d.state is State.AUTH
-    assert d.last_output.endswith(b"\r\n334\r\n")
+    assert d.last_output.endswith(b"\r\n334 \r\n")  # RFC 4954 §4: "334" SP [base64]
     d.feed(lines(PLAIN))
     assert d.of_type(AuthResponse) == [AuthResponse(b"\x00alice\x00secret")]
     assert d.replies[-1] == codes.R235_AUTH_OK

@@ -46,9 +46,15 @@ def serve(config_path: Path | None) -> None:
     if config_path is None:
         click.echo("mailwright: no config file given, using the embedded default")
     from mailwright.app import run
+    from mailwright.net.listener import ListenerError
+    from mailwright.net.privileges import PrivilegeError
+    from mailwright.net.tls import TlsError
 
     try:
         run(config, announce=lambda line: click.echo(line))
+    except (TlsError, PrivilegeError, ListenerError) as exc:
+        click.echo(f"mailwright: cannot start: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
     except OSError as exc:
         click.echo(f"mailwright: cannot start: {exc}", err=True)
         sys.exit(1)

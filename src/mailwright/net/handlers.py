@@ -12,12 +12,14 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from mailwright.config import VrfyMode
+from mailwright.net.auth import offered_mechanisms
 from mailwright.net.received import protocol_name, received_header
 from mailwright.policy.pipeline import Stage
 from mailwright.policy.verdict import Accept, Continue, Disconnect, Reject, TempFail, Verdict
 from mailwright.smtp import (
     COMMANDS,
     Auth,
+    AuthResponse,
     Bdat,
     CommandError,
     Data,
@@ -85,6 +87,7 @@ class Handlers:
             Help: self.help,
             StartTls: self.starttls,
             Auth: self.auth,
+            AuthResponse: self.auth_response,
             CommandError: self.command_error,
         }
 
@@ -108,11 +111,22 @@ class Handlers:
     async def ehlo(self, event: Event) -> Reply:
         assert isinstance(event, Ehlo)
         self.abort_message()
-        self.s.ctx.helo = event.domain
+        s = self.s
+        s.ctx.helo = event.domain
+        extensions = set(s.services.server_options.extensions)
+        if s.starttls_available:
+            extensions.add("STARTTLS")
+        mechanisms = offered_mechanisms(s)
+        if mechanisms:
+            extensions.add("AUTH")
+        # What we advertise is what the parser accepts (RFC 1869 §4: parameters of an
+        # extension not offered are refused with 555).
+        s.conn.extensions = frozenset(extensions)
         positive = ehlo_reply(
-            self.s.hostname,
-            self.s.conn.extensions,
-            max_size=self.s.services.config.smtp.max_message_size,
+            s.hostname,
+            extensions,
+            max_size=s.services.config.smtp.max_message_size,
+            auth_mechanisms=mechanisms,
         )
         return await self._stage(Stage.HELO, positive, event)
 
@@ -170,12 +184,20 @@ class Handlers:
         return [m.address for m in resolved or ()]
 
     async def starttls(self, event: Event) -> Reply:
-        # Not advertised while no certificate is configured (RFC 3207 §4 lets a
-        # server offer STARTTLS only when it can complete it).
-        return R(502, "5.5.1", "STARTTLS not available")
+        # Offered only with a certificate and never on the implicit-TLS role (RFC 3207
+        # §4: a server offers STARTTLS only when it can complete it).  A 220 here puts
+        # the core in its TLS state; the session loop then runs the handshake.
+        if not self.s.starttls_available:
+            return R(502, "5.5.1", "STARTTLS not available")
+        return R(220, "2.0.0", "Ready to start TLS")
 
     async def auth(self, event: Event) -> Reply:
-        return R(503, "5.5.1", "Error: authentication not enabled")
+        assert isinstance(event, Auth)
+        return await self.s.auth.start(event)
+
+    async def auth_response(self, event: Event) -> Reply:
+        assert isinstance(event, AuthResponse)
+        return await self.s.auth.respond(event)
 
     async def command_error(self, event: Event) -> Reply:
         assert isinstance(event, CommandError)

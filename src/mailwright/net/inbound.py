@@ -19,10 +19,13 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import ssl
 from typing import TYPE_CHECKING, cast
 
 from mailwright.config import ListenerConfig
+from mailwright.net.auth import AuthExchange
 from mailwright.net.handlers import Handlers, verdict_reply
+from mailwright.net.tls import describe
 from mailwright.policy.context import SessionContext
 from mailwright.policy.pipeline import Stage
 from mailwright.smtp import (
@@ -50,6 +53,9 @@ log = logging.getLogger(__name__)
 # moment, so the client reads our reply instead of a TCP reset caused by unread data
 # (the "lingering close" of Apache and Postfix).
 LINGER_SECONDS = 2.0
+# RFC 5321 §4.5.3.2 has no TLS figure; Postfix's smtpd_starttls_timeout is 300 s, a
+# minute is plenty on today's links and frees the slot sooner.
+TLS_HANDSHAKE_TIMEOUT = 60.0
 
 _STAGE_OF = {
     "MailFrom": "mail",
@@ -70,6 +76,7 @@ class InboundSession(asyncio.Protocol):
         self.hostname = services.config.smtp.hostname
         self.conn = ServerConnection(services.server_options)
         self.handlers = Handlers(self)
+        self.auth = AuthExchange(self)
         self.ctx: SessionContext
         self.transport: asyncio.Transport | None = None
         self.reject_reason = ""
@@ -97,6 +104,13 @@ class InboundSession(asyncio.Protocol):
             peer_port=peer[1],
             role=self.listener_config.role,
         )
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            # Implicit TLS (RFC 8314): the handshake is already done.
+            self.conn.start_tls_direct()
+            self.ctx.tls = describe(ssl_object)
+        self.ctx.notes["require_auth"] = self.listener_config.auth_required
+        self.ctx.notes["sender_login_match"] = self.listener_config.sender_login_matching
         refusal = self.listener.admit(self)
         if refusal is not None:
             # Over a connection cap: answer 421 4.7.0 without starting a session.
@@ -161,9 +175,7 @@ class InboundSession(asyncio.Protocol):
         services.maillog.connect(self.ctx.session_id, self.ctx.peer_ip)
         try:
             await self._greet(cfg.greeting_delay)
-            while (
-                self.conn.state is not State.CLOSED and not self._lost and not self.close_after_reply
-            ):
+            while self._open:
                 event = self.conn.next_event()
                 if event is NEED_DATA:
                     if self.shutdown_requested and self.conn.state not in (
@@ -185,7 +197,11 @@ class InboundSession(asyncio.Protocol):
                     raise RuntimeError("session paused with no reply owed")
                 else:
                     reply = await self.handlers.dispatch[type(event)](event)
+                    if reply.code >= 400 and reply.code not in (421, 521):
+                        await self._tarpit()
                     self._reply(event, reply)
+                    if self.conn.state is State.TLS and not await self._upgrade_tls():
+                        break
         except asyncio.CancelledError:
             if not self._lost and self.conn.state is not State.CLOSED:
                 self._close_with(codes.R421_SHUTTING_DOWN)
@@ -201,6 +217,64 @@ class InboundSession(asyncio.Protocol):
                 self.ctx.peer_ip,
                 {"messages": self.messages, "errors": self.errors},
             )
+
+    @property
+    def _open(self) -> bool:
+        return self.conn.state is not State.CLOSED and not self._lost and not self.close_after_reply
+
+    @property
+    def starttls_available(self) -> bool:
+        return (
+            self.services.tls is not None
+            and not self.conn.tls_active
+            and not self.listener_config.implicit_tls
+        )
+
+    async def _tarpit(self) -> None:
+        """Postfix smtpd_error_sleep_time: slow down a client that keeps erring."""
+        abuse = self.services.config.abuse
+        excess = self.errors + 1 - abuse.tarpit_after
+        if excess > 0 and abuse.tarpit_delay > 0:
+            await asyncio.sleep(min(abuse.tarpit_delay * excess, abuse.tarpit_max_delay))
+
+    async def _upgrade_tls(self) -> bool:
+        """Run the STARTTLS handshake after our 220 (RFC 3207 §4)."""
+        tls = self.services.tls
+        assert tls is not None and self.transport is not None
+        self._flush()
+        if self._reading_paused:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(TLS_HANDSHAKE_TIMEOUT):
+                transport = await loop.start_tls(
+                    self.transport, self, tls.server_context, server_side=True
+                )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            self.reject_reason = f"TLS handshake failed: {exc}"
+            self.services.maillog.rejected(
+                self.ctx.session_id,
+                self.ctx.peer_ip,
+                "starttls",
+                "TLS handshake failed",
+                str(exc),
+                helo=self.ctx.helo,
+            )
+            self._lost = True
+            self.transport.abort()
+            return False
+        if transport is None:  # pragma: no cover - the peer closed during the handshake
+            self._lost = True
+            return False
+        self.transport = cast(asyncio.Transport, transport)
+        # RFC 3207 §4.2: forget everything learnt before TLS (the core also drops any
+        # plaintext that arrived after STARTTLS: CVE-2011-0411).
+        self.conn.tls_established()
+        self.ctx.tls = describe(transport.get_extra_info("ssl_object"))
+        self.ctx.helo = None
+        self.ctx.auth_user = None
+        return True
 
     async def _greet(self, delay: float) -> None:
         if delay > 0:

@@ -24,6 +24,12 @@ log = logging.getLogger(__name__)
 
 # The kernel's accept queue; Postfix uses 100 by default, busy MXs raise it.
 LISTEN_BACKLOG = 1024
+# The implicit-TLS handshake must finish within this (RFC 8314 gives no figure).
+TLS_HANDSHAKE_TIMEOUT = 60.0
+
+
+class ListenerError(Exception):
+    """A listener cannot be started as configured."""
 
 
 class ConnectionLimits:
@@ -72,7 +78,21 @@ class Listener:
             family=socket.AF_INET6 if ":" in self.config.address else socket.AF_INET,
             reuse_address=True,
             backlog=LISTEN_BACKLOG,
+            **self._tls_arguments(),
         )
+
+    def _tls_arguments(self) -> dict[str, object]:
+        if not self.config.implicit_tls:
+            return {}
+        tls = self.services.tls
+        if tls is None:
+            raise ListenerError(
+                f"listener {self.config.address}:{self.config.port} (submissions) needs TLS, "
+                "but TLS is disabled"
+            )
+        # The default context object stays the same across reloads (TlsManager
+        # reloads it in place), so binding it here is safe.
+        return {"ssl": tls.server_context, "ssl_handshake_timeout": TLS_HANDSHAKE_TIMEOUT}
 
     @property
     def port(self) -> int:

@@ -6,8 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mailwright.accounts.directory import LocalDirectory
+from mailwright.accounts.users import UserStore
 from mailwright.config import Config
+from mailwright.net.tls import TlsManager
 from mailwright.obs.maillog import MailLog
+from mailwright.policy.authguard import AuthGuard
 from mailwright.policy.pipeline import Pipeline
 from mailwright.smtp import DEFAULT_EXTENSIONS, ServerOptions
 from mailwright.spool.store import SpoolStore
@@ -20,6 +23,9 @@ class SessionServices:
     spool: SpoolStore
     directory: LocalDirectory
     maillog: MailLog
+    auth_guard: AuthGuard
+    tls: TlsManager | None = None  # None: TLS disabled (no certificate)
+    users: UserStore | None = None  # None: AUTH disabled
     # Called with the queue id after each 250: the scheduler starts delivery at once.
     on_queued: Callable[[str], None] = lambda queue_id: None
 

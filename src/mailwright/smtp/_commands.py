@@ -205,12 +205,12 @@ _PARSERS: dict[str, Callable[[str, bytes, ParseContext], Event]] = {
     "QUIT": _no_argument(Quit(), "QUIT"),
     "STARTTLS": _no_argument(StartTls(), "STARTTLS"),
     "NOOP": lambda a, line, c: Noop(a.strip()),
-    "VRFY": lambda a, line, c: Vrfy(a.strip())
-    if a.strip()
-    else _error(501, "5.5.4", "Syntax: VRFY address", line),
-    "EXPN": lambda a, line, c: Expn(a.strip())
-    if a.strip()
-    else _error(501, "5.5.4", "Syntax: EXPN mailing-list", line),
+    "VRFY": lambda a, line, c: (
+        Vrfy(a.strip()) if a.strip() else _error(501, "5.5.4", "Syntax: VRFY address", line)
+    ),
+    "EXPN": lambda a, line, c: (
+        Expn(a.strip()) if a.strip() else _error(501, "5.5.4", "Syntax: EXPN mailing-list", line)
+    ),
     "HELP": lambda a, line, c: Help(a.strip()),
     "AUTH": _parse_auth,
 }

@@ -28,8 +28,13 @@ _ORDER = (
 )
 
 
-def ehlo_reply(hostname: str, extensions: Iterable[str], *, max_size: int = 0,
-               auth_mechanisms: Iterable[str] = ()) -> Reply:
+def ehlo_reply(
+    hostname: str,
+    extensions: Iterable[str],
+    *,
+    max_size: int = 0,
+    auth_mechanisms: Iterable[str] = (),
+) -> Reply:
     """The multi-line 250 answering EHLO."""
     present = set(extensions)
     lines = [hostname]

@@ -73,7 +73,9 @@ class Reply:
             sep = " " if i == last else "-"
             # RFC 2034 §4: the enhanced code is repeated on every line of a multiline
             # reply, except for EHLO capability lists (no prefix there by convention).
-            out.append(f"{self.code}{sep}{prefix}{line}".rstrip(" ") + "\r\n")
+            text = f"{self.code}{sep}{prefix}{line}"
+            # RFC 4954 §4: an empty SASL challenge is "334 " (with the space).
+            out.append((text if self.code == 334 else text.rstrip(" ")) + "\r\n")
         return "".join(out).encode("utf-8")
 
     def __str__(self) -> str:

@@ -1,0 +1,141 @@
+"""The AUTH exchange of an inbound session (RFC 4954), over the core's SASL machines.
+
+Decisions, in order (each a reply, none written here):
+
+1. AUTH not enabled (no user store) -> 503 5.5.1.
+2. Not under TLS and the listener does not allow plaintext AUTH -> 538 5.7.11
+   (RFC 4954 §6 "encryption required"); we never offer AUTH there either.
+3. The client IP is banned for brute force -> 454 4.7.0, without checking anything.
+4. Unknown mechanism -> 504 5.5.4.
+5. Then the mechanism runs: 334 challenges, ``*`` cancels with 501 5.7.0, a malformed
+   response is 501 5.5.2, bad credentials 535 5.7.8 after a growing delay, success
+   235 2.7.0.  Password hashing (argon2, deliberately slow) runs in a thread so one
+   login never stalls the other sessions.
+
+Secrets never reach a log: this module logs only the login name and the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from typing import TYPE_CHECKING
+
+from mailwright.smtp import Auth, AuthResponse, Reply
+from mailwright.smtp._sasl import (
+    SERVER_MECHANISMS,
+    Authenticated,
+    Challenge,
+    CheckPassword,
+    Failed,
+    SaslServer,
+    SaslStep,
+    may_authorize,
+    server_mechanism,
+)
+
+if TYPE_CHECKING:
+    from mailwright.net.inbound import InboundSession
+
+log = logging.getLogger(__name__)
+
+R = Reply.of
+R235_OK = R(235, "2.7.0", "Authentication successful")
+R454_BANNED = R(454, "4.7.0", "Too many authentication failures, try again later")
+R454_TEMPORARY = R(454, "4.7.0", "Temporary authentication failure")
+R501_CANCELLED = R(501, "5.7.0", "Authentication cancelled")
+R501_MALFORMED = R(501, "5.5.2", "Malformed authentication response")
+R503_NOT_ENABLED = R(503, "5.5.1", "Error: authentication not enabled")
+R504_UNKNOWN_MECHANISM = R(504, "5.5.4", "Unrecognized authentication mechanism")
+R535_BAD_CREDENTIALS = R(535, "5.7.8", "Authentication credentials invalid")
+R538_ENCRYPTION_REQUIRED = R(
+    538, "5.7.11", "Encryption required for requested authentication mechanism"
+)
+
+
+def offered_mechanisms(session: InboundSession) -> tuple[str, ...]:
+    """Mechanisms to advertise in EHLO now (none before TLS unless allowed)."""
+    if session.services.users is None:
+        return ()
+    if not session.conn.tls_active and not session.listener_config.allow_plaintext_auth:
+        return ()
+    return SERVER_MECHANISMS
+
+
+class AuthExchange:
+    def __init__(self, session: InboundSession) -> None:
+        self.s = session
+        self.mechanism: SaslServer | None = None
+
+    async def start(self, event: Auth) -> Reply:
+        s = self.s
+        users = s.services.users
+        if users is None:
+            return R503_NOT_ENABLED
+        if not s.conn.tls_active and not s.listener_config.allow_plaintext_auth:
+            s.reject_reason = "AUTH before TLS"
+            return R538_ENCRYPTION_REQUIRED
+        if s.services.auth_guard.banned(s.ctx.peer_ip):
+            s.reject_reason = "AUTH from a banned IP"
+            return R454_BANNED
+        mechanism = server_mechanism(event.mechanism, users, hostname=s.hostname)
+        if mechanism is None:
+            return R504_UNKNOWN_MECHANISM
+        self.mechanism = mechanism
+        return await self._answer(mechanism.start(event.initial_response))
+
+    async def respond(self, event: AuthResponse) -> Reply:
+        mechanism = self.mechanism
+        if mechanism is None:  # pragma: no cover - the core only yields this in AUTH
+            return R501_MALFORMED
+        if event.data is None:
+            self.mechanism = None
+            return R501_CANCELLED
+        return await self._answer(mechanism.step(event.data))
+
+    async def _answer(self, step: SaslStep) -> Reply:
+        s = self.s
+        match step:
+            case Challenge(data):
+                return Reply(334, "", (base64.b64encode(data).decode("ascii"),))
+            case CheckPassword(authcid, password, authzid):
+                users = s.services.users
+                assert users is not None
+                try:
+                    ok = await asyncio.to_thread(users.verify_password, authcid, password)
+                except Exception:
+                    log.exception("user store failed during AUTH")
+                    self.mechanism = None
+                    return R454_TEMPORARY
+                if ok and may_authorize(authcid, authzid):
+                    return self._success(authcid)
+                return await self._failure(authcid, "bad password")
+            case Authenticated(authcid, authzid, _):
+                if may_authorize(authcid, authzid):
+                    return self._success(authcid)
+                return await self._failure(authcid, "authorization identity refused")
+            case Failed(reason, malformed):
+                self.mechanism = None
+                if malformed:
+                    s.reject_reason = f"AUTH malformed: {reason}"
+                    return R501_MALFORMED
+                return await self._failure("", reason)
+        raise TypeError(f"unexpected SASL step {step!r}")  # pragma: no cover
+
+    def _success(self, login: str) -> Reply:
+        self.mechanism = None
+        self.s.ctx.auth_user = login
+        self.s.services.auth_guard.success(self.s.ctx.peer_ip)
+        log.info("AUTH success for %s from %s", login, self.s.ctx.peer_ip)
+        return R235_OK
+
+    async def _failure(self, login: str, reason: str) -> Reply:
+        self.mechanism = None
+        s = self.s
+        delay = s.services.auth_guard.failure(s.ctx.peer_ip)
+        s.reject_reason = f"AUTH failed for {login or '?'}: {reason}"
+        if delay > 0:
+            # Tarpit the guesser before it may try again (RFC 4954 §15 advises it).
+            await asyncio.sleep(delay)
+        return R535_BAD_CREDENTIALS
