@@ -1,0 +1,231 @@
+"""Server subprocesses for the benchmark: start, find the port, measure, always stop.
+
+Both servers print a ``...: listening on 127.0.0.1:PORT`` line; their stdout/stderr go
+to a file in the run's temporary folder (a pipe nobody drains could block the server),
+which is polled for that line with a deadline.  Every process started here is kept in
+``_LIVE`` and killed by ``stop_all`` — the benchmark calls it from ``finally`` and at
+interpreter exit, so no server outlives a run, even an interrupted one.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HOST = "127.0.0.1"
+BENCH_DOMAIN = "bench.local"
+BENCH_MAILBOX = "sink"
+START_TIMEOUT = 30.0  # seconds for a server to print its listening line
+STOP_TIMEOUT = 15.0  # seconds between SIGTERM and SIGKILL
+_LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+MAILWRIGHT_CONFIG = """\
+data_dir = "{data_dir}"
+[[listener]]
+address = "127.0.0.1"
+port = 0
+[smtp]
+hostname = "{domain}"
+max_connections = 5000
+max_connections_per_ip = 5000
+[[domain]]
+name = "{domain}"
+mailboxes = ["{mailbox}"]
+[log]
+mail_log = "maillog.txt"   # relative to data_dir
+"""
+
+_LIVE: list[subprocess.Popen[bytes]] = []
+# A command both servers are started under (``set_prefix``), e.g. ``eatmydata`` for a
+# no-fsync ceiling or ``taskset -c 1`` to pin them.  It must exec its argument, so
+# the process we measure in /proc is the server itself.
+_PREFIX: list[str] = []
+
+
+def set_prefix(prefix: list[str]) -> None:
+    _PREFIX[:] = prefix
+
+
+class ServerError(RuntimeError):
+    """A server did not start, or died during a measurement."""
+
+
+@dataclass
+class ServerProcess:
+    """One running server: its process, port and folders."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    workdir: Path
+    log_path: Path
+    data_dir: Path
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def status(self, key: str) -> int:
+        """A number from /proc/PID/status: VmRSS, VmHWM (in KiB), Threads..."""
+        return proc_status(self.pid, key)
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the whole process (all threads) so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        # After the ")" of comm: state is field 3, utime 14 and stime 15 (1-based).
+        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+    def output(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self) -> int | None:
+        """SIGTERM, wait, SIGKILL if needed; returns the exit status."""
+        return _terminate(self.proc)
+
+
+def proc_status(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise ServerError(f"no {key} in /proc/{pid}/status")
+
+
+def _terminate(proc: subprocess.Popen[bytes]) -> int | None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait(timeout=STOP_TIMEOUT)
+    if proc in _LIVE:
+        _LIVE.remove(proc)
+    return proc.returncode
+
+
+def stop_all() -> None:
+    """Stop every server this module started and that is still running."""
+    for proc in list(_LIVE):
+        _terminate(proc)
+
+
+atexit.register(stop_all)
+
+
+def _spawn(name: str, argv: list[str], workdir: Path, data_dir: Path, cwd: Path) -> ServerProcess:
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / f"{name}.out"
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(
+            [*_PREFIX, *argv],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=cwd,
+        )
+    _LIVE.append(proc)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        match = _LISTENING.search(log_path.read_bytes())
+        if match:
+            return ServerProcess(name, proc, int(match.group(1)), workdir, log_path, data_dir)
+        if proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    _terminate(proc)
+    text = log_path.read_text(errors="replace")
+    raise ServerError(f"{name} did not start (exit {proc.returncode}):\n{text[-2000:]}")
+
+
+def mailwright_command() -> list[str]:
+    """The ``mailwright`` console script of this interpreter's environment."""
+    script = Path(sys.executable).parent / "mailwright"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "mailwright"]
+
+
+def start_mailwright(workdir: Path, command: list[str] | None = None) -> ServerProcess:
+    """``mailwright serve -c CONFIG`` on a fresh data folder and a free port.
+
+    ``command`` replaces ``mailwright`` itself (e.g. another checkout's interpreter).
+    """
+    data_dir = workdir / "data"
+    config = workdir / "mailwright.toml"
+    workdir.mkdir(parents=True, exist_ok=True)
+    config.write_text(
+        MAILWRIGHT_CONFIG.format(data_dir=data_dir, domain=BENCH_DOMAIN, mailbox=BENCH_MAILBOX)
+    )
+    argv = [*(command or mailwright_command()), "serve", "-c", str(config)]
+    return _spawn("mailwright", argv, workdir, data_dir, cwd=workdir)
+
+
+def start_aiosmtpd(
+    workdir: Path, *, uvloop: bool = False, inline_fsync: bool = False
+) -> ServerProcess:
+    """The durable aiosmtpd baseline (``aiosmtpd_baseline.py``) on a free port."""
+    data_dir = workdir / "messages"
+    script = Path(__file__).with_name("aiosmtpd_baseline.py")
+    argv = [sys.executable, str(script), "--port", "0", "--dir", str(data_dir)]
+    if uvloop:
+        argv.append("--uvloop")
+    if inline_fsync:
+        argv.append("--inline-fsync")
+    return _spawn("aiosmtpd", argv, workdir, data_dir, cwd=workdir)
+
+
+# -- what a server stored ---------------------------------------------------------------
+
+
+def count_files(directory: Path) -> int:
+    """Regular files directly in ``directory`` (0 if it does not exist)."""
+    try:
+        return sum(1 for e in os.scandir(directory) if e.is_file(follow_symlinks=False))
+    except FileNotFoundError:
+        return 0
+
+
+def maildir_new_count(data_dir: Path) -> int:
+    """Messages in every ``new/`` folder under ``data_dir/mail``."""
+    total = 0
+    for root, dirs, _files in os.walk(data_dir / "mail"):
+        if os.path.basename(root) == "new":
+            total += count_files(Path(root))
+            dirs.clear()
+    return total
+
+
+def maillog_events(data_dir: Path, name: str = "maillog.txt") -> dict[str, int]:
+    """How many lines of each event the mail log has (text or JSON format)."""
+    counts: dict[str, int] = {}
+    try:
+        text = (data_dir / name).read_text(errors="replace")
+    except FileNotFoundError:
+        return counts
+    for line in text.splitlines():
+        if line.startswith("{"):
+            match = re.search(r'"event":"([a-z_]+)"', line)
+            event = match.group(1) if match else "?"
+        else:
+            parts = line.split(" ", 3)
+            event = parts[2] if len(parts) > 2 else "?"
+        counts[event] = counts.get(event, 0) + 1
+    return counts
