@@ -16,14 +16,19 @@ MakeSubprocess = Callable[..., SubprocessServer]
 
 @pytest.fixture
 def make_server(tmp_path: Path) -> Iterator[MakeServer]:
-    """Start an in-process server; keyword arguments go to ``config_dict`` (``smtp=``).
-    Every server started here is stopped at teardown."""
+    """Start an in-process server; keyword arguments go to ``config_dict`` (``smtp=``,
+    ``extra=``), except ``prepare``: a function called with the data folder before the
+    server starts (e.g. to write ``users.json``).  Every server started here is stopped
+    at teardown."""
     started: list[InProcessServer] = []
 
-    def make(**kwargs: Any) -> InProcessServer:
+    def make(*, prepare: Callable[[Path], object] | None = None, **kwargs: Any) -> InProcessServer:
         data_dir = tmp_path / f"data{len(started)}"
         server = InProcessServer(build_config(data_dir, **kwargs))
         started.append(server)
+        if prepare is not None:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            prepare(data_dir)
         return server.start()
 
     yield make

@@ -42,6 +42,10 @@ DELIVERY_TIMEOUT = 5.0  # how long a test waits for the queue runner to deliver
 START_TIMEOUT = 15.0  # a subprocess server must announce its port within this
 QUEUED_RE = re.compile(rb"queued as ([0-9A-Z]{16})")
 LISTENING_RE = re.compile(r"mailwright: listening on 127\.0\.0\.1:(\d+) \(inbound\)")
+# Every listener's announce line: address, port, role.
+ANY_LISTENING_RE = re.compile(r"mailwright: listening on (\S+):(\d+) \((\w+)\)")
+# Announced after every listener is bound (App.start).
+READY_MARK = "mailwright: data in "
 
 
 def config_dict(
@@ -204,6 +208,7 @@ class InProcessServer(DataDir):
         self.config = config
         self.host = HOST
         self.port = 0
+        self.ports: dict[str, int] = {}
         self.announced: list[str] = []
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(
@@ -224,7 +229,11 @@ class InProcessServer(DataDir):
             self._stop_loop()
             raise
         self.running = True
-        self.port = self.app.listeners[0].port
+        # role -> bound port (the first listener of each role); ``port`` is the
+        # inbound one when there is one, as before.
+        for listener in self.app.listeners:
+            self.ports.setdefault(str(listener.config.role), listener.port)
+        self.port = self.ports.get("inbound", self.app.listeners[0].port)
         return self
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = 15) -> T:
@@ -264,13 +273,22 @@ class SubprocessServer(DataDir):
     """``python -m mailwright serve -c cfg.toml``; stdout/stderr go to files so no pipe
     can fill up.  ``start()`` again after ``kill()`` reuses the data folder."""
 
-    def __init__(self, workdir: Path, *, smtp: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        smtp: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         self.workdir = Path(workdir)
         super().__init__(self.workdir / "data")
         self.host = HOST
         self.port = 0
+        self.ports: dict[str, int] = {}  # role -> port, from the announce lines
         self.config_path = self.workdir / "cfg.toml"
-        self.config_path.write_text(to_toml(config_dict(self.data_dir, smtp=smtp)), "utf-8")
+        self.config_path.write_text(
+            to_toml(config_dict(self.data_dir, smtp=smtp, extra=extra)), "utf-8"
+        )
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.stdout_path = self.workdir / "stdout.0.log"
@@ -291,9 +309,13 @@ class SubprocessServer(DataDir):
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            match = LISTENING_RE.search(self.stdout_path.read_text("utf-8", "replace"))
-            if match:
+            out = self.stdout_path.read_text("utf-8", "replace")
+            match = LISTENING_RE.search(out)
+            if match and READY_MARK in out:
                 self.port = int(match.group(1))
+                self.ports = {}
+                for found in ANY_LISTENING_RE.finditer(out):
+                    self.ports.setdefault(found.group(3), int(found.group(2)))
                 return self
             if self.proc.poll() is not None:
                 break

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from mailwright.smtp import Auth, AuthResponse, Reply
 from mailwright.smtp._sasl import (
+    CRAM_MD5,
     SERVER_MECHANISMS,
     Authenticated,
     Challenge,
@@ -36,6 +37,7 @@ from mailwright.smtp._sasl import (
 )
 
 if TYPE_CHECKING:
+    from mailwright.accounts.users import UserStore
     from mailwright.net.inbound import InboundSession
 
 log = logging.getLogger(__name__)
@@ -55,12 +57,29 @@ R538_ENCRYPTION_REQUIRED = R(
 
 
 def offered_mechanisms(session: InboundSession) -> tuple[str, ...]:
-    """Mechanisms to advertise in EHLO now (none before TLS unless allowed)."""
-    if session.services.users is None:
+    """Mechanisms to advertise in EHLO now (none before TLS unless allowed).
+
+    CRAM-MD5 is offered only while at least one user has opted in: clients such as
+    Python's smtplib try CRAM-MD5 first whenever it is offered and fall back after a
+    535, so offering a mechanism nobody can use would cost every login a failed AUTH
+    (the brute-force delay and a "failed" log line).
+    """
+    users = session.services.users
+    if users is None:
         return ()
     if not session.conn.tls_active and not session.listener_config.allow_plaintext_auth:
         return ()
-    return SERVER_MECHANISMS
+    if _anyone_uses_cram_md5(users):
+        return SERVER_MECHANISMS
+    return tuple(m for m in SERVER_MECHANISMS if m != CRAM_MD5)
+
+
+def _anyone_uses_cram_md5(users: UserStore) -> bool:
+    try:
+        return any(CRAM_MD5 in info.mechanisms for info in users.list())
+    except Exception:  # an unreadable user file: AUTH itself answers 454 then
+        log.exception("user store failed while building the EHLO reply")
+        return False
 
 
 class AuthExchange:

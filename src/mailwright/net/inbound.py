@@ -131,7 +131,9 @@ class InboundSession(asyncio.Protocol):
     def eof_received(self) -> bool:
         self.conn.receive_data(b"")
         self._input.set()
-        return True  # keep our side open: a reply (e.g. 221) may still be owed
+        # Keep our side open: a reply (e.g. 221) may still be owed.  A TLS transport
+        # closes on EOF whatever we answer (and asyncio warns if we answer True).
+        return not self.conn.tls_active
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
@@ -173,6 +175,8 @@ class InboundSession(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + cfg.session_timeout
         services.maillog.connect(self.ctx.session_id, self.ctx.peer_ip)
+        if self.ctx.tls:  # implicit TLS: negotiated before the session started
+            self._log_tls()
         try:
             await self._greet(cfg.greeting_delay)
             while self._open:
@@ -274,7 +278,19 @@ class InboundSession(asyncio.Protocol):
         self.ctx.tls = describe(transport.get_extra_info("ssl_object"))
         self.ctx.helo = None
         self.ctx.auth_user = None
+        self._log_tls()
         return True
+
+    def _log_tls(self) -> None:
+        """The negotiated protocol and cipher, in the mail log (as in Received)."""
+        version, _, cipher = (self.ctx.tls or "").partition(" ")
+        self.services.maillog.emit(
+            self.ctx.session_id,
+            "tls",
+            client=self.ctx.peer_ip,
+            version=version,
+            cipher=cipher or None,
+        )
 
     async def _greet(self, delay: float) -> None:
         if delay > 0:

@@ -1,0 +1,57 @@
+"""``mailwright user`` against a *running* server: changes take effect at the next
+AUTH, without a restart or a signal (the server re-reads users.json when it changes).
+
+The CLI runs as a real subprocess (``python -m mailwright user ... --password-stdin``)
+on the same data folder as an in-process server.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers.secure import ALICE, PASSWORD, connect, secure_extra, write_users
+from helpers.servers import config_dict, to_toml
+
+CAROL = "carol@example.test"
+NEW_PASSWORD = "N3w-and-impr0ved"
+
+
+def cli(config: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "mailwright", "user", *args, "-c", str(config)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert done.returncode == 0, done
+    return done
+
+
+def auth_code(server, user: str, password: str) -> int:
+    with connect(server, "submission") as c:
+        return c.sasl("PLAIN", user, password).code
+
+
+def test_cli_user_changes_apply_to_a_running_server(make_server, tmp_path: Path):
+    extra = secure_extra()
+    server = make_server(extra=extra, prepare=write_users)
+    config = tmp_path / "mailwright.toml"
+    config.write_text(to_toml(config_dict(server.data_dir, extra=extra)), "utf-8")
+
+    assert auth_code(server, CAROL, PASSWORD) == 535
+    cli(config, "add", CAROL, "--password-stdin", stdin=PASSWORD + "\n")
+    assert auth_code(server, CAROL, PASSWORD) == 235  # at once, no restart
+    with connect(server, "submission") as c:  # every mechanism sees the new user
+        assert c.sasl("SCRAM-SHA-256", CAROL, PASSWORD).code == 235
+
+    cli(config, "passwd", ALICE, "--password-stdin", stdin=NEW_PASSWORD + "\n")
+    assert auth_code(server, ALICE, PASSWORD) == 535
+    assert auth_code(server, ALICE, NEW_PASSWORD) == 235
+
+    cli(config, "del", CAROL)
+    assert auth_code(server, CAROL, PASSWORD) == 535

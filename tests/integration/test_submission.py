@@ -1,0 +1,199 @@
+"""Submission (RFC 6409) with stdlib smtplib: STARTTLS + login, local delivery, relay
+for authenticated users, AUTH required before MAIL, sender-login matching.
+
+No relay (smarthost/MX) is configured, so a message an authenticated user sends to a
+remote domain is *accepted and queued*, then fails delivery permanently with
+``550 5.7.1 ... (relay not configured)`` and bounces to the sender: the mail log and
+the sender's Maildir show it, no remote Maildir ever does.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import time
+
+import pytest
+
+from helpers.secure import (
+    ALICE,
+    ALICE_ALIAS,
+    BOB,
+    PASSWORD,
+    client_context,
+    connect,
+    login,
+    secure_extra,
+    wait_for_log,
+    write_users,
+)
+from helpers.servers import EXAMPLE, HOST
+from helpers.wire import CLIENT_NAME, message, queue_id_of
+
+
+def secure_server(make_server, **kwargs):
+    return make_server(extra=secure_extra(**kwargs), prepare=write_users)
+
+
+def smtplib_login(server, role: str = "submission") -> smtplib.SMTP:
+    if role == "submissions":
+        smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+            HOST, server.ports[role], CLIENT_NAME, timeout=10, context=client_context()
+        )
+    else:
+        smtp = smtplib.SMTP(HOST, server.ports[role], CLIENT_NAME, timeout=10)
+        smtp.starttls(context=client_context())
+    smtp.ehlo()
+    code, text = smtp.login(ALICE, PASSWORD)
+    assert code == 235, text
+    return smtp
+
+
+@pytest.mark.parametrize("role", ["submission", "submissions"])
+def test_smtplib_starttls_login_delivers_locally(make_server, role):
+    server = secure_server(make_server)
+    smtp = smtplib_login(server, role)
+    try:
+        refused = smtp.sendmail(ALICE, [BOB], message(f"local via {role}"))
+        assert refused == {}
+    finally:
+        smtp.quit()
+    [msg] = server.maildir_messages(EXAMPLE, "bob")
+    assert f"Subject: local via {role}".encode() in msg
+
+
+def test_smtplib_login_relays_to_remote_domain_queued_then_bounced(make_server):
+    server = secure_server(make_server)
+    smtp = smtplib_login(server)
+    try:
+        smtp.mail(ALICE)
+        code, text = smtp.rcpt("someone@remote.test")
+        assert code == 250, text  # relaying is allowed for authenticated users
+        code, text = smtp.data(message("to a remote domain"))
+        assert code == 250, text
+        queue_id = queue_id_of(text)
+    finally:
+        smtp.quit()
+    log = wait_for_log(server, f"{queue_id}: bounced to=<someone@remote.test>")
+    [line] = [ln for ln in log.splitlines() if f"{queue_id}: bounced" in ln]
+    assert "550 5.7.1" in line and "relay not configured" in line, line
+    assert f"{queue_id}: accepted from=<{ALICE}>" in log
+    # The bounce (a DSN) goes back to alice; nothing is delivered anywhere else.
+    [dsn] = server.maildir_messages(EXAMPLE, "alice")
+    assert b"someone@remote.test" in dsn and b"5.7.1" in dsn
+    boxes = {p.relative_to(server.data_dir / "mail").parts[:2] for p in server.all_mail_files()}
+    assert boxes == {(EXAMPLE, "alice")}
+
+
+def test_smtplib_login_mixed_local_and_remote_recipients(make_server):
+    server = secure_server(make_server)
+    smtp = smtplib_login(server)
+    try:
+        refused = smtp.sendmail(ALICE, [BOB, "friend@remote.test"], message("mixed"))
+        assert refused == {}
+    finally:
+        smtp.quit()
+    [msg] = server.maildir_messages(EXAMPLE, "bob")
+    assert b"Subject: mixed" in msg
+    wait_for_log(server, "bounced to=<friend@remote.test>")
+
+
+def test_submission_without_auth_530(make_server):
+    server = secure_server(make_server)
+    for role, tls in [("submission", True), ("submission", False), ("submissions", True)]:
+        with connect(server, role, tls=tls) as c:
+            reply = c.cmd(f"MAIL FROM:<{ALICE}>")
+            assert (reply.code, reply.enhanced) == (530, "5.7.0"), (role, tls, reply)
+            # Not even local recipients are reachable without AUTH on submission.
+            assert c.cmd(f"RCPT TO:<{BOB}>").code == 503
+    server.assert_nothing_stored(settle=0.1)
+    assert "MAIL before AUTH on a submission listener" in server.mail_log()
+
+
+def test_submission_without_auth_530_with_smtplib(make_server):
+    server = secure_server(make_server)
+    with smtplib.SMTP(HOST, server.ports["submission"], CLIENT_NAME, timeout=10) as smtp:
+        smtp.starttls(context=client_context())
+        smtp.ehlo()
+        with pytest.raises(smtplib.SMTPSenderRefused) as refused:
+            smtp.sendmail(ALICE, [BOB], message("no auth"))
+        assert refused.value.smtp_code == 530
+
+
+def test_sender_login_mismatch_553(make_server):
+    server = secure_server(make_server)
+    with login(server) as c:
+        reply = c.cmd(f"MAIL FROM:<{BOB}>")
+        assert (reply.code, reply.enhanced) == (553, "5.7.1"), reply
+        reply = c.cmd("MAIL FROM:<alice@remote.test>")
+        assert (reply.code, reply.enhanced) == (553, "5.7.1"), reply
+        # Her own addresses (any case) and the null sender are fine.
+        for sender in (ALICE, "Alice@Example.TEST", ALICE_ALIAS, ""):
+            assert c.cmd(f"MAIL FROM:<{sender}>").code == 250, sender
+            assert c.cmd("RSET").code == 250
+    assert "alice@example.test may not send as bob@example.test" in server.mail_log()
+
+
+def test_sender_login_mismatch_553_with_smtplib(make_server):
+    server = secure_server(make_server)
+    smtp = smtplib_login(server)
+    try:
+        with pytest.raises(smtplib.SMTPSenderRefused) as refused:
+            smtp.sendmail(BOB, [BOB], message("forged"))
+        assert refused.value.smtp_code == 553
+    finally:
+        smtp.quit()
+    server.assert_nothing_stored(settle=0.1)
+
+
+def test_sender_login_match_can_be_turned_off(make_server):
+    from helpers.secure import listeners
+
+    server = make_server(
+        extra=secure_extra(listener=listeners(submission={"sender_login_match": False})),
+        prepare=write_users,
+    )
+    with login(server) as c:
+        assert c.cmd(f"MAIL FROM:<{BOB}>").code == 250
+
+
+def test_inbound_auth_is_optional_and_not_sender_matched(make_server):
+    """On the inbound (MX) role AUTH is optional: strangers deliver to local users,
+    and an authenticated user is not held to its own sender addresses there."""
+    server = secure_server(make_server)
+    with connect(server, "inbound") as c:
+        assert c.cmd("MAIL FROM:<stranger@remote.test>").code == 250
+        assert c.cmd(f"RCPT TO:<{BOB}>").code == 250
+    with login(server, "inbound") as c:
+        assert c.cmd(f"MAIL FROM:<{BOB}>").code == 250
+        assert c.cmd("RCPT TO:<someone@remote.test>").code == 250  # authenticated relay
+
+
+def test_smtplib_login_is_not_slowed_by_an_unusable_cram_md5(make_server):
+    """CRAM-MD5 is opt-in per user.  smtplib's login() tries CRAM-MD5 first whenever
+    it is offered and falls back to PLAIN after a 535; with the default AUTH failure
+    delay (1 s) every login then took a second longer and logged a failed AUTH (food
+    for fail2ban-style bans).  With no user opted in, CRAM-MD5 is not offered."""
+    from helpers.secure import ALICE_ALIAS, fast_store
+
+    def only_alice(data_dir):
+        fast_store(data_dir).add(ALICE, PASSWORD, addresses=[ALICE_ALIAS])
+
+    server = make_server(
+        extra=secure_extra(abuse={"auth_base_delay": 1.0, "auth_max_delay": 8.0}),
+        prepare=only_alice,
+    )
+    with smtplib.SMTP(HOST, server.ports["submission"], CLIENT_NAME, timeout=10) as smtp:
+        smtp.starttls(context=client_context())
+        smtp.ehlo()
+        assert "CRAM-MD5" not in smtp.esmtp_features["auth"].upper()
+        start = time.monotonic()
+        assert smtp.login(ALICE, PASSWORD)[0] == 235
+        assert time.monotonic() - start < 0.8
+    assert "AUTH failed" not in server.mail_log()
+    # Once a user opts in, CRAM-MD5 is offered (to everyone: the server cannot know
+    # who is logging in before the exchange).
+    fast_store(server.data_dir).add(BOB, PASSWORD, cram_md5=True)
+    with connect(server, "submission", ehlo=False) as c:
+        [auth] = [line for line in c.ehlo().lines if line.startswith("AUTH ")]
+        assert "CRAM-MD5" in auth.split()
+        assert c.sasl("CRAM-MD5", BOB, PASSWORD).code == 235
