@@ -12,8 +12,6 @@ import re
 import socket
 import time
 
-import pytest
-
 from helpers.secure import ALICE, connect, login, secure_extra, write_users
 from helpers.servers import HOST
 from helpers.wire import RawSMTP
@@ -104,23 +102,11 @@ def test_tarpit_delays_repeated_errors(make_server):
         assert code == 250 and seconds < 0.15
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: the submissions listener binds ssl= in create_server, so the "
-    "session (and the cap check) only starts after the handshake; see the docstring",
-)
 def test_implicit_tls_handshakes_count_toward_the_per_ip_cap(make_server):
-    """Connections to the implicit-TLS port that never finish (or never start) the
-    handshake must count toward the connection caps; otherwise one IP can hold any
-    number of them for the whole handshake timeout (60 s each).
-
-    Today asyncio/uvloop call the protocol only after the handshake, so they are
-    invisible to ``ConnectionLimits``.  Accepting plain TCP and running ``start_tls``
-    in the session (as for STARTTLS) does not work under uvloop: ``pause_reading()``
-    in ``connection_made`` is ignored, so the ClientHello can reach ``data_received``
-    before the handshake starts and the handshake then stalls.  A fix needs its own
-    accept loop (``sock_accept`` -> admit by peer IP -> ``connect_accepted_socket(...,
-    ssl=...)``, releasing the slot if the handshake fails)."""
+    """Regression: connections to the implicit-TLS port that never finish (or never
+    start) the handshake count toward the connection caps; otherwise one IP could hold
+    any number of them for the whole handshake timeout (60 s each).  The listener runs
+    its own accept loop and counts a connection when it is accepted."""
     server = make_server(smtp={"max_connections_per_ip": 2}, extra=secure_extra())
     port = server.ports["submissions"]
     idle = [socket.create_connection((HOST, port), timeout=5) for _ in range(2)]

@@ -69,7 +69,10 @@ _STAGE_OF = {
 
 
 class InboundSession(asyncio.Protocol):
-    def __init__(self, services: SessionServices, listener: Listener) -> None:
+    def __init__(
+        self, services: SessionServices, listener: Listener, *, preadmitted: bool = False
+    ) -> None:
+        self._preadmitted = preadmitted  # implicit TLS: counted at accept time
         self.services = services
         self.listener = listener
         self.listener_config: ListenerConfig = listener.config
@@ -111,7 +114,7 @@ class InboundSession(asyncio.Protocol):
             self.ctx.tls = describe(ssl_object)
         self.ctx.notes["require_auth"] = self.listener_config.auth_required
         self.ctx.notes["sender_login_match"] = self.listener_config.sender_login_matching
-        refusal = self.listener.admit(self)
+        refusal = self.listener.admit(self, preadmitted=self._preadmitted)
         if refusal is not None:
             # Over a connection cap: answer 421 4.7.0 without starting a session.
             transport.write(refusal.to_bytes())
@@ -302,8 +305,7 @@ class InboundSession(asyncio.Protocol):
             self._reply(None, codes.R554_EARLY_TALKER)
             return
         verdict = await self.services.pipeline.run(Stage.CONNECT, self.ctx)
-        greeting = Reply.of(220, "", f"{self.hostname} ESMTP mailwright")
-        reply, self.reject_reason = verdict_reply(verdict, greeting)
+        reply, self.reject_reason = verdict_reply(verdict, self.listener.greeting)
         if reply.is_permanent and reply.code != 554:
             # RFC 5321 §3.1: a server refusing a session greets with 554.
             reply = Reply(554, "5.7.1", reply.lines)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from collections import Counter
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 LISTEN_BACKLOG = 1024
 # The implicit-TLS handshake must finish within this (RFC 8314 gives no figure).
 TLS_HANDSHAKE_TIMEOUT = 60.0
+# After a failed accept() (e.g. EMFILE) wait this long before the next one.
+ACCEPT_ERROR_PAUSE = 0.1
 
 
 class ListenerError(Exception):
@@ -66,42 +69,106 @@ class Listener:
         self.limits = limits
         self.sessions: set[InboundSession] = set()
         self._server: asyncio.Server | None = None
+        self._socket: socket.socket | None = None  # implicit TLS: our own accept loop
+        self._accept_task: asyncio.Task[None] | None = None
+        self._handshakes: set[asyncio.Task[None]] = set()
+        hostname = services.config.smtp.hostname
+        # Built once per listener, not per connection (the bench showed it).
+        self.greeting = Reply.of(220, "", f"{hostname} ESMTP mailwright")
 
     async def start(self) -> None:
         from mailwright.net.inbound import InboundSession
 
         loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in self.config.address else socket.AF_INET
+        if self.config.implicit_tls:
+            await self._start_implicit_tls(family)
+            return
         self._server = await loop.create_server(
             lambda: InboundSession(self.services, self),
             host=self.config.address,
             port=self.config.port,
-            family=socket.AF_INET6 if ":" in self.config.address else socket.AF_INET,
+            family=family,
             reuse_address=True,
             backlog=LISTEN_BACKLOG,
-            **self._tls_arguments(),
         )
 
-    def _tls_arguments(self) -> dict[str, object]:
-        if not self.config.implicit_tls:
-            return {}
+    # -- implicit TLS (RFC 8314) ----------------------------------------------------
+    #
+    # ``create_server(ssl=...)`` would call our protocol only after the handshake, so
+    # connections stuck before or inside it would escape the connection caps and
+    # could each hold a socket for the whole handshake timeout.  Our own accept loop
+    # counts a connection the moment it is accepted and releases it if the handshake
+    # fails.
+
+    async def _start_implicit_tls(self, family: socket.AddressFamily) -> None:
         tls = self.services.tls
         if tls is None:
             raise ListenerError(
                 f"listener {self.config.address}:{self.config.port} (submissions) needs TLS, "
                 "but TLS is disabled"
             )
-        # The default context object stays the same across reloads (TlsManager
-        # reloads it in place), so binding it here is safe.
-        return {"ssl": tls.server_context, "ssl_handshake_timeout": TLS_HANDSHAKE_TIMEOUT}
+        sock = socket.create_server(
+            (self.config.address, self.config.port), family=family, backlog=LISTEN_BACKLOG
+        )
+        sock.setblocking(False)
+        self._socket = sock
+        self._accept_task = asyncio.get_running_loop().create_task(self._accept_loop(sock))
+
+    async def _accept_loop(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, peer = await loop.sock_accept(sock)
+            except asyncio.CancelledError:
+                return
+            except OSError as exc:  # EMFILE and friends: back off, keep serving
+                log.warning("accept failed on %s: %s", self.config.port, exc)
+                await asyncio.sleep(ACCEPT_ERROR_PAUSE)
+                continue
+            ip = peer[0]
+            refusal = self.limits.acquire(ip)
+            if refusal is not None:
+                # No TLS yet, so no way to say 421: close (RFC 8314 §3.3 clients retry).
+                self.services.maillog.rejected(
+                    "-", ip, "connect", refusal, "connection limit reached (implicit TLS)"
+                )
+                conn.close()
+                continue
+            task = loop.create_task(self._handshake(conn, ip))
+            self._handshakes.add(task)
+            task.add_done_callback(self._handshakes.discard)
+
+    async def _handshake(self, conn: socket.socket, ip: str) -> None:
+        from mailwright.net.inbound import InboundSession
+
+        tls = self.services.tls
+        assert tls is not None
+        loop = asyncio.get_running_loop()
+        try:
+            # The default context object stays the same across reloads (TlsManager
+            # reloads it in place), so using it here is safe.
+            await loop.connect_accepted_socket(
+                lambda: InboundSession(self.services, self, preadmitted=True),
+                conn,
+                ssl=tls.server_context,
+                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            self.limits.release(ip)
+            conn.close()
+            log.info("implicit TLS handshake with %s failed: %s", ip, exc)
 
     @property
     def port(self) -> int:
         """The bound port (differs from the configured one when that was 0)."""
+        if self._socket is not None:
+            return self._socket.getsockname()[1]
         assert self._server is not None
         return self._server.sockets[0].getsockname()[1]
 
-    def admit(self, session: InboundSession) -> Reply | None:
-        refusal = self.limits.acquire(session.ctx.peer_ip)
+    def admit(self, session: InboundSession, *, preadmitted: bool = False) -> Reply | None:
+        refusal = None if preadmitted else self.limits.acquire(session.ctx.peer_ip)
         if refusal is None:
             self.sessions.add(session)
         else:
@@ -123,6 +190,12 @@ class Listener:
         """Stage 1 of graceful shutdown."""
         if self._server is not None:
             self._server.close()
+        if self._accept_task is not None:
+            self._accept_task.cancel()
+        if self._socket is not None:
+            self._socket.close()
+        for task in self._handshakes:
+            task.cancel()
 
     async def drain(self, grace: float) -> None:
         """Stage 2 and 3: 421 to idle sessions, let messages in DATA finish within
