@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
-import secrets
+import os
 import ssl
 from typing import TYPE_CHECKING, cast
 
@@ -68,6 +69,15 @@ _STAGE_OF = {
 }
 
 
+# Session ids for the log: process id and a counter, unique per process run and much
+# cheaper than random tokens on the per-connection path.
+_SESSION_COUNTER = itertools.count(1)
+
+
+def _next_session_id() -> str:
+    return f"{os.getpid():05x}{next(_SESSION_COUNTER):07x}"
+
+
 class InboundSession(asyncio.Protocol):
     def __init__(
         self, services: SessionServices, listener: Listener, *, preadmitted: bool = False
@@ -88,7 +98,12 @@ class InboundSession(asyncio.Protocol):
         self.shutdown_requested = False
         self.errors = 0
         self.messages = 0
-        self._input = asyncio.Event()
+        # The session task waits on this future for input; data_received resolves it.
+        self._waiter: asyncio.Future[None] | None = None
+        # While waiting: the loop time at which the wait times out (0 = not waiting).
+        # The listener's watchdog checks it, so no timer is armed per command.
+        self.wait_deadline = 0.0
+        self.timed_out = False
         self._out: list[bytes] = []
         self._reading_paused = False
         self._writable: asyncio.Future[None] | None = None
@@ -102,7 +117,7 @@ class InboundSession(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername") or ("", 0)
         self.ctx = SessionContext(
-            session_id=secrets.token_hex(5),
+            session_id=_next_session_id(),
             peer_ip=peer[0],
             peer_port=peer[1],
             role=self.listener_config.role,
@@ -129,18 +144,18 @@ class InboundSession(asyncio.Protocol):
             assert self.transport is not None
             self.transport.pause_reading()
             self._reading_paused = True
-        self._input.set()
+        self.wake()
 
     def eof_received(self) -> bool:
         self.conn.receive_data(b"")
-        self._input.set()
+        self.wake()
         # Keep our side open: a reply (e.g. 221) may still be owed.  A TLS transport
         # closes on EOF whatever we answer (and asyncio warns if we answer True).
         return not self.conn.tls_active
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
-        self._input.set()
+        self.wake()
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
         self.listener.release(self)
@@ -159,7 +174,7 @@ class InboundSession(asyncio.Protocol):
         """Stage 2 of graceful shutdown: idle sessions get 421 4.3.2 at once; a
         session inside DATA/BDAT finishes its message first."""
         self.shutdown_requested = True
-        self._input.set()
+        self.wake()
 
     def abort(self) -> None:
         """Stage 3: the grace period is over."""
@@ -355,6 +370,12 @@ class InboundSession(asyncio.Protocol):
             self.transport.write(b"".join(self._out))
         self._out.clear()
 
+    def wake(self) -> None:
+        """Resume the session task if it is waiting (input, EOF, timeout, shutdown)."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     async def _wait_input(self, timeout: float) -> bool:
         """Wait for more input; False on timeout."""
         self._flush()
@@ -365,16 +386,18 @@ class InboundSession(asyncio.Protocol):
                     await self._writable
             except TimeoutError:
                 return False
-        self._input.clear()
         if self._reading_paused and self.transport is not None:
             self._reading_paused = False
             self.transport.resume_reading()
+        loop = asyncio.get_running_loop()
+        self.wait_deadline = loop.time() + max(timeout, 0)
+        self._waiter = loop.create_future()
         try:
-            async with asyncio.timeout(max(timeout, 0)):
-                await self._input.wait()
-        except TimeoutError:
-            return False
-        return True
+            await self._waiter
+        finally:
+            self._waiter = None
+            self.wait_deadline = 0.0
+        return not self.timed_out
 
     async def _close(self) -> None:
         self._flush()
@@ -388,17 +411,7 @@ class InboundSession(asyncio.Protocol):
             # bound expires, so it sees our last reply rather than a reset.
             deadline = asyncio.get_running_loop().time() + LINGER_SECONDS
             while not self._lost and not self.conn.peer_closed:
-                self._input.clear()
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
-                    break
-                if self._reading_paused:
-                    self._reading_paused = False
-                    transport.resume_reading()
-                try:
-                    async with asyncio.timeout(remaining):
-                        await self._input.wait()
-                except TimeoutError:
+                if not await self._wait_input(deadline - asyncio.get_running_loop().time()):
                     break
         transport.close()
 

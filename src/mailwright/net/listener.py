@@ -29,6 +29,9 @@ LISTEN_BACKLOG = 1024
 TLS_HANDSHAKE_TIMEOUT = 60.0
 # After a failed accept() (e.g. EMFILE) wait this long before the next one.
 ACCEPT_ERROR_PAUSE = 0.1
+# The timeout watchdog runs every quarter of the shortest timeout, within these bounds.
+WATCHDOG_MIN_INTERVAL = 0.05
+WATCHDOG_MAX_INTERVAL = 1.0
 
 
 class ListenerError(Exception):
@@ -72,6 +75,7 @@ class Listener:
         self._socket: socket.socket | None = None  # implicit TLS: our own accept loop
         self._accept_task: asyncio.Task[None] | None = None
         self._handshakes: set[asyncio.Task[None]] = set()
+        self._watchdog: asyncio.Task[None] | None = None
         hostname = services.config.smtp.hostname
         # Built once per listener, not per connection (the bench showed it).
         self.greeting = Reply.of(220, "", f"{hostname} ESMTP mailwright")
@@ -80,6 +84,7 @@ class Listener:
         from mailwright.net.inbound import InboundSession
 
         loop = asyncio.get_running_loop()
+        self._watchdog = loop.create_task(self._watch_timeouts())
         family = socket.AF_INET6 if ":" in self.config.address else socket.AF_INET
         if self.config.implicit_tls:
             await self._start_implicit_tls(family)
@@ -92,6 +97,22 @@ class Listener:
             reuse_address=True,
             backlog=LISTEN_BACKLOG,
         )
+
+    async def _watch_timeouts(self) -> None:
+        """One timer per listener instead of one per command: wake every session whose
+        wait passed its deadline (RFC 5321 §4.5.3.2 timeouts are minutes, so checking a
+        few times per timeout is precise enough)."""
+        smtp = self.services.config.smtp
+        shortest = min(smtp.command_timeout, smtp.data_block_timeout, smtp.session_timeout)
+        interval = min(WATCHDOG_MAX_INTERVAL, max(WATCHDOG_MIN_INTERVAL, shortest / 4))
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            now = loop.time()
+            for session in list(self.sessions):
+                if session.wait_deadline and now >= session.wait_deadline:
+                    session.timed_out = True
+                    session.wake()
 
     # -- implicit TLS (RFC 8314) ----------------------------------------------------
     #
@@ -211,5 +232,7 @@ class Listener:
                 session.abort()
             if pending:
                 await asyncio.wait(pending, timeout=5)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         if self._server is not None:
             await self._server.wait_closed()
