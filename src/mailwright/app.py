@@ -91,6 +91,7 @@ class App:
         self.listeners: list[Listener] = []
         self._stop = asyncio.Event()
         self._runner_task: asyncio.Task[None] | None = None
+        self._flush_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         config = self.config
@@ -151,7 +152,15 @@ class App:
                 )
         self.announce(f"mailwright: data in {config.data_dir.resolve()}")
         drop_privileges(config.process, config.data_dir)
-        self._runner_task = asyncio.get_running_loop().create_task(self.runner.run())
+        loop = asyncio.get_running_loop()
+        self._runner_task = loop.create_task(self.runner.run())
+        if self.maillog.buffered:
+            self._flush_task = loop.create_task(self._flush_log(config.log.flush_interval))
+
+    async def _flush_log(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.maillog.flush()
 
     def _log_delivery(
         self, kind: str, message: SpooledMessage, address: str, result: DeliveryResult
@@ -190,6 +199,8 @@ class App:
         if self._runner_task is not None:
             await asyncio.gather(self._runner_task, return_exceptions=True)
         await self.spool.close()
+        if self._flush_task is not None:
+            self._flush_task.cancel()
         self.maillog.close()
 
     async def serve(self) -> None:

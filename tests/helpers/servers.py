@@ -70,7 +70,8 @@ def config_dict(
             },
             {"name": CATCHALL, "mailboxes": ["sink"], "catch_all": "sink"},
         ],
-        "log": {"mail_log": mail_log},
+        # Write-through: tests read the log right after the event.
+        "log": {"mail_log": mail_log, "flush_interval": 0},
         # No tarpit: many tests provoke errors on purpose and must stay fast; the
         # tarpit has its own tests.
         "abuse": {"tarpit_delay": 0},

@@ -73,11 +73,21 @@ def _bracket(address: str) -> str:
     return f"<{address}>"
 
 
+_second_cache: tuple[int, str] = (-1, "")
+
+
 def format_timestamp(when: float) -> str:
-    """RFC 3339 UTC with milliseconds: ``2026-11-21T12:00:00.123Z``."""
+    """RFC 3339 UTC with milliseconds: ``2026-11-21T12:00:00.123Z``.
+
+    The date part is formatted once per second (several lines per message share it)."""
+    global _second_cache
     millis = int(when * 1000)
-    moment = datetime.fromtimestamp(millis // 1000, UTC)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{millis % 1000:03d}Z"
+    second = millis // 1000
+    cached_second, prefix = _second_cache
+    if second != cached_second:
+        prefix = f"{datetime.fromtimestamp(second, UTC):%Y-%m-%dT%H:%M:%S}"
+        _second_cache = (second, prefix)
+    return f"{prefix}.{millis % 1000:03d}Z"
 
 
 def _peer(peer: object) -> str:
@@ -96,6 +106,10 @@ def _safe_key(key: str) -> str:
 Value = str | int | float | list[str] | None
 
 
+# A buffered log writes at once when this many lines are waiting.
+MAX_PENDING_LINES = 512
+
+
 class MailLog:
     """The mail log.  ``stream_or_path``: an open text stream, a path, or "-" (stderr)."""
 
@@ -104,8 +118,16 @@ class MailLog:
         stream_or_path: TextIO | str | Path,
         json_format: bool = False,
         clock: Callable[[], float] = time.time,
+        *,
+        buffered: bool = False,
     ) -> None:
         self.json_format = json_format
+        # Buffered: lines collect in memory and reach the file on flush() (the app
+        # calls it every LogConfig.flush_interval) or when MAX_PENDING_LINES pile up.
+        # One write per batch instead of one per line keeps logging off the hot path;
+        # a crash loses at most the last interval's lines, never mail.
+        self.buffered = buffered
+        self._pending: list[str] = []
         self._clock = clock
         self._lock = threading.Lock()
         self._owned = False
@@ -116,9 +138,10 @@ class MailLog:
             else:
                 path = Path(stream_or_path)
                 path.parent.mkdir(parents=True, exist_ok=True)
-                # buffering=1: line-buffered; backslashreplace: never fail to encode.
+                # We flush per write (a line, or a buffered batch); backslashreplace:
+                # never fail to encode.
                 self._stream = open(  # noqa: SIM115 - closed by close()
-                    path, "a", encoding="utf-8", errors="backslashreplace", buffering=1
+                    path, "a", encoding="utf-8", errors="backslashreplace"
                 )
                 self._owned = True
         else:
@@ -127,11 +150,13 @@ class MailLog:
     @classmethod
     def from_config(cls, config: LogConfig, data_dir: Path) -> MailLog:
         """Open the configured mail log; a relative path is under ``data_dir``."""
+        buffered = config.flush_interval > 0
         if config.mail_log == STDERR_PATH:
-            return cls(STDERR_PATH, config.json_format)
-        return cls(Path(data_dir) / config.mail_log, config.json_format)
+            return cls(STDERR_PATH, config.json_format, buffered=buffered)
+        return cls(Path(data_dir) / config.mail_log, config.json_format, buffered=buffered)
 
     def close(self) -> None:
+        self.flush()
         with self._lock:
             if self._owned and not self._stream.closed:
                 self._stream.close()
@@ -169,11 +194,29 @@ class MailLog:
         """Write one event.  Never raises for I/O trouble."""
         self._text_fields(fields, ("from", "to"))
         line = self.format(ident, event, fields)
+        if self.buffered:
+            with self._lock:
+                self._pending.append(line)
+                if len(self._pending) < MAX_PENDING_LINES:
+                    return
+            self.flush()
+            return
+        self._write(line)
+
+    def flush(self) -> None:
+        """Write buffered lines (no-op when unbuffered or empty)."""
+        with self._lock:
+            if not self._pending:
+                return
+            text = "".join(self._pending)
+            self._pending.clear()
+        self._write(text)
+
+    def _write(self, text: str) -> None:
         with self._lock:
             try:
-                self._stream.write(line)
-                if not self._owned:
-                    self._stream.flush()
+                self._stream.write(text)
+                self._stream.flush()
             except (OSError, ValueError) as exc:
                 if not self._failed:  # report once, not once per message
                     log.error("cannot write the mail log: %s", exc)

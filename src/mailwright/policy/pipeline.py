@@ -7,6 +7,9 @@ Rules (Haraka's, made fail-closed as DESIGN asks):
 * The first verdict other than Continue ends the stage.
 * A hook that raises or exceeds ``HOOK_TIMEOUT`` yields TempFail 451 4.3.0: a broken
   check must never turn into an accepted message or an open relay.
+* A hook is a plain function (decides from memory: no timeout needed, no timer armed
+  per command) or a coroutine function (may wait on DNS, a database...: it runs
+  under ``HOOK_TIMEOUT``).  The kind is read once, at registration.
 * At ``rcpt``, Continue from every hook means *nobody accepted*: the recipient is
   refused with 550 5.7.1.  Accepting a recipient always takes an explicit Accept
   (from the local-recipient hook now, from relay and trusted-network hooks later).
@@ -15,6 +18,7 @@ Rules (Haraka's, made fail-closed as DESIGN asks):
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
@@ -30,7 +34,7 @@ log = logging.getLogger(__name__)
 # (RFC 5321 §4.5.3.2), so a hook must answer well within that.
 HOOK_TIMEOUT = 30.0
 
-Hook = Callable[..., Awaitable[Verdict | None]]
+Hook = Callable[..., Awaitable[Verdict | None]] | Callable[..., Verdict | None]
 
 
 class Stage(StrEnum):
@@ -43,20 +47,23 @@ class Stage(StrEnum):
 
 class Pipeline:
     def __init__(self, timeout: float = HOOK_TIMEOUT) -> None:
-        self._hooks: dict[Stage, list[tuple[str, Hook]]] = {stage: [] for stage in Stage}
+        self._hooks: dict[Stage, list[tuple[str, Hook, bool]]] = {stage: [] for stage in Stage}
         self._timeout = timeout
 
     def register(self, stage: Stage, name: str, hook: Hook) -> None:
-        self._hooks[stage].append((name, hook))
+        self._hooks[stage].append((name, hook, inspect.iscoroutinefunction(hook)))
 
     def hooks(self, stage: Stage) -> list[str]:
-        return [name for name, _ in self._hooks[stage]]
+        return [name for name, _, _ in self._hooks[stage]]
 
     async def run(self, stage: Stage, ctx: SessionContext, *args: Any) -> Verdict:
-        for name, hook in self._hooks[stage]:
+        for name, hook, is_async in self._hooks[stage]:
             try:
-                async with asyncio.timeout(self._timeout):
-                    verdict = await hook(ctx, *args)
+                if is_async:
+                    async with asyncio.timeout(self._timeout):
+                        verdict = await hook(ctx, *args)  # type: ignore[misc]
+                else:
+                    verdict = hook(ctx, *args)  # type: ignore[assignment]
             except TimeoutError:
                 log.warning("hook %s timed out at %s", name, stage)
                 return TempFail(codes.R451_TEMP_POLICY, f"hook {name} timed out")

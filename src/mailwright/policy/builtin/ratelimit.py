@@ -120,8 +120,8 @@ class RateLimits:
             return TempFail(_retry_reply(what, wait), f"{what} rate limit for {key}")
         return None
 
-    async def on_mail(self, ctx: SessionContext, mail: MailFrom) -> Verdict | None:
+    def on_mail(self, ctx: SessionContext, mail: MailFrom) -> Verdict | None:
         return self._check(self._messages, ctx, "messages")
 
-    async def on_rcpt(self, ctx: SessionContext, rcpt: RcptTo) -> Verdict | None:
+    def on_rcpt(self, ctx: SessionContext, rcpt: RcptTo) -> Verdict | None:
         return self._check(self._recipients, ctx, "recipients")

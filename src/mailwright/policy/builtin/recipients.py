@@ -20,7 +20,7 @@ class LocalRecipients:
     def __init__(self, directory: LocalDirectory) -> None:
         self._directory = directory
 
-    async def on_rcpt(self, ctx: SessionContext, rcpt: RcptTo) -> Verdict | None:
+    def on_rcpt(self, ctx: SessionContext, rcpt: RcptTo) -> Verdict | None:
         address = rcpt.address
         if address.domain and not self._directory.is_local_domain(address.domain):
             return None

@@ -44,7 +44,7 @@ class RelayAccess:
     def __init__(self, trusted_networks: tuple[Network, ...]) -> None:
         self._trusted = trusted_networks
 
-    async def on_rcpt(self, ctx: SessionContext, rcpt: RcptTo) -> Verdict | None:
+    def on_rcpt(self, ctx: SessionContext, rcpt: RcptTo) -> Verdict | None:
         if ctx.auth_user is not None:
             return Accept()
         if in_networks(ctx.peer_ip, self._trusted):

@@ -27,7 +27,7 @@ class AddressOwners(Protocol):
 class RequireAuth:
     name = "require_auth"
 
-    async def on_mail(self, ctx: SessionContext, mail: MailFrom) -> Verdict | None:
+    def on_mail(self, ctx: SessionContext, mail: MailFrom) -> Verdict | None:
         if ctx.auth_user is None and ctx.notes.get("require_auth"):
             return Reject(R530_AUTH_REQUIRED, "MAIL before AUTH on a submission listener")
         return None
@@ -39,7 +39,7 @@ class SenderLoginMatch:
     def __init__(self, owners: AddressOwners) -> None:
         self._owners = owners
 
-    async def on_mail(self, ctx: SessionContext, mail: MailFrom) -> Verdict | None:
+    def on_mail(self, ctx: SessionContext, mail: MailFrom) -> Verdict | None:
         if ctx.auth_user is None or not ctx.notes.get("sender_login_match"):
             return None
         if mail.address is None:
