@@ -101,6 +101,12 @@ class App:
         self.spool = EmbeddedSpool(config.data_dir)
         await self.spool.open()
         self.directory = LocalDirectory(config.domains, config.delivery.recipient_delimiter)
+        if config.domains and self.directory.resolve("postmaster") is None:
+            # RFC 5321 §4.5.1: every SMTP server must accept mail for postmaster.
+            self.announce(
+                "mailwright: warning: no mailbox receives postmaster mail; add a "
+                f"postmaster mailbox or alias (or a catch-all) to {config.domains[0].name}"
+            )
         local_agent = LocalDeliveryAgent(
             self.directory, mail_root(config.data_dir), config.smtp.hostname
         )

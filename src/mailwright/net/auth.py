@@ -143,10 +143,12 @@ class AuthExchange:
         raise TypeError(f"unexpected SASL step {step!r}")  # pragma: no cover
 
     def _success(self, login: str) -> Reply:
+        s = self.s
+        mechanism = self.mechanism.mechanism if self.mechanism is not None else "?"
         self.mechanism = None
-        self.s.ctx.auth_user = login
-        self.s.services.auth_guard.success(self.s.ctx.peer_ip)
-        log.info("AUTH success for %s from %s", login, self.s.ctx.peer_ip)
+        s.ctx.auth_user = login
+        s.services.auth_guard.success(s.ctx.peer_ip)
+        s.services.maillog.authenticated(s.ctx.session_id, s.ctx.peer_ip, login, mechanism)
         return R235_OK
 
     async def _failure(self, login: str, reason: str) -> Reply:

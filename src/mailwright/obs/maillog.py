@@ -302,3 +302,7 @@ class MailLog:
 
     def expired(self, queue_id: str, rcpt: str) -> None:
         self.emit(queue_id, "expired", to=rcpt)
+
+    def authenticated(self, session_id: str, peer: object, user: str, mechanism: str) -> None:
+        """A successful AUTH (RFC 4954): who, from where, how; never a secret."""
+        self.emit(session_id, "auth", client=_peer(peer), user=user, mechanism=mechanism)
