@@ -21,9 +21,11 @@ from mailwright.accounts.users import (
 from mailwright.smtp._sasl import (
     Authenticated,
     Challenge,
+    server_mechanism,
+)
+from mailwright.smtp._sasl_client import (
     ScramSha256Client,
     client_mechanism,
-    server_mechanism,
 )
 
 PASSWORD = "correct horse battery staple"

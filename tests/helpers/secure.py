@@ -24,7 +24,9 @@ from argon2 import PasswordHasher
 from helpers.servers import HOST
 from helpers.wire import CLIENT_NAME, READ_TIMEOUT, RawSMTP, WireReply
 from mailwright.accounts.users import UserStore
-from mailwright.smtp._sasl import client_mechanism
+from mailwright.smtp._sasl_client import (
+    client_mechanism,
+)
 
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 SCRAM_ITERATIONS = 4096  # RFC 7677's minimum: the cheapest the store accepts

@@ -20,21 +20,23 @@ from mailwright.smtp._sasl import (
     Authenticated,
     Challenge,
     CheckPassword,
-    CramMd5Client,
     CramMd5Server,
     Failed,
     SaslError,
     SaslStep,
     ScramKeys,
-    ScramSha256Client,
     ScramSha256Server,
-    choose_mechanism,
-    client_mechanism,
     cram_md5_digest,
     make_scram_keys,
     may_authorize,
     normalize_username,
     server_mechanism,
+)
+from mailwright.smtp._sasl_client import (
+    CramMd5Client,
+    ScramSha256Client,
+    choose_mechanism,
+    client_mechanism,
 )
 
 # RFC 7677 §3 example.

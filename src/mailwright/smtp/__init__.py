@@ -36,6 +36,8 @@ from mailwright.smtp._events import (
 from mailwright.smtp._extensions import ehlo_reply, parse_ehlo
 from mailwright.smtp._params import MailParams, RcptParams
 from mailwright.smtp._replies import Reply
+from mailwright.smtp._sasl import SERVER_MECHANISMS, server_mechanism
+from mailwright.smtp._sasl_client import choose_mechanism, client_mechanism
 from mailwright.smtp._server import (
     DEFAULT_EXTENSIONS,
     NEED_DATA,
@@ -51,6 +53,7 @@ __all__ = [
     "DEFAULT_EXTENSIONS",
     "NEED_DATA",
     "PAUSED",
+    "SERVER_MECHANISMS",
     "Address",
     "AddressError",
     "Auth",
@@ -86,12 +89,15 @@ __all__ = [
     "State",
     "Transaction",
     "Vrfy",
+    "choose_mechanism",
+    "client_mechanism",
     "ehlo_reply",
     "has_bare_line_ending",
     "normalize_line_endings",
     "parse_command",
     "parse_ehlo",
     "parse_path",
+    "server_mechanism",
     "to_ascii_domain",
     "write_command",
 ]
