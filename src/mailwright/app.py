@@ -139,7 +139,7 @@ class App:
             ),
             tls=self.tls,
             users=self.users,
-            on_queued=lambda queue_id: self.runner.kick(),
+            on_queued=self.runner.offer,
         )
         limits = ConnectionLimits(config.smtp.max_connections, config.smtp.max_connections_per_ip)
         for listener_config in config.listeners:

@@ -7,12 +7,19 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import TypeVar
 
+from mailwright.config import DeliveryConfig
+from mailwright.delivery.base import DeliveryResult
+from mailwright.smtp import Reply
+from mailwright.spool._writer import INLINE_BODY_MAX, BodyWriter
 from mailwright.spool.embedded import EmbeddedSpool
 from mailwright.spool.model import Envelope, Recipient, SpooledMessage
 
 T = TypeVar("T")
 
 BODY = b"Received: from client\r\nSubject: test\r\nMessage-ID: <1@example.com>\r\n\r\nHello\r\n"
+# Large enough to spill to a file (bodies up to INLINE_BODY_MAX are stored inline).
+BIG = BODY + b"x" * 70 + b"\r\n" + (b"y" * 998 + b"\r\n") * (INLINE_BODY_MAX // 1000 + 1)
+assert len(BIG) > INLINE_BODY_MAX
 
 
 class Clock:
@@ -45,5 +52,65 @@ async def put(
     return await store.put(writer, env or envelope())
 
 
+async def spilled(store: EmbeddedSpool, body: bytes = BIG) -> BodyWriter:
+    """A writer holding ``body`` (> INLINE_BODY_MAX) whose tmp file exists."""
+    writer = store.new_message()
+    assert isinstance(writer, BodyWriter)
+    writer.write(body)
+    await settle(writer)
+    return writer
+
+
+async def settle(writer: BodyWriter) -> None:
+    """Wait until the writer's spill file is created (it is made on a file thread)."""
+    spill = writer._spill
+    assert spill is not None, "body is not spilled"
+    await asyncio.wrap_future(spill)
+
+
 def listing(path: Path) -> list[str]:
     return sorted(p.name for p in path.iterdir()) if path.exists() else []
+
+
+# -- delivery fakes (scheduler tests) ----------------------------------------------------
+
+OK = Reply.of(250, "2.0.0", "Delivered")
+BUSY = Reply.of(451, "4.2.0", "Mailbox busy")
+UNKNOWN = Reply.of(550, "5.1.1", "User unknown")
+CONFIG = DeliveryConfig(retry_initial=60, retry_max=3600, max_queue_lifetime=86400)
+
+Event = tuple[str, str, str, str]
+
+
+class FakeAgent:
+    """Replies per address (default 250); records every call."""
+
+    def __init__(self, replies: dict[str, Reply] | None = None, *, delay: float = 0.0) -> None:
+        self.replies = replies or {}
+        self.skip: set[str] = set()  # addresses left out of the result
+        self.error: Exception | None = None
+        self.delay = delay
+        self.calls: list[tuple[SpooledMessage, bytes, list[str]]] = []
+        self.active = 0
+        self.max_active = 0
+        self.called = asyncio.Event()
+
+    async def deliver(
+        self, message: SpooledMessage, body: bytes, recipients: list[Recipient]
+    ) -> dict[str, DeliveryResult]:
+        self.calls.append((message, body, [r.address for r in recipients]))
+        self.called.set()
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            if self.error is not None:
+                raise self.error
+            return {
+                r.address: DeliveryResult(self.replies.get(r.address, OK))
+                for r in recipients
+                if r.address not in self.skip
+            }
+        finally:
+            self.active -= 1

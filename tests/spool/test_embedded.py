@@ -9,9 +9,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from spoolkit import BODY, Clock, envelope, listing, put, run
+from spoolkit import BIG, BODY, Clock, envelope, listing, put, run, spilled
 
-from mailwright.spool import _db, embedded
+from mailwright.spool import _commit, _db, embedded
 from mailwright.spool.embedded import EmbeddedSpool
 from mailwright.spool.model import (
     BodyType,
@@ -32,21 +32,29 @@ def db_rows(tmp_path: Path, sql: str) -> list[tuple[object, ...]]:
         conn.close()
 
 
-def test_put_makes_body_and_rows_durable(tmp_path: Path, clock: Clock) -> None:
+@pytest.mark.parametrize("body", [BODY, BIG], ids=["inline", "spilled"])
+def test_put_makes_body_and_rows_durable(tmp_path: Path, clock: Clock, body: bytes) -> None:
     async def main() -> str:
         store = EmbeddedSpool(tmp_path, clock=clock)
         await store.open()
-        message = await put(store, envelope("bob@example.net", "carol@example.org"))
-        # Checked while the store is still open: durable means on disk *now*.
+        message = await put(store, envelope("bob@example.net", "carol@example.org"), body)
+        # Checked while the store is still open: durable means on disk *now*, read
+        # here by an independent connection.
         assert listing(store.tmp_dir) == []
-        assert (store.msg_dir / message.queue_id).read_bytes() == BODY
+        inline = db_rows(tmp_path, "SELECT queue_id, data FROM bodies")
+        if body is BODY:
+            assert listing(store.msg_dir) == []
+            assert inline == [(message.queue_id, BODY)]
+        else:
+            assert (store.msg_dir / message.queue_id).read_bytes() == BIG
+            assert inline == []
         await store.close()
         return message.queue_id
 
     qid = run(main())
     assert is_queue_id(qid)
     rows = db_rows(tmp_path, "SELECT queue_id, mail_from, size, pending FROM messages")
-    assert rows == [(qid, "alice@example.com", len(BODY), 2)]
+    assert rows == [(qid, "alice@example.com", len(body), 2)]
     rcpts = db_rows(tmp_path, "SELECT address, status FROM recipients ORDER BY position")
     assert rcpts == [("bob@example.net", "pending"), ("carol@example.org", "pending")]
     mode = db_rows(tmp_path, "PRAGMA journal_mode")[0][0]
@@ -160,8 +168,13 @@ def test_abort_discards_and_is_idempotent(tmp_path: Path) -> None:
     async def main() -> None:
         store = EmbeddedSpool(tmp_path)
         await store.open()
-        writer = store.new_message()
-        writer.write(b"partial")
+        small = store.new_message()
+        small.write(b"partial")
+        assert listing(store.tmp_dir) == []  # a small body never touches the disk
+        small.abort()
+        small.abort()
+        assert small.body_bytes() is None
+        writer = await spilled(store)
         assert listing(store.tmp_dir) == [writer.queue_id]
         writer.abort()
         writer.abort()
@@ -197,11 +210,11 @@ def test_unfinished_writer_is_cleaned_on_reopen(tmp_path: Path) -> None:
     async def crash() -> str:
         store = EmbeddedSpool(tmp_path)
         await store.open()
-        writer = store.new_message()
+        writer = await spilled(store)
         writer.write(b"Subject: half\r\n")
         # Simulated crash: the process dies without put() or abort(); the kernel
         # closes the descriptor, the temporary file stays.
-        writer._file.close()  # type: ignore[attr-defined]
+        writer._file.close()  # type: ignore[union-attr]
         await asyncio.sleep(0)
         return writer.queue_id
 
@@ -224,19 +237,24 @@ def test_renamed_but_uncommitted_body_is_removed(tmp_path: Path) -> None:
     async def main() -> None:
         store = EmbeddedSpool(tmp_path)
         await store.open()
-        kept = await put(store)
+        kept = await put(store, body=BIG)
+        kept_inline = await put(store)
         await store.close()
         orphan = "0" * 16
         (store.msg_dir / orphan).write_bytes(b"crash between rename and commit")
         (store.msg_dir / "README").write_bytes(b"not ours")
+        # A file beside an inline body is debris too: a message has one body.
+        (store.msg_dir / kept_inline.queue_id).write_bytes(b"stray")
 
         store = EmbeddedSpool(tmp_path)
         await store.open()
         assert store.recovery is not None
-        assert store.recovery.orphans_removed == [orphan]
+        assert store.recovery.orphans_removed == sorted([orphan, kept_inline.queue_id])
         assert store.recovery.foreign_files == ["README"]
+        assert store.recovery.missing_bodies == []
         assert listing(store.msg_dir) == sorted([kept.queue_id, "README"])
-        assert await store.read_body(kept.queue_id) == BODY
+        assert await store.read_body(kept.queue_id) == BIG
+        assert await store.read_body(kept_inline.queue_id) == BODY
         await store.close()
 
     run(main())
@@ -246,7 +264,7 @@ def test_row_without_body_is_dropped_and_reported(tmp_path: Path) -> None:
     async def main() -> None:
         store = EmbeddedSpool(tmp_path)
         await store.open()
-        lost = await put(store)
+        lost = await put(store, body=BIG)
         kept = await put(store)
         await store.close()
         (store.msg_dir / lost.queue_id).unlink()
@@ -297,8 +315,7 @@ def test_fsync_failure_raises_spool_error_and_leaves_no_debris(
     async def main() -> None:
         store = EmbeddedSpool(tmp_path)
         await store.open()
-        writer = store.new_message()
-        writer.write(BODY)
+        writer = await spilled(store)
         monkeypatch.setattr(os, "fsync", _enospc)
         with pytest.raises(SpoolError, match="No space left on device"):
             await store.put(writer, envelope())
@@ -321,12 +338,20 @@ def test_directory_fsync_failure_undoes_renames(
     async def main() -> None:
         store = EmbeddedSpool(tmp_path)
         await store.open()
-        monkeypatch.setattr(embedded, "fsync_dir", _enospc)
-        with pytest.raises(SpoolError, match="cannot sync spool directory"):
-            await put(store)
+        monkeypatch.setattr(_commit, "fsync_dir", _enospc)
+        small, big = store.new_message(), store.new_message()
+        small.write(BODY)
+        big.write(BIG)
+        results = await asyncio.gather(
+            store.put(small, envelope()), store.put(big, envelope()), return_exceptions=True
+        )
         monkeypatch.undo()
+        # Only the body that needed the directory fsync fails.
+        assert isinstance(results[1], SpoolError)
+        assert "cannot sync spool directory" in str(results[1])
+        assert not isinstance(results[0], BaseException)
         assert listing(store.msg_dir) == [] and listing(store.tmp_dir) == []
-        assert [m async for m in store.iterate()] == []
+        assert [m.queue_id async for m in store.iterate()] == [small.queue_id]
         await store.close()
 
     run(main())
@@ -336,8 +361,9 @@ def test_write_failure_raises_spool_error(tmp_path: Path) -> None:
     async def main() -> None:
         store = EmbeddedSpool(tmp_path)
         await store.open()
-        writer = store.new_message()
-        writer._file.write = _enospc  # type: ignore[attr-defined, union-attr]
+        writer = await spilled(store)
+        writer.write(b"x")  # the spill file is attached now
+        writer._file.write = _enospc  # type: ignore[method-assign, union-attr]
         with pytest.raises(SpoolError, match="ENOSPC"):
             writer.write(b"x" * 10)
         assert listing(store.tmp_dir) == []
@@ -358,11 +384,21 @@ def test_tmp_creation_failure_is_reported_on_write_and_put(
         store = EmbeddedSpool(tmp_path)
         await store.open()
         monkeypatch.setattr(embedded, "create_exclusive", denied)
+        # Reported by the first write after the failed creation...
         writer = store.new_message()  # never raises
+        writer.write(BIG)  # starts the creation on a file thread
+        await asyncio.wait([asyncio.wrap_future(writer._spill)])  # type: ignore[attr-defined, arg-type]
         with pytest.raises(SpoolError, match="Permission denied"):
             writer.write(b"x")
         with pytest.raises(SpoolError, match="Permission denied"):
             await store.put(writer, envelope())
+        # ... or by put(), which waits for the creation.
+        writer = store.new_message()
+        writer.write(BIG)
+        with pytest.raises(SpoolError, match="Permission denied"):
+            await store.put(writer, envelope())
+        # Small bodies need no file: unaffected.
+        assert (await put(store)).queue_id
         await store.close()
 
     run(main())
@@ -377,18 +413,63 @@ def test_db_commit_failure_fails_batch_and_removes_bodies(
     async def main() -> None:
         store = EmbeddedSpool(tmp_path)
         await store.open()
-        kept = await put(store)
+        kept = await put(store, body=BIG)
+        kept_inline = await put(store)
+        before = db_rows(tmp_path, "SELECT queue_id FROM bodies")
         monkeypatch.setattr(_db, "insert", disk_full)
-        results = await asyncio.gather(*(put(store) for _ in range(5)), return_exceptions=True)
+        bodies = [BODY, BIG] * 3
+        results = await asyncio.gather(
+            *(put(store, body=b) for b in bodies), return_exceptions=True
+        )
         assert all(isinstance(r, SpoolError) for r in results), results
         assert "disk is full" in str(results[0])
         monkeypatch.undo()
         assert listing(store.msg_dir) == [kept.queue_id]
         assert listing(store.tmp_dir) == []
-        assert [m.queue_id async for m in store.iterate()] == [kept.queue_id]
+        assert sorted([m.queue_id async for m in store.iterate()]) == sorted(
+            [kept.queue_id, kept_inline.queue_id]
+        )
+        assert db_rows(tmp_path, "SELECT queue_id FROM bodies") == before
         # The store keeps working after the failure.
         again = await put(store)
         assert await store.load(again.queue_id) is not None
+        await store.close()
+
+    run(main())
+
+
+def test_commit_failure_at_commit_time_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The COMMIT itself fails (WAL fsync error): rolled back, bodies unlinked."""
+
+    async def main() -> None:
+        store = EmbeddedSpool(tmp_path)
+        await store.open()
+        half = store._committer_half
+        assert half is not None
+        real = half.conn
+
+        class FailingCommit:
+            in_transaction = property(lambda self: real.in_transaction)
+
+            def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+                if sql == "COMMIT":
+                    raise sqlite3.OperationalError("disk I/O error")
+                return real.execute(sql, *args)
+
+            def executemany(self, sql: str, *args: object) -> sqlite3.Cursor:
+                return real.executemany(sql, *args)
+
+        monkeypatch.setattr(half, "conn", FailingCommit())
+        results = await asyncio.gather(
+            *(put(store, body=b) for b in (BODY, BIG, BODY, BIG)), return_exceptions=True
+        )
+        monkeypatch.undo()
+        assert all(isinstance(r, SpoolError) and "disk I/O error" in str(r) for r in results)
+        assert listing(store.msg_dir) == [] and listing(store.tmp_dir) == []
+        assert [m async for m in store.iterate()] == []
+        assert db_rows(tmp_path, "SELECT * FROM bodies") == []
         await store.close()
 
     run(main())
@@ -399,24 +480,71 @@ def test_one_bad_body_does_not_fail_the_batch(tmp_path: Path) -> None:
         store = EmbeddedSpool(tmp_path)
         await store.open()
         writers = [store.new_message() for _ in range(4)]
-        for w in writers:
-            w.write(BODY)
+        for i, w in enumerate(writers):
+            w.write(BIG if i % 2 else BODY)
 
-        def broken_finish() -> None:
+        def broken_store_file(_target: Path) -> None:
             raise OSError(errno.EIO, "Input/output error")
 
-        writers[1].finish = broken_finish  # type: ignore[method-assign]
+        writers[1].store_file = broken_store_file  # type: ignore[attr-defined]
         results = await asyncio.gather(
             *(store.put(w, envelope()) for w in writers), return_exceptions=True
         )
         assert isinstance(results[1], SpoolError) and "EIO" in str(results[1])
         ok = [r.queue_id for i, r in enumerate(results) if i != 1]  # type: ignore[union-attr]
         assert sorted([m.queue_id async for m in store.iterate()]) == sorted(ok)
-        assert listing(store.msg_dir) == sorted(ok)
+        assert listing(store.msg_dir) == [writers[3].queue_id]
         assert listing(store.tmp_dir) == []
         assert store.commit_batches == 1
         await store.close()
 
+    run(main())
+
+
+def test_fsync_failure_of_one_spilled_body_fails_only_that_put(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bodies are fsynced in parallel; the one whose fsync fails is the only casualty."""
+    real_fsync = os.fsync
+
+    async def main() -> None:
+        store = EmbeddedSpool(tmp_path)
+        await store.open()
+        writers = [await spilled(store) for _ in range(6)] + [store.new_message()]
+        writers[-1].write(BODY)
+        victim = str(store.tmp_dir / writers[2].queue_id)
+
+        def flaky_fsync(fd: int) -> None:
+            if os.readlink(f"/proc/self/fd/{fd}") == victim:
+                raise OSError(errno.EIO, "Input/output error")
+            real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", flaky_fsync)
+        results = await asyncio.gather(
+            *(store.put(w, envelope()) for w in writers), return_exceptions=True
+        )
+        monkeypatch.undo()
+        failed = [i for i, r in enumerate(results) if isinstance(r, BaseException)]
+        assert failed == [2]
+        assert "EIO" in str(results[2])
+        ok = sorted(w.queue_id for i, w in enumerate(writers) if i != 2)
+        assert sorted([m.queue_id async for m in store.iterate()]) == ok
+        stored_files = sorted(w.queue_id for w in writers[:6] if w is not writers[2])
+        assert listing(store.msg_dir) == stored_files
+        assert listing(store.tmp_dir) == []
+        assert store.commit_batches == 1
+        await store.close()
+        # Durable: a fresh instance sees exactly the same.
+        store = EmbeddedSpool(tmp_path)
+        await store.open()
+        assert store.recovery is not None and store.recovery.orphans_removed == []
+        for i, w in enumerate(writers):
+            if i != 2:
+                assert await store.read_body(w.queue_id) == (BODY if i == 6 else BIG)
+        await store.close()
+
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc to name file descriptors")
     run(main())
 
 
@@ -494,7 +622,8 @@ def test_close_flushes_queued_puts(tmp_path: Path) -> None:
 
 
 def test_batch_shares_directory_fsyncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each body is fsynced while still in tmp/ (before the rename); dirs once per batch."""
+    """Spilled bodies are fsynced in tmp/ (before the rename), msg/ once per batch, tmp/
+    never; inline bodies cost no fsync of ours at all (the WAL fsync is SQLite's)."""
     synced: list[str] = []
     real_fsync = os.fsync
 
@@ -505,17 +634,25 @@ def test_batch_shares_directory_fsyncs(tmp_path: Path, monkeypatch: pytest.Monke
     async def main() -> None:
         store = EmbeddedSpool(tmp_path)
         await store.open()
-        writers = [store.new_message() for _ in range(5)]
-        for w in writers:
+        writers = [await spilled(store) for _ in range(5)]
+        small = [store.new_message() for _ in range(5)]
+        for w in small:
             w.write(BODY)
         monkeypatch.setattr(os, "fsync", recording_fsync)
-        await asyncio.gather(*(store.put(w, envelope()) for w in writers))
+        await asyncio.gather(*(store.put(w, envelope()) for w in writers + small))
         monkeypatch.undo()
         bodies = sorted(str(store.tmp_dir / w.queue_id) for w in writers)
         assert sorted(p for p in synced if p.startswith(str(store.tmp_dir) + "/")) == bodies
         assert synced.count(str(store.msg_dir)) == 1
-        assert synced.count(str(store.tmp_dir)) == 1
-        assert len(synced) == 7
+        assert synced.count(str(store.tmp_dir)) == 0
+        assert len(synced) == 6
+        assert store.commit_batches == 1
+
+        synced.clear()
+        monkeypatch.setattr(os, "fsync", recording_fsync)
+        await asyncio.gather(*(put(store) for _ in range(5)))
+        monkeypatch.undo()
+        assert synced == []
         await store.close()
 
     if not Path("/proc/self/fd").is_dir():

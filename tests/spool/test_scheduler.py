@@ -8,56 +8,25 @@ import time
 from pathlib import Path
 
 import pytest
-from spoolkit import BODY, Clock, envelope, listing, put, run
+from spoolkit import (
+    BODY,
+    BUSY,
+    CONFIG,
+    UNKNOWN,
+    Clock,
+    Event,
+    FakeAgent,
+    envelope,
+    listing,
+    put,
+    run,
+)
 
 from mailwright.config import DeliveryConfig
-from mailwright.delivery.base import DeliveryResult
-from mailwright.smtp import Reply
 from mailwright.spool.embedded import EmbeddedSpool
 from mailwright.spool.model import Envelope, Recipient, RecipientStatus, SpooledMessage
 from mailwright.spool.scheduler import JITTER_FRACTION, QueueRunner, retry_delay
 from mailwright.spool.store import SpoolError
-
-OK = Reply.of(250, "2.0.0", "Delivered")
-BUSY = Reply.of(451, "4.2.0", "Mailbox busy")
-UNKNOWN = Reply.of(550, "5.1.1", "User unknown")
-CONFIG = DeliveryConfig(retry_initial=60, retry_max=3600, max_queue_lifetime=86400)
-
-Event = tuple[str, str, str, str]
-
-
-class FakeAgent:
-    """Replies per address (default 250); records every call."""
-
-    def __init__(self, replies: dict[str, Reply] | None = None, *, delay: float = 0.0) -> None:
-        self.replies = replies or {}
-        self.skip: set[str] = set()  # addresses left out of the result
-        self.error: Exception | None = None
-        self.delay = delay
-        self.calls: list[tuple[SpooledMessage, bytes, list[str]]] = []
-        self.active = 0
-        self.max_active = 0
-        self.called = asyncio.Event()
-
-    async def deliver(
-        self, message: SpooledMessage, body: bytes, recipients: list[Recipient]
-    ) -> dict[str, DeliveryResult]:
-        self.calls.append((message, body, [r.address for r in recipients]))
-        self.called.set()
-        self.active += 1
-        self.max_active = max(self.max_active, self.active)
-        try:
-            if self.delay:
-                await asyncio.sleep(self.delay)
-            if self.error is not None:
-                raise self.error
-            return {
-                r.address: DeliveryResult(self.replies.get(r.address, OK))
-                for r in recipients
-                if r.address not in self.skip
-            }
-        finally:
-            self.active -= 1
 
 
 class Harness:

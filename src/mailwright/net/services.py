@@ -13,6 +13,7 @@ from mailwright.obs.maillog import MailLog
 from mailwright.policy.authguard import AuthGuard
 from mailwright.policy.pipeline import Pipeline
 from mailwright.smtp import DEFAULT_EXTENSIONS, ServerOptions
+from mailwright.spool.model import SpooledMessage
 from mailwright.spool.store import SpoolStore
 
 
@@ -26,8 +27,10 @@ class SessionServices:
     auth_guard: AuthGuard
     tls: TlsManager | None = None  # None: TLS disabled (no certificate)
     users: UserStore | None = None  # None: AUTH disabled
-    # Called with the queue id after each 250: the scheduler starts delivery at once.
-    on_queued: Callable[[str], None] = lambda queue_id: None
+    # Called after each 250 with the stored message and its body when the spool kept
+    # it in memory (else None): the queue runner starts delivering at once, without
+    # reading back what was just written.
+    on_queued: Callable[[SpooledMessage, bytes | None], None] = lambda message, body: None
 
     @property
     def server_options(self) -> ServerOptions:

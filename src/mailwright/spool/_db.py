@@ -1,23 +1,33 @@
-"""The embedded spool's SQLite schema and queries (synchronous; one owning thread).
+"""The embedded spool's SQLite schema and queries (synchronous; one owning thread each).
 
 Settings, and why:
 
 * ``journal_mode=WAL``: a commit appends to one log file and fsyncs it once, and
-  readers never block the writer.
-* ``synchronous=FULL``: in WAL mode ``NORMAL`` does *not* fsync the log at commit, so
-  a power cut can roll back a committed transaction — a message we answered 250 for
-  would vanish.  FULL fsyncs the WAL on every commit; group commit (see
-  ``embedded``) amortises that one fsync over every concurrent session.
-* ``foreign_keys=ON`` so deleting a message deletes its recipient rows.
-* ``user_version`` records the schema version; an unknown version refuses to open
-  rather than guessing.
+  readers never block the writer (the store reads on its own connection, see
+  ``embedded``).
+* ``synchronous=FULL`` for every transaction that stores a message: in WAL mode
+  ``NORMAL`` does *not* fsync the log at commit, so a power cut can roll back a
+  committed transaction — a message we answered 250 for would vanish.  FULL fsyncs the
+  WAL on every commit; group commit (see ``embedded``) amortises that one fsync over
+  every concurrent session.  (``embedded`` lowers it to NORMAL for batches that store
+  nothing new; its module docstring argues why that cannot lose a message.)
+* ``foreign_keys=ON`` so deleting a message deletes its recipient rows and body.
+* ``user_version`` records the schema version.  Older versions are migrated in one
+  transaction (``_MIGRATIONS``); a newer, unknown version refuses to open rather than
+  guessing.
 
-Tables: ``messages`` (envelope, timing, a ``pending`` recipient count) and
-``recipients`` (one row per RCPT with its delivery state).  A separate recipients table
-lets ``update`` touch only state columns and lets the queue CLI search by recipient.
-The partial index ``messages_due(next_attempt) WHERE pending > 0`` serves ``due``:
-finished messages (removed soon anyway) never clutter it.  Tables are
-``WITHOUT ROWID`` because every lookup is by the text key.
+Tables: ``messages`` (envelope, timing, a ``pending`` recipient count),
+``recipients`` (one row per RCPT with its delivery state) and, since version 2,
+``bodies`` (the bytes of *inline* bodies, see ``embedded``).  A separate recipients
+table lets ``update`` touch only state columns and lets the queue CLI search by
+recipient.  The partial index ``messages_due(next_attempt) WHERE pending > 0`` serves
+``due``: finished messages (removed soon anyway) never clutter it.  ``messages`` and
+``recipients`` are ``WITHOUT ROWID`` because every lookup is by the text key and rows
+are small; ``bodies`` is an ordinary rowid table, because SQLite advises WITHOUT ROWID
+only for rows below about 1/20 of a page, and a body row is usually larger than that.
+A message whose body is a file has no ``bodies`` row; ``bodies`` rows never exist
+without their ``messages`` row (the foreign key, and both are written in one
+transaction).
 """
 
 from __future__ import annotations
@@ -35,14 +45,16 @@ from mailwright.spool.model import (
     SpooledMessage,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 10_000
 # After a checkpoint, truncate the WAL back to this size instead of letting it grow.
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 # Stay well below SQLite's host-parameter limit (32766 since 3.32, 999 before).
 MAX_IN_PARAMS = 500
 
-_SCHEMA = """
+# Version 1: messages and recipients.  Kept verbatim: tests build a version-1 database
+# from it to check the migration.
+SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS messages (
     queue_id       TEXT PRIMARY KEY,
     mail_from      TEXT NOT NULL,
@@ -72,6 +84,16 @@ CREATE TABLE IF NOT EXISTS recipients (
     PRIMARY KEY (queue_id, position)
 ) WITHOUT ROWID;
 """
+
+_BODIES = """
+CREATE TABLE IF NOT EXISTS bodies (
+    queue_id TEXT PRIMARY KEY REFERENCES messages (queue_id) ON DELETE CASCADE,
+    data     BLOB NOT NULL
+);
+"""
+
+# from_version -> statements that bring a database of that version to the next one.
+_MIGRATIONS: dict[int, str] = {1: _BODIES}
 
 _MESSAGE_COLUMNS = (
     "queue_id, mail_from, body_type, smtputf8, ret, envid, client_address, client_helo,"
@@ -105,17 +127,52 @@ def connect(path: str) -> sqlite3.Connection:
     return conn
 
 
-def create_schema(conn: sqlite3.Connection) -> None:
+def connect_reader(path: str) -> sqlite3.Connection:
+    """A second, read-only connection: WAL lets it read while the writer commits."""
+    conn = sqlite3.connect(
+        path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+    )
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA query_only=ON")
+    return conn
+
+
+def set_synchronous(conn: sqlite3.Connection, full: bool) -> None:
+    """FULL or NORMAL for the next commits (SQLite refuses this inside a transaction)."""
+    conn.execute("PRAGMA synchronous=FULL" if full else "PRAGMA synchronous=NORMAL")
+
+
+def create_schema(conn: sqlite3.Connection) -> int:
+    """Create or migrate the schema to ``SCHEMA_VERSION``; return the version found.
+
+    Everything happens in one transaction: a failed migration leaves the old schema.
+    """
     version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version not in (0, SCHEMA_VERSION):
+    if version == SCHEMA_VERSION:
+        return version
+    if version != 0 and version not in _MIGRATIONS:
         raise SchemaError(f"queue database has schema version {version}, expected {SCHEMA_VERSION}")
     # executescript() would COMMIT first; one explicit transaction keeps it all-or-nothing.
     conn.execute("BEGIN IMMEDIATE")
-    for statement in _SCHEMA.split(";"):
+    try:
+        if version == 0:
+            _run_script(conn, SCHEMA_V1 + _BODIES)
+        else:
+            for step in range(version, SCHEMA_VERSION):
+                _run_script(conn, _MIGRATIONS[step])
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return version
+
+
+def _run_script(conn: sqlite3.Connection, script: str) -> None:
+    for statement in script.split(";"):
         if statement.strip():
             conn.execute(statement)
-    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-    conn.execute("COMMIT")
 
 
 # -- row conversion ----------------------------------------------------------------------
@@ -241,6 +298,37 @@ def insert(conn: sqlite3.Connection, row: MessageRow, recipients: Iterable[Recip
     conn.executemany(
         f"INSERT INTO recipients ({_RECIPIENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", recipients
     )
+
+
+def insert_body(conn: sqlite3.Connection, queue_id: str, data: bytes) -> None:
+    conn.execute("INSERT INTO bodies (queue_id, data) VALUES (?, ?)", (queue_id, data))
+
+
+def delete_body(conn: sqlite3.Connection, queue_id: str) -> bool:
+    """Delete an inline body; False if the message has none (its body is a file)."""
+    return conn.execute("DELETE FROM bodies WHERE queue_id = ?", (queue_id,)).rowcount > 0
+
+
+def inline_body(conn: sqlite3.Connection, queue_id: str) -> bytes | None:
+    row = conn.execute("SELECT data FROM bodies WHERE queue_id = ?", (queue_id,)).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+def inline_among(conn: sqlite3.Connection, queue_ids: Sequence[str]) -> set[str]:
+    """The ids in ``queue_ids`` whose body is inline."""
+    found: set[str] = set()
+    for start in range(0, len(queue_ids), MAX_IN_PARAMS):
+        chunk = queue_ids[start : start + MAX_IN_PARAMS]
+        marks = ",".join("?" * len(chunk))
+        found.update(
+            str(r[0])
+            for r in conn.execute(f"SELECT queue_id FROM bodies WHERE queue_id IN ({marks})", chunk)
+        )
+    return found
+
+
+def inline_ids(conn: sqlite3.Connection) -> set[str]:
+    return {str(r[0]) for r in conn.execute("SELECT queue_id FROM bodies")}
 
 
 def update(

@@ -1,34 +1,79 @@
-"""The embedded spool: body files plus a SQLite queue database, with group commit.
+"""The embedded spool: a SQLite queue database plus body files for large bodies.
 
 Layout under ``data_dir/spool/``::
 
-    tmp/<queue-id>   body being received (DATA/BDAT); never trusted after a restart
-    msg/<queue-id>   committed body, write-once, exactly as accepted
-    queue.db         envelope + per-recipient state (see ``_db`` for the settings)
+    queue.db         envelope + per-recipient state, and the bodies of small messages
+                     (see ``_db`` for the schema and settings)
+    tmp/<queue-id>   a large body being received (DATA/BDAT); never trusted after a restart
+    msg/<queue-id>   a committed large body, write-once, exactly as accepted
+
+**Two body forms.**  A body of at most ``INLINE_BODY_MAX`` bytes (32 KiB, justified in
+``_writer``) is kept in memory while it arrives and stored *inline*, as a BLOB in the
+``bodies`` table, in the same transaction as its envelope: one WAL fsync makes body and
+envelope durable together, for a whole batch of sessions.  A larger body *spills* to
+``tmp/<queue-id>`` while it arrives (the file is created on a file thread, not on the
+event loop) and is fsynced and renamed into ``msg/`` at commit.  ``read_body`` serves
+both; ``load``, ``due`` and ``iterate`` do not care.
 
 One flat ``msg/`` directory, not hashed subdirectories (Postfix's ``hash_queue_depth``):
 ext4 (htree), XFS and btrfs index large directories, a queue is normally small, and
 one directory means one directory fsync covers every rename of a commit batch —
 sharding would cost one fsync per shard touched.
 
-Durability order for ``put`` (DESIGN principle 3, the ``SpoolStore`` contract):
-body fsync -> rename tmp->msg -> fsync msg/ and tmp/ -> INSERT rows -> COMMIT (WAL
-fsync) -> return, so the server may answer 250.  A crash before the rename leaves a
-tmp file; between rename and commit, a body without a row; both are removed by
-``open``.  A row never exists without its durable body.
+**Durability order for ``put``** (DESIGN principle 3, the ``SpoolStore`` contract):
+spilled bodies fsynced in parallel -> renamed tmp->msg -> one fsync of msg/ -> rows and
+inline bodies INSERTed -> COMMIT (WAL fsync, ``synchronous=FULL``) -> return, so the
+server may answer 250.  (The INSERTs run while the bodies are being fsynced; they are
+invisible until the COMMIT.  ``_commit`` has the details.)  A crash before the rename
+leaves a tmp file; between rename and commit, a body file without a row; both are
+removed by ``open``.  A row never exists without its durable body.  ``tmp/`` is never
+fsynced: ``open`` empties it, so a rename's old entry reappearing after a crash is
+harmless.
 
 **Group commit** (DESIGN principle 7): ``put``/``update``/``remove`` only queue an
 operation and await its future.  One committer task takes everything queued and runs
-it in a single hop to the store's worker thread: all body fsyncs and renames, *one*
-fsync per directory, *one* SQLite transaction and commit.  While that batch is on disk
-the next one accumulates, so N concurrent sessions pay for about one disk round trip,
-and a lone session pays no added latency (there is no timer).  ``commit_batches``
-counts the batches for tests and metrics.
+it in a single hop to the database writer thread: parallel fsyncs of the spilled
+bodies, *one* fsync of msg/ (only if a body file was stored), *one* SQLite transaction
+and commit.  While that batch is on disk the next one accumulates, so N concurrent
+sessions pay for about one disk round trip, and a lone session pays no added latency
+(there is no timer).  Body files of removed messages are unlinked on a file thread
+*after* the batch's futures are resolved, so the next batch does not wait for them.
+``commit_batches`` counts the batches for tests and metrics.
 
-Threading: the SQLite connection is created, used and closed only by one dedicated
-worker thread (a single-thread executor).  Every database call from async code hops
-there, so the event loop never waits on an fsync and the connection needs no lock.
-Reading bodies uses ``asyncio.to_thread`` so delivery reads do not queue behind commits.
+**Durability of updates.**  A batch that stores no message and removes no body file
+(only delivery-state updates and removals of inline messages) commits with
+``synchronous=NORMAL``: the WAL is written but not fsynced.  This cannot lose an
+acknowledged message:
+
+* such a batch only records progress on messages that are already durable; if a power
+  cut drops it, those messages revert to their previous, still pending state and are
+  delivered again — a duplicate, which the at-least-once contract (see ``scheduler``)
+  already allows; a lost removal of an inline message takes its body row back with it,
+  so the message is whole again;
+* SQLite's WAL is a log: frames are appended in order and recovery stops at the first
+  invalid frame (the checksums are cumulative), so a later transaction is never kept
+  without an earlier one.  The next FULL commit — any ``put`` — fsyncs the log up to
+  its own frames, which makes every earlier NORMAL commit durable too; and in NORMAL
+  mode SQLite still fsyncs the WAL before each checkpoint;
+* a removal whose body is a *file* is committed FULL, because the file is unlinked
+  right after; otherwise a dropped removal could bring back a row without its body.
+
+**Threads.**  The writer connection is created, used and closed only by one database
+writer thread (a single-thread executor): every commit hops there, so the event loop
+never waits on an fsync and the connection needs no lock.  ``load``, ``due``,
+``iterate`` and ``read_body`` run on a second, read-only connection with its own
+thread: in WAL mode they read the last committed state without waiting for the
+commit in progress, so the queue runner's scans never delay a batch of 250s (and
+each multi-statement read runs in one read transaction, so it sees one snapshot).
+Spilled bodies are fsynced on a pool of ``FSYNC_THREADS``; spill files are created and
+removed bodies unlinked on ``FILE_THREADS``.
+
+**Queue ids** are only minted, never checked, in ``new_message``, which makes no
+system call.  A collision (two ids in the same millisecond with the same 35 random
+bits) is still detected, never an overwrite: ``O_EXCL`` on ``tmp/``, an existence
+check before the rename into ``msg/`` (inline bodies never create files there), and
+the database's primary key; the ``put`` fails with ``SpoolError`` (the client gets
+451 and retries).
 
 Errors: every ``OSError``/``sqlite3.Error`` leaves as ``SpoolError`` naming the queue
 id, the operation and the cause (e.g. "No space left on device"), never bare.
@@ -44,18 +89,21 @@ import sqlite3
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from mailwright.spool import _db
+from mailwright.spool._commit import BatchCommitter, Op, Put, Remove, Update
 from mailwright.spool._errors import spool_error
-from mailwright.spool._writer import BodyWriter, WriterState
-from mailwright.spool.atomic import create_exclusive, ensure_dir, fsync_dir
+from mailwright.spool._writer import INLINE_BODY_MAX, BodyWriter
+from mailwright.spool.atomic import create_exclusive, ensure_dir
 from mailwright.spool.model import Envelope, RecipientState, SpooledMessage
 from mailwright.spool.queueid import is_queue_id, new_queue_id
 from mailwright.spool.store import MessageWriter, SpoolError
+
+__all__ = ["INLINE_BODY_MAX", "EmbeddedSpool", "RecoveryReport"]
 
 log = logging.getLogger("mailwright.spool")
 
@@ -67,7 +115,12 @@ DB_FILE = "queue.db"
 # a huge burst and the size of one WAL commit.
 MAX_COMMIT_BATCH = 512
 ITERATE_PAGE = 256
-_ID_ATTEMPTS = 8  # fresh ids tried if O_EXCL reports a collision
+# Spilled bodies of one batch are fsynced this many at a time.  Concurrent fsyncs on
+# one file system share journal commits (ext4/XFS) and fill an SSD's queue; 32 covers
+# a batch from 32 sessions in one round without many idle threads.
+FSYNC_THREADS = 32
+# Spill-file creation and unlinking of removed bodies (metadata-only, short).
+FILE_THREADS = 2
 
 T = TypeVar("T")
 
@@ -77,40 +130,13 @@ class RecoveryReport:
     """What ``open`` cleaned up: debris of writes interrupted by a crash."""
 
     tmp_removed: list[str] = field(default_factory=list)  # bodies never committed
-    orphans_removed: list[str] = field(default_factory=list)  # renamed, row not committed
+    orphans_removed: list[str] = field(default_factory=list)  # body file without a row
     missing_bodies: list[str] = field(default_factory=list)  # rows dropped: body lost
     foreign_files: list[str] = field(default_factory=list)  # left alone in msg/
 
 
-@dataclass(slots=True)
-class _Put:
-    writer: BodyWriter
-    row: _db.MessageRow
-    recipients: list[_db.RecipientRow]
-    future: asyncio.Future[None]
-
-
-@dataclass(slots=True)
-class _Update:
-    queue_id: str
-    next_attempt: float
-    attempts: int
-    pending: int
-    states: list[tuple[object, ...]]
-    future: asyncio.Future[None]
-
-
-@dataclass(slots=True)
-class _Remove:
-    queue_id: str
-    future: asyncio.Future[None]
-
-
-_Op = _Put | _Update | _Remove
-
-
 class EmbeddedSpool:
-    """``SpoolStore`` on local files and SQLite.  See the module docstring."""
+    """``SpoolStore`` on SQLite and local files.  See the module docstring."""
 
     def __init__(self, data_dir: Path | str, *, clock: Callable[[], float] = time.time) -> None:
         self.root = Path(data_dir) / SPOOL_DIR
@@ -121,9 +147,14 @@ class EmbeddedSpool:
         self.committed_ops = 0  # operations (put/update/remove) they carried
         self.recovery: RecoveryReport | None = None
         self._clock = clock
-        self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None  # only touched on the worker thread
-        self._ops: list[_Op] = []
+        self._executor: ThreadPoolExecutor | None = None  # the database writer thread
+        self._reader: ThreadPoolExecutor | None = None  # the database reader thread
+        self._fsync_pool: ThreadPoolExecutor | None = None
+        self._file_pool: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None  # writer thread only
+        self._rconn: sqlite3.Connection | None = None  # reader thread only
+        self._committer_half: BatchCommitter | None = None
+        self._ops: list[Op] = []
         self._wakeup = asyncio.Event()
         self._committer: asyncio.Task[None] | None = None
         self._writers: weakref.WeakSet[BodyWriter] = weakref.WeakSet()  # not yet put
@@ -137,13 +168,16 @@ class EmbeddedSpool:
         if self._open:
             return
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailwright-spool")
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailwright-spool-r")
+        self._fsync_pool = ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="mailwright-fsync")
+        self._file_pool = ThreadPoolExecutor(FILE_THREADS, thread_name_prefix="mailwright-file")
         self._closing = False
         try:
             report = await self._on_worker(self._open_sync)
+            await self._on_reader(self._open_reader)
         except BaseException:
             await self._on_worker(self._close_sync)
-            self._executor.shutdown(wait=False)
-            self._executor = None
+            await self._shutdown_threads()
             raise
         self.recovery = report
         if report.tmp_removed or report.orphans_removed:
@@ -172,13 +206,25 @@ class EmbeddedSpool:
             await self._committer
             self._committer = None
         with contextlib.suppress(SpoolError):
+            await self._on_reader(self._close_reader)
+        with contextlib.suppress(SpoolError):
             await self._on_worker(self._close_sync)
-        assert self._executor is not None
-        self._executor.shutdown(wait=True)
-        self._executor = None
+        await self._shutdown_threads()
         self._open = False
 
+    async def _shutdown_threads(self) -> None:
+        pools = [self._reader, self._executor, self._fsync_pool, self._file_pool]
+        self._reader = self._executor = self._fsync_pool = self._file_pool = None
+
+        def shutdown() -> None:  # waits for pending unlinks; not on the event loop
+            for pool in pools:
+                if pool is not None:
+                    pool.shutdown(wait=True)
+
+        await asyncio.to_thread(shutdown)
+
     def _open_sync(self) -> RecoveryReport:
+        assert self._fsync_pool is not None
         try:
             for directory in (self.root, self.tmp_dir, self.msg_dir):
                 ensure_dir(directory)
@@ -186,6 +232,7 @@ class EmbeddedSpool:
             _db.create_schema(self._conn)
         except (OSError, sqlite3.Error, _db.SchemaError) as exc:
             raise spool_error(f"cannot open spool {self.root}", exc) from exc
+        self._committer_half = BatchCommitter(self._conn, self.msg_dir, self._fsync_pool)
         report = RecoveryReport()
         try:
             for entry in os.scandir(self.tmp_dir):
@@ -197,11 +244,12 @@ class EmbeddedSpool:
                     on_disk.add(entry.name)
                 else:
                     report.foreign_files.append(entry.name)
-            in_db = _db.all_ids(self._conn)
-            for qid in sorted(on_disk - in_db):
+            # A message has exactly one body: its ``bodies`` row or its file.
+            file_backed = _db.all_ids(self._conn) - _db.inline_ids(self._conn)
+            for qid in sorted(on_disk - file_backed):
                 os.unlink(self.msg_dir / qid)
                 report.orphans_removed.append(qid)
-            report.missing_bodies = sorted(in_db - on_disk)
+            report.missing_bodies = sorted(file_backed - on_disk)
             if report.missing_bodies:
                 self._conn.execute("BEGIN IMMEDIATE")
                 _db.delete_many(self._conn, report.missing_bodies)
@@ -210,7 +258,21 @@ class EmbeddedSpool:
             raise spool_error(f"cannot recover spool {self.root}", exc) from exc
         return report
 
+    def _open_reader(self) -> None:
+        try:
+            self._rconn = _db.connect_reader(str(self.db_path))
+        except sqlite3.Error as exc:
+            raise spool_error(f"cannot open spool {self.root}", exc) from exc
+
+    def _close_reader(self) -> None:
+        if self._rconn is not None:
+            try:
+                self._rconn.close()
+            finally:
+                self._rconn = None
+
     def _close_sync(self) -> None:
+        self._committer_half = None
         if self._conn is not None:
             try:
                 self._conn.close()
@@ -223,6 +285,12 @@ class EmbeddedSpool:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn, *args)
 
+    async def _on_reader(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._reader is None:
+            raise SpoolError("spool is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader, fn, *args)
+
     def _check_open(self) -> None:
         if not self._open or self._closing:
             raise SpoolError("spool is closed")
@@ -230,36 +298,31 @@ class EmbeddedSpool:
     # -- receiving ------------------------------------------------------------------
 
     def new_message(self) -> MessageWriter:
-        """A writer for a temporary body under a fresh queue id.
+        """A writer for a new body under a fresh queue id.  No system call.
 
-        Never raises: if the temporary file cannot be created (disk full, closed
-        store), the writer carries the ``SpoolError`` and raises it from ``write`` or
-        ``put``, the two calls the server already guards with 451 4.3.0.
+        Never raises: if the store is closed the writer carries the ``SpoolError``
+        and raises it from ``write`` or ``put``, the two calls the server already
+        guards with 451 4.3.0.  A spill file that cannot be created fails the same way.
         """
+        qid = new_queue_id(self._clock())
         if not self._open or self._closing:
-            return BodyWriter(
-                self, new_queue_id(self._clock()), self.tmp_dir, None, SpoolError("spool is closed")
-            )
-        for _ in range(_ID_ATTEMPTS):
-            qid = new_queue_id(self._clock())
-            if (self.msg_dir / qid).exists():
-                continue
-            try:
-                fd = create_exclusive(self.tmp_dir / qid)
-            except FileExistsError:
-                continue
-            except OSError as exc:
-                error = spool_error(f"{qid}: cannot create temporary body", exc)
-                return BodyWriter(self, qid, self.tmp_dir, None, error)
-            writer = BodyWriter(self, qid, self.tmp_dir, fd, None)
-            self._writers.add(writer)
-            return writer
-        return BodyWriter(
-            self, qid, self.tmp_dir, None, SpoolError("cannot allocate a unique queue id")
-        )
+            return BodyWriter(self, qid, self.tmp_dir, None, SpoolError("spool is closed"))
+        writer = BodyWriter(self, qid, self.tmp_dir, self._create_spill_file)
+        self._writers.add(writer)
+        return writer
+
+    def _create_spill_file(self, path: Path) -> Future[int]:
+        if self._file_pool is None or self._closing:
+            raise RuntimeError("spool is closed")
+        return self._file_pool.submit(create_exclusive, path)
 
     async def put(self, writer: MessageWriter, envelope: Envelope) -> SpooledMessage:
-        """Make body and envelope durable, then return (group-committed)."""
+        """Make body and envelope durable, then return (group-committed).
+
+        Afterwards ``writer.body_bytes()`` returns the stored body if it was inline
+        (None if it was spilled to a file): the server can hand it to the queue
+        runner (``QueueRunner.offer``) without reading it back.
+        """
         if not isinstance(writer, BodyWriter) or writer.store is not self:
             raise ValueError("writer was not created by this spool")
         if not envelope.recipients:
@@ -280,7 +343,7 @@ class EmbeddedSpool:
         )
         future = asyncio.get_running_loop().create_future()
         await self._submit(
-            _Put(writer, _db.message_row(message), _db.recipient_rows(message), future)
+            Put(writer, _db.message_row(message), _db.recipient_rows(message), future)
         )
         return message
 
@@ -291,7 +354,7 @@ class EmbeddedSpool:
         self._check_open()
         future = asyncio.get_running_loop().create_future()
         await self._submit(
-            _Update(
+            Update(
                 message.queue_id,
                 message.next_attempt,
                 message.attempts,
@@ -302,12 +365,12 @@ class EmbeddedSpool:
         )
 
     async def remove(self, queue_id: str) -> None:
-        """Delete the row (committed), then the body file.  Idempotent."""
+        """Delete the row and inline body (committed), then any body file.  Idempotent."""
         self._check_open()
         if not is_queue_id(queue_id):
             return
         future = asyncio.get_running_loop().create_future()
-        await self._submit(_Remove(queue_id, future))
+        await self._submit(Remove(queue_id, future))
 
     async def load(self, queue_id: str) -> SpooledMessage | None:
         if not is_queue_id(queue_id):
@@ -338,30 +401,51 @@ class EmbeddedSpool:
             after = page[-1].queue_id
 
     async def read_body(self, queue_id: str) -> bytes:
+        """The body as accepted: the inline BLOB, or else the file in ``msg/``."""
         if not is_queue_id(queue_id):
             raise SpoolError(f"{queue_id!r} is not a queue id")
+        self._check_open()
         path = self.msg_dir / queue_id
-        try:
-            return await asyncio.to_thread(path.read_bytes)
-        except OSError as exc:
-            raise spool_error(f"{queue_id}: cannot read body", exc) from exc
+
+        def run() -> bytes:
+            conn = self._rconn
+            if conn is None:
+                raise SpoolError("spool is closed")
+            try:
+                data = _db.inline_body(conn, queue_id)
+            except sqlite3.Error as exc:
+                raise spool_error(f"{queue_id}: cannot read body", exc) from exc
+            if data is not None:
+                return data
+            try:
+                return path.read_bytes()
+            except OSError as exc:
+                raise spool_error(f"{queue_id}: cannot read body", exc) from exc
+
+        return await self._on_reader(run)
 
     async def _query(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` on the reader connection, in one read transaction."""
         self._check_open()
 
         def run() -> T:
-            if self._conn is None:
+            conn = self._rconn
+            if conn is None:
                 raise SpoolError("spool is closed")
             try:
-                return fn(self._conn, *args)
+                conn.execute("BEGIN")
+                try:
+                    return fn(conn, *args)
+                finally:
+                    conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise spool_error("queue database query failed", exc) from exc
 
-        return await self._on_worker(run)
+        return await self._on_reader(run)
 
     # -- group commit ---------------------------------------------------------------
 
-    async def _submit(self, op: _Op) -> None:
+    async def _submit(self, op: Op) -> None:
         self._ops.append(op)
         self._wakeup.set()
         await op.future
@@ -374,115 +458,65 @@ class EmbeddedSpool:
                 taken = self._ops[:MAX_COMMIT_BATCH]
                 del self._ops[:MAX_COMMIT_BATCH]
                 batch = [op for op in taken if self._still_wanted(op)]
-                if not batch:
-                    continue
-                try:
-                    outcomes = await self._on_worker(self._commit_batch, batch)
-                except Exception as exc:  # a bug, or the executor is gone: fail the batch
-                    log.exception("spool commit failed unexpectedly")
-                    outcomes = [spool_error("spool commit failed", exc)] * len(batch)
-                for op, outcome in zip(batch, outcomes, strict=True):
-                    if isinstance(op, _Put):
-                        failed = outcome is not None
-                        op.writer.state = WriterState.FAILED if failed else WriterState.COMMITTED
-                    if op.future.done():
-                        continue
-                    if outcome is None:
-                        op.future.set_result(None)
-                    else:  # one instance per waiter: tracebacks are per raise
-                        err = SpoolError(*outcome.args)
-                        err.__cause__ = outcome.__cause__
-                        op.future.set_exception(err)
+                if batch:
+                    await self._commit(batch)
             if self._closing:
                 return
 
+    async def _commit(self, batch: list[Op]) -> None:
+        try:
+            result = await self._on_worker(self._commit_batch, batch)
+        except Exception as exc:  # a bug, or the executor is gone: fail the batch
+            log.exception("spool commit failed unexpectedly")
+            err = spool_error("spool commit failed", exc)
+            outcomes: list[SpoolError | None] = [err] * len(batch)
+            for op in batch:  # open() removes any body file this leaves behind
+                if isinstance(op, Put):
+                    op.writer.discard()
+            unlink: list[Path] = []
+        else:
+            outcomes, unlink = result.outcomes, result.unlink
+        for op, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(op, Put):
+                op.writer.settle(outcome is None)
+            if op.future.done():
+                continue
+            if outcome is None:
+                op.future.set_result(None)
+            else:  # one instance per waiter: tracebacks are per raise
+                err = SpoolError(*outcome.args)
+                err.__cause__ = outcome.__cause__
+                op.future.set_exception(err)
+        if unlink and self._file_pool is not None:
+            self._file_pool.submit(_unlink_bodies, unlink)
+
+    def _commit_batch(self, batch: list[Op]) -> Any:
+        """Writer thread: the whole batch in one transaction (see ``_commit``)."""
+        half = self._committer_half
+        if half is None:
+            raise SpoolError("spool is closed")
+        result = half.commit(batch)
+        if result.committed:
+            self.commit_batches += 1
+            self.committed_ops += sum(1 for outcome in result.outcomes if outcome is None)
+        return result
+
     @staticmethod
-    def _still_wanted(op: _Op) -> bool:
+    def _still_wanted(op: Op) -> bool:
         """Drop puts whose caller was cancelled before commit: no 250 was sent."""
         if op.future.cancelled():
-            if isinstance(op, _Put):
+            if isinstance(op, Put):
                 op.writer.discard()
             return False
         return True
 
-    def _commit_batch(self, batch: list[_Op]) -> list[SpoolError | None]:
-        """Worker thread: make a whole batch durable with one fsync per dir and one commit."""
-        outcomes: list[SpoolError | None] = [None] * len(batch)
-        renamed: list[tuple[int, Path]] = []
-        for i, op in enumerate(batch):
-            if not isinstance(op, _Put):
-                continue
-            target = self.msg_dir / op.writer.queue_id
-            try:
-                op.writer.finish()  # flush + fsync + close
-                os.rename(op.writer.path, target)
-            except (OSError, SpoolError) as exc:
-                outcomes[i] = (
-                    exc
-                    if isinstance(exc, SpoolError)
-                    else spool_error(f"{op.writer.queue_id}: cannot store body", exc)
-                )
-                op.writer.discard()
-                continue
-            renamed.append((i, target))
-        if renamed:
-            try:
-                fsync_dir(self.msg_dir)
-                fsync_dir(self.tmp_dir)
-            except OSError as exc:
-                err = spool_error("cannot sync spool directory", exc)
-                self._unlink_bodies(renamed, outcomes, err)
-        live = [i for i, outcome in enumerate(outcomes) if outcome is None]
-        if not live:
-            return outcomes
-        removed: list[str] = []
-        conn = self._conn
-        try:
-            if conn is None:
-                raise sqlite3.OperationalError("database is closed")
-            conn.execute("BEGIN IMMEDIATE")
-            for i in live:
-                op = batch[i]
-                if isinstance(op, _Put):
-                    try:
-                        _db.insert(conn, op.row, op.recipients)
-                    except sqlite3.IntegrityError as exc:  # statement rolled back only
-                        outcomes[i] = spool_error(f"{op.writer.queue_id}: duplicate id", exc)
-                elif isinstance(op, _Update):
-                    if not _db.update(
-                        conn, op.queue_id, op.next_attempt, op.attempts, op.pending, op.states
-                    ):
-                        outcomes[i] = SpoolError(f"{op.queue_id}: no such message")
-                else:
-                    _db.delete(conn, op.queue_id)
-                    removed.append(op.queue_id)
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                if conn is not None and conn.in_transaction:
-                    conn.execute("ROLLBACK")
-            err = spool_error("cannot commit to the queue database", exc)
-            for i in live:
-                outcomes[i] = err
-            self._unlink_bodies(renamed, outcomes, err)
-            return outcomes
-        self.commit_batches += 1
-        self.committed_ops += len(live)
-        for qid in removed:  # row is gone for good; a body left over is removed by open()
-            with contextlib.suppress(FileNotFoundError):
-                try:
-                    os.unlink(self.msg_dir / qid)
-                except OSError as exc:
-                    log.warning("%s: cannot remove body file: %s", qid, exc)
-        return outcomes
 
-    @staticmethod
-    def _unlink_bodies(
-        renamed: list[tuple[int, Path]], outcomes: list[SpoolError | None], err: SpoolError
-    ) -> None:
-        """Undo renames of a failed batch so no body without a committed row is left."""
-        for i, path in renamed:
-            outcomes[i] = err
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-        renamed.clear()
+def _unlink_bodies(paths: list[Path]) -> None:
+    """File thread: remove body files whose rows are gone for good."""
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # left for open() to remove
+            log.warning("%s: cannot remove body file: %s", path.name, exc)

@@ -3,12 +3,26 @@
 Separate from storage (DESIGN "spool" seam): it only uses the ``SpoolStore`` protocol
 and a ``DeliveryAgent``, so the same runner drives the embedded and a shared backend.
 
-Loop: fetch ``due(now)``, start one task per message up to ``config.concurrency``,
-then sleep until the earliest future ``next_attempt`` (at most ``MAX_IDLE_SLEEP``, so
-a missed wake-up costs seconds, not hours) or until ``kick()`` — the server calls it
-after every accepted message, so fresh mail goes out at once rather than on the next
-poll.  At start-up the first fetch naturally returns everything left from before a
-restart: every acknowledged, undelivered message is retried.
+Loop: fetch ``due(now + MAX_IDLE_SLEEP)`` — one query gives both the messages due now
+and the earliest next due time — and start one task per due message up to
+``config.concurrency``; the rest of the fetch (up to ``FETCH_AHEAD`` times the
+concurrency) waits in memory and a finishing task starts the next one directly, so a
+backlog costs one query per ``FETCH_AHEAD * concurrency`` deliveries, not two per
+delivery.  Then sleep until the earliest future ``next_attempt`` (at most
+``MAX_IDLE_SLEEP``, so a missed wake-up costs seconds, not hours) or until ``kick()``.
+At start-up the first fetch naturally returns everything left from before a restart:
+every acknowledged, undelivered message is retried.
+
+**Fresh mail** skips the queue scan: the server calls ``offer(message, body)`` right
+after ``put`` returns, with the ``SpooledMessage`` it returned and
+``writer.body_bytes()``.  If a delivery slot is free the attempt starts at once from
+memory — no ``due``, ``load`` or ``read_body`` round trip (``body`` None: one
+``read_body``); otherwise ``offer`` is a ``kick()`` and the message is found by the next
+scan, in due order.  A message is never attempted twice at once: ``_inflight`` holds
+the ids being attempted, fetched-but-waiting ones are in ``_ready``, and a scan ignores
+every id whose attempt *finished while the scan's query ran* (its snapshot may predate
+the attempt's ``update``/``remove``).  So ``offer`` racing a scan, in any order, ends in
+one attempt — also with a store whose reads are not ordered after its commits.
 
 One attempt, per message (RFC 5321 §4.5.4.1 retry strategy):
 
@@ -48,6 +62,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 from mailwright.config import DeliveryConfig
@@ -68,6 +83,9 @@ log = logging.getLogger("mailwright.spool.scheduler")
 
 # Longest sleep between queue scans, even when nothing seems due.
 MAX_IDLE_SLEEP = 30.0
+# A scan fetches up to this many times ``concurrency`` due messages: the ones that do
+# not fit into free slots wait in memory, so a backlog is not re-queried per delivery.
+FETCH_AHEAD = 4
 # Retry delays get up to this fraction added at random.
 JITTER_FRACTION = 0.1
 # After a store error, wait this long before touching the queue again.
@@ -128,7 +146,11 @@ class QueueRunner:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._inflight: set[str] = set()
-        self._more_due = False  # a fetch was cut short: refill when a slot frees up
+        # Fetched, due, not yet started (in due order); started as slots free up.
+        self._ready: OrderedDict[str, SpooledMessage] = OrderedDict()
+        # While a scan's query runs: ids whose attempt finished meanwhile (stale in it).
+        self._finished: set[str] | None = None
+        self._more_due = False  # the queue may hold due messages not fetched yet
         self._paused_until = 0.0
         self._stopping = False
         self._running = False
@@ -138,8 +160,34 @@ class QueueRunner:
     # -- control -----------------------------------------------------------------------
 
     def kick(self) -> None:
-        """Look at the queue now (call from the event loop thread after each put)."""
+        """Look at the queue now (call from the event loop thread)."""
         self._wake.set()
+
+    def offer(self, message: SpooledMessage, body: bytes | None = None) -> None:
+        """A message was just stored: deliver it now if a slot is free, else ``kick()``.
+
+        Call from the event loop thread right after ``put`` returned ``message``;
+        ``body`` is ``writer.body_bytes()`` (None: read it from the store).  The runner
+        works on its own copy of ``message``.  Never starts a second attempt of a
+        message already being attempted or waiting in the fetched backlog.
+        """
+        qid = message.queue_id
+        if qid in self._inflight:
+            return
+        now = self._clock()
+        if (
+            not self._running
+            or self._stopping
+            or len(self._tasks) >= self._config.concurrency
+            or now < self._paused_until
+            or message.next_attempt > now
+            or not message.pending
+        ):
+            if qid not in self._ready:
+                self._wake.set()
+            return
+        self._ready.pop(qid, None)
+        self._start(_copy(message), body)
 
     async def run(self) -> None:
         """Deliver until ``stop()``: fill free slots, then sleep until due or kicked."""
@@ -205,62 +253,91 @@ class QueueRunner:
         now = self._clock()
         if now < self._paused_until:
             return self._paused_until - now
-        free = self._config.concurrency - len(self._tasks)
+        concurrency = self._config.concurrency
+        self._start_ready()
+        if self._stopping or self._ready or len(self._tasks) >= concurrency:
+            self._more_due = True  # a finishing task starts the backlog or wakes us
+            return self._backlog_sleep()
+        limit = concurrency * FETCH_AHEAD + len(self._inflight)
+        finished: set[str] = set()
+        self._finished = finished
         try:
-            if free > 0:
-                limit = free + len(self._inflight)
-                batch = await self._store.due(now, limit)
-                self._more_due = len(batch) >= limit
-                for message in batch:
-                    if self._stopping or len(self._tasks) >= self._config.concurrency:
-                        break
-                    if message.queue_id not in self._inflight:
-                        self._start(message)
-            if len(self._tasks) >= self._config.concurrency:
-                self._more_due = True
-                return MAX_IDLE_SLEEP  # a finishing task wakes us
-            now = self._clock()
-            upcoming = await self._store.due(now + MAX_IDLE_SLEEP, len(self._inflight) + 1)
+            batch = await self._store.due(now + MAX_IDLE_SLEEP, limit)
         except SpoolError as exc:
             log.error("queue scan failed, pausing %.0f s: %s", STORE_ERROR_PAUSE, exc)
             self._paused_until = self._clock() + STORE_ERROR_PAUSE
             return STORE_ERROR_PAUSE
-        times = [m.next_attempt for m in upcoming if m.queue_id not in self._inflight]
-        return min(times) - now if times else MAX_IDLE_SLEEP
+        finally:
+            self._finished = None
+        upcoming: float | None = None
+        for message in batch:  # earliest due first
+            qid = message.queue_id
+            if message.next_attempt > now:
+                upcoming = message.next_attempt
+                break
+            if qid not in self._inflight and qid not in finished and qid not in self._ready:
+                self._ready[qid] = message
+        self._more_due = len(batch) >= limit and upcoming is None
+        self._start_ready()
+        if self._ready:
+            self._more_due = True
+            return self._backlog_sleep()
+        if upcoming is None:
+            return MAX_IDLE_SLEEP
+        return upcoming - self._clock()
 
-    def _start(self, message: SpooledMessage) -> None:
-        self._inflight.add(message.queue_id)
-        task = asyncio.create_task(self._process(message), name=f"deliver-{message.queue_id}")
+    def _backlog_sleep(self) -> float:
+        """Sleep while every slot is busy: a finishing task wakes us, or the pause ends
+        (an attempt may pause the runner while the scan's query runs)."""
+        pause = self._paused_until - self._clock()
+        return pause if pause > 0 else MAX_IDLE_SLEEP
+
+    def _start_ready(self) -> None:
+        """Start fetched messages while slots are free."""
+        if self._stopping or self._clock() < self._paused_until:
+            return
+        while self._ready and len(self._tasks) < self._config.concurrency:
+            _, message = self._ready.popitem(last=False)
+            self._start(message)
+
+    def _start(self, message: SpooledMessage, body: bytes | None = None) -> None:
+        qid = message.queue_id
+        self._inflight.add(qid)
+        task = asyncio.create_task(self._process(message, body), name=f"deliver-{qid}")
         self._tasks.add(task)
 
         def done(t: asyncio.Task[None]) -> None:
             self._tasks.discard(t)
-            self._inflight.discard(message.queue_id)
-            if self._more_due:
+            self._inflight.discard(qid)
+            if self._finished is not None:
+                self._finished.add(qid)
+            if self._ready:
+                self._start_ready()
+            elif self._more_due:
                 self._wake.set()
 
         task.add_done_callback(done)
 
     # -- one attempt ------------------------------------------------------------------
 
-    async def _process(self, message: SpooledMessage) -> None:
+    async def _process(self, message: SpooledMessage, body: bytes | None = None) -> None:
         try:
-            await self._attempt(message)
+            await self._attempt(message, body)
         except asyncio.CancelledError:
             raise
         except Exception:  # never let one message kill the runner; it stays PENDING
             log.exception("%s: unexpected error during delivery", message.queue_id)
             self._paused_until = self._clock() + STORE_ERROR_PAUSE
 
-    async def _attempt(self, message: SpooledMessage) -> None:
+    async def _attempt(self, message: SpooledMessage, body: bytes | None = None) -> None:
         qid = message.queue_id
         pending = message.pending
-        body: bytes | None = None
         results: dict[str, DeliveryResult] = {}
         fallback = DeliveryResult(AGENT_FAILED)
         if pending:
             try:
-                body = await self._store.read_body(qid)
+                if body is None:
+                    body = await self._store.read_body(qid)
             except SpoolError as exc:
                 log.error("%s: %s", qid, exc)
                 fallback = DeliveryResult(BODY_UNREADABLE, str(exc))
@@ -378,7 +455,7 @@ class QueueRunner:
             return False
         self.bounces_sent += 1
         log.info("%s: sender non-delivery notification: %s", qid, bounce.queue_id)
-        self.kick()
+        self.offer(bounce, data)
         return True
 
     def _emit(
@@ -390,3 +467,19 @@ class QueueRunner:
             self._on_event(kind, message, address, result)
         except Exception:
             log.exception("on_event callback failed for %s %s", kind, message.queue_id)
+
+
+def _copy(message: SpooledMessage) -> SpooledMessage:
+    """An independent copy: an attempt mutates the recipients' state."""
+    return SpooledMessage(
+        queue_id=message.queue_id,
+        envelope=message.envelope,
+        size=message.size,
+        received_at=message.received_at,
+        next_attempt=message.next_attempt,
+        attempts=message.attempts,
+        recipients=[
+            RecipientState(s.recipient, s.status, s.attempts, s.last_reply)
+            for s in message.recipients
+        ],
+    )

@@ -5,11 +5,17 @@ Contract (every backend keeps it):
 * ``new_message()`` allocates a queue id and a *temporary* body that the session
   writes into as DATA/BDAT arrives.  Nothing about it is durable or visible to
   ``due``/``iterate`` yet.
-* ``await put(writer, envelope)`` makes body and envelope durable (file and directory
-  fsynced, metadata committed) and only then returns.  The server sends 250 after it
+* ``await put(writer, envelope)`` makes body and envelope durable (a body file and
+  its directory fsynced, or the body committed in the same database transaction as
+  the envelope) and only then returns.  The server sends 250 after it
   returns and never before (DESIGN principle 3).  If it raises ``SpoolError`` the
   server answers 451 4.3.0 and the temporary body is gone.  Concurrent ``put`` calls
   share fsyncs and commits (group commit).
+* ``writer.body_bytes()`` (once ``put`` returned) is the stored body when the backend
+  holds it in memory anyway (the embedded store: bodies up to ``INLINE_BODY_MAX``),
+  else None.  The server passes it with the ``SpooledMessage`` that ``put`` returned to
+  ``QueueRunner.offer``, which can then deliver fresh mail without reading it back;
+  None costs one ``read_body``.  The bytes are exactly what ``read_body`` returns.
 * ``writer.abort()`` discards a temporary body (client vanished, size exceeded,
   smuggling).  A crash before ``put`` returns leaves at most a temporary file that
   ``open`` removes at start-up: nothing half-written survives a restart.
@@ -40,6 +46,9 @@ class MessageWriter(Protocol):
 
     def abort(self) -> None:
         """Discard the temporary body.  Idempotent."""
+
+    def body_bytes(self) -> bytes | None:
+        """After ``put``: the stored body if the backend kept it in memory, else None."""
 
 
 class SpoolStore(Protocol):
