@@ -62,6 +62,10 @@ class ListenerConfig(_Frozen):
     require_auth: bool | None = None
     # None = the role's default (on for submission roles).
     sender_login_match: bool | None = None
+    # Also require every From: header address to belong to the authenticated user
+    # (553 5.7.1 at the end of DATA).  Off by default: mailing-list software and
+    # "send as" delegation legitimately differ.
+    from_header_match: bool = False
 
     @property
     def implicit_tls(self) -> bool:

@@ -21,6 +21,7 @@ from helpers.secure import (
     PASSWORD,
     client_context,
     connect,
+    listeners,
     login,
     secure_extra,
     wait_for_log,
@@ -197,3 +198,47 @@ def test_smtplib_login_is_not_slowed_by_an_unusable_cram_md5(make_server):
         [auth] = [line for line in c.ehlo().lines if line.startswith("AUTH ")]
         assert "CRAM-MD5" in auth.split()
         assert c.sasl("CRAM-MD5", BOB, PASSWORD).code == 235
+
+
+def _from_checking_server(make_server):
+    return make_server(
+        extra=secure_extra(listener=listeners(submission={"from_header_match": True})),
+        prepare=write_users,
+    )
+
+
+def _send_with_from(server, header_from: str) -> tuple[int, str]:
+    smtp = smtplib_login(server)
+    try:
+        smtp.mail(ALICE)
+        code, text = smtp.rcpt(BOB)
+        assert code == 250, text
+        body = f"From: {header_from}\r\nSubject: from check\r\n\r\nhello\r\n"
+        code, reply = smtp.data(body.encode())
+        return code, reply.decode()
+    finally:
+        smtp.quit()
+
+
+def test_from_header_mismatch_553(make_server):
+    """Regression: with from_header_match on, a user cannot put another user's address
+    in From: even with its own envelope sender (553 5.7.1 at the end of DATA)."""
+    server = _from_checking_server(make_server)
+    code, text = _send_with_from(server, f"Bob <{BOB}>")
+    assert (code, text.split()[0]) == (553, "5.7.1"), text
+    time.sleep(0.3)
+    assert server.message_files(EXAMPLE, "bob") == []
+
+
+def test_from_header_with_own_alias_is_accepted(make_server):
+    server = _from_checking_server(make_server)
+    code, text = _send_with_from(server, f'"Alice" <{ALICE_ALIAS}>')
+    assert code == 250, text
+    [msg] = server.maildir_messages(EXAMPLE, "bob")
+    assert b"Subject: from check" in msg
+
+
+def test_from_header_not_checked_by_default(make_server):
+    server = secure_server(make_server)
+    code, text = _send_with_from(server, f"Bob <{BOB}>")
+    assert code == 250, text

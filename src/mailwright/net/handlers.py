@@ -14,6 +14,11 @@ from typing import TYPE_CHECKING
 from mailwright.config import VrfyMode
 from mailwright.net.auth import offered_mechanisms
 from mailwright.net.received import protocol_name, received_header
+from mailwright.policy.builtin.from_header import (
+    R553_FROM_NOT_OWNED,
+    HeaderCollector,
+    check_from_header,
+)
 from mailwright.policy.pipeline import Stage
 from mailwright.policy.verdict import Accept, Continue, Disconnect, Reject, TempFail, Verdict
 from mailwright.smtp import (
@@ -71,6 +76,8 @@ class Handlers:
     def __init__(self, session: InboundSession) -> None:
         self.s = session
         self.writer: MessageWriter | None = None
+        # Set while a message streams in on a listener that checks From: headers.
+        self.from_headers: HeaderCollector | None = None
         self.dispatch: dict[type, Callable[[Event], Awaitable[Reply]]] = {
             Helo: self.helo,
             Ehlo: self.ehlo,
@@ -206,6 +213,7 @@ class Handlers:
     # -- message data --------------------------------------------------------------
 
     def abort_message(self) -> None:
+        self.from_headers = None
         if self.writer is not None:
             self.writer.abort()
             self.writer = None
@@ -233,6 +241,8 @@ class Handlers:
             )
             writer.write(header)
             self.writer = writer
+            if s.listener_config.from_header_match and s.ctx.auth_user is not None:
+                self.from_headers = HeaderCollector()
         return self.writer
 
     async def data(self, event: Event) -> Reply:
@@ -255,6 +265,9 @@ class Handlers:
             self.s.reject_reason = f"spool: {exc}"
             self.abort_message()
             self.s.store_failed = True
+            return
+        if self.from_headers is not None:  # created by _open_message, BDAT included
+            self.from_headers.feed(data)
 
     async def end_of_data(self, event: Event) -> Reply:
         assert isinstance(event, EndOfData)
@@ -289,6 +302,15 @@ class Handlers:
         if s.store_failed:
             s.store_failed = False
             return codes.R451_LOCAL_ERROR
+        if self.from_headers is not None:
+            collector, self.from_headers = self.from_headers, None
+            users = s.services.users
+            if users is not None and s.ctx.auth_user is not None:
+                problem = check_from_header(users, s.ctx.auth_user, collector.headers)
+                if problem is not None:
+                    self.abort_message()
+                    s.reject_reason = problem
+                    return R553_FROM_NOT_OWNED
         writer = self._open_message()
         self.writer = None
         envelope = self._envelope()
