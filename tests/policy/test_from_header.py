@@ -11,7 +11,10 @@ from mailwright.policy.builtin.from_header import (
     from_addresses,
 )
 
-MESSAGE = b"From: Alice <alice@example.test>, bob@example.test\r\nSubject: x\r\n\r\nFrom: body@x\r\n"
+MESSAGE = (
+    b"From: Alice <alice@example.test>, bob@example.test\r\n"
+    b"Subject: x\r\n\r\nFrom: body@x\r\n"
+)
 
 
 class Owners:
