@@ -139,10 +139,14 @@ class InboundSession(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.conn.receive_data(data)
-        if self.conn.buffered > MAX_PIPELINE_BUFFER and not self._reading_paused:
+        transport = self.transport
+        if (
+            transport is not None
+            and self.conn.buffered > MAX_PIPELINE_BUFFER
+            and not self._reading_paused
+        ):
             # Back-pressure through TCP instead of buffering without bound.
-            assert self.transport is not None
-            self.transport.pause_reading()
+            transport.pause_reading()
             self._reading_paused = True
         self.wake()
 
@@ -239,6 +243,16 @@ class InboundSession(asyncio.Protocol):
                 self.ctx.peer_ip,
                 {"messages": self.messages, "errors": self.errors},
             )
+            self._release_references()
+
+    def _release_references(self) -> None:
+        """Break the reference cycles a finished session sits in (transport <->
+        protocol, session <-> handlers), so it is freed by reference counting at once.
+        Left to the cycle collector, a dead TLS session kept its SSL object and the
+        transport's read buffer for a long while: RSS climbed under TLS load
+        (bench/tls_load.py found it)."""
+        self.transport = None
+        self.handlers.dispatch.clear()
 
     @property
     def _open(self) -> bool:
