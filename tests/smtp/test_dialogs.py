@@ -762,3 +762,11 @@ def test_error_replies_quoting_input_stay_short(mode: str, line: bytes) -> None:
     assert error.code in (501, 555)
     assert len(error.to_bytes()) <= 512  # RFC 5321 §4.5.3.1.5
     assert d.replies[-1] == codes.R250_OK
+
+
+def test_marker_bytes_are_not_mistaken_for_a_dropped_line(mode: str) -> None:
+    """Regression: a dropped over-long line used to be signalled in-band with the bytes
+    ``\\x00too-long``; a client sending exactly those got "line too long" instead of
+    the NUL refusal.  The signal is now a sentinel no input can equal."""
+    d = Driver(mode).feed(EHLO + b"\x00too-long\r\n" + lines("NOOP"))
+    assert d.replies[-2:] == [codes.R500_BAD_ENCODING, codes.R250_OK]

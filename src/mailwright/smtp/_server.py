@@ -69,6 +69,9 @@ class _Sentinel:
 NEED_DATA = _Sentinel("NEED_DATA")  # feed more bytes with receive_data()
 PAUSED = _Sentinel("PAUSED")  # a reply is owed (or the TLS handshake is)
 _GREETING = _Sentinel("GREETING")  # the owed "event" before the 220
+# A command line that was dropped while it arrived because it outgrew the limit.  A
+# sentinel, not marker bytes: no input a client sends can be mistaken for it.
+_LINE_TOO_LONG = _Sentinel("LINE_TOO_LONG")
 
 # Every extension the core knows how to parse.  RFC 2920, 1870, 6152, 6531, 2034, 3030,
 # 3461; BINARYMIME (RFC 3030 §3) rides on CHUNKING.
@@ -191,14 +194,20 @@ class ServerConnection:
         event = self._parse(line)
         if isinstance(event, Bdat):
             return self._start_bdat(event)
-        if isinstance(event, CommandError) and line[:4].upper() == b"BDAT":
+        if (
+            isinstance(event, CommandError)
+            and isinstance(line, bytes)
+            and line[:4].upper() == b"BDAT"
+        ):
             # No usable chunk size: we cannot know where the chunk ends, so we cannot
             # stay in step with the client (RFC 3030 §2).  Answer, then close.
             self._close_after_reply = True
         self._owed = event
         return event
 
-    def _read_line(self) -> bytes | None:
+    def _read_line(self) -> bytes | _Sentinel | None:
+        """The next line without its line end, ``_LINE_TOO_LONG`` for a line that was
+        dropped while it arrived, or None when no complete line is buffered."""
         buf = self._buf
         index = buf.find(b"\n")
         # RFC 4954 §4: AUTH (with an initial response) and SASL lines may be longer.
@@ -216,14 +225,15 @@ class ServerConnection:
             line = line[:-1]
         if self._discarding_line:
             self._discarding_line = False
-            return b"\x00too-long"
+            return _LINE_TOO_LONG
         return line
 
-    def _parse(self, line: bytes) -> Event:
+    def _parse(self, line: bytes | _Sentinel) -> Event:
         # A too-long line is reported without its text, whether it was dropped while
         # arriving (_read_line) or seen whole, so the event does not depend on reads.
-        if line == b"\x00too-long":
+        if line is _LINE_TOO_LONG:
             return CommandError(codes.R500_LINE_TOO_LONG)
+        assert isinstance(line, bytes)
         if self.state is State.AUTH:
             if len(line) + 2 > MAX_AUTH_LINE:
                 return CommandError(codes.R500_LINE_TOO_LONG)
