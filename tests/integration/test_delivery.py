@@ -349,3 +349,17 @@ def test_session_sends_several_messages(server):
             assert client.sendmail(SENDER, ["bob@example.test"], message(f"m{i}")) == {}
     messages = server.maildir_messages(EXAMPLE, "bob", count=3)
     assert sorted(m.split(b"Subject: ")[1][:2] for m in messages) == [b"m0", b"m1", b"m2"]
+
+
+def test_disconnect_line_counts_the_session_messages(server):
+    """The mail log's disconnect line says how many messages the session stored."""
+    with smtplib_client(server.host, server.port) as client:
+        client.ehlo()
+        for n in range(2):
+            assert client.sendmail(SENDER, ["bob@example.test"], message(f"count {n}")) == {}
+        client.quit()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and " disconnect " not in server.mail_log():
+        time.sleep(0.05)
+    [line] = [ln for ln in server.mail_log().splitlines() if " disconnect " in ln]
+    assert "messages=2" in line and "errors=0" in line, line

@@ -334,6 +334,7 @@ class Handlers:
             s.ctx.session_id,
             helo=s.ctx.helo,
         )
+        s.messages += 1
         s.services.on_queued(message, writer.body_bytes())
         return R(250, "2.0.0", f"Ok: queued as {message.queue_id}")
 

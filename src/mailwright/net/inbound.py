@@ -35,8 +35,13 @@ from mailwright.smtp import (
     Bdat,
     CommandError,
     ConnectionClosed,
+    Data,
     DataChunk,
+    Ehlo,
     EndOfData,
+    Helo,
+    MailFrom,
+    RcptTo,
     Reply,
     ServerConnection,
     State,
@@ -58,14 +63,16 @@ LINGER_SECONDS = 2.0
 # minute is plenty on today's links and frees the slot sooner.
 TLS_HANDSHAKE_TIMEOUT = 60.0
 
-_STAGE_OF = {
-    "MailFrom": "mail",
-    "RcptTo": "rcpt",
-    "Data": "data",
-    "EndOfData": "data",
-    "Bdat": "data",
-    "Helo": "helo",
-    "Ehlo": "helo",
+# The mail-log stage of a refused command (other commands log their own name).
+_STAGE_OF: dict[type, str] = {
+    MailFrom: "mail",
+    RcptTo: "rcpt",
+    Data: "data",
+    EndOfData: "data",
+    Bdat: "data",
+    Helo: "helo",
+    Ehlo: "helo",
+    CommandError: "command",
 }
 
 
@@ -350,18 +357,17 @@ class InboundSession(asyncio.Protocol):
                 self._log_rejection(event, reply)
                 reply = codes.R421_TOO_MANY_ERRORS
             self._log_rejection(event, reply)
-        elif isinstance(event, (EndOfData, Bdat)) and reply.text.startswith("Ok: queued"):
-            self.messages += 1
         self._out.append(self.conn.send(reply))
         if self.conn.buffered == 0 or self.conn.state is State.CLOSED or self.close_after_reply:
             self._flush()
 
     def _log_rejection(self, event: object, reply: Reply) -> None:
-        name = type(event).__name__ if event is not None else "connect"
-        stage = "command" if isinstance(event, CommandError) else _STAGE_OF.get(name, name.lower())
-        txn = self.conn.transaction
-        mail = txn.mail
-        rcpt = getattr(event, "address", None) if name == "RcptTo" else None
+        if event is None:
+            stage = "connect"
+        else:
+            stage = _STAGE_OF.get(type(event)) or type(event).__name__.lower()
+        mail = self.conn.transaction.mail
+        rcpt = event.address if isinstance(event, RcptTo) else None
         self.services.maillog.rejected(
             self.ctx.session_id,
             self.ctx.peer_ip,
