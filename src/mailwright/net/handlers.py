@@ -44,7 +44,6 @@ from mailwright.smtp import (
     StartTls,
     Vrfy,
     codes,
-    ehlo_reply,
 )
 from mailwright.spool.model import BodyType, Envelope, Recipient
 from mailwright.spool.store import MessageWriter, SpoolError
@@ -120,21 +119,16 @@ class Handlers:
         self.abort_message()
         s = self.s
         s.ctx.helo = event.domain
-        extensions = set(s.services.server_options.extensions)
+        extensions = s.services.server_options.extensions
         if s.starttls_available:
-            extensions.add("STARTTLS")
+            extensions = extensions | {"STARTTLS"}
         mechanisms = offered_mechanisms(s)
         if mechanisms:
-            extensions.add("AUTH")
+            extensions = extensions | {"AUTH"}
         # What we advertise is what the parser accepts (RFC 1869 §4: parameters of an
         # extension not offered are refused with 555).
-        s.conn.extensions = frozenset(extensions)
-        positive = ehlo_reply(
-            s.hostname,
-            extensions,
-            max_size=s.services.config.smtp.max_message_size,
-            auth_mechanisms=mechanisms,
-        )
+        s.conn.extensions = extensions
+        positive = s.services.ehlo_reply(extensions, tuple(mechanisms))
         return await self._stage(Stage.HELO, positive, event)
 
     async def mail(self, event: Event) -> Reply:

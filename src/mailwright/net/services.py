@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mailwright.accounts.directory import LocalDirectory
 from mailwright.accounts.users import UserStore
@@ -12,7 +12,7 @@ from mailwright.net.tls import TlsManager
 from mailwright.obs.maillog import MailLog
 from mailwright.policy.authguard import AuthGuard
 from mailwright.policy.pipeline import Pipeline
-from mailwright.smtp import DEFAULT_EXTENSIONS, ServerOptions
+from mailwright.smtp import DEFAULT_EXTENSIONS, Reply, ServerOptions, ehlo_reply
 from mailwright.spool.model import SpooledMessage
 from mailwright.spool.store import SpoolStore
 
@@ -32,11 +32,31 @@ class SessionServices:
     # reading back what was just written.
     on_queued: Callable[[SpooledMessage, bytes | None], None] = lambda message, body: None
 
-    @property
-    def server_options(self) -> ServerOptions:
+    # Built once from config (it was rebuilt on every connection and every EHLO).
+    server_options: ServerOptions = field(init=False)
+    _ehlo_replies: dict[tuple[frozenset[str], tuple[str, ...]], Reply] = field(
+        init=False, default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
         smtp = self.config.smtp
-        return ServerOptions(
+        self.server_options = ServerOptions(
             max_message_size=smtp.max_message_size,
             max_recipients=smtp.max_recipients,
             extensions=DEFAULT_EXTENSIONS,
         )
+
+    def ehlo_reply(self, extensions: frozenset[str], mechanisms: tuple[str, ...]) -> Reply:
+        """The 250 to EHLO for this set of extensions; a handful of distinct sets exist
+        (with or without STARTTLS and AUTH), so each is built once."""
+        key = (extensions, mechanisms)
+        reply = self._ehlo_replies.get(key)
+        if reply is None:
+            reply = ehlo_reply(
+                self.config.smtp.hostname,
+                extensions,
+                max_size=self.config.smtp.max_message_size,
+                auth_mechanisms=mechanisms,
+            )
+            self._ehlo_replies[key] = reply
+        return reply
