@@ -9,6 +9,10 @@ Nothing else constructs services; components receive exactly what they need
    an acknowledged message is already durable in the spool);
 3. stop the queue runner (in-flight deliveries finish or are retried after restart);
 4. close the spool and the logs.
+
+The queue runner runs in a delivery worker process by default (``delivery.worker``,
+``mailwright.workerproc``), built by the same ``build_queue_runner`` as the in-process
+one; step 3 then closes the worker's pipe and waits for it.
 """
 
 from __future__ import annotations
@@ -38,7 +42,9 @@ from mailwright.policy.builtin.submission import RequireAuth, SenderLoginMatch
 from mailwright.policy.pipeline import Pipeline, Stage
 from mailwright.spool.embedded import EmbeddedSpool
 from mailwright.spool.model import SpooledMessage
-from mailwright.spool.scheduler import QueueRunner
+from mailwright.spool.runnerlock import RunnerLock
+from mailwright.spool.scheduler import EventCallback, QueueRunner
+from mailwright.supervisor import DeliveryWorker
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +81,50 @@ def build_pipeline(config: Config, directory: LocalDirectory, users: UserStore) 
     return pipeline
 
 
+def delivery_logger(maillog: MailLog) -> EventCallback:
+    """The queue runner's ``on_event``: one mail-log line per recipient outcome."""
+
+    def log_delivery(
+        kind: str, message: SpooledMessage, address: str, result: DeliveryResult
+    ) -> None:
+        if kind == "delivered":
+            maillog.delivered(message.queue_id, address, result.reply)
+        elif kind == "deferred":
+            maillog.deferred(message.queue_id, address, result.reply, message.next_attempt)
+        elif kind == "bounced":
+            maillog.bounced(message.queue_id, address, result.reply)
+        elif kind == "expired":
+            maillog.expired(message.queue_id, address)
+
+    return log_delivery
+
+
+def build_directory(config: Config) -> LocalDirectory:
+    return LocalDirectory(config.domains, config.delivery.recipient_delimiter)
+
+
+def build_queue_runner(
+    config: Config, spool: EmbeddedSpool, maillog: MailLog, directory: LocalDirectory
+) -> tuple[QueueRunner, LocalDeliveryAgent]:
+    """The queue runner and its local agent: in the server, or in the delivery worker."""
+    local_agent = LocalDeliveryAgent(directory, mail_root(config.data_dir), config.smtp.hostname)
+    runner = QueueRunner(
+        spool,
+        Router(directory, local_agent),
+        config.delivery,
+        on_event=delivery_logger(maillog),
+        reporting_mta=config.smtp.hostname,
+    )
+    return runner, local_agent
+
+
+async def flush_periodically(maillog: MailLog, interval: float) -> None:
+    """Write the buffered mail log every ``interval`` seconds (``log.flush_interval``)."""
+    while True:
+        await asyncio.sleep(interval)
+        maillog.flush()
+
+
 def load_tls(config: Config) -> TlsManager | None:
     """The TLS manager, or None when TLS is off (no certificate, self_signed false)."""
     if not config.tls.enabled:
@@ -90,6 +140,8 @@ class App:
         self.announce = announce
         self.listeners: list[Listener] = []
         self._stop = asyncio.Event()
+        self.runner: QueueRunner | None = None  # the in-process runner (worker off)
+        self.worker: DeliveryWorker | None = None  # the delivery worker (worker on)
         self._runner_task: asyncio.Task[None] | None = None
         self._flush_task: asyncio.Task[None] | None = None
 
@@ -99,31 +151,34 @@ class App:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.maillog = MailLog.from_config(config.log, config.data_dir)
         self.spool = EmbeddedSpool(config.data_dir)
+        # Recovery and queue running exclude every other runner (see runnerlock); with
+        # a worker the lock passes to it once the spool is recovered.
+        self.runner_lock = RunnerLock(self.spool.root)
+        await asyncio.to_thread(self.runner_lock.acquire)
         await self.spool.open()
-        self.directory = LocalDirectory(config.domains, config.delivery.recipient_delimiter)
+        self.directory = build_directory(config)
         if config.domains and self.directory.resolve("postmaster") is None:
             # RFC 5321 §4.5.1: every SMTP server must accept mail for postmaster.
             self.announce(
                 "mailwright: warning: no mailbox receives postmaster mail; add a "
                 f"postmaster mailbox or alias (or a catch-all) to {config.domains[0].name}"
             )
-        local_agent = LocalDeliveryAgent(
-            self.directory, mail_root(config.data_dir), config.smtp.hostname
-        )
+        runner, local_agent = build_queue_runner(config, self.spool, self.maillog, self.directory)
+        # Create the Maildirs now, also with a worker: a permission problem is then
+        # reported at start-up, not by a worker that keeps failing.
         await asyncio.to_thread(local_agent.ensure_all)
+        if config.delivery.worker:
+            self.worker = DeliveryWorker(config, announce=self.announce)
+            on_queued: Callable[..., None] = self.worker.notify
+        else:
+            self.runner = runner
+            on_queued = runner.offer
         self.tls = load_tls(config)
         if self.tls is not None:
             for line in self.tls.certificate_summary():
                 self.announce(f"mailwright: certificate {line}")
         self.users = UserStore.in_data_dir(config.data_dir)
         abuse = config.abuse
-        self.runner = QueueRunner(
-            self.spool,
-            Router(self.directory, local_agent),
-            config.delivery,
-            on_event=self._log_delivery,
-            reporting_mta=config.smtp.hostname,
-        )
         services = SessionServices(
             config=config,
             pipeline=build_pipeline(config, self.directory, self.users),
@@ -139,7 +194,7 @@ class App:
             ),
             tls=self.tls,
             users=self.users,
-            on_queued=self.runner.offer,
+            on_queued=on_queued,
         )
         limits = ConnectionLimits(config.smtp.max_connections, config.smtp.max_connections_per_ip)
         for listener_config in config.listeners:
@@ -156,29 +211,20 @@ class App:
                     f"mailwright: warning: {listener_config.address}:{listener.port} offers "
                     "AUTH without TLS; passwords can be read on the network"
                 )
-        self.announce(f"mailwright: data in {config.data_dir.resolve()}")
         drop_privileges(config.process, config.data_dir)
         loop = asyncio.get_running_loop()
-        self._runner_task = loop.create_task(self.runner.run())
+        if self.worker is not None:
+            # Started after the privilege drop: the worker runs as the mail user too.
+            self.runner_lock.release()
+            await self.worker.start()
+            self.announce(f"mailwright: delivery worker pid {self.worker.pid}")
+        elif self.runner is not None:
+            self._runner_task = loop.create_task(self.runner.run())
         if self.maillog.buffered:
-            self._flush_task = loop.create_task(self._flush_log(config.log.flush_interval))
-
-    async def _flush_log(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            self.maillog.flush()
-
-    def _log_delivery(
-        self, kind: str, message: SpooledMessage, address: str, result: DeliveryResult
-    ) -> None:
-        if kind == "delivered":
-            self.maillog.delivered(message.queue_id, address, result.reply)
-        elif kind == "deferred":
-            self.maillog.deferred(message.queue_id, address, result.reply, message.next_attempt)
-        elif kind == "bounced":
-            self.maillog.bounced(message.queue_id, address, result.reply)
-        elif kind == "expired":
-            self.maillog.expired(message.queue_id, address)
+            interval = config.log.flush_interval
+            self._flush_task = loop.create_task(flush_periodically(self.maillog, interval))
+        # Last: tests and scripts take this line to mean "fully started".
+        self.announce(f"mailwright: data in {config.data_dir.resolve()}")
 
     def reload(self) -> None:
         """SIGHUP: re-read certificates; on error keep serving the old ones."""
@@ -201,13 +247,17 @@ class App:
         await asyncio.gather(
             *(listener.drain(self.config.smtp.shutdown_grace) for listener in self.listeners)
         )
-        await self.runner.stop()
+        if self.worker is not None:
+            await self.worker.stop()
+        if self.runner is not None:
+            await self.runner.stop()
         if self._runner_task is not None:
             await asyncio.gather(self._runner_task, return_exceptions=True)
         await self.spool.close()
         if self._flush_task is not None:
             self._flush_task.cancel()
         self.maillog.close()
+        self.runner_lock.release()
 
     async def serve(self) -> None:
         """Start, run until SIGTERM/SIGINT, then shut down in stages."""

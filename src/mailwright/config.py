@@ -175,6 +175,14 @@ class DeliveryConfig(_Frozen):
     # Postfix's maximal_queue_lifetime default is 5 days.
     max_queue_lifetime: Annotated[float, Field(gt=0)] = 5 * 24 * 3600.0
     concurrency: Annotated[int, Field(gt=0)] = 16
+    # Run the queue runner in its own process (``mailwright.workerproc``), as Postfix
+    # runs its queue manager and delivery agents apart from smtpd: delivery work then
+    # never takes the acceptor's CPU or interpreter lock.  False runs it inside the
+    # server process (fewer processes; used by in-process tests).
+    worker: bool = True
+    # The worker's nice increment (0-19): under a burst, acknowledging mail comes
+    # before delivering it; the backlog is delivered as soon as CPU is free.
+    worker_nice: Annotated[int, Field(ge=0, le=19)] = 10
 
     @field_validator("recipient_delimiter")
     @classmethod

@@ -79,8 +79,14 @@ def config_dict(
     }
 
 
-def build_config(data_dir: Path, **kwargs: Any) -> Config:
-    return parse_config(config_dict(data_dir, **kwargs))
+def build_config(data_dir: Path, *, worker: bool = False, **kwargs: Any) -> Config:
+    """The test configuration for an in-process server.  The queue runner runs in the
+    test's process (``delivery.worker`` false) unless ``worker`` is set or ``extra``
+    says otherwise: a worker process per server would double the suite's time.  Every
+    subprocess server runs the default, a delivery worker."""
+    doc = config_dict(data_dir, **kwargs)
+    doc["delivery"] = {"worker": worker, **doc.get("delivery", {})}
+    return parse_config(doc)
 
 
 # -- TOML (tomllib only reads; our documents are simple enough to write by hand) ------

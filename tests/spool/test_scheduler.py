@@ -325,6 +325,22 @@ def test_recovery_after_restart(tmp_path: Path, clock: Clock) -> None:
     run(after_restart())
 
 
+def test_stop_before_the_run_task_started_still_ends_it(tmp_path: Path) -> None:
+    """A server stopped right after start: stop() runs before run() was first
+    scheduled.  run() must then return at once instead of idling forever."""
+
+    async def main() -> None:
+        store = EmbeddedSpool(tmp_path)
+        runner = QueueRunner(store, FakeAgent(), DeliveryConfig())
+        await store.open()
+        task = asyncio.create_task(runner.run())
+        await runner.stop()  # the task has not run a single step yet
+        await asyncio.wait_for(task, timeout=1)
+        await store.close()
+
+    run(main())
+
+
 def test_run_kick_concurrency_and_stop(tmp_path: Path) -> None:
     agent = FakeAgent(delay=0.05)
     config = DeliveryConfig(retry_initial=60, concurrency=3)

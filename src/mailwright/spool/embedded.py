@@ -142,8 +142,17 @@ class RecoveryReport:
 class EmbeddedSpool:
     """``SpoolStore`` on SQLite and local files.  See the module docstring."""
 
-    def __init__(self, data_dir: Path | str, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        data_dir: Path | str,
+        *,
+        clock: Callable[[], float] = time.time,
+        recover: bool = True,
+    ) -> None:
         self.root = Path(data_dir) / SPOOL_DIR
+        # False in a second process on the same spool (the delivery worker): only the
+        # server, before it accepts mail, may treat tmp/ and row-less bodies as debris.
+        self._recover = recover
         self.tmp_dir = self.root / TMP_DIR
         self.msg_dir = self.root / MSG_DIR
         self.db_path = self.root / DB_FILE
@@ -238,6 +247,8 @@ class EmbeddedSpool:
             raise spool_error(f"cannot open spool {self.root}", exc) from exc
         self._committer_half = BatchCommitter(self._conn, self.msg_dir, self._fsync_pool)
         report = RecoveryReport()
+        if not self._recover:
+            return report
         try:
             for entry in os.scandir(self.tmp_dir):
                 os.unlink(entry.path)

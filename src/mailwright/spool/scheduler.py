@@ -193,7 +193,9 @@ class QueueRunner:
         """Deliver until ``stop()``: fill free slots, then sleep until due or kicked."""
         if self._running:
             raise RuntimeError("QueueRunner.run() is already running")
-        self._running, self._stopping = True, False
+        # ``_stopping`` is not reset: a stop() that came before the task first ran
+        # (a server stopped right after starting) must still end it.
+        self._running = True
         self._stopped.clear()
         try:
             while not self._stopping:

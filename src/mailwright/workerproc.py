@@ -1,0 +1,168 @@
+"""The delivery worker process: the queue runner, apart from the server that receives.
+
+Started by ``mailwright.supervisor.DeliveryWorker`` as ``python -m mailwright.workerproc
+<server pid>``; its standard input is the pipe described there (the pickled config,
+then one queue id per line, then end of file).  In order, the worker:
+
+1. asks the kernel to kill it when the server dies (``PR_SET_PDEATHSIG``, Linux), and
+   exits at once if the server is already gone;
+2. reads the config, lowers its CPU priority by ``delivery.worker_nice``;
+3. takes the spool's runner lock (``spool.runnerlock``): a worker of a previous server
+   that is still finishing, or another server on the same data folder, would otherwise
+   deliver the same messages;
+4. opens the spool *without* recovery (the server recovered it before starting us and
+   is writing to it now), builds the runner with ``app.build_queue_runner`` — the same
+   code as the in-process runner — and runs it, waking it for every line read;
+5. at end of file lets in-flight deliveries finish (``QueueRunner.stop``), closes the
+   spool and the mail log, and exits 0.
+
+SIGINT and SIGTERM are ignored: the server decides when delivery stops (see
+``supervisor``).  Exit status 1 with a one-line message on standard error when the
+pipe is broken or the spool cannot be opened; the server restarts the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import pickle
+import signal
+import sys
+from collections.abc import Callable
+
+from mailwright.config import Config
+from mailwright.supervisor import CONFIG_HEADER
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+STDIN_FD = 0
+READ_SIZE = 64 * 1024
+
+
+class WorkerError(Exception):
+    """The worker cannot run; the message is printed as one line."""
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """SIGKILL this process when the server dies, like an in-process runner would."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the server died before prctl took effect
+        raise SystemExit(0)
+
+
+def read_exactly(fd: int, size: int) -> bytes:
+    """``size`` bytes from ``fd`` with os.read: a buffered reader could take bytes of
+    the queue-id lines that follow, which the event loop reads from the same fd."""
+    chunks: list[bytes] = []
+    remaining = size
+    while remaining:
+        chunk = os.read(fd, remaining)
+        if not chunk:
+            raise WorkerError("the server closed the pipe before sending the configuration")
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_config(fd: int = STDIN_FD) -> Config:
+    (length,) = CONFIG_HEADER.unpack(read_exactly(fd, CONFIG_HEADER.size))
+    config = pickle.loads(read_exactly(fd, length))
+    if not isinstance(config, Config):
+        raise WorkerError(f"expected a Config on the pipe, got {type(config).__name__}")
+    return config
+
+
+class _Wakeups(asyncio.Protocol):
+    """Reads the queue-id lines: any data wakes the runner; end of file stops it."""
+
+    def __init__(self, kick: Callable[[], None], eof: asyncio.Event) -> None:
+        self._kick = kick
+        self._eof = eof
+
+    def data_received(self, data: bytes) -> None:
+        self._kick()  # sets an event: one queue scan however many lines arrived
+
+    def eof_received(self) -> bool:
+        self._eof.set()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof.set()
+
+
+async def run_worker(config: Config) -> None:
+    # Imported here: the composition root pulls in the whole server, which the
+    # checks before the event loop do not need.
+    from mailwright.app import build_directory, build_queue_runner, flush_periodically
+    from mailwright.obs.debuglog import setup_debug_log
+    from mailwright.obs.maillog import MailLog
+    from mailwright.spool.embedded import EmbeddedSpool
+    from mailwright.spool.runnerlock import RunnerLock
+    from mailwright.spool.store import SpoolError
+
+    setup_debug_log(config.log)
+    spool = EmbeddedSpool(config.data_dir, recover=False)
+    lock = RunnerLock(spool.root)
+    try:
+        await asyncio.to_thread(lock.acquire)
+        await spool.open()
+    except SpoolError as exc:
+        lock.release()
+        raise WorkerError(str(exc)) from exc
+    maillog = MailLog.from_config(config.log, config.data_dir)
+    runner, agent = build_queue_runner(config, spool, maillog, build_directory(config))
+    loop = asyncio.get_running_loop()
+    flusher = None
+    if maillog.buffered:
+        flusher = loop.create_task(flush_periodically(maillog, config.log.flush_interval))
+    try:
+        await asyncio.to_thread(agent.ensure_all)
+        eof = asyncio.Event()
+        # Kept referenced for the whole run: uvloop does not hold on to the file object,
+        # and a collected file object would close fd 0 under the transport.
+        pipe = open(STDIN_FD, "rb", buffering=0, closefd=False)  # noqa: SIM115
+        transport, _ = await loop.connect_read_pipe(lambda: _Wakeups(runner.kick, eof), pipe)
+        runner_task = loop.create_task(runner.run(), name="queue-runner")
+        await eof.wait()
+        transport.close()
+        await runner.stop()
+        await asyncio.gather(runner_task, return_exceptions=True)
+        pipe.close()
+    finally:
+        if flusher is not None:
+            flusher.cancel()
+        await spool.close()
+        maillog.close()
+        lock.release()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    try:
+        if len(args) != 1 or not args[0].isdigit():
+            raise WorkerError("usage: python -m mailwright.workerproc <server pid>")
+        die_with_parent(int(args[0]))
+        config = read_config()
+        with contextlib.suppress(OSError):  # not permitted: run at the same priority
+            os.nice(config.delivery.worker_nice)
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a default dependency on Linux
+            asyncio.run(run_worker(config))
+        else:
+            uvloop.run(run_worker(config))
+    except WorkerError as exc:
+        print(f"mailwright: delivery worker: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    except (OSError, pickle.UnpicklingError, EOFError) as exc:
+        print(f"mailwright: delivery worker: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

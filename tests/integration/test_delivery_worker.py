@@ -1,0 +1,185 @@
+"""The delivery worker process (``delivery.worker``, the default): it delivers what the
+server stores, is restarted when it dies, dies with the server, stops with it in order,
+and never runs beside a second queue runner on the same spool.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers.servers import EXAMPLE, InProcessServer, SubprocessServer, build_config
+from helpers.wire import message, queue_id_of, smtplib_client
+from mailwright.spool.runnerlock import RunnerLock, SpoolBusy
+
+SENDER = "sender@remote.test"
+WAIT = 10.0  # seconds any process change below may take
+
+
+def children_of(pid: int) -> list[int]:
+    """Pids whose parent is ``pid`` (from /proc; the worker is the server's child)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+def wait_until(predicate, timeout: float = WAIT) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def send(server, box: str = "alice", subject: str = "worker") -> str:
+    with smtplib_client(server.host, server.port) as client:
+        client.ehlo("client.test")
+        client.mail(SENDER)
+        client.rcpt(f"{box}@{EXAMPLE}")
+        code, reply = client.data(message(subject))
+    assert code == 250, reply
+    return queue_id_of(reply)
+
+
+@pytest.fixture
+def worker_server(tmp_path: Path):
+    server = InProcessServer(build_config(tmp_path / "data", worker=True)).start()
+    yield server
+    server.stop()
+
+
+def test_subprocess_server_delivers_through_its_worker_and_stops_in_order(
+    make_subprocess_server,
+):
+    server: SubprocessServer = make_subprocess_server()
+    assert server.proc is not None
+    workers = children_of(server.proc.pid)
+    assert len(workers) == 1, workers
+    with open(f"/proc/{workers[0]}/cmdline", "rb") as cmdline:
+        assert b"mailwright.workerproc" in cmdline.read()
+    qid = send(server)
+    assert len(server.maildir_messages(EXAMPLE, "alice")) == 1
+    assert server.terminate() == 0
+    assert wait_until(lambda: not alive(workers[0]))
+    log = server.mail_log()
+    assert f"{qid}: delivered" in log
+
+
+def test_worker_dies_with_a_sigkilled_server_and_mail_survives(make_subprocess_server):
+    server: SubprocessServer = make_subprocess_server()
+    assert server.proc is not None
+    (worker,) = children_of(server.proc.pid)
+    server.kill()
+    # PR_SET_PDEATHSIG: no worker outlives its server to race the next one.
+    assert wait_until(lambda: not alive(worker)), "worker outlived its SIGKILLed server"
+    server.start()
+    qid = send(server)
+    assert server.message_with_id(EXAMPLE, "alice", qid)
+
+
+def test_worker_ignores_sigint_and_sigterm(make_subprocess_server):
+    """Ctrl-C and a service manager signal the whole process group: the worker must
+    leave its stop to the server, which closes the pipe after draining sessions."""
+    server: SubprocessServer = make_subprocess_server()
+    assert server.proc is not None
+    (worker,) = children_of(server.proc.pid)
+
+    def niceness() -> int:
+        with open(f"/proc/{worker}/stat", "rb") as stat:
+            return int(stat.read().rsplit(b")", 1)[1].split()[16])
+
+    # delivery.worker_nice (default 10): acknowledging mail comes first.  The worker
+    # sets it once it has read its config, after its signal handlers.
+    assert wait_until(lambda: niceness() == 10), niceness()
+    os.kill(worker, signal.SIGINT)
+    os.kill(worker, signal.SIGTERM)
+    time.sleep(0.5)
+    assert alive(worker)
+    assert children_of(server.proc.pid) == [worker]
+    qid = send(server)
+    assert server.message_with_id(EXAMPLE, "alice", qid)
+
+
+def test_killed_worker_is_restarted_and_delivers(worker_server: InProcessServer):
+    worker = worker_server.app.worker
+    assert worker is not None and worker.pid is not None
+    first = worker.pid
+    os.kill(first, signal.SIGKILL)
+    assert wait_until(lambda: worker.starts == 2), "the worker was not restarted"
+    assert worker.pid != first
+    qid = send(worker_server)
+    assert worker_server.message_with_id(EXAMPLE, "alice", qid)
+    assert any("delivery worker exited" in line for line in worker_server.announced)
+
+
+def test_mail_stored_while_the_worker_is_down_is_delivered_by_the_next_one(
+    worker_server: InProcessServer,
+):
+    worker = worker_server.app.worker
+    assert worker is not None and worker.pid is not None
+    os.kill(worker.pid, signal.SIGKILL)
+    qid = send(worker_server)  # its notification goes nowhere
+    assert worker_server.message_with_id(EXAMPLE, "alice", qid)
+
+
+def test_stop_right_after_start_does_not_hang(tmp_path: Path):
+    """Regression: the pipe closed before the worker's runner first ran, and the
+    runner ignored that stop and idled forever."""
+    server = InProcessServer(build_config(tmp_path / "data", worker=True)).start()
+    started = time.monotonic()
+    server.stop(timeout=15)
+    assert time.monotonic() - started < 10
+
+
+def test_runner_lock_excludes_a_second_runner(tmp_path: Path):
+    first, second = RunnerLock(tmp_path), RunnerLock(tmp_path)
+    first.acquire()
+    with pytest.raises(
+        SpoolBusy, match=rf"in use by another mailwright process \(pid {os.getpid()}\)"
+    ):
+        second.acquire(timeout=0.2)
+    first.release()
+    second.acquire(timeout=1)
+    assert second.held
+    second.release()
+
+
+def test_worker_waits_for_the_runner_lock(worker_server: InProcessServer):
+    """While another process holds the lock (a previous worker still finishing), a new
+    worker does not run the queue: mail waits, then is delivered once it is free."""
+    worker = worker_server.app.worker
+    assert worker is not None and worker.pid is not None
+    lock = RunnerLock(worker_server.data_dir / "spool")
+    os.kill(worker.pid, signal.SIGKILL)
+    assert wait_until(lambda: not alive(worker.pid) or worker.starts == 2)
+    lock.acquire(timeout=5)  # before the restarted worker (1 s back-off) gets it
+    try:
+        assert wait_until(lambda: worker.starts == 2)
+        qid = send(worker_server)
+        time.sleep(1.0)
+        assert worker_server.message_files(EXAMPLE, "alice") == []
+    finally:
+        lock.release()
+    assert worker_server.message_with_id(EXAMPLE, "alice", qid)
