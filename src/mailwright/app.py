@@ -18,6 +18,7 @@ one; step 3 then closes the worker's pipe and waits for it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Callable
@@ -262,6 +263,11 @@ class App:
     async def serve(self) -> None:
         """Start, run until SIGTERM/SIGINT, then shut down in stages."""
         await self.start()
+        # Everything built so far (modules, config, tables) lives as long as the
+        # process: move it out of the collector's reach, so the collections that
+        # per-session garbage triggers stop re-scanning it (gc.freeze docs).
+        gc.collect()
+        gc.freeze()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)

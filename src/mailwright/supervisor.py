@@ -12,9 +12,11 @@ The pipe to the worker's standard input carries, in order (``workerproc`` reads 
 1. ``CONFIG_HEADER``-framed pickled ``Config``: the worker runs exactly the server's
    validated configuration, with no second parse that could disagree.  Pickle is safe
    here: the bytes come from this process over a private pipe;
-2. one queue id per line, written right after each message is stored (``notify``, the
-   server's ``on_queued``).  A line only wakes the worker's runner, whose queue scan
-   finds the message, so a line lost with a dying worker or skipped under back-pressure
+2. one queue id per line for each message stored (``notify``, the server's
+   ``on_queued``).  The ids of one event-loop iteration go out in one write: each write
+   wakes the worker, and under load dozens of sessions store a message in the same
+   iteration.  A line only wakes the worker's runner, whose queue scan finds the
+   message, so a line lost with a dying worker or skipped under back-pressure
    (``NOTIFY_BUFFER_MAX``) delays nothing beyond the next wake-up;
 3. end of file: the server is stopping.  The worker lets in-flight deliveries finish
    (``QueueRunner.stop``) and exits.  The worker ignores SIGINT and SIGTERM, so a Ctrl-C
@@ -80,6 +82,8 @@ class DeliveryWorker:
         self._proc: asyncio.subprocess.Process | None = None
         self._monitor: asyncio.Task[None] | None = None
         self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._unsent: list[bytes] = []  # queue-id lines of this loop iteration
 
     @property
     def pid(self) -> int | None:
@@ -87,6 +91,7 @@ class DeliveryWorker:
 
     async def start(self) -> None:
         """Start the worker (raises OSError if it cannot be started at all)."""
+        self._loop = asyncio.get_running_loop()
         await self._spawn()
         self._monitor = asyncio.create_task(self._supervise(), name="delivery-worker")
 
@@ -107,6 +112,14 @@ class DeliveryWorker:
 
     def notify(self, message: Any, body: bytes | None = None) -> None:
         """A message was stored: wake the worker (``SessionServices.on_queued``)."""
+        if self._stopping or self._loop is None:
+            return
+        if not self._unsent:
+            self._loop.call_soon(self._send_unsent)
+        self._unsent.append(message.queue_id.encode("ascii") + b"\n")
+
+    def _send_unsent(self) -> None:
+        lines, self._unsent = self._unsent, []
         proc = self._proc
         if proc is None or proc.stdin is None or self._stopping:
             return
@@ -114,7 +127,7 @@ class DeliveryWorker:
         if transport.is_closing() or transport.get_write_buffer_size() > NOTIFY_BUFFER_MAX:
             return
         with contextlib.suppress(ConnectionError, RuntimeError):
-            proc.stdin.write(message.queue_id.encode("ascii") + b"\n")
+            proc.stdin.write(b"".join(lines))
 
     async def _supervise(self) -> None:
         failures = 0

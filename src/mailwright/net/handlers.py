@@ -3,6 +3,11 @@
 Handlers never write to the wire, log or count; ``InboundSession`` does all three in
 one place (DESIGN principle 5, chasquid's ``(code, msg)`` handlers).  Dispatch is an
 explicit dict from event type to method (principle 6).
+
+A handler returns an ``Answer``: the ``Reply`` itself when it could decide at once (no
+policy hook to wait for: ``Pipeline.run_now``), else an awaitable of it.  The session
+answers the first kind straight from ``data_received``, without waking its task; the
+second kind (storing a message, AUTH, a coroutine hook) goes to the task.
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+Answer = Reply | Awaitable[Reply]
+
 R = Reply.of
 _HELP = R(214, "2.0.0", "Commands supported:", " ".join(COMMANDS), "See RFC 5321")
 
@@ -77,30 +84,23 @@ class Handlers:
         self.writer: MessageWriter | None = None
         # Set while a message streams in on a listener that checks From: headers.
         self.from_headers: HeaderCollector | None = None
-        self.dispatch: dict[type, Callable[[Event], Awaitable[Reply]]] = {
-            Helo: self.helo,
-            Ehlo: self.ehlo,
-            MailFrom: self.mail,
-            RcptTo: self.rcpt,
-            Data: self.data,
-            EndOfData: self.end_of_data,
-            Bdat: self.bdat,
-            Rset: self.rset,
-            Noop: self.noop,
-            Quit: self.quit,
-            Vrfy: self.vrfy,
-            Expn: self.expn,
-            Help: self.help,
-            StartTls: self.starttls,
-            Auth: self.auth,
-            AuthResponse: self.auth_response,
-            CommandError: self.command_error,
-        }
+
+    def dispatch(self, event: Event) -> Answer:
+        """The handler for ``event``'s type (an explicit table: DESIGN principle 6)."""
+        return _DISPATCH[type(event)](self, event)
 
     # -- session commands ------------------------------------------------------------
 
-    async def _stage(self, stage: Stage, positive: Reply, *args: object) -> Reply:
-        verdict = await self.s.services.pipeline.run(stage, self.s.ctx, *args)
+    def _stage(self, stage: Stage, positive: Reply, *args: object) -> Answer:
+        verdict = self.s.services.pipeline.run_now(stage, self.s.ctx, *args)
+        if isinstance(verdict, Verdict):
+            return self._decide(verdict, positive)
+        return self._decide_later(verdict, positive)
+
+    async def _decide_later(self, verdict: Awaitable[Verdict], positive: Reply) -> Reply:
+        return self._decide(await verdict, positive)
+
+    def _decide(self, verdict: Verdict, positive: Reply) -> Reply:
         reply, reason = verdict_reply(verdict, positive)
         if isinstance(verdict, Disconnect):
             self.s.close_after_reply = True
@@ -108,13 +108,13 @@ class Handlers:
             self.s.reject_reason = reason
         return reply
 
-    async def helo(self, event: Event) -> Reply:
+    def helo(self, event: Event) -> Answer:
         assert isinstance(event, Helo)
         self.abort_message()
         self.s.ctx.helo = event.domain
-        return await self._stage(Stage.HELO, R(250, "", self.s.hostname), event)
+        return self._stage(Stage.HELO, R(250, "", self.s.hostname), event)
 
-    async def ehlo(self, event: Event) -> Reply:
+    def ehlo(self, event: Event) -> Answer:
         assert isinstance(event, Ehlo)
         self.abort_message()
         s = self.s
@@ -129,29 +129,29 @@ class Handlers:
         # extension not offered are refused with 555).
         s.conn.extensions = extensions
         positive = s.services.ehlo_reply(extensions, tuple(mechanisms))
-        return await self._stage(Stage.HELO, positive, event)
+        return self._stage(Stage.HELO, positive, event)
 
-    async def mail(self, event: Event) -> Reply:
-        return await self._stage(Stage.MAIL, codes.R250_SENDER_OK, event)
+    def mail(self, event: Event) -> Answer:
+        return self._stage(Stage.MAIL, codes.R250_SENDER_OK, event)
 
-    async def rcpt(self, event: Event) -> Reply:
-        return await self._stage(Stage.RCPT, codes.R250_RECIPIENT_OK, event)
+    def rcpt(self, event: Event) -> Answer:
+        return self._stage(Stage.RCPT, codes.R250_RECIPIENT_OK, event)
 
-    async def rset(self, event: Event) -> Reply:
+    def rset(self, event: Event) -> Answer:
         self.abort_message()
         return codes.R250_RESET
 
-    async def noop(self, event: Event) -> Reply:
+    def noop(self, event: Event) -> Answer:
         return codes.R250_OK
 
-    async def quit(self, event: Event) -> Reply:
+    def quit(self, event: Event) -> Answer:
         self.abort_message()
         return codes.R221_BYE
 
-    async def help(self, event: Event) -> Reply:
+    def help(self, event: Event) -> Answer:
         return _HELP
 
-    async def vrfy(self, event: Event) -> Reply:
+    def vrfy(self, event: Event) -> Answer:
         assert isinstance(event, Vrfy)
         mode = self.s.services.config.smtp.vrfy
         if mode is VrfyMode.OFF:
@@ -165,7 +165,7 @@ class Handlers:
             return codes.R550_NO_SUCH_USER
         return R(250, "2.1.5", f"<{mailboxes[0]}>")
 
-    async def expn(self, event: Event) -> Reply:
+    def expn(self, event: Event) -> Answer:
         assert isinstance(event, Expn)
         if not self.s.services.config.smtp.expn:
             return codes.R502_EXPN_DISABLED
@@ -184,7 +184,7 @@ class Handlers:
         resolved = self.s.services.directory.resolve(text)
         return [m.address for m in resolved or ()]
 
-    async def starttls(self, event: Event) -> Reply:
+    def starttls(self, event: Event) -> Answer:
         # Offered only with a certificate and never on the implicit-TLS role (RFC 3207
         # §4: a server offers STARTTLS only when it can complete it).  A 220 here puts
         # the core in its TLS state; the session loop then runs the handshake.
@@ -200,7 +200,7 @@ class Handlers:
         assert isinstance(event, AuthResponse)
         return await self.s.auth.respond(event)
 
-    async def command_error(self, event: Event) -> Reply:
+    def command_error(self, event: Event) -> Answer:
         assert isinstance(event, CommandError)
         return event.reply
 
@@ -239,8 +239,16 @@ class Handlers:
                 self.from_headers = HeaderCollector()
         return self.writer
 
-    async def data(self, event: Event) -> Reply:
-        reply = await self._stage(Stage.DATA, codes.R354_START_DATA, event)
+    def data(self, event: Event) -> Answer:
+        answer = self._stage(Stage.DATA, codes.R354_START_DATA, event)
+        if isinstance(answer, Reply):
+            return self._start_data(answer)
+        return self._start_data_later(answer)
+
+    async def _start_data_later(self, answer: Awaitable[Reply]) -> Reply:
+        return self._start_data(await answer)
+
+    def _start_data(self, reply: Reply) -> Reply:
         if reply.code == 354:
             try:
                 self._open_message()
@@ -352,3 +360,25 @@ class Handlers:
             client_helo=s.ctx.helo or "",
             auth_user=s.ctx.auth_user,
         )
+
+
+# Built once, not per session: unbound methods, called with the session's Handlers.
+_DISPATCH: dict[type, Callable[[Handlers, Event], Answer]] = {
+    Helo: Handlers.helo,
+    Ehlo: Handlers.ehlo,
+    MailFrom: Handlers.mail,
+    RcptTo: Handlers.rcpt,
+    Data: Handlers.data,
+    EndOfData: Handlers.end_of_data,
+    Bdat: Handlers.bdat,
+    Rset: Handlers.rset,
+    Noop: Handlers.noop,
+    Quit: Handlers.quit,
+    Vrfy: Handlers.vrfy,
+    Expn: Handlers.expn,
+    Help: Handlers.help,
+    StartTls: Handlers.starttls,
+    Auth: Handlers.auth,
+    AuthResponse: Handlers.auth_response,
+    CommandError: Handlers.command_error,
+}

@@ -1,14 +1,23 @@
 """InboundSession: drives a ``smtp.ServerConnection`` over one asyncio connection.
 
 An ``asyncio.Protocol`` (not streams) feeds received bytes straight into the core, so
-there is no second buffer to copy through.  One task per session runs the loop::
+there is no second buffer to copy through.  The session advances in ``_advance``::
 
     event = conn.next_event()
     NEED_DATA -> flush replies, wait for input (command or DATA-block timeout)
     DataChunk -> append to the spool body
     command   -> handler returns a reply -> conn.send(reply) -> write
 
-This loop is the only place that writes replies, logs rejections and counts errors
+``_advance`` is synchronous and runs in two places.  One task per session runs it in
+a loop and does everything that has to wait: the greeting, storing a message, AUTH,
+coroutine policy hooks, the tarpit, the TLS handshake, timeouts and the close.  And
+while that task is parked waiting for a command, ``data_received`` runs ``_advance``
+itself: a command whose handler answers at once (HELO/EHLO, MAIL, RCPT, DATA, RSET,
+NOOP, QUIT... when every policy hook is a plain function) is answered right there,
+without two task switches per command.  Whatever needs waiting is handed to the task
+(``_handover``), in order, and the fast path stays off until the task has taken it.
+
+``_reply`` is the only place that writes replies, logs rejections and counts errors
 (DESIGN principle 5).  Replies to pipelined commands are written together once no
 complete command is left in the buffer (RFC 2920 §3.2 lets the server batch them).
 """
@@ -17,15 +26,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import itertools
 import logging
 import os
 import ssl
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from mailwright.config import ListenerConfig
 from mailwright.net.auth import AuthExchange
-from mailwright.net.handlers import Handlers, verdict_reply
+from mailwright.net.handlers import Answer, Handlers, verdict_reply
 from mailwright.net.tls import describe
 from mailwright.policy.context import SessionContext
 from mailwright.policy.pipeline import Stage
@@ -39,8 +50,10 @@ from mailwright.smtp import (
     DataChunk,
     Ehlo,
     EndOfData,
+    Event,
     Helo,
     MailFrom,
+    Quit,
     RcptTo,
     Reply,
     ServerConnection,
@@ -79,10 +92,34 @@ _STAGE_OF: dict[type, str] = {
 # Session ids for the log: process id and a counter, unique per process run and much
 # cheaper than random tokens on the per-connection path.
 _SESSION_COUNTER = itertools.count(1)
+# The server process never forks after import, and getpid() is a system call per
+# call on current glibc: read it once.
+_PID_PREFIX = f"{os.getpid():05x}"
 
 
 def _next_session_id() -> str:
-    return f"{os.getpid():05x}{next(_SESSION_COUNTER):07x}"
+    return f"{_PID_PREFIX}{next(_SESSION_COUNTER):07x}"
+
+
+class _Step(enum.Enum):
+    """Where ``_advance`` stopped, when it did not stop at a command to answer later."""
+
+    INPUT = enum.auto()  # wait for more input
+    SHUTDOWN = enum.auto()  # idle while the server stops: 421 and close
+    ENDED = enum.auto()  # closed, lost, or QUIT answered
+    STARTTLS = enum.auto()  # 220 to STARTTLS sent: run the handshake
+
+
+@dataclass(slots=True)
+class _Later:
+    """A command the task must finish: its answer is awaitable, or it is an error
+    reply that the tarpit delays."""
+
+    event: Event
+    answer: Answer
+
+
+_Handover = _Step | _Later | Exception
 
 
 class InboundSession(asyncio.Protocol):
@@ -103,6 +140,7 @@ class InboundSession(asyncio.Protocol):
         self.store_failed = False
         self.close_after_reply = False
         self.shutdown_requested = False
+        self.quit_answered = False  # 221 sent in reply to QUIT
         self.errors = 0
         self.messages = 0
         # The session task waits on this future for input; data_received resolves it.
@@ -111,6 +149,13 @@ class InboundSession(asyncio.Protocol):
         # The listener's watchdog checks it, so no timer is armed per command.
         self.wait_deadline = 0.0
         self.timed_out = False
+        # True while the task waits for a command: data_received may answer it.
+        self._parked = False
+        # What data_received's _advance left for the task; the fast path is off until
+        # the task takes it, so commands are still answered in order.
+        self._handover: _Handover | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._session_deadline = 0.0
         self._out: list[bytes] = []
         self._reading_paused = False
         self._writable: asyncio.Future[None] | None = None
@@ -129,7 +174,9 @@ class InboundSession(asyncio.Protocol):
             peer_port=peer[1],
             role=self.listener_config.role,
         )
-        ssl_object = transport.get_extra_info("ssl_object")
+        ssl_object = (
+            transport.get_extra_info("ssl_object") if self.listener_config.implicit_tls else None
+        )
         if ssl_object is not None:
             # Implicit TLS (RFC 8314): the handshake is already done.
             self.conn.start_tls_direct()
@@ -142,7 +189,8 @@ class InboundSession(asyncio.Protocol):
             transport.write(refusal.to_bytes())
             transport.close()
             return
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._loop = loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run())
 
     def data_received(self, data: bytes) -> None:
         self.conn.receive_data(data)
@@ -155,6 +203,28 @@ class InboundSession(asyncio.Protocol):
             # Back-pressure through TCP instead of buffering without bound.
             transport.pause_reading()
             self._reading_paused = True
+        if self._parked and self._writable is None:
+            self._answer_now()
+        else:
+            self.wake()
+
+    def _answer_now(self) -> None:
+        """The fast path: the task waits for a command, so answer here what can be
+        answered at once, and hand the rest to the task (see the module docstring)."""
+        try:
+            step = self._advance()
+        except Exception as exc:  # the task raises it in its own handler: 421, logged
+            step = exc
+        if step is _Step.INPUT:
+            self._flush()
+            if self._reading_paused and self.transport is not None:
+                self._reading_paused = False
+                self.transport.resume_reading()
+            # Still waiting, for the next command now: its own timeout starts.
+            assert self._loop is not None
+            self.wait_deadline = self._loop.time() + max(self._input_timeout(), 0)
+            return
+        self._handover = step
         self.wake()
 
     def eof_received(self) -> bool:
@@ -198,41 +268,76 @@ class InboundSession(asyncio.Protocol):
 
     # -- the session loop ----------------------------------------------------------
 
+    def _advance(self) -> _Step | _Later:
+        """Handle buffered input until a wait is needed (synchronous; module docstring)."""
+        conn = self.conn
+        handlers = self.handlers
+        while self._open:
+            event = conn.next_event()
+            if event is NEED_DATA:
+                if self.shutdown_requested and conn.state not in (State.DATA, State.BDAT):
+                    return _Step.SHUTDOWN
+                return _Step.INPUT
+            if isinstance(event, DataChunk):
+                handlers.write_chunk(event.data)
+                continue
+            if isinstance(event, ConnectionClosed):
+                return _Step.ENDED
+            if event is PAUSED:  # pragma: no cover - every event is answered
+                raise RuntimeError("session paused with no reply owed")
+            answer = handlers.dispatch(event)
+            if not isinstance(answer, Reply) or self._tarpit_delay(answer) > 0:
+                return _Later(event, answer)
+            self._reply(event, answer)
+            if conn.state is State.TLS:
+                return _Step.STARTTLS
+        return _Step.ENDED
+
+    def _input_timeout(self) -> float:
+        """Seconds to wait for input now: RFC 5321 §4.5.3.2's command or DATA-block
+        timeout, within what is left of the session's total."""
+        cfg = self.services.config.smtp
+        in_data = self.conn.state is State.DATA or self.conn.transaction.bdat_size
+        timeout = cfg.data_block_timeout if in_data else cfg.command_timeout
+        assert self._loop is not None
+        return min(timeout, self._session_deadline - self._loop.time())
+
     async def _run(self) -> None:
         services = self.services
         cfg = services.config.smtp
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + cfg.session_timeout
+        assert self._loop is not None
+        self._session_deadline = self._loop.time() + cfg.session_timeout
         services.maillog.connect(self.ctx.session_id, self.ctx.peer_ip)
         if self.ctx.tls:  # implicit TLS: negotiated before the session started
             self._log_tls()
         try:
             await self._greet(cfg.greeting_delay)
-            while self._open:
-                event = self.conn.next_event()
-                if event is NEED_DATA:
-                    if self.shutdown_requested and self.conn.state not in (
-                        State.DATA,
-                        State.BDAT,
-                    ):
-                        self._close_with(codes.R421_SHUTTING_DOWN)
-                        break
-                    in_data = self.conn.state is State.DATA or self.conn.transaction.bdat_size
-                    timeout = cfg.data_block_timeout if in_data else cfg.command_timeout
-                    if not await self._wait_input(min(timeout, deadline - loop.time())):
+            while True:
+                step = self._handover or self._advance()
+                self._handover = None
+                if isinstance(step, Exception):
+                    raise step
+                if step is _Step.INPUT:
+                    if not await self._wait_input(self._input_timeout(), parked=True):
                         self._close_with(codes.R421_TIMEOUT)
                         break
-                elif isinstance(event, DataChunk):
-                    self.handlers.write_chunk(event.data)
-                elif isinstance(event, ConnectionClosed):
+                elif step is _Step.SHUTDOWN:
+                    self._close_with(codes.R421_SHUTTING_DOWN)
                     break
-                elif event is PAUSED:  # pragma: no cover - the loop answers every event
-                    raise RuntimeError("session paused with no reply owed")
+                elif step is _Step.ENDED:
+                    break
+                elif step is _Step.STARTTLS:
+                    if not await self._upgrade_tls():
+                        break
                 else:
-                    reply = await self.handlers.dispatch[type(event)](event)
-                    if reply.code >= 400 and reply.code not in (421, 521):
-                        await self._tarpit()
-                    self._reply(event, reply)
+                    assert isinstance(step, _Later)
+                    answer = step.answer
+                    reply = answer if isinstance(answer, Reply) else await answer
+                    delay = self._tarpit_delay(reply)
+                    if delay > 0:
+                        # Postfix smtpd_error_sleep_time: slow down a client that errs.
+                        await asyncio.sleep(delay)
+                    self._reply(step.event, reply)
                     if self.conn.state is State.TLS and not await self._upgrade_tls():
                         break
         except asyncio.CancelledError:
@@ -243,6 +348,7 @@ class InboundSession(asyncio.Protocol):
             if not self._lost and self.conn.state is not State.CLOSED:
                 self._close_with(R421_LOCAL_ERROR)
         finally:
+            self._discard_handover()
             self.handlers.abort_message()
             await self._close()
             services.maillog.disconnect(
@@ -259,7 +365,8 @@ class InboundSession(asyncio.Protocol):
         transport's read buffer for a long while: RSS climbed under TLS load
         (bench/tls_load.py found it)."""
         self.transport = None
-        self.handlers.dispatch.clear()
+        self.handlers.s = None  # type: ignore[assignment]
+        self.auth.s = None  # type: ignore[assignment]
 
     @property
     def _open(self) -> bool:
@@ -273,12 +380,21 @@ class InboundSession(asyncio.Protocol):
             and not self.listener_config.implicit_tls
         )
 
-    async def _tarpit(self) -> None:
-        """Postfix smtpd_error_sleep_time: slow down a client that keeps erring."""
+    def _tarpit_delay(self, reply: Reply) -> float:
+        """Seconds to wait before an error reply (Postfix smtpd_error_sleep_time)."""
+        if reply.code < 400 or reply.code in (421, 521):
+            return 0.0
         abuse = self.services.config.abuse
         excess = self.errors + 1 - abuse.tarpit_after
         if excess > 0 and abuse.tarpit_delay > 0:
-            await asyncio.sleep(min(abuse.tarpit_delay * excess, abuse.tarpit_max_delay))
+            return min(abuse.tarpit_delay * excess, abuse.tarpit_max_delay)
+        return 0.0
+
+    def _discard_handover(self) -> None:
+        """A session ending with a command not yet answered: close its coroutine."""
+        step, self._handover = self._handover, None
+        if isinstance(step, _Later) and asyncio.iscoroutine(step.answer):
+            step.answer.close()
 
     async def _upgrade_tls(self) -> bool:
         """Run the STARTTLS handshake after our 220 (RFC 3207 §4)."""
@@ -358,6 +474,8 @@ class InboundSession(asyncio.Protocol):
                 reply = codes.R421_TOO_MANY_ERRORS
             self._log_rejection(event, reply)
         self._out.append(self.conn.send(reply))
+        if reply.code == 221 and type(event) is Quit:
+            self.quit_answered = True
         if self.conn.buffered == 0 or self.conn.state is State.CLOSED or self.close_after_reply:
             self._flush()
 
@@ -392,12 +510,14 @@ class InboundSession(asyncio.Protocol):
 
     def wake(self) -> None:
         """Resume the session task if it is waiting (input, EOF, timeout, shutdown)."""
+        self._parked = False  # the task runs next: no fast path until it waits again
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def _wait_input(self, timeout: float) -> bool:
-        """Wait for more input; False on timeout."""
+    async def _wait_input(self, timeout: float, *, parked: bool = False) -> bool:
+        """Wait for more input; False on timeout.  ``parked``: waiting for a command,
+        which data_received may then answer itself (the fast path)."""
         self._flush()
         if self._writable is not None:
             # The client is not reading our replies: wait before reading more.
@@ -409,12 +529,15 @@ class InboundSession(asyncio.Protocol):
         if self._reading_paused and self.transport is not None:
             self._reading_paused = False
             self.transport.resume_reading()
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        assert loop is not None
         self.wait_deadline = loop.time() + max(timeout, 0)
         self._waiter = loop.create_future()
+        self._parked = parked
         try:
             await self._waiter
         finally:
+            self._parked = False
             self._waiter = None
             self.wait_deadline = 0.0
         return not self.timed_out
@@ -423,6 +546,12 @@ class InboundSession(asyncio.Protocol):
         self._flush()
         transport = self.transport
         if transport is None or self._lost:
+            return
+        if self.quit_answered and self.conn.buffered == 0:
+            # RFC 5321 §4.1.1.10: after the 221 the server closes.  Nothing unread is
+            # left, so close() cannot turn into a reset that destroys the 221: no
+            # half-close and linger needed (a syscall and a wake-up saved per session).
+            transport.close()
             return
         if transport.can_write_eof():
             with contextlib.suppress(OSError):  # the peer may be gone already

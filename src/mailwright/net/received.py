@@ -11,6 +11,7 @@ recipient, as Postfix does, so a Bcc list is never disclosed.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
@@ -29,10 +30,27 @@ def protocol_name(*, esmtp: bool, tls: bool, authenticated: bool, smtputf8: bool
     return name
 
 
+_UNSAFE = str.maketrans("()\\", "???")
+# One second's RFC 5322 date, formatted once: every message of that second shares it.
+_date_cache: tuple[int, str] = (-1, "")
+
+
 def _clean(text: str) -> str:
     # The HELO argument comes from the peer: keep it printable and paren-free so it
     # cannot break the header structure or inject a line.
+    if text.isprintable():  # the usual case: one C-level pass instead of one per char
+        return text.translate(_UNSAFE)[:255]
     return "".join(c if c.isprintable() and c not in "()\\" else "?" for c in text)[:255]
+
+
+def _date(timestamp: float | None) -> str:
+    global _date_cache
+    second = int(time.time() if timestamp is None else timestamp)
+    cached_second, text = _date_cache
+    if second != cached_second:
+        text = format_datetime(datetime.fromtimestamp(second, UTC))  # "+0000"
+        _date_cache = (second, text)
+    return text
 
 
 def received_header(
@@ -56,6 +74,5 @@ def received_header(
         parts.append(f"for <{_clean(recipient)}>;")
     else:
         parts[-1] += ";"
-    when = datetime.now(UTC) if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
-    parts.append(format_datetime(when))  # RFC 5322 date-time, "+0000"
+    parts.append(_date(timestamp))  # RFC 5322 date-time
     return (_FOLD.join(parts) + "\r\n").encode("utf-8")

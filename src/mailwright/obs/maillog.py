@@ -23,8 +23,10 @@ log write (disk full) is reported on the debug log and never breaks mail handlin
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import re
 import sys
 import threading
 import time
@@ -62,9 +64,13 @@ def escape_control(value: str) -> str:
     return "".join(_escape_char(ch) for ch in value)
 
 
+# White space (str.isspace's set: \s in a str pattern) or a quote: the value is quoted.
+_NEEDS_QUOTES = re.compile(r'[\s"]')
+
+
 def _quote(value: str) -> str:
     value = escape_control(value)
-    if value and not any(ch.isspace() or ch == '"' for ch in value):
+    if value and _NEEDS_QUOTES.search(value) is None:
         return value
     return '"' + value.replace('"', '\\"') + '"'
 
@@ -99,6 +105,7 @@ def _peer(peer: object) -> str:
     return str(peer)
 
 
+@functools.lru_cache(maxsize=256)  # a handful of stats keys, logged per session
 def _safe_key(key: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "_.-" else "_" for ch in str(key)) or "_"
 
@@ -167,8 +174,8 @@ class MailLog:
         """One log line (with its newline) for ``event``; ``None`` values are left out."""
         ts = format_timestamp(self._clock())
         ident = ident or NO_ID
-        fields = {k: v for k, v in fields.items() if v is not None}
         if self.json_format:
+            fields = {k: v for k, v in fields.items() if v is not None}
             obj: dict[str, Value] = {"ts": ts, "id": ident, "event": event, **fields}
             line = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
             # json escapes C0 controls; escape the separators some tools break lines on.
@@ -177,9 +184,11 @@ class MailLog:
             return line + "\n"
         parts = [ts, f"{escape_control(ident)}:", event]
         for key, value in fields.items():
+            if value is None:
+                continue
             if isinstance(value, list):
-                value = ",".join(_bracket(a) for a in value)
-            parts.append(f"{key}={_quote(str(value))}")
+                value = ",".join([f"<{a}>" for a in value])
+            parts.append(f"{key}={_quote(value if isinstance(value, str) else str(value))}")
         return " ".join(parts) + "\n"
 
     def _text_fields(self, fields: dict[str, Value], addresses: Iterable[str]) -> None:

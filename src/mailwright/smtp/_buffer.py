@@ -46,6 +46,16 @@ class ReceiveBuffer:
         self.skip(n)
         return out
 
+    def take_line(self, newline: int) -> bytes:
+        """Remove the line that ends at ``newline`` (a ``find`` result) and return it
+        without its LF or CRLF: one copy instead of three slices."""
+        data, start = self._data, self._start
+        end = start + newline
+        stop = end - 1 if newline > 0 and data[end - 1] == 0x0D else end
+        out = bytes(data[start:stop])
+        self.skip(newline + 1)
+        return out
+
     def skip(self, n: int) -> None:
         self._start += n
         if self._start >= len(self._data):

@@ -7,7 +7,7 @@ Handlers return a ``Reply``; only the session loop serialises it (DESIGN princip
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mailwright.smtp.limits import MAX_REPLY_LINE
 
@@ -31,6 +31,8 @@ class Reply:
     code: int
     enhanced: str
     lines: tuple[str, ...]
+    # The wire form, built once: most replies are module constants sent many times.
+    _wire: bytes = field(init=False, repr=False, compare=False, default=b"")
 
     def __post_init__(self) -> None:
         if not 200 <= self.code <= 599:
@@ -44,6 +46,7 @@ class Reply:
                 raise ValueError("reply text must not contain CR or LF")
             if len(line.encode("utf-8")) > MAX_REPLY_LINE - 16:
                 raise ValueError("reply line too long")
+        object.__setattr__(self, "_wire", self._serialise())
 
     @classmethod
     def of(cls, code: int, enhanced: str, *lines: str) -> Reply:
@@ -66,6 +69,9 @@ class Reply:
         return self.code >= 500
 
     def to_bytes(self) -> bytes:
+        return self._wire
+
+    def _serialise(self) -> bytes:
         out = []
         last = len(self.lines) - 1
         prefix = f"{self.enhanced} " if self.enhanced else ""

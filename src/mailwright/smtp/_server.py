@@ -55,6 +55,8 @@ from mailwright.smtp.limits import (
     MAX_EXTENDED_COMMAND_LINE,
 )
 
+_NO_EXTENSIONS: frozenset[str] = frozenset()  # HELO sessions: no ESMTP parameters
+
 
 class _Sentinel:
     __slots__ = ("name",)
@@ -128,6 +130,7 @@ class ServerConnection:
         self._bdat_remaining = 0
         self._bdat_event: Bdat | CommandError | None = None
         self._close_after_reply = False  # set when the stream can no longer be framed
+        self._parse_context = ParseContext(_NO_EXTENSIONS)
 
     # -- input -------------------------------------------------------------------
 
@@ -210,19 +213,17 @@ class ServerConnection:
         dropped while it arrived, or None when no complete line is buffered."""
         buf = self._buf
         index = buf.find(b"\n")
-        # RFC 4954 §4: AUTH (with an initial response) and SASL lines may be longer.
-        auth = self.state is State.AUTH or buf.peek(5).upper() == b"AUTH "
-        limit = MAX_AUTH_LINE if auth else MAX_EXTENDED_COMMAND_LINE
         if index < 0:
+            # RFC 4954 §4: AUTH (with an initial response) and SASL lines may be longer.
+            auth = self.state is State.AUTH or buf.peek(5).upper() == b"AUTH "
+            limit = MAX_AUTH_LINE if auth else MAX_EXTENDED_COMMAND_LINE
             if len(buf) > limit:
                 # Too long: drop what we have and keep dropping to the end of the line,
                 # so an endless line costs no memory (RFC 5321 §4.5.3.1.4).
                 buf.clear()
                 self._discarding_line = True
             return None
-        line = buf.take(index + 1)[:-1]
-        if line.endswith(b"\r"):
-            line = line[:-1]
+        line = buf.take_line(index)
         if self._discarding_line:
             self._discarding_line = False
             return _LINE_TOO_LONG
@@ -239,19 +240,22 @@ class ServerConnection:
                 return CommandError(codes.R500_LINE_TOO_LONG)
             return parse_auth_response(line)
         verb = line[:5].split(b" ", 1)[0].upper()
-        limit = (
-            MAX_AUTH_LINE
-            if verb == b"AUTH"
-            else MAX_EXTENDED_COMMAND_LINE
-            if verb.decode("ascii", "replace") in EXTENDED_VERBS
-            else MAX_COMMAND_LINE
-        )
-        if len(line) + 2 > limit:
-            return CommandError(codes.R500_LINE_TOO_LONG)
+        if len(line) + 2 > MAX_COMMAND_LINE:  # only then does the verb's own limit matter
+            limit = (
+                MAX_AUTH_LINE
+                if verb == b"AUTH"
+                else MAX_EXTENDED_COMMAND_LINE
+                if verb.decode("ascii", "replace") in EXTENDED_VERBS
+                else MAX_COMMAND_LINE
+            )
+            if len(line) + 2 > limit:
+                return CommandError(codes.R500_LINE_TOO_LONG)
         if verb == b"BDAT" and "CHUNKING" not in self.extensions:
             return CommandError(codes.R500_UNRECOGNIZED, line)
-        extensions = self.extensions if self.esmtp else frozenset()
-        event = parse_command(line, ParseContext(extensions))
+        extensions = self.extensions if self.esmtp else _NO_EXTENSIONS
+        if self._parse_context.extensions is not extensions:  # rebuilt only on change
+            self._parse_context = ParseContext(extensions)
+        event = parse_command(line, self._parse_context)
         if isinstance(event, Bdat):
             return event  # checked by _start_bdat, after its chunk is consumed
         return self._check(event)

@@ -56,6 +56,11 @@ class State(Enum):
     AUTH = "auth"  # a SASL exchange is in progress (334 sent)
     CLOSED = "closed"
 
+    # Members are singletons compared by identity, so the identity hash is correct;
+    # Enum's own __hash__ is Python code, and states are hashed on every command
+    # (set membership, the transition tables).
+    __hash__ = object.__hash__
+
 
 _AFTER_HELO = {State.READY, State.MAIL, State.RCPT, State.BDAT}
 _ANY_COMMAND_STATE = {State.NEED_HELO, *_AFTER_HELO}
