@@ -145,3 +145,49 @@ def test_concurrent_aiosmtplib_sessions_each_get_their_own_queue_id(server: InPr
         delivered = server.maildir_messages(domain, box, count=count)
         assert len(delivered) == count
         assert {m.split(b" id ", 1)[1][:16].decode() for m in delivered} == set(ids)
+
+
+def test_pipelined_commands_around_a_coroutine_hook_keep_order(server: InProcessServer):
+    """Commands whose handlers answer at once are answered straight from the protocol
+    callback; a coroutine hook hands its command to the session task.  Commands
+    pipelined behind it must wait for it: replies stay in command order and the
+    state each one sees is the one the earlier replies made."""
+    from mailwright.policy.pipeline import Stage
+
+    seen: list[str] = []
+
+    async def slow_mail_hook(ctx, event):
+        seen.append("mail-hook")
+        await asyncio.sleep(0.05)  # the RCPTs behind MAIL arrive while this waits
+
+    pipeline = server.app.listeners[0].services.pipeline
+    pipeline.register(Stage.MAIL, "slow", slow_mail_hook)
+
+    raw = RawSMTP(server.host, server.port)
+    try:
+        raw.greeting()
+        raw.ehlo()
+        raw.send(
+            f"MAIL FROM:<{SENDER}>\r\n"
+            "RCPT TO:<alice@example.test>\r\n"
+            "RCPT TO:<nobody@example.test>\r\n"
+            "NOOP\r\n"
+            "DATA\r\n".encode()
+        )
+        replies = raw.replies(5)
+        raw.send(message("around a coroutine hook") + b".\r\nQUIT\r\n")
+        queued, bye = raw.replies(2)
+    finally:
+        raw.close()
+    assert [(r.code, r.enhanced) for r in replies] == [
+        (250, "2.1.0"),
+        (250, "2.1.5"),
+        (550, "5.1.1"),
+        (250, "2.0.0"),
+        (354, ""),
+    ]
+    assert queued.code == 250 and "queued as" in queued.text
+    assert bye.code == 221
+    assert seen == ["mail-hook"]
+    [delivered] = server.maildir_messages(EXAMPLE, "alice")
+    assert b"around a coroutine hook" in delivered
