@@ -180,8 +180,12 @@ class DeliveryConfig(_Frozen):
     # never takes the acceptor's CPU or interpreter lock.  False runs it inside the
     # server process (fewer processes; used by in-process tests).
     worker: bool = True
-    # The worker's nice increment (0-19): under a burst, acknowledging mail comes
-    # before delivering it; the backlog is delivered as soon as CPU is free.
+    # The worker's CPU priority.  idle (Linux SCHED_IDLE): it runs only on CPU time
+    # that receiving mail leaves unused, so a burst is acknowledged at full speed and
+    # delivered as soon as the burst ends.  The price: under CPU saturation that never
+    # ends, delivery waits for it to end.  false: a normal process at nice
+    # ``worker_nice`` (0-19), which always gets its fair share.
+    worker_idle: bool = True
     worker_nice: Annotated[int, Field(ge=0, le=19)] = 10
 
     @field_validator("recipient_delimiter")

@@ -6,7 +6,8 @@ then one queue id per line, then end of file).  In order, the worker:
 
 1. asks the kernel to kill it when the server dies (``PR_SET_PDEATHSIG``, Linux), and
    exits at once if the server is already gone;
-2. reads the config, lowers its CPU priority by ``delivery.worker_nice``;
+2. reads the config, lowers its CPU priority (``delivery.worker_idle``: SCHED_IDLE, so
+   it only uses CPU time that receiving leaves free; else nice ``worker_nice``);
 3. takes the spool's runner lock (``spool.runnerlock``): a worker of a previous server
    that is still finishing, or another server on the same data folder, would otherwise
    deliver the same messages;
@@ -139,6 +140,19 @@ async def run_worker(config: Config) -> None:
         lock.release()
 
 
+def lower_priority(config: Config) -> None:
+    """``delivery.worker_idle`` / ``worker_nice``, before any thread exists: Linux
+    applies both per thread, and threads inherit them from the thread that made them."""
+    if config.delivery.worker_idle and hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            return
+        except OSError:  # not Linux, or not permitted: fall back to nice
+            pass
+    with contextlib.suppress(OSError):  # not permitted: run at the same priority
+        os.nice(config.delivery.worker_nice)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -148,8 +162,7 @@ def main(argv: list[str] | None = None) -> None:
             raise WorkerError("usage: python -m mailwright.workerproc <server pid>")
         die_with_parent(int(args[0]))
         config = read_config()
-        with contextlib.suppress(OSError):  # not permitted: run at the same priority
-            os.nice(config.delivery.worker_nice)
+        lower_priority(config)
         try:
             import uvloop
         except ImportError:  # pragma: no cover - uvloop is a default dependency on Linux

@@ -106,13 +106,9 @@ def test_worker_ignores_sigint_and_sigterm(make_subprocess_server):
     assert server.proc is not None
     (worker,) = children_of(server.proc.pid)
 
-    def niceness() -> int:
-        with open(f"/proc/{worker}/stat", "rb") as stat:
-            return int(stat.read().rsplit(b")", 1)[1].split()[16])
-
-    # delivery.worker_nice (default 10): acknowledging mail comes first.  The worker
-    # sets it once it has read its config, after its signal handlers.
-    assert wait_until(lambda: niceness() == 10), niceness()
+    # delivery.worker_idle (default): SCHED_IDLE, set once the worker has read its
+    # config, after its signal handlers.
+    assert wait_until(lambda: os.sched_getscheduler(worker) == os.SCHED_IDLE)
     os.kill(worker, signal.SIGINT)
     os.kill(worker, signal.SIGTERM)
     time.sleep(0.5)
@@ -120,6 +116,10 @@ def test_worker_ignores_sigint_and_sigterm(make_subprocess_server):
     assert children_of(server.proc.pid) == [worker]
     qid = send(server)
     assert server.message_with_id(EXAMPLE, "alice", qid)
+    # Threads made for the delivery inherited the policy.
+    tids = [int(t) for t in os.listdir(f"/proc/{worker}/task")]
+    assert len(tids) > 1
+    assert all(os.sched_getscheduler(tid) == os.SCHED_IDLE for tid in tids)
 
 
 def test_killed_worker_is_restarted_and_delivers(worker_server: InProcessServer):
@@ -183,3 +183,25 @@ def test_worker_waits_for_the_runner_lock(worker_server: InProcessServer):
     finally:
         lock.release()
     assert worker_server.message_with_id(EXAMPLE, "alice", qid)
+
+
+def test_worker_priority_settings(make_subprocess_server):
+    """worker_idle false: a normal process at nice worker_nice, which always gets its
+    fair share of the CPU; also for every one of its threads made later."""
+    server: SubprocessServer = make_subprocess_server(
+        extra={"delivery": {"worker_idle": False, "worker_nice": 7}}
+    )
+    assert server.proc is not None
+    (worker,) = children_of(server.proc.pid)
+
+    def niceness(tid: int) -> int:
+        with open(f"/proc/{worker}/task/{tid}/stat", "rb") as stat:
+            return int(stat.read().rsplit(b")", 1)[1].split()[16])
+
+    assert wait_until(lambda: niceness(worker) == 7)
+    qid = send(server)  # delivery starts the worker's threads
+    assert server.message_with_id(EXAMPLE, "alice", qid)
+    tids = [int(t) for t in os.listdir(f"/proc/{worker}/task")]
+    assert len(tids) > 1
+    assert all(niceness(tid) == 7 for tid in tids)
+    assert os.sched_getscheduler(worker) == os.SCHED_OTHER
