@@ -201,3 +201,19 @@ def test_debug_log_levels_and_escaping() -> None:
     logger.handlers.clear()
     logger.propagate = True
     logger.setLevel(logging.NOTSET)
+
+
+def test_connect_line_built_directly_matches_the_generic_format():
+    """``connect`` builds its text line without ``format`` (it runs per connection);
+    the line must be exactly what ``emit`` would write, escapes and quotes included."""
+    import io
+
+    from mailwright.obs.maillog import MailLog, _peer
+
+    direct, generic = io.StringIO(), io.StringIO()
+    fast, slow = MailLog(direct, clock=lambda: 1.5), MailLog(generic, clock=lambda: 1.5)
+    for session_id, peer in [("abc", "127.0.0.1"), ("x y\n", ("::1", 25)), ("s", 'a b"c')]:
+        fast.connect(session_id, peer)
+        slow.emit(session_id, "connect", client=_peer(peer))
+    assert direct.getvalue() == generic.getvalue()
+    assert direct.getvalue().count("\n") == 3

@@ -40,6 +40,7 @@ from mailwright.net.handlers import Answer, Handlers, verdict_reply
 from mailwright.net.tls import describe
 from mailwright.policy.context import SessionContext
 from mailwright.policy.pipeline import Stage
+from mailwright.policy.verdict import Verdict
 from mailwright.smtp import (
     NEED_DATA,
     PAUSED,
@@ -156,6 +157,9 @@ class InboundSession(asyncio.Protocol):
         self._handover: _Handover | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._session_deadline = 0.0
+        smtp = services.config.smtp
+        self._command_timeout = smtp.command_timeout
+        self._data_block_timeout = smtp.data_block_timeout
         self._out: list[bytes] = []
         self._reading_paused = False
         self._writable: asyncio.Future[None] | None = None
@@ -222,7 +226,8 @@ class InboundSession(asyncio.Protocol):
                 self.transport.resume_reading()
             # Still waiting, for the next command now: its own timeout starts.
             assert self._loop is not None
-            self.wait_deadline = self._loop.time() + max(self._input_timeout(), 0)
+            now = self._loop.time()
+            self.wait_deadline = min(now + self._input_limit(), self._session_deadline)
             return
         self._handover = step
         self.wake()
@@ -293,14 +298,17 @@ class InboundSession(asyncio.Protocol):
                 return _Step.STARTTLS
         return _Step.ENDED
 
+    def _input_limit(self) -> float:
+        """RFC 5321 §4.5.3.2: the command timeout, or the DATA-block one inside DATA."""
+        conn = self.conn
+        if conn.state is State.DATA or conn.transaction.bdat_size:
+            return self._data_block_timeout
+        return self._command_timeout
+
     def _input_timeout(self) -> float:
-        """Seconds to wait for input now: RFC 5321 §4.5.3.2's command or DATA-block
-        timeout, within what is left of the session's total."""
-        cfg = self.services.config.smtp
-        in_data = self.conn.state is State.DATA or self.conn.transaction.bdat_size
-        timeout = cfg.data_block_timeout if in_data else cfg.command_timeout
+        """Seconds to wait for input now, within what is left of the session's total."""
         assert self._loop is not None
-        return min(timeout, self._session_deadline - self._loop.time())
+        return min(self._input_limit(), self._session_deadline - self._loop.time())
 
     async def _run(self) -> None:
         services = self.services
@@ -456,7 +464,9 @@ class InboundSession(asyncio.Protocol):
             self.reject_reason = "early talker: data sent before greeting"
             self._reply(None, codes.R554_EARLY_TALKER)
             return
-        verdict = await self.services.pipeline.run(Stage.CONNECT, self.ctx)
+        verdict = self.services.pipeline.run_now(Stage.CONNECT, self.ctx)
+        if not isinstance(verdict, Verdict):
+            verdict = await verdict
         reply, self.reject_reason = verdict_reply(verdict, self.listener.greeting)
         if reply.is_permanent and reply.code != 554:
             # RFC 5321 §3.1: a server refusing a session greets with 554.

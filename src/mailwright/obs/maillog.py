@@ -202,7 +202,9 @@ class MailLog:
     def emit(self, ident: str | None, event: str, **fields: Value) -> None:
         """Write one event.  Never raises for I/O trouble."""
         self._text_fields(fields, ("from", "to"))
-        line = self.format(ident, event, fields)
+        self._add(self.format(ident, event, fields))
+
+    def _add(self, line: str) -> None:
         if self.buffered:
             with self._lock:
                 self._pending.append(line)
@@ -239,7 +241,12 @@ class MailLog:
         self.emit(None, "listening", address=address, port=port, role=str(role))
 
     def connect(self, session_id: str, peer: object) -> None:
-        self.emit(session_id, "connect", client=_peer(peer))
+        if self.json_format:
+            self.emit(session_id, "connect", client=_peer(peer))
+            return
+        # Once per connection: the line is built directly, as format() would build it.
+        ts = format_timestamp(self._clock())
+        self._add(f"{ts} {escape_control(session_id)}: connect client={_quote(_peer(peer))}\n")
 
     def disconnect(self, session_id: str, peer: object, stats: Mapping[str, object]) -> None:
         """``stats``: command counts and the like, e.g. ``{"ehlo": 1, "mail": 1}``."""
