@@ -30,13 +30,14 @@ import enum
 import itertools
 import logging
 import os
-import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from mailwright.config import ListenerConfig
 from mailwright.net.auth import AuthExchange
 from mailwright.net.handlers import Answer, Handlers, verdict_reply
+from mailwright.net.sessionlog import log_rejection, log_tls
+from mailwright.net.starttls import upgrade_to_tls
 from mailwright.net.tls import describe
 from mailwright.policy.context import SessionContext
 from mailwright.policy.pipeline import Stage
@@ -44,18 +45,10 @@ from mailwright.policy.verdict import Verdict
 from mailwright.smtp import (
     NEED_DATA,
     PAUSED,
-    Bdat,
-    CommandError,
     ConnectionClosed,
-    Data,
     DataChunk,
-    Ehlo,
-    EndOfData,
     Event,
-    Helo,
-    MailFrom,
     Quit,
-    RcptTo,
     Reply,
     ServerConnection,
     State,
@@ -73,22 +66,6 @@ log = logging.getLogger(__name__)
 # moment, so the client reads our reply instead of a TCP reset caused by unread data
 # (the "lingering close" of Apache and Postfix).
 LINGER_SECONDS = 2.0
-# RFC 5321 §4.5.3.2 has no TLS figure; Postfix's smtpd_starttls_timeout is 300 s, a
-# minute is plenty on today's links and frees the slot sooner.
-TLS_HANDSHAKE_TIMEOUT = 60.0
-
-# The mail-log stage of a refused command (other commands log their own name).
-_STAGE_OF: dict[type, str] = {
-    MailFrom: "mail",
-    RcptTo: "rcpt",
-    Data: "data",
-    EndOfData: "data",
-    Bdat: "data",
-    Helo: "helo",
-    Ehlo: "helo",
-    CommandError: "command",
-}
-
 
 # Session ids for the log: process id and a counter, unique per process run and much
 # cheaper than random tokens on the per-connection path.
@@ -220,10 +197,8 @@ class InboundSession(asyncio.Protocol):
         except Exception as exc:  # the task raises it in its own handler: 421, logged
             step = exc
         if step is _Step.INPUT:
-            self._flush()
-            if self._reading_paused and self.transport is not None:
-                self._reading_paused = False
-                self.transport.resume_reading()
+            self.flush()
+            self.resume_reading()
             # Still waiting, for the next command now: its own timeout starts.
             assert self._loop is not None
             now = self._loop.time()
@@ -317,7 +292,7 @@ class InboundSession(asyncio.Protocol):
         self._session_deadline = self._loop.time() + cfg.session_timeout
         services.maillog.connect(self.ctx.session_id, self.ctx.peer_ip)
         if self.ctx.tls:  # implicit TLS: negotiated before the session started
-            self._log_tls()
+            log_tls(self.services.maillog, self.ctx)
         try:
             await self._greet(cfg.greeting_delay)
             while True:
@@ -335,7 +310,7 @@ class InboundSession(asyncio.Protocol):
                 elif step is _Step.ENDED:
                     break
                 elif step is _Step.STARTTLS:
-                    if not await self._upgrade_tls():
+                    if not await upgrade_to_tls(self):
                         break
                 else:
                     assert isinstance(step, _Later)
@@ -346,7 +321,7 @@ class InboundSession(asyncio.Protocol):
                         # Postfix smtpd_error_sleep_time: slow down a client that errs.
                         await asyncio.sleep(delay)
                     self._reply(step.event, reply)
-                    if self.conn.state is State.TLS and not await self._upgrade_tls():
+                    if self.conn.state is State.TLS and not await upgrade_to_tls(self):
                         break
         except asyncio.CancelledError:
             if not self._lost and self.conn.state is not State.CLOSED:
@@ -404,57 +379,6 @@ class InboundSession(asyncio.Protocol):
         if isinstance(step, _Later) and asyncio.iscoroutine(step.answer):
             step.answer.close()
 
-    async def _upgrade_tls(self) -> bool:
-        """Run the STARTTLS handshake after our 220 (RFC 3207 §4)."""
-        tls = self.services.tls
-        assert tls is not None and self.transport is not None
-        self._flush()
-        if self._reading_paused:
-            self._reading_paused = False
-            self.transport.resume_reading()
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(TLS_HANDSHAKE_TIMEOUT):
-                transport = await loop.start_tls(
-                    self.transport, self, tls.server_context, server_side=True
-                )
-        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
-            self.reject_reason = f"TLS handshake failed: {exc}"
-            self.services.maillog.rejected(
-                self.ctx.session_id,
-                self.ctx.peer_ip,
-                "starttls",
-                "TLS handshake failed",
-                str(exc),
-                helo=self.ctx.helo,
-            )
-            self._lost = True
-            self.transport.abort()
-            return False
-        if transport is None:  # pragma: no cover - the peer closed during the handshake
-            self._lost = True
-            return False
-        self.transport = cast(asyncio.Transport, transport)
-        # RFC 3207 §4.2: forget everything learnt before TLS (the core also drops any
-        # plaintext that arrived after STARTTLS: CVE-2011-0411).
-        self.conn.tls_established()
-        self.ctx.tls = describe(transport.get_extra_info("ssl_object"))
-        self.ctx.helo = None
-        self.ctx.auth_user = None
-        self._log_tls()
-        return True
-
-    def _log_tls(self) -> None:
-        """The negotiated protocol and cipher, in the mail log (as in Received)."""
-        version, _, cipher = (self.ctx.tls or "").partition(" ")
-        self.services.maillog.emit(
-            self.ctx.session_id,
-            "tls",
-            client=self.ctx.peer_ip,
-            version=version,
-            cipher=cipher or None,
-        )
-
     async def _greet(self, delay: float) -> None:
         if delay > 0:
             await asyncio.sleep(delay)
@@ -487,33 +411,30 @@ class InboundSession(asyncio.Protocol):
         if reply.code == 221 and type(event) is Quit:
             self.quit_answered = True
         if self.conn.buffered == 0 or self.conn.state is State.CLOSED or self.close_after_reply:
-            self._flush()
+            self.flush()
 
     def _log_rejection(self, event: object, reply: Reply) -> None:
-        if event is None:
-            stage = "connect"
-        else:
-            stage = _STAGE_OF.get(type(event)) or type(event).__name__.lower()
-        mail = self.conn.transaction.mail
-        rcpt = event.address if isinstance(event, RcptTo) else None
-        self.services.maillog.rejected(
-            self.ctx.session_id,
-            self.ctx.peer_ip,
-            stage,
-            reply,
-            self.reject_reason,
-            mail_from=None if mail is None else str(mail.address or ""),
-            rcpt=None if rcpt is None else str(rcpt),
-            helo=self.ctx.helo,
-        )
+        log_rejection(self.services.maillog, self.ctx, self.conn, event, reply, self.reject_reason)
         self.reject_reason = ""
 
     def _close_with(self, reply: Reply) -> None:
         self.errors += reply.code >= 400
         self._out.append(self.conn.close_with(reply))
-        self._flush()
+        self.flush()
 
-    def _flush(self) -> None:
+    def resume_reading(self) -> None:
+        """Undo the pipelining back-pressure (``data_received``), if it is on."""
+        if self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    def lose_transport(self, *, abort: bool) -> None:
+        """The connection is unusable (a failed TLS handshake): end the session."""
+        self._lost = True
+        if abort and self.transport is not None:
+            self.transport.abort()
+
+    def flush(self) -> None:
         if self._out and self.transport is not None and not self._lost:
             self.transport.write(b"".join(self._out))
         self._out.clear()
@@ -528,7 +449,7 @@ class InboundSession(asyncio.Protocol):
     async def _wait_input(self, timeout: float, *, parked: bool = False) -> bool:
         """Wait for more input; False on timeout.  ``parked``: waiting for a command,
         which data_received may then answer itself (the fast path)."""
-        self._flush()
+        self.flush()
         if self._writable is not None:
             # The client is not reading our replies: wait before reading more.
             try:
@@ -536,9 +457,7 @@ class InboundSession(asyncio.Protocol):
                     await self._writable
             except TimeoutError:
                 return False
-        if self._reading_paused and self.transport is not None:
-            self._reading_paused = False
-            self.transport.resume_reading()
+        self.resume_reading()
         loop = self._loop
         assert loop is not None
         self.wait_deadline = loop.time() + max(timeout, 0)
@@ -553,7 +472,7 @@ class InboundSession(asyncio.Protocol):
         return not self.timed_out
 
     async def _close(self) -> None:
-        self._flush()
+        self.flush()
         transport = self.transport
         if transport is None or self._lost:
             return
