@@ -190,14 +190,14 @@ def test_partial_alias_failure_fails_recipient_temporarily(
     agent: LocalDeliveryAgent, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bad = maildir_path(agent.mail_root, "example.org", "bob")
-    real_deliver = Maildir.deliver
+    real_stage = Maildir.stage
 
     def flaky(self: Maildir, data: bytes) -> str:
         if self.root == bad:
             raise OSError(errno.EIO, "Input/output error")
-        return real_deliver(self, data)
+        return real_stage(self, data)
 
-    monkeypatch.setattr(Maildir, "deliver", flaky)
+    monkeypatch.setattr(Maildir, "stage", flaky)
     results = deliver(agent, "s@remote.test", "team@example.org", "alice@example.org")
     assert results["team@example.org"].reply.code == 451  # retried as a whole
     assert results["alice@example.org"].ok
@@ -262,3 +262,22 @@ def test_no_relay_agent_long_domain() -> None:
     long_domain = "a" * 63 + "." + "b" * 63 + "." + "c" * 63 + ".test"
     results = deliver(NoRelayAgent(), "s@x", f"u@{long_domain}")
     assert results[f"u@{long_domain}"].permanent
+
+
+def test_concurrent_messages_share_new_dir_fsyncs(agent: LocalDeliveryAgent) -> None:
+    """A burst to one mailbox is written in batches: fewer fsyncs of new/ than messages,
+    and every message is in new/ with nothing left in tmp/."""
+    agent.ensure_all()
+
+    async def main() -> list[dict[str, DeliveryResult]]:
+        msgs = [message("s@remote.test", "alice@example.org") for _ in range(30)]
+        return await asyncio.gather(
+            *(agent.deliver(m, BODY, list(m.envelope.recipients)) for m in msgs)
+        )
+
+    results = asyncio.run(main())
+    assert all(r["alice@example.org"].ok for r in results)
+    assert len(new_files(agent, "alice@example.org")) == 30
+    assert agent.batcher.dir_syncs < 30
+    root = maildir_path(agent.mail_root, "example.org", "alice")
+    assert os.listdir(root / "tmp") == []

@@ -217,3 +217,43 @@ def test_connect_line_built_directly_matches_the_generic_format():
         slow.emit(session_id, "connect", client=_peer(peer))
     assert direct.getvalue() == generic.getvalue()
     assert direct.getvalue().count("\n") == 3
+
+
+def test_accepted_and_disconnect_lines_built_directly_match_the_generic_format():
+    """Like ``connect``: the per-message and per-connection lines skip ``format``."""
+    import io
+
+    from mailwright.obs.maillog import MailLog, _peer
+
+    direct, generic = io.StringIO(), io.StringIO()
+    fast, slow = MailLog(direct, clock=lambda: 2.25), MailLog(generic, clock=lambda: 2.25)
+    cases = [
+        ("1M7Z80DHH8BH81Q5", "a@b.c", 10, ["x@y.z"], "127.0.0.1", "s1", "client.example"),
+        ("Q", "", 0, ["a b@c", 'q"@d', "z@\u2028"], ("::1", 25), "s\n2", None),
+        ("Q2", "we ird@x", 5, [], "10.0.0.1", "s3", "bad helo\x00"),
+    ]
+    for qid, sender, size, rcpts, peer, session, helo in cases:
+        fast.accepted(qid, sender, size, rcpts, peer, session, helo=helo)
+        slow.emit(
+            qid,
+            "accepted",
+            **{"from": sender},
+            size=size,
+            nrcpt=len(rcpts),
+            to=list(rcpts),
+            client=_peer(peer),
+            helo=helo,
+            session=session,
+        )
+    for session, peer, stats in [
+        ("s1", "127.0.0.1", {"messages": 1, "errors": 0}),
+        ("s\t2", ("::1", 25), {"client": 3, "we ird": 2}),
+    ]:
+        fast.disconnect(session, peer, stats)
+        fields = {"client": _peer(peer)}
+        for key, value in stats.items():
+            safe = "".join(ch if ch.isalnum() or ch in "_.-" else "_" for ch in key)
+            fields[f"stats.{safe}" if safe in fields else safe] = value
+        slow.emit(session, "disconnect", **fields)
+    assert direct.getvalue() == generic.getvalue()
+    assert direct.getvalue().count("\n") == 5

@@ -20,12 +20,12 @@ from mailwright.spool.scheduler import QueueRunner
 def spy(store: EmbeddedSpool, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     """Count the store's read calls (the DB round trips ``offer`` is meant to avoid)."""
     calls: Counter[str] = Counter()
-    for name in ("due", "load", "read_body"):
+    for name in ("due", "due_with_bodies", "load", "read_body"):
         real = getattr(store, name)
 
-        def counted(*args: object, _real=real, _name=name):  # type: ignore[no-untyped-def]
+        def counted(*args: object, _real=real, _name=name, **kwargs: object):  # type: ignore[no-untyped-def]
             calls[_name] += 1
-            return _real(*args)
+            return _real(*args, **kwargs)
 
         monkeypatch.setattr(store, name, counted)
     return calls
@@ -112,34 +112,49 @@ def test_offer_when_all_slots_are_busy_just_kicks(tmp_path: Path) -> None:
     run(main())
 
 
+class PlainStore:
+    """The store without the optional ``due_with_bodies``: the runner's generic path."""
+
+    def __init__(self, store: EmbeddedSpool) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> object:
+        if name == "due_with_bodies":
+            raise AttributeError(name)
+        return getattr(self._store, name)
+
+
+@pytest.mark.parametrize("scan", ["due_with_bodies", "due"])
 def test_offer_racing_a_scan_that_saw_the_message_delivers_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scan: str
 ) -> None:
     """The scan's snapshot predates the offered attempt's update: it must not retry it.
 
     The agent defers (451), so the message stays queued; a second attempt from the
-    stale snapshot would be visible as a second agent call.
+    stale snapshot would be visible as a second agent call.  Both scan paths: the
+    embedded store's (with bodies) and a store's plain ``due``.
     """
     agent = FakeAgent({"bob@example.net": BUSY})
 
     async def main() -> None:
         store = EmbeddedSpool(tmp_path)
         await store.open()
-        runner = QueueRunner(store, agent, CONFIG)
+        view = store if scan == "due_with_bodies" else PlainStore(store)
+        runner = QueueRunner(view, agent, CONFIG)  # type: ignore[arg-type]
         task = asyncio.create_task(runner.run())
         await asyncio.sleep(0.05)
         message, data = await stored(store)
 
-        real_due = store.due
+        real_scan = getattr(store, scan)
         entered, gate = asyncio.Event(), asyncio.Event()
 
-        async def slow_due(now: float, limit: int) -> list[SpooledMessage]:
-            result = await real_due(now, limit)  # snapshot: the message is due
+        async def slow_scan(*args: object, **kwargs: object) -> object:
+            result = await real_scan(*args, **kwargs)  # snapshot: the message is due
             entered.set()
             await gate.wait()  # ... delivered to the runner only later
             return result
 
-        monkeypatch.setattr(store, "due", slow_due)
+        monkeypatch.setattr(store, scan, slow_scan)
         runner.kick()
         await asyncio.wait_for(entered.wait(), 2)
         runner.offer(message, data)  # starts at once, defers, updates

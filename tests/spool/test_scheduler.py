@@ -25,7 +25,8 @@ from spoolkit import (
 from mailwright.config import DeliveryConfig
 from mailwright.spool.embedded import EmbeddedSpool
 from mailwright.spool.model import Envelope, Recipient, RecipientStatus, SpooledMessage
-from mailwright.spool.scheduler import JITTER_FRACTION, QueueRunner, retry_delay
+from mailwright.spool.retry import JITTER_FRACTION, retry_delay
+from mailwright.spool.scheduler import QueueRunner
 from mailwright.spool.store import SpoolError
 
 

@@ -31,10 +31,13 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
+from functools import partial
 from pathlib import Path
 
 from mailwright.accounts.directory import LocalDirectory, Mailbox
 from mailwright.delivery.base import DeliveryResult
+from mailwright.delivery.batch import MaildirBatcher
 from mailwright.delivery.maildir import Maildir, maildir_path
 from mailwright.smtp import Reply
 from mailwright.spool.model import Recipient, SpooledMessage
@@ -42,6 +45,8 @@ from mailwright.spool.model import Recipient, SpooledMessage
 log = logging.getLogger(__name__)
 
 MAIL_SUBDIR = "mail"  # Maildirs live in <data_dir>/mail/<domain>/<mailbox>
+# Maildir objects kept per mailbox; beyond this (a huge catch-all) they are rebuilt.
+MAILDIR_CACHE_MAX = 10_000
 
 REPLY_DELIVERED = Reply.of(250, "2.0.0", "Delivered to maildir")
 REPLY_UNKNOWN_USER = Reply.of(550, "5.1.1", "No such user here")
@@ -84,16 +89,25 @@ def trace_headers(mail_from: str, mailbox: Mailbox) -> bytes:
 
 
 class LocalDeliveryAgent:
-    """``DeliveryAgent`` for local domains; writes Maildirs in worker threads."""
+    """``DeliveryAgent`` for local domains; writes Maildirs in batches (``batch``)."""
 
     def __init__(self, directory: LocalDirectory, mail_root: Path, hostname: str) -> None:
         self.directory = directory
         self.mail_root = Path(mail_root)
         self.hostname = hostname
+        self.batcher = MaildirBatcher()
         self._ensured: set[Path] = set()
+        self._maildirs: dict[Mailbox, Maildir] = {}  # built once per mailbox
 
     def maildir(self, mailbox: Mailbox) -> Maildir:
-        return Maildir(maildir_path(self.mail_root, mailbox.domain, mailbox.name), self.hostname)
+        maildir = self._maildirs.get(mailbox)
+        if maildir is None:
+            maildir = Maildir(
+                maildir_path(self.mail_root, mailbox.domain, mailbox.name), self.hostname
+            )
+            if len(self._maildirs) < MAILDIR_CACHE_MAX:
+                self._maildirs[mailbox] = maildir
+        return maildir
 
     def ensure_all(self) -> None:
         """Create the Maildir of every configured mailbox (blocking; at start-up)."""
@@ -105,26 +119,26 @@ class LocalDeliveryAgent:
             maildir.ensure()
             self._ensured.add(maildir.root)
 
-    def _write(self, mailbox: Mailbox, data: bytes) -> str:
-        maildir = self.maildir(mailbox)
+    def _stage(self, maildir: Maildir, data: bytes) -> str:
+        """Worker thread (``MaildirBatcher``): link a fsynced copy into ``new/``."""
         self._ensure(maildir)
         try:
-            name = maildir.deliver(data)
+            return maildir.stage(data)
         except FileNotFoundError:
             # The folder vanished since we created it (an operator moved it away):
             # re-create it once rather than failing until the next restart.
             self._ensured.discard(maildir.root)
             self._ensure(maildir)
-            name = maildir.deliver(data)
-        return str(maildir.root / "new" / name)
+            return maildir.stage(data)
 
     async def _store(self, mailbox: Mailbox, data: bytes) -> DeliveryResult:
+        maildir = self.maildir(mailbox)
         try:
-            path = await asyncio.to_thread(self._write, mailbox, data)
+            name = await self.batcher.deliver(maildir, partial(self._stage, maildir, data))
         except Exception as exc:  # never raise for one mailbox: report it
             log.warning("delivery to %s failed: %r", mailbox.address, exc)
             return DeliveryResult(failure_reply(exc), f"{mailbox.address}: {exc}")
-        return DeliveryResult(REPLY_DELIVERED, path)
+        return DeliveryResult(REPLY_DELIVERED, os.path.join(maildir.new_dir, name))
 
     async def deliver(
         self, message: SpooledMessage, body: bytes, recipients: list[Recipient]
@@ -147,9 +161,12 @@ class LocalDeliveryAgent:
 
         unique = list(dict.fromkeys(m for boxes in plan.values() for m in boxes))
         mail_from = message.envelope.mail_from
-        stored = await asyncio.gather(
-            *(self._store(m, trace_headers(mail_from, m) + body) for m in unique)
-        )
+        if len(unique) == 1:  # the common case: no gather, no extra tasks
+            stored = [await self._store(unique[0], trace_headers(mail_from, unique[0]) + body)]
+        else:
+            stored = await asyncio.gather(
+                *(self._store(m, trace_headers(mail_from, m) + body) for m in unique)
+            )
         by_mailbox = dict(zip(unique, stored, strict=True))
 
         for address, mailboxes in plan.items():

@@ -18,7 +18,9 @@ info part of a name in ``cur/``).  ``,S=<size>`` is Dovecot's size field, which 
 skip a stat(); mutt and Python's ``mailbox`` ignore it.
 
 Directories are created with mode 0o700 and messages 0o600: mail is private.  The
-functions here block; the agent runs them in a worker thread.
+functions here block; the agent runs them in a worker thread, in batches
+(``mailwright.delivery.batch``): ``stage`` does everything but the fsync of ``new/``,
+which a batch then does once for all the messages it staged into that folder.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import contextlib
 import errno
 import itertools
 import os
-import secrets
+import random
 import socket
 import threading
 import time
@@ -36,7 +38,7 @@ from pathlib import Path
 from mailwright.spool.atomic import DIR_MODE, FILE_MODE, ensure_dir, fsync_dir, write_durable
 
 MAILDIR_SUBDIRS = ("tmp", "new", "cur")
-RANDOM_BYTES = 8  # 64 bits in the R field
+RANDOM_BITS = 64  # in the R field, as 16 hex digits
 SIZE_FIELD = ",S="  # Dovecot: physical size of the file
 # link(2) errors meaning "this file system has no hard links": fall back to rename(2).
 _NO_LINK_ERRNOS = frozenset(
@@ -45,6 +47,12 @@ _NO_LINK_ERRNOS = frozenset(
 
 _counter = itertools.count(1)
 _counter_lock = threading.Lock()
+# R field source: seeded from os.urandom, and again in a forked child (which would
+# otherwise repeat the parent's sequence).  Not a secret, only a collision guard next
+# to time, pid and counter, so one getrandom(2) per process instead of per delivery.
+_random = random.Random()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_random.seed)
 
 
 def maildir_path(mail_root: Path, domain: str, mailbox: str) -> Path:
@@ -71,9 +79,9 @@ def unique_name(hostname: str, size: int, now: float | None = None) -> str:
     usec = int((now - seconds) * 1_000_000)
     with _counter_lock:
         count = next(_counter)
-    rand = secrets.token_hex(RANDOM_BYTES)
+        rand = _random.getrandbits(RANDOM_BITS)
     return (
-        f"{seconds}.M{usec}P{os.getpid()}Q{count}R{rand}.{safe_hostname(hostname)}"
+        f"{seconds}.M{usec}P{os.getpid()}Q{count}R{rand:016x}.{safe_hostname(hostname)}"
         f"{SIZE_FIELD}{size}"
     )
 
@@ -84,6 +92,9 @@ class Maildir:
     def __init__(self, root: Path, hostname: str | None = None) -> None:
         self.root = Path(root)
         self.hostname = hostname or socket.gethostname()
+        # Plain strings: built once, not per delivery (pathlib costs microseconds).
+        self.tmp_dir = os.path.join(self.root, "tmp")
+        self.new_dir = os.path.join(self.root, "new")
 
     def ensure(self) -> None:
         """Create the folder and its ``cur``/``new``/``tmp`` (mode 0o700) if missing."""
@@ -96,13 +107,33 @@ class Maildir:
     def deliver(self, data: bytes) -> str:
         """Store ``data`` durably in ``new/`` and return the file name.
 
-        Raises OSError (ENOSPC, EDQUOT, EIO, EACCES...) on failure, after removing
-        what it wrote: a failed delivery leaves nothing in ``tmp/`` and nothing in
-        ``new/`` (the caller will retry, and a retry must not create a duplicate).
+        ``stage`` then one fsync of ``new/``.  Raises OSError (ENOSPC, EDQUOT, EIO,
+        EACCES...) on failure, after removing what it wrote: a failed delivery leaves
+        nothing in ``tmp/`` and nothing in ``new/`` (the caller will retry, and a retry
+        must not create a duplicate).
+        """
+        name = self.stage(data)
+        try:
+            fsync_dir(self.new_dir)
+        except BaseException:
+            self.unstage(name)
+            raise
+        return name
+
+    def stage(self, data: bytes) -> str:
+        """Write ``data`` to ``tmp/``, fsync it, link it into ``new/``; return its name.
+
+        Everything but the final fsync of ``new/``: the message is *not* durable yet,
+        and must not be reported delivered until a ``fsync_dir(new_dir)`` that starts
+        after this returns has succeeded (``deliver``, or ``batch.MaildirBatcher``
+        which syncs ``new/`` once for every message staged into it meanwhile).  If that
+        sync fails, ``unstage`` the name.  On failure here nothing is left in ``tmp/``
+        or ``new/``.  The file is fsynced *before* the link, as the spec requires: a
+        crash never leaves a partial file in ``new/``, where readers would see it.
         """
         name = unique_name(self.hostname, len(data))
-        tmp_path = self.root / "tmp" / name
-        new_path = self.root / "new" / name
+        tmp_path = os.path.join(self.tmp_dir, name)
+        new_path = os.path.join(self.new_dir, name)
         # O_EXCL create, write, fsync; removes the partial file itself on failure.
         write_durable(tmp_path, data, FILE_MODE)
         linked = False
@@ -116,14 +147,20 @@ class Maildir:
                     raise
                 os.rename(tmp_path, new_path)
                 linked = True
-            fsync_dir(new_path.parent)
         except BaseException:
             with contextlib.suppress(OSError):
-                tmp_path.unlink(missing_ok=True)
+                os.unlink(tmp_path)
             if linked:
-                # Not known to be durable, and the caller reports a temporary failure
-                # and retries: remove it so the retry does not deliver a second copy.
                 with contextlib.suppress(OSError):
-                    new_path.unlink(missing_ok=True)
+                    os.unlink(new_path)
             raise
         return name
+
+    def unstage(self, name: str) -> None:
+        """Remove a staged message whose ``new/`` sync failed.
+
+        Not known to be durable, and the caller reports a temporary failure and
+        retries: remove it so that the retry does not deliver a second copy.
+        """
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(self.new_dir, name))

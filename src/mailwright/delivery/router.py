@@ -116,6 +116,9 @@ class Router:
         self, message: SpooledMessage, body: bytes, recipients: list[Recipient]
     ) -> dict[str, DeliveryResult]:
         groups = self.split(recipients)
+        if len(groups) == 1:  # one route (the common case): no gather, no extra task
+            ((route, rcpts),) = groups.items()
+            return await self._call(route, message, body, rcpts)
         parts = await asyncio.gather(
             *(self._call(route, message, body, rcpts) for route, rcpts in groups.items())
         )

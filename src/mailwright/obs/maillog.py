@@ -250,6 +250,23 @@ class MailLog:
 
     def disconnect(self, session_id: str, peer: object, stats: Mapping[str, object]) -> None:
         """``stats``: command counts and the like, e.g. ``{"ehlo": 1, "mail": 1}``."""
+        if not self.json_format and all(type(v) is int for v in stats.values()):
+            # Once per connection, so built directly (as format() would build it).
+            parts = [
+                format_timestamp(self._clock()),
+                f"{escape_control(session_id)}:",
+                "disconnect",
+                f"client={_quote(_peer(peer))}",
+            ]
+            taken = {"client", "ts", "id", "event"}
+            for key, value in stats.items():
+                safe = _safe_key(key)
+                if safe in taken:
+                    safe = f"stats.{safe}"
+                taken.add(safe)
+                parts.append(f"{safe}={value}")
+            self._add(" ".join(parts) + "\n")
+            return
         fields: dict[str, Value] = {"client": _peer(peer)}
         for key, value in stats.items():
             safe = _safe_key(key)
@@ -269,6 +286,23 @@ class MailLog:
         helo: str | None = None,
     ) -> None:
         to = list(recipients)
+        if not self.json_format:
+            # Once per message, so built directly (as format() would build it).
+            parts = [
+                format_timestamp(self._clock()),
+                f"{escape_control(queue_id)}:",
+                "accepted",
+                f"from={_quote(f'<{mail_from}>')}",
+                f"size={size}",
+                f"nrcpt={len(to)}",
+                f"to={_quote(','.join([f'<{a}>' for a in to]))}",
+                f"client={_quote(_peer(peer))}",
+            ]
+            if helo is not None:
+                parts.append(f"helo={_quote(helo)}")
+            parts.append(f"session={_quote(session_id)}")
+            self._add(" ".join(parts) + "\n")
+            return
         self.emit(
             queue_id,
             "accepted",

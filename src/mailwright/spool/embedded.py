@@ -92,7 +92,7 @@ import os
 import sqlite3
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Container
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -403,6 +403,16 @@ class EmbeddedSpool:
         if limit <= 0:
             return []
         return await self._query(_db.due, now, limit)
+
+    async def due_with_bodies(
+        self, horizon: float, limit: int, *, now: float, skip: Container[str] = ()
+    ) -> tuple[int, list[tuple[SpooledMessage, bytes | None]]]:
+        """``due(horizon, limit)`` for the queue runner, with the inline bodies of the
+        messages due by ``now`` in the same query (no ``read_body`` each), and rows in
+        ``skip`` (being delivered) not built.  Returns (rows found, [(message, body)])."""
+        if limit <= 0:
+            return 0, []
+        return await self._query(_db.due_with_bodies, horizon, limit, now, frozenset(skip))
 
     async def iterate(self) -> AsyncIterator[SpooledMessage]:
         """Every committed message in queue-id (arrival) order, one page at a time."""

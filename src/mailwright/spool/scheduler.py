@@ -8,8 +8,12 @@ and the earliest next due time — and start one task per due message up to
 ``config.concurrency``; the rest of the fetch (up to ``FETCH_AHEAD`` times the
 concurrency) waits in memory and a finishing task starts the next one directly, so a
 backlog costs one query per ``FETCH_AHEAD * concurrency`` deliveries, not two per
-delivery.  Then sleep until the earliest future ``next_attempt`` (at most
-``MAX_IDLE_SLEEP``, so a missed wake-up costs seconds, not hours) or until ``kick()``.
+delivery.  A store that offers ``due_with_bodies`` (the embedded one) returns the
+inline bodies of the due messages in the same query, so such a backlog costs no
+``read_body`` per message either.  Then sleep until the earliest future
+``next_attempt`` (at most ``MAX_IDLE_SLEEP``, so a missed wake-up costs seconds, not
+hours) or until ``kick()`` (a no-op while every slot is busy and more is due: a
+finishing attempt continues with the backlog or wakes the loop itself).
 At start-up the first fetch naturally returns everything left from before a restart:
 every acknowledged, undelivered message is retried.
 
@@ -77,7 +81,8 @@ from mailwright.spool.model import (
     RecipientStatus,
     SpooledMessage,
 )
-from mailwright.spool.store import SpoolError, SpoolStore
+from mailwright.spool.retry import JITTER_FRACTION, expired_reply, retry_delay
+from mailwright.spool.store import BodyPrefetchStore, SpoolError, SpoolStore
 
 log = logging.getLogger("mailwright.spool.scheduler")
 
@@ -86,8 +91,6 @@ MAX_IDLE_SLEEP = 30.0
 # A scan fetches up to this many times ``concurrency`` due messages: the ones that do
 # not fit into free slots wait in memory, so a backlog is not re-queried per delivery.
 FETCH_AHEAD = 4
-# Retry delays get up to this fraction added at random.
-JITTER_FRACTION = 0.1
 # After a store error, wait this long before touching the queue again.
 STORE_ERROR_PAUSE = 5.0
 # Graceful stop: how long in-flight deliveries may finish before being cancelled.
@@ -95,29 +98,12 @@ STOP_GRACE = 30.0
 # An attempt that takes longer than this is abandoned as a temporary failure.  Agents
 # have their own per-command timeouts (RFC 5321 §4.5.3.2); this is the backstop.
 ATTEMPT_TIMEOUT = 30 * 60.0
-# RFC 3463 X.4.7: "Delivery time expired".
-EXPIRED_STATUS = "4.4.7"
-MAX_EXPIRED_TEXT = 400  # octets; a Reply line must stay below MAX_REPLY_LINE
-MAX_BACKOFF_EXPONENT = 60  # 2**60 * anything > retry_max: avoids float overflow
 
 AGENT_FAILED = Reply.of(451, "4.3.0", "Temporary delivery failure, will retry")
 NO_RESULT = Reply.of(451, "4.3.0", "Delivery agent gave no result, will retry")
 BODY_UNREADABLE = Reply.of(451, "4.3.0", "Queued message unreadable, will retry")
 
 EventCallback = Callable[[str, SpooledMessage, str, DeliveryResult], None]
-
-
-def retry_delay(attempts: int, config: DeliveryConfig) -> float:
-    """Exponential backoff before the next attempt, without jitter (attempts >= 1)."""
-    exponent = min(max(0, attempts - 1), MAX_BACKOFF_EXPONENT)
-    return min(config.retry_initial * 2.0**exponent, config.retry_max)
-
-
-def expired_reply(last: Reply, lifetime: float) -> Reply:
-    """The reply recorded for a recipient whose queue lifetime ran out (RFC 3463 X.4.7)."""
-    text = f"Message expired after {lifetime / 86400:g} days in queue; last error: {last}"
-    encoded = text.encode("utf-8")[:MAX_EXPIRED_TEXT]
-    return Reply.of(last.code, EXPIRED_STATUS, encoded.decode("utf-8", "ignore"))
 
 
 class QueueRunner:
@@ -146,8 +132,9 @@ class QueueRunner:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._inflight: set[str] = set()
-        # Fetched, due, not yet started (in due order); started as slots free up.
-        self._ready: OrderedDict[str, SpooledMessage] = OrderedDict()
+        # Fetched, due, not yet started (in due order, with the body if the scan had
+        # it); started as slots free up.
+        self._ready: OrderedDict[str, tuple[SpooledMessage, bytes | None]] = OrderedDict()
         # While a scan's query runs: ids whose attempt finished meanwhile (stale in it).
         self._finished: set[str] | None = None
         self._more_due = False  # the queue may hold due messages not fetched yet
@@ -160,7 +147,13 @@ class QueueRunner:
     # -- control -----------------------------------------------------------------------
 
     def kick(self) -> None:
-        """Look at the queue now (call from the event loop thread)."""
+        """Look at the queue now (call from the event loop thread).
+
+        Skipped while every slot is busy and more is due: the next finishing attempt
+        continues anyway (``_start``), and the delivery worker kicks once per message.
+        """
+        if self._more_due and len(self._tasks) >= self._config.concurrency:
+            return
         self._wake.set()
 
     def offer(self, message: SpooledMessage, body: bytes | None = None) -> None:
@@ -264,7 +257,7 @@ class QueueRunner:
         finished: set[str] = set()
         self._finished = finished
         try:
-            batch = await self._store.due(now + MAX_IDLE_SLEEP, limit)
+            found, batch = await self._scan(now, limit)
         except SpoolError as exc:
             log.error("queue scan failed, pausing %.0f s: %s", STORE_ERROR_PAUSE, exc)
             self._paused_until = self._clock() + STORE_ERROR_PAUSE
@@ -272,14 +265,14 @@ class QueueRunner:
         finally:
             self._finished = None
         upcoming: float | None = None
-        for message in batch:  # earliest due first
+        for message, body in batch:  # earliest due first
             qid = message.queue_id
             if message.next_attempt > now:
                 upcoming = message.next_attempt
                 break
             if qid not in self._inflight and qid not in finished and qid not in self._ready:
-                self._ready[qid] = message
-        self._more_due = len(batch) >= limit and upcoming is None
+                self._ready[qid] = (message, body)
+        self._more_due = found >= limit and upcoming is None
         self._start_ready()
         if self._ready:
             self._more_due = True
@@ -287,6 +280,22 @@ class QueueRunner:
         if upcoming is None:
             return MAX_IDLE_SLEEP
         return upcoming - self._clock()
+
+    async def _scan(
+        self, now: float, limit: int
+    ) -> tuple[int, list[tuple[SpooledMessage, bytes | None]]]:
+        """``due(now + MAX_IDLE_SLEEP, limit)``: (rows found, [(message, body or None)]).
+
+        A ``BodyPrefetchStore`` also returns the inline bodies (no ``read_body`` per
+        delivery) and skips the rows being attempted, which are due now, so skipping
+        them hides no upcoming due time."""
+        horizon = now + MAX_IDLE_SLEEP
+        if isinstance(self._store, BodyPrefetchStore):
+            return await self._store.due_with_bodies(
+                horizon, limit, now=now, skip=frozenset(self._inflight)
+            )
+        messages = await self._store.due(horizon, limit)
+        return len(messages), [(message, None) for message in messages]
 
     def _backlog_sleep(self) -> float:
         """Sleep while every slot is busy: a finishing task wakes us, or the pause ends
@@ -299,8 +308,8 @@ class QueueRunner:
         if self._stopping or self._clock() < self._paused_until:
             return
         while self._ready and len(self._tasks) < self._config.concurrency:
-            _, message = self._ready.popitem(last=False)
-            self._start(message)
+            _, (message, body) = self._ready.popitem(last=False)
+            self._start(message, body)
 
     def _start(self, message: SpooledMessage, body: bytes | None = None) -> None:
         qid = message.queue_id

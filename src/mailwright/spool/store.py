@@ -27,8 +27,8 @@ Contract (every backend keeps it):
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Protocol
+from collections.abc import AsyncIterator, Container
+from typing import Protocol, runtime_checkable
 
 from mailwright.spool.model import Envelope, SpooledMessage
 
@@ -75,3 +75,14 @@ class SpoolStore(Protocol):
 
     def iterate(self) -> AsyncIterator[SpooledMessage]:
         """Every committed message (for `queue list` and recovery)."""
+
+
+@runtime_checkable
+class BodyPrefetchStore(Protocol):
+    """Optional store capability: a due scan that also returns inline bodies
+    (``EmbeddedSpool.due_with_bodies``), so the queue runner needs no ``read_body`` per
+    delivery.  Other stores get ``read_body`` per message."""
+
+    async def due_with_bodies(
+        self, horizon: float, limit: int, *, now: float, skip: Container[str] = ()
+    ) -> tuple[int, list[tuple[SpooledMessage, bytes | None]]]: ...
