@@ -55,6 +55,29 @@ def set_prefix(prefix: list[str]) -> None:
     _PREFIX[:] = prefix
 
 
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # gone meanwhile
+        return 0.0
+    # After the ")" of comm: state is field 3, utime 14 and stime 15 (1-based).
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def _children(pid: int) -> list[int]:
+    """Live processes whose parent is ``pid`` (from /proc; field 4 is the ppid)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
 class ServerError(RuntimeError):
     """A server did not start, or died during a measurement."""
 
@@ -83,10 +106,13 @@ class ServerProcess:
         return proc_status(self.pid, key)
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the whole process (all threads) so far."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        # After the ")" of comm: state is field 3, utime 14 and stime 15 (1-based).
-        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+        """User + system CPU time so far of the whole process (all threads) and of its
+        live child processes (mailwright's delivery worker)."""
+        return _cpu_seconds(self.pid) + sum(_cpu_seconds(child) for child in _children(self.pid))
+
+    def own_cpu_seconds(self) -> float:
+        """The server process alone (for mailwright: receiving, without delivery)."""
+        return _cpu_seconds(self.pid)
 
     def output(self) -> str:
         try:
