@@ -112,7 +112,7 @@ class Handlers:
         assert isinstance(event, Helo)
         self.abort_message()
         self.s.ctx.helo = event.domain
-        return self._stage(Stage.HELO, R(250, "", self.s.hostname), event)
+        return self._stage(Stage.HELO, self.s.services.helo_reply, event)
 
     def ehlo(self, event: Event) -> Answer:
         assert isinstance(event, Ehlo)

@@ -34,6 +34,7 @@ class SessionServices:
 
     # Built once from config (it was rebuilt on every connection and every EHLO).
     server_options: ServerOptions = field(init=False)
+    helo_reply: Reply = field(init=False)  # the 250 to HELO: the same for every session
     _ehlo_replies: dict[tuple[frozenset[str], tuple[str, ...]], Reply] = field(
         init=False, default_factory=dict
     )
@@ -45,6 +46,7 @@ class SessionServices:
             max_recipients=smtp.max_recipients,
             extensions=DEFAULT_EXTENSIONS,
         )
+        self.helo_reply = Reply.of(250, "", smtp.hostname)
 
     def ehlo_reply(self, extensions: frozenset[str], mechanisms: tuple[str, ...]) -> Reply:
         """The 250 to EHLO for this set of extensions; a handful of distinct sets exist
