@@ -288,3 +288,22 @@ def test_tls_sessions_leave_no_warnings_on_stderr(make_subprocess_server):
     time.sleep(0.3)
     assert server.terminate() == 0
     assert "eof_received" not in server.stderr(), server.stderr()
+
+
+def test_quit_under_tls_is_answered_and_closed_without_delay(make_server):
+    """Regression: the plaintext close sends the 221 corked with the FIN (TCP_CORK).
+    Under TLS the close waits for the client's close_notify, so a corked 221 and
+    close_notify sat in the kernel for its 200 ms cork timer: TLS sessions/s fell 3×."""
+    server = secure_server(make_server)
+    took = []
+    for role in ("submissions", "inbound", "submissions", "inbound", "submissions"):
+        conn = connect(server, role)  # implicit TLS, or STARTTLS on inbound
+        try:
+            started = time.monotonic()
+            assert conn.cmd("QUIT").code == 221
+            assert conn.closed_by_peer(timeout=5)
+            took.append(time.monotonic() - started)
+        finally:
+            conn.close()
+    took.sort()
+    assert took[len(took) // 2] < 0.12, took  # the cork timer alone is 0.2 s

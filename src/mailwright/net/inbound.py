@@ -412,10 +412,16 @@ class InboundSession(asyncio.Protocol):
         self._out.append(self.conn.send(reply))
         if reply.code == 221 and type(event) is Quit:
             self.quit_answered = True
-            if self.conn.buffered == 0 and self.transport is not None and _CORK is not None:
+            if (
+                self.conn.buffered == 0
+                and not self.conn.tls_active
+                and self.transport is not None
+                and _CORK is not None
+            ):
                 # The session ends with this reply: hold it (TCP_CORK) so close() sends
                 # it and the FIN in one segment: one packet and one wake-up of the
-                # client fewer per session.
+                # client fewer per session.  Not under TLS: the TLS close waits for
+                # the peer's close_notify, which would wait for our corked bytes.
                 sock = self.transport.get_extra_info("socket")
                 if sock is not None:
                     with contextlib.suppress(OSError):
