@@ -6,6 +6,7 @@ import asyncio
 import errno
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,59 @@ def test_lanes_bound_the_threads(boxes: list[Maildir], monkeypatch: pytest.Monke
     names = deliver_all(MaildirBatcher(), [(boxes[0], MESSAGE)] * 50)
     assert all(isinstance(n, str) for n in names) and len(set(names)) == 50
     assert peak <= LANES
+
+
+def test_slow_stages_switch_batches_to_parallel_staging(
+    boxes: list[Maildir], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow disk (each stage waits on its own fsync) makes later batches stage at
+    once, so their fsyncs overlap; the directory fsync still follows every stage."""
+    delay = 0.02
+    real_stage = Maildir.stage
+    in_flight, most = 0, 0
+    lock = threading.Lock()
+
+    def slow_stage(self: Maildir, data: bytes) -> str:
+        nonlocal in_flight, most
+        with lock:
+            in_flight += 1
+            most = max(most, in_flight)
+        try:
+            time.sleep(delay)  # the fsync of a slow disk
+            return real_stage(self, data)
+        finally:
+            with lock:
+                in_flight -= 1
+
+    monkeypatch.setattr(Maildir, "stage", slow_stage)
+    synced: list[tuple[str, set[str]]] = []
+    real_fsync_dir = batch_mod.fsync_dir
+
+    def recording(path: str) -> None:
+        synced.append((path, set(os.listdir(path))))
+        real_fsync_dir(path)
+
+    monkeypatch.setattr(batch_mod, "fsync_dir", recording)
+    batcher = MaildirBatcher(lanes=1)
+    first = deliver_all(batcher, [(boxes[0], MESSAGE)])  # one stage: slow, noticed
+    assert isinstance(first[0], str) and batcher.parallel
+    jobs = [(boxes[i % 2], MESSAGE + b"%d\r\n" % i) for i in range(16)]
+    started = time.monotonic()
+    names = deliver_all(batcher, jobs)
+    took = time.monotonic() - started
+    assert most > 1  # stages overlapped
+    assert took < len(jobs) * delay * 0.75, took  # one after the other: 0.32 s
+    for (box, data), name in zip(jobs, names, strict=True):
+        assert isinstance(name, str)
+        assert Path(box.new_dir, name).read_bytes() == data
+        assert any(path == box.new_dir and name in seen for path, seen in synced)
+
+
+def test_fast_stages_stay_in_one_thread(
+    boxes: list[Maildir], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batch_mod, "SLOW_STAGE", 1.0)  # any real stage is faster
+    batcher = MaildirBatcher(lanes=1)
+    deliver_all(batcher, [(boxes[0], MESSAGE + b"%d\r\n" % i) for i in range(8)])
+    assert not batcher.parallel
+    assert batcher._stage_pool is None
