@@ -3,8 +3,9 @@
 With ``delivery.worker`` on (the default) the queue runner lives in a second process,
 ``mailwright.workerproc``, as Postfix keeps its queue manager and delivery agents apart
 from smtpd.  Receiving and delivering then never compete for one interpreter lock, and
-the worker runs at a lower CPU priority (``delivery.worker_nice``): under a burst the
-server acknowledges mail first and the backlog is delivered as soon as CPU is free.
+the worker runs at a lower CPU priority (``delivery.worker_idle``, else
+``worker_nice``; ``workerproc`` sets it): under a burst the server acknowledges mail
+first and the backlog is delivered as soon as CPU is free.
 Both processes share the spool; SQLite in WAL mode is made for that.
 
 The pipe to the worker's standard input carries, in order (``workerproc`` reads it):
