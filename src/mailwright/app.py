@@ -104,11 +104,15 @@ def build_directory(config: Config) -> LocalDirectory:
     return LocalDirectory(config.domains, config.delivery.recipient_delimiter)
 
 
+def build_local_agent(config: Config, directory: LocalDirectory) -> LocalDeliveryAgent:
+    return LocalDeliveryAgent(directory, mail_root(config.data_dir), config.smtp.hostname)
+
+
 def build_queue_runner(
     config: Config, spool: EmbeddedSpool, maillog: MailLog, directory: LocalDirectory
 ) -> tuple[QueueRunner, LocalDeliveryAgent]:
     """The queue runner and its local agent: in the server, or in the delivery worker."""
-    local_agent = LocalDeliveryAgent(directory, mail_root(config.data_dir), config.smtp.hostname)
+    local_agent = build_local_agent(config, directory)
     runner = QueueRunner(
         spool,
         Router(directory, local_agent),
@@ -164,16 +168,18 @@ class App:
                 "mailwright: warning: no mailbox receives postmaster mail; add a "
                 f"postmaster mailbox or alias (or a catch-all) to {config.domains[0].name}"
             )
-        runner, local_agent = build_queue_runner(config, self.spool, self.maillog, self.directory)
-        # Create the Maildirs now, also with a worker: a permission problem is then
-        # reported at start-up, not by a worker that keeps failing.
-        await asyncio.to_thread(local_agent.ensure_all)
         if config.delivery.worker:
+            local_agent = build_local_agent(config, self.directory)
             self.worker = DeliveryWorker(config, announce=self.announce)
             on_queued: Callable[..., None] = self.worker.notify
         else:
-            self.runner = runner
-            on_queued = runner.offer
+            self.runner, local_agent = build_queue_runner(
+                config, self.spool, self.maillog, self.directory
+            )
+            on_queued = self.runner.offer
+        # Create the Maildirs now, also with a worker: a permission problem is then
+        # reported at start-up, not by a worker that keeps failing.
+        await asyncio.to_thread(local_agent.ensure_all)
         self.tls = load_tls(config)
         if self.tls is not None:
             for line in self.tls.certificate_summary():
