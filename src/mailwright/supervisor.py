@@ -40,9 +40,9 @@ import struct
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
 
 from mailwright.config import Config
+from mailwright.spool.model import SpooledMessage
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class DeliveryWorker:
         self.starts += 1
         log.info("delivery worker started, pid %d", proc.pid)
 
-    def notify(self, message: Any, body: bytes | None = None) -> None:
+    def notify(self, message: SpooledMessage, body: bytes | None = None) -> None:
         """A message was stored: wake the worker (``SessionServices.on_queued``)."""
         if self._stopping or self._loop is None:
             return

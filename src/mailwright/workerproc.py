@@ -169,10 +169,7 @@ def main(argv: list[str] | None = None) -> None:
             asyncio.run(run_worker(config))
         else:
             uvloop.run(run_worker(config))
-    except WorkerError as exc:
-        print(f"mailwright: delivery worker: {exc}", file=sys.stderr, flush=True)
-        sys.exit(1)
-    except (OSError, pickle.UnpicklingError, EOFError) as exc:
+    except (WorkerError, OSError, pickle.UnpicklingError, EOFError) as exc:
         print(f"mailwright: delivery worker: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
 

@@ -20,6 +20,12 @@ SENDER = "sender@remote.test"
 WAIT = 10.0  # seconds any process change below may take
 
 
+def stat_fields(path: str) -> list[bytes]:
+    """The fields of a /proc ``stat`` file after the command name (state first)."""
+    with open(path, "rb") as stat:
+        return stat.read().rsplit(b")", 1)[1].split()
+
+
 def children_of(pid: int) -> list[int]:
     """Pids whose parent is ``pid`` (from /proc; the worker is the server's child)."""
     found = []
@@ -27,8 +33,7 @@ def children_of(pid: int) -> list[int]:
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()
+            fields = stat_fields(f"/proc/{entry}/stat")
         except OSError:
             continue
         if int(fields[1]) == pid:
@@ -38,8 +43,7 @@ def children_of(pid: int) -> list[int]:
 
 def alive(pid: int) -> bool:
     try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+        return stat_fields(f"/proc/{pid}/stat")[0] != b"Z"
     except OSError:
         return False
 
@@ -195,8 +199,7 @@ def test_worker_priority_settings(make_subprocess_server):
     (worker,) = children_of(server.proc.pid)
 
     def niceness(tid: int) -> int:
-        with open(f"/proc/{worker}/task/{tid}/stat", "rb") as stat:
-            return int(stat.read().rsplit(b")", 1)[1].split()[16])
+        return int(stat_fields(f"/proc/{worker}/task/{tid}/stat")[16])
 
     assert wait_until(lambda: niceness(worker) == 7)
     qid = send(server)  # delivery starts the worker's threads

@@ -79,6 +79,8 @@ class Pipeline:
         return _nobody_decided(stage)
 
     async def run(self, stage: Stage, ctx: SessionContext, *args: Any) -> Verdict:
+        if self._sync[stage]:
+            return self.run_now(stage, ctx, *args)  # type: ignore[return-value]
         for name, hook, is_async in self._hooks[stage]:
             try:
                 if is_async:
