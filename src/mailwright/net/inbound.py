@@ -1,5 +1,8 @@
 """InboundSession: drives a ``smtp.ServerConnection`` over one asyncio connection.
 
+(Just over ~500 lines: the loop, its fast path and the close are one state machine
+and read best together; STARTTLS and the log lines already live apart.)
+
 An ``asyncio.Protocol`` (not streams) feeds received bytes straight into the core, so
 there is no second buffer to copy through.  The session advances in ``_advance``::
 
