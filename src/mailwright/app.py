@@ -13,6 +13,11 @@ Nothing else constructs services; components receive exactly what they need
 The queue runner runs in a delivery worker process by default (``delivery.worker``,
 ``mailwright.workerproc``), built by the same ``build_queue_runner`` as the in-process
 one; step 3 then closes the worker's pipe and waits for it.
+
+With ``smtp.processes`` > 0 the sessions run in that many session processes
+(``mailwright.sessionproc``, built by the same ``build_session_services``); this
+process binds, accepts, counts and hands connections over (``net.handover``), and
+step 2 becomes "tell every session process to stop, and wait for it".
 """
 
 from __future__ import annotations
@@ -25,11 +30,12 @@ from collections.abc import Callable
 
 from mailwright.accounts.directory import LocalDirectory
 from mailwright.accounts.users import UserStore
-from mailwright.config import Config
+from mailwright.config import Config, ListenerConfig
 from mailwright.delivery.base import DeliveryResult
 from mailwright.delivery.local import LocalDeliveryAgent, mail_root
 from mailwright.delivery.router import Router
-from mailwright.net.listener import ConnectionLimits, Listener
+from mailwright.net.handover import HandoverListener, SessionProcesses
+from mailwright.net.listener import ConnectionLimits, Listener, ListenerError
 from mailwright.net.privileges import drop_privileges
 from mailwright.net.services import SessionServices
 from mailwright.net.tls import TlsError, TlsManager
@@ -130,6 +136,42 @@ async def flush_periodically(maillog: MailLog, interval: float) -> None:
         maillog.flush()
 
 
+def build_auth_guard(config: Config) -> AuthGuard:
+    abuse = config.abuse
+    return AuthGuard(
+        max_failures=abuse.auth_max_failures,
+        window=abuse.auth_window,
+        ban_time=abuse.auth_ban_time,
+        base_delay=abuse.auth_base_delay,
+        max_delay=abuse.auth_max_delay,
+    )
+
+
+def build_session_services(
+    config: Config,
+    *,
+    spool: EmbeddedSpool,
+    maillog: MailLog,
+    directory: LocalDirectory,
+    users: UserStore,
+    tls: TlsManager | None,
+    auth_guard: AuthGuard,
+    on_queued: Callable[[SpooledMessage, bytes | None], None],
+) -> SessionServices:
+    """What every session shares: in this process, or in a session process."""
+    return SessionServices(
+        config=config,
+        pipeline=build_pipeline(config, directory, users),
+        spool=spool,
+        directory=directory,
+        maillog=maillog,
+        auth_guard=auth_guard,
+        tls=tls,
+        users=users,
+        on_queued=on_queued,
+    )
+
+
 def load_tls(config: Config) -> TlsManager | None:
     """The TLS manager, or None when TLS is off (no certificate, self_signed false)."""
     if not config.tls.enabled:
@@ -147,6 +189,7 @@ class App:
         self._stop = asyncio.Event()
         self.runner: QueueRunner | None = None  # the in-process runner (worker off)
         self.worker: DeliveryWorker | None = None  # the delivery worker (worker on)
+        self.processes: SessionProcesses | None = None  # session processes (smtp.processes)
         self._runner_task: asyncio.Task[None] | None = None
         self._flush_task: asyncio.Task[None] | None = None
 
@@ -185,39 +228,25 @@ class App:
             for line in self.tls.certificate_summary():
                 self.announce(f"mailwright: certificate {line}")
         self.users = UserStore.in_data_dir(config.data_dir)
-        abuse = config.abuse
-        services = SessionServices(
-            config=config,
-            pipeline=build_pipeline(config, self.directory, self.users),
-            spool=self.spool,
-            directory=self.directory,
-            maillog=self.maillog,
-            auth_guard=AuthGuard(
-                max_failures=abuse.auth_max_failures,
-                window=abuse.auth_window,
-                ban_time=abuse.auth_ban_time,
-                base_delay=abuse.auth_base_delay,
-                max_delay=abuse.auth_max_delay,
-            ),
-            tls=self.tls,
-            users=self.users,
-            on_queued=on_queued,
-        )
         limits = ConnectionLimits(config.smtp.max_connections, config.smtp.max_connections_per_ip)
-        for listener_config in config.listeners:
-            listener = Listener(listener_config, services, limits)
-            await listener.start()
-            self.listeners.append(listener)
-            self.maillog.listening(listener_config.address, listener.port, listener_config.role)
-            self.announce(
-                f"mailwright: listening on {listener_config.address}:{listener.port} "
-                f"({listener_config.role})"
+        if config.smtp.processes:
+            self._bind_for_session_processes(limits)
+        else:
+            services = build_session_services(
+                config,
+                spool=self.spool,
+                maillog=self.maillog,
+                directory=self.directory,
+                users=self.users,
+                tls=self.tls,
+                auth_guard=build_auth_guard(config),
+                on_queued=on_queued,
             )
-            if listener_config.allow_plaintext_auth:
-                self.announce(
-                    f"mailwright: warning: {listener_config.address}:{listener.port} offers "
-                    "AUTH without TLS; passwords can be read on the network"
-                )
+            for listener_config in config.listeners:
+                listener = Listener(listener_config, services, limits)
+                await listener.start()
+                self.listeners.append(listener)
+                self._announce_listener(listener_config, listener.port)
         drop_privileges(config.process, config.data_dir)
         loop = asyncio.get_running_loop()
         if self.worker is not None:
@@ -227,16 +256,72 @@ class App:
             self.announce(f"mailwright: delivery worker pid {self.worker.pid}")
         elif self.runner is not None:
             self._runner_task = loop.create_task(self.runner.run())
+        if self.processes is not None:
+            # After the privilege drop too; accepting starts once they are ready.
+            await self.processes.start()
+            pids = ", ".join(str(pid) for pid in self.processes.pids)
+            self.announce(f"mailwright: session processes pids {pids}")
         if self.maillog.buffered:
             interval = config.log.flush_interval
             self._flush_task = loop.create_task(flush_periodically(self.maillog, interval))
         # Last: tests and scripts take this line to mean "fully started".
         self.announce(f"mailwright: data in {config.data_dir.resolve()}")
 
+    def _bind_for_session_processes(self, limits: ConnectionLimits) -> None:
+        """``smtp.processes`` > 0: bind here, serve in session processes (net.handover)."""
+        config = self.config
+        worker, runner = self.worker, self.runner
+
+        def on_queued(queue_id: str) -> None:
+            if worker is not None:
+                worker.notify_id(queue_id)
+            elif runner is not None:
+                runner.kick()
+
+        def on_lost() -> None:
+            if worker is not None:
+                worker.wake()
+            elif runner is not None:
+                runner.kick()
+
+        self.processes = SessionProcesses(
+            config,
+            limits,
+            build_auth_guard(config),
+            on_queued=on_queued,
+            on_lost=on_lost,
+            announce=self.announce,
+        )
+        for index, listener_config in enumerate(config.listeners):
+            if listener_config.implicit_tls and self.tls is None:
+                raise ListenerError(
+                    f"listener {listener_config.address}:{listener_config.port} "
+                    f"({listener_config.role}) needs TLS, but TLS is disabled"
+                )
+            handover = HandoverListener(
+                index, listener_config, self.processes, limits, self.maillog
+            )
+            handover.bind()
+            self.processes.listeners.append(handover)
+            self._announce_listener(listener_config, handover.port)
+
+    def _announce_listener(self, listener_config: ListenerConfig, port: int) -> None:
+        self.maillog.listening(listener_config.address, port, listener_config.role)
+        self.announce(
+            f"mailwright: listening on {listener_config.address}:{port} ({listener_config.role})"
+        )
+        if listener_config.allow_plaintext_auth:
+            self.announce(
+                f"mailwright: warning: {listener_config.address}:{port} offers "
+                "AUTH without TLS; passwords can be read on the network"
+            )
+
     def reload(self) -> None:
         """SIGHUP: re-read certificates; on error keep serving the old ones."""
         if self.tls is None:
             return
+        if self.processes is not None:
+            self.processes.broadcast(b"h")  # each session process reloads its own
         try:
             self.tls.reload()
         except TlsError as exc:
@@ -251,6 +336,10 @@ class App:
     async def stop(self) -> None:
         for listener in self.listeners:
             listener.stop_accepting()
+        if self.processes is not None:
+            for handover in self.processes.listeners:
+                handover.stop_accepting()
+            await self.processes.stop(self.config.smtp.shutdown_grace)
         await asyncio.gather(
             *(listener.drain(self.config.smtp.shutdown_grace) for listener in self.listeners)
         )

@@ -23,6 +23,8 @@ from mailwright.smtp import limits as smtp_limits
 
 EMBEDDED_DATA_DIR = "./mailwright-data"
 EMBEDDED_INBOUND_PORT = 2525
+# More session processes than this is a typo, not a machine (smtp.processes).
+MAX_SESSION_PROCESSES = 256
 
 
 class ConfigError(Exception):
@@ -120,6 +122,12 @@ class SmtpConfig(_Frozen):
     max_connections: Annotated[int, Field(gt=0)] = smtp_limits.DEFAULT_MAX_CONNECTIONS
     max_connections_per_ip: Annotated[int, Field(gt=0)] = smtp_limits.DEFAULT_MAX_CONNECTIONS_PER_IP
     shutdown_grace: Annotated[float, Field(ge=0)] = 30.0
+    # Session processes (``mailwright.net.handover``): 0 runs every session in the
+    # main process; N > 0 has the main process accept connections, enforce the
+    # connection caps and hand each connection to one of N processes, as Postfix runs
+    # many smtpd processes under its master.  Set it to the number of CPU cores on a
+    # busy MX: one Python process uses one core.
+    processes: Annotated[int, Field(ge=0, le=MAX_SESSION_PROCESSES)] = 0
 
 
 class DomainConfig(_Frozen):

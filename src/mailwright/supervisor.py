@@ -113,11 +113,22 @@ class DeliveryWorker:
 
     def notify(self, message: SpooledMessage, body: bytes | None = None) -> None:
         """A message was stored: wake the worker (``SessionServices.on_queued``)."""
+        self.notify_id(message.queue_id)
+
+    def notify_id(self, queue_id: str) -> None:
+        """A message was stored, by this process or a session process."""
+        self._send(queue_id.encode("ascii") + b"\n")
+
+    def wake(self) -> None:
+        """Make the worker scan the queue (mail may be there that nobody told it of)."""
+        self._send(b"\n")
+
+    def _send(self, line: bytes) -> None:
         if self._stopping or self._loop is None:
             return
         if not self._unsent:
             self._loop.call_soon(self._send_unsent)
-        self._unsent.append(message.queue_id.encode("ascii") + b"\n")
+        self._unsent.append(line)
 
     def _send_unsent(self) -> None:
         lines, self._unsent = self._unsent, []

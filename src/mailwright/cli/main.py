@@ -46,6 +46,7 @@ def serve(config_path: Path | None) -> None:
     if config_path is None:
         click.echo("mailwright: no config file given, using the embedded default")
     from mailwright.app import run
+    from mailwright.net.handover import HandoverError
     from mailwright.net.listener import ListenerError
     from mailwright.net.privileges import PrivilegeError
     from mailwright.net.tls import TlsError
@@ -55,7 +56,7 @@ def serve(config_path: Path | None) -> None:
     except (TlsError, PrivilegeError, ListenerError) as exc:
         click.echo(f"mailwright: cannot start: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
-    except OSError as exc:
+    except (OSError, HandoverError) as exc:
         click.echo(f"mailwright: cannot start: {exc}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:

@@ -80,11 +80,15 @@ class Listener:
         # Built once per listener, not per connection (the bench showed it).
         self.greeting = Reply.of(220, "", f"{hostname} ESMTP mailwright")
 
-    async def start(self) -> None:
+    async def start(self, *, handed: bool = False) -> None:
+        """Bind and accept; or, ``handed``, only serve the connections the main process
+        accepted and counted (``adopt``; ``net.handover``)."""
         from mailwright.net.inbound import InboundSession
 
         loop = asyncio.get_running_loop()
         self._watchdog = loop.create_task(self._watch_timeouts())
+        if handed:
+            return
         family = socket.AF_INET6 if ":" in self.config.address else socket.AF_INET
         if self.config.implicit_tls:
             await self._start_implicit_tls(family)
@@ -159,6 +163,25 @@ class Listener:
             task = loop.create_task(self._handshake(conn, ip))
             self._handshakes.add(task)
             task.add_done_callback(self._handshakes.discard)
+
+    def adopt(self, conn: socket.socket, ip: str) -> None:
+        """Serve a connection the main process accepted and counted (``net.handover``)."""
+        coro = self._handshake(conn, ip) if self.config.implicit_tls else self._adopt(conn, ip)
+        task = asyncio.get_running_loop().create_task(coro)
+        self._handshakes.add(task)
+        task.add_done_callback(self._handshakes.discard)
+
+    async def _adopt(self, conn: socket.socket, ip: str) -> None:
+        from mailwright.net.inbound import InboundSession
+
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: InboundSession(self.services, self, preadmitted=True), conn
+            )
+        except (OSError, ConnectionError) as exc:
+            self.limits.release(ip)
+            conn.close()
+            log.info("connection from %s lost before its session started: %s", ip, exc)
 
     async def _handshake(self, conn: socket.socket, ip: str) -> None:
         from mailwright.net.inbound import InboundSession

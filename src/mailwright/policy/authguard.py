@@ -69,5 +69,12 @@ class AuthGuard:
             return self.max_delay
         return min(self.base_delay * 2 ** (len(times) - 1), self.max_delay)
 
+    def ban(self, ip: str, seconds: float) -> None:
+        """Ban ``ip`` for ``seconds``: a ban decided by the main process for every
+        session process (``net.handover``)."""
+        until = self._clock() + seconds
+        if until > self._banned_until.get(ip, 0.0):
+            self._banned_until[ip] = until
+
     def success(self, ip: str) -> None:
         self._failures.pop(ip, None)

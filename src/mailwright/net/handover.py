@@ -1,0 +1,399 @@
+"""Session processes (``smtp.processes`` > 0): the main process accepts, children serve.
+
+One Python process runs on one CPU core; a busy MX needs more.  As Postfix's master
+hands work to many smtpd processes, the main process here:
+
+* binds every listener and **accepts every connection itself**, so the connection caps
+  (``smtp.max_connections``, ``max_connections_per_ip``) stay exact: it is the only
+  process counting.  Over a cap it answers ``421 4.7.0`` itself (RFC 5321 §3.8) and
+  closes; an implicit-TLS listener just closes, as in-process;
+* hands each admitted connection to the session process with the fewest open sessions,
+  over a ``SOCK_SEQPACKET`` socket pair (the file descriptor travels as SCM_RIGHTS);
+* owns the AUTH brute-force guard: session processes report each AUTH failure and
+  success, and a ban is sent to all of them, so a guesser cannot spread its tries;
+* wakes the delivery worker for every queue id a session process reports;
+* restarts a session process that dies (back-off as for the delivery worker), after
+  releasing the caps its connections held.  What it acknowledged with 250 is in the
+  spool; the worker is woken so that its next scan finds it.
+
+The session processes (``mailwright.sessionproc``) never see a listening socket.  Each
+datagram on the control socket is one or more lines:
+
+    main -> session    ``c <listener index> <client ip>`` with one fd: serve it
+                       ``b <client ip> <seconds>``: AUTH from that IP is banned
+                       ``h``: reload the TLS certificates (SIGHUP)
+                       ``x``: stop (staged, within ``smtp.shutdown_grace``)
+    session -> main    ``ready``; ``q <queue id>``: stored; ``r <client ip>``: a
+                       connection ended; ``f <ip>`` / ``s <ip>``: AUTH failed / succeeded
+
+While no session process is ready (start-up, every one restarting) the listeners stop
+accepting: clients wait in the kernel's accept queue instead of being refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mailwright.config import Config, ListenerConfig
+from mailwright.net.listener import LISTEN_BACKLOG, ConnectionLimits
+from mailwright.obs.maillog import MailLog
+from mailwright.policy.authguard import AuthGuard
+from mailwright.smtp import Reply
+from mailwright.supervisor import HEALTHY_AFTER, RESTART_DELAYS, config_frame
+
+log = logging.getLogger(__name__)
+
+SESSION_MODULE = "mailwright.sessionproc"
+# Largest control datagram; lines are short, a batch of queue ids fits many times.
+CONTROL_DATAGRAM_MAX = 64 * 1024
+# Connections taken from one listener per wake-up before other work gets a turn.
+ACCEPT_BATCH = 64
+# All session processes must report ``ready`` within this at start-up.
+START_TIMEOUT = 30.0
+# After the shutdown grace: how long session processes may take to exit before SIGKILL.
+STOP_MARGIN = 10.0
+# No session process could take the connection (all busy restarting or not reading).
+R421_NO_SESSION_PROCESS = Reply.of(421, "4.3.2", "Service not available, try again later")
+
+
+class HandoverError(Exception):
+    """The session processes cannot be started."""
+
+
+@dataclass(eq=False)
+class _Child:
+    """One session process, as the main process sees it."""
+
+    index: int
+    proc: asyncio.subprocess.Process
+    control: socket.socket
+    ready: bool = False
+    active: int = 0
+    ips: Counter[str] = field(default_factory=Counter)  # open connections by client IP
+    failures: int = 0  # exits in a row, for the restart back-off
+    started: float = field(default_factory=time.monotonic)
+
+
+class SessionProcesses:
+    """Starts, feeds and supervises ``smtp.processes`` session processes."""
+
+    def __init__(
+        self,
+        config: Config,
+        limits: ConnectionLimits,
+        auth_guard: AuthGuard,
+        *,
+        on_queued: Callable[[str], None],
+        on_lost: Callable[[], None],
+        announce: Callable[[str], None] = print,
+        command: list[str] | None = None,
+    ) -> None:
+        self.config = config
+        self.limits = limits
+        self.auth_guard = auth_guard
+        self.on_queued = on_queued
+        self.on_lost = on_lost
+        self.announce = announce
+        self.command = command or [sys.executable, "-m", SESSION_MODULE]
+        self.children: list[_Child | None] = [None] * config.smtp.processes
+        self.starts = 0
+        self.listeners: list[HandoverListener] = []
+        self._supervisors: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._starting = False
+        self._start_failure: str | None = None
+        self._some_ready = asyncio.Event()  # a process became ready, or one failed to start
+
+    @property
+    def pids(self) -> list[int]:
+        return [c.proc.pid for c in self.children if c is not None]
+
+    async def start(self) -> None:
+        """Start every session process and wait until each is ready; HandoverError
+        if one exits first (its own message is on standard error) or takes too long."""
+        self._starting = True
+        try:
+            for index in range(len(self.children)):
+                await self._spawn(index)
+            async with asyncio.timeout(START_TIMEOUT):
+                while not all(c is not None and c.ready for c in self.children):
+                    if self._start_failure is not None:
+                        raise HandoverError(self._start_failure)
+                    await self._wait_change()
+        except TimeoutError:
+            raise HandoverError(f"session processes not ready within {START_TIMEOUT:g} s") from None
+        finally:
+            self._starting = False
+
+    async def _wait_change(self) -> None:
+        self._some_ready.clear()
+        await self._some_ready.wait()
+
+    async def _spawn(self, index: int, failures: int = 0) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self.command,
+                str(os.getpid()),
+                str(theirs.fileno()),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=None,  # diagnostics go where the server's go
+                stderr=None,
+                pass_fds=(theirs.fileno(),),
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        assert proc.stdin is not None
+        proc.stdin.write(config_frame(self.config))
+        proc.stdin.close()
+        ours.setblocking(False)
+        child = _Child(index, proc, ours, failures=failures)
+        self.children[index] = child
+        self.starts += 1
+        loop = asyncio.get_running_loop()
+        loop.add_reader(ours.fileno(), self._on_control, child)
+        task = loop.create_task(self._supervise(child), name=f"session-process-{index}")
+        self._supervisors.add(task)
+        task.add_done_callback(self._supervisors.discard)
+        log.info("session process %d started, pid %d", index, proc.pid)
+
+    # -- connections -------------------------------------------------------------------
+
+    def hand_over(self, listener_index: int, conn: socket.socket, ip: str) -> bool:
+        """Give an admitted connection to the least busy ready process; False if none
+        took it.  On success the connection is closed here: the child has its own copy."""
+        candidates = sorted(
+            (c for c in self.children if c is not None and c.ready), key=lambda c: c.active
+        )
+        message = f"c {listener_index} {ip}".encode("ascii")
+        for child in candidates:
+            try:
+                socket.send_fds(child.control, [message], [conn.fileno()])
+            except OSError:  # its buffer is full or it is gone: try the next one
+                continue
+            conn.close()
+            child.active += 1
+            child.ips[ip] += 1
+            return True
+        return False
+
+    def _release(self, child: _Child, ip: str) -> None:
+        if child.ips[ip] <= 0:
+            log.warning("session process %d released %s more often than it got it", child.index, ip)
+            return
+        child.ips[ip] -= 1
+        if not child.ips[ip]:
+            del child.ips[ip]
+        child.active -= 1
+        self.limits.release(ip)
+
+    # -- the control socket --------------------------------------------------------------
+
+    def _on_control(self, child: _Child) -> None:
+        while True:
+            try:
+                data = child.control.recv(CONTROL_DATAGRAM_MAX)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:  # the process is gone; _supervise cleans up after it
+                self._forget_control(child)
+                return
+            for line in data.split(b"\n"):
+                self._on_line(child, line)
+
+    def _on_line(self, child: _Child, line: bytes) -> None:
+        kind, _, arg = line.partition(b" ")
+        value = arg.decode("ascii", "replace")
+        if kind == b"q":
+            self.on_queued(value)
+        elif kind == b"r":
+            self._release(child, value)
+        elif kind == b"f":
+            self.auth_guard.failure(value)
+            if self.auth_guard.banned(value):
+                self.broadcast(f"b {value} {self.auth_guard.ban_time:g}".encode("ascii"))
+        elif kind == b"s":
+            self.auth_guard.success(value)
+        elif kind == b"ready":
+            child.ready = True
+            self._some_ready.set()
+            for listener in self.listeners:
+                listener.resume()
+        elif kind:
+            log.warning("session process %d sent an unknown line %r", child.index, line[:80])
+
+    def broadcast(self, message: bytes) -> None:
+        for child in self.children:
+            if child is not None and child.ready:
+                with contextlib.suppress(OSError):  # a dying child: its successor starts clean
+                    child.control.send(message)
+
+    def _forget_control(self, child: _Child) -> None:
+        if child.control.fileno() >= 0:
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(child.control.fileno())
+            child.control.close()
+        child.ready = False
+
+    # -- supervision -----------------------------------------------------------------
+
+    async def _supervise(self, child: _Child) -> None:
+        status = await child.proc.wait()
+        self._forget_control(child)
+        for ip, count in list(child.ips.items()):
+            for _ in range(count):
+                self.limits.release(ip)
+        child.ips.clear()
+        child.active = 0
+        if self._stopping:
+            return
+        if self._starting:
+            self._start_failure = (
+                f"session process {child.index} exited with status {status} while starting"
+            )
+            self._some_ready.set()
+            return
+        if not any(c is not None and c.ready for c in self.children):
+            for listener in self.listeners:
+                listener.pause()
+        self.on_lost()  # its last queue ids may not have been reported
+        failures = 0 if time.monotonic() - child.started >= HEALTHY_AFTER else child.failures
+        delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS) - 1)]
+        log.error(
+            "session process %d (pid %d) exited with status %d; restarting in %g s",
+            child.index,
+            child.proc.pid,
+            status,
+            delay,
+        )
+        self.announce(
+            f"mailwright: session process {child.index} exited (status {status}), "
+            f"restarting in {delay:g} s"
+        )
+        await asyncio.sleep(delay)
+        if self._stopping:
+            return
+        try:
+            await self._spawn(child.index, failures + 1)
+        except OSError as exc:
+            log.error("cannot start session process %d: %s", child.index, exc)
+            self.announce(f"mailwright: cannot start a session process: {exc}")
+
+    async def stop(self, grace: float) -> None:
+        """Stage 2 and 3 of shutdown: every session process finishes within ``grace``."""
+        self._stopping = True
+        for child in self.children:
+            if child is None or child.proc.returncode is not None:
+                continue
+            try:
+                child.control.send(b"x")
+            except OSError:
+                with contextlib.suppress(ProcessLookupError):
+                    child.proc.terminate()
+        procs = [c.proc for c in self.children if c is not None]
+        waits = [asyncio.ensure_future(p.wait()) for p in procs]
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=grace + STOP_MARGIN)
+            if pending:
+                for proc in procs:
+                    if proc.returncode is None:
+                        log.error("session process pid %d did not stop; killing it", proc.pid)
+                        with contextlib.suppress(ProcessLookupError):
+                            proc.kill()
+                await asyncio.wait(pending, timeout=STOP_MARGIN)
+        for task in list(self._supervisors):
+            task.cancel()
+        for child in self.children:
+            if child is not None:
+                self._forget_control(child)
+
+
+class HandoverListener:
+    """A listening socket of the main process: accept, count, hand over (module doc)."""
+
+    def __init__(
+        self,
+        index: int,
+        config: ListenerConfig,
+        processes: SessionProcesses,
+        limits: ConnectionLimits,
+        maillog: MailLog,
+    ) -> None:
+        self.index = index
+        self.config = config
+        self.processes = processes
+        self.limits = limits
+        self.maillog = maillog
+        self._socket: socket.socket | None = None
+        self._reading = False
+
+    def bind(self) -> None:
+        family = socket.AF_INET6 if ":" in self.config.address else socket.AF_INET
+        sock = socket.create_server(
+            (self.config.address, self.config.port), family=family, backlog=LISTEN_BACKLOG
+        )
+        sock.setblocking(False)
+        self._socket = sock
+
+    @property
+    def port(self) -> int:
+        assert self._socket is not None
+        return self._socket.getsockname()[1]
+
+    def resume(self) -> None:
+        if self._socket is not None and not self._reading:
+            asyncio.get_running_loop().add_reader(self._socket.fileno(), self._on_acceptable)
+            self._reading = True
+
+    def pause(self) -> None:
+        if self._socket is not None and self._reading:
+            asyncio.get_running_loop().remove_reader(self._socket.fileno())
+            self._reading = False
+
+    def stop_accepting(self) -> None:
+        self.pause()
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+    def _on_acceptable(self) -> None:
+        sock = self._socket
+        if sock is None:
+            return
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, peer = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and friends: the next wake-up tries again
+                log.warning("accept failed on %s: %s", self.config.port, exc)
+                return
+            ip = peer[0]
+            refusal = self.limits.acquire(ip)
+            if refusal is None:
+                if self.processes.hand_over(self.index, conn, ip):
+                    continue
+                self.limits.release(ip)
+                refusal, reason = R421_NO_SESSION_PROCESS, "no session process available"
+            else:
+                reason = "connection limit reached"
+            conn.setblocking(False)
+            if not self.config.implicit_tls:  # no TLS yet, so no way to say 421
+                with contextlib.suppress(OSError):
+                    conn.send(refusal.to_bytes())
+            conn.close()
+            self.maillog.rejected("-", ip, "connect", refusal, reason)

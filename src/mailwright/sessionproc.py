@@ -1,0 +1,291 @@
+"""A session process: SMTP sessions on connections the main process accepted.
+
+Started by ``mailwright.net.handover.SessionProcesses`` as ``python -m
+mailwright.sessionproc <server pid> <control fd>``; standard input carries the pickled
+config (as for the delivery worker) and is then closed.  In order, the process:
+
+1. asks the kernel to kill it when the server dies (``PR_SET_PDEATHSIG``);
+2. builds what sessions share with ``app.build_session_services``, the same code as
+   in-process sessions, on the spool opened *without* recovery (the server recovered
+   it and other processes write to it now), and says ``ready``;
+3. serves every connection that arrives on the control socket (``Listener.adopt``),
+   and reports back queue ids, ended connections and AUTH outcomes (``net.handover``
+   describes the lines);
+4. on ``x`` or end of file stops like the server does: 421 to idle sessions, messages
+   in DATA finish within ``smtp.shutdown_grace``; then closes the spool and the mail
+   log and exits 0.
+
+Each process enforces 1/N of every rate limit (``per_process_config``): together the
+N processes never allow more than configured; a client whose sessions all land in one
+process may get less.  The connection caps and AUTH bans are exact (the main process
+keeps them).
+
+SIGINT and SIGTERM are ignored: the server decides when sessions stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import pickle
+import signal
+import socket
+import sys
+from typing import Any
+
+from mailwright.config import Config
+from mailwright.net.listener import ConnectionLimits, Listener
+from mailwright.net.tls import TlsError, TlsManager
+from mailwright.policy.authguard import AuthGuard
+from mailwright.smtp import Reply
+from mailwright.spool.model import SpooledMessage
+from mailwright.workerproc import WorkerError, die_with_parent, read_config
+
+log = logging.getLogger(__name__)
+
+# Largest control datagram from the main process (one connection or one ban each).
+CONTROL_DATAGRAM_MAX = 4096
+# File descriptors in one datagram: the main process sends one connection at a time.
+MAX_FDS = 4
+# Reports to the main process go out at most this often (seconds).  Each send wakes the
+# main process, which cost a tenth of a session process's CPU when sent at once; a few
+# ms later only delays the release of a connection cap and the worker's wake-up.
+REPORT_INTERVAL = 0.002
+# One report datagram at most (the main process reads up to 64 KiB).
+REPORT_DATAGRAM_MAX = 32 * 1024
+
+
+class SessionProcessError(Exception):
+    """The session process cannot run; the message is printed as one line."""
+
+
+def per_process_config(config: Config) -> Config:
+    """Each of N session processes enforces 1/N of every rate and burst."""
+    n = config.smtp.processes
+    if n <= 1:
+        return config
+    abuse = config.abuse
+    shares = {
+        name: getattr(abuse, name) / n
+        for name in (
+            "ip_messages_per_minute",
+            "ip_recipients_per_minute",
+            "user_messages_per_minute",
+            "user_recipients_per_minute",
+            "burst_messages",
+            "burst_recipients",
+        )
+    }
+    return config.model_copy(update={"abuse": abuse.model_copy(update=shares)})
+
+
+class Reports:
+    """Lines to the main process, sent together every ``REPORT_INTERVAL``."""
+
+    def __init__(self, control: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        self._control = control
+        self._loop = loop
+        self._lines: list[bytes] = []
+
+    def add(self, line: bytes) -> None:
+        if not self._lines:
+            self._loop.call_later(REPORT_INTERVAL, self._send)
+        self._lines.append(line)
+
+    def _send(self) -> None:
+        lines, self._lines = self._lines, []
+        while lines:
+            size, count = 0, 0
+            for line in lines:  # datagrams stay below what the main process reads
+                size += len(line) + 1
+                if size > REPORT_DATAGRAM_MAX and count:
+                    break
+                count += 1
+            try:
+                self._control.send(b"\n".join(lines[:count]))
+            except BlockingIOError:
+                # The main process is not reading: busy or stopping.  Lines are hints
+                # (queue ids wake the worker, whose scans find the mail anyway) or
+                # counts it resets when this process ends.  Retry soon.
+                if not self._lines:
+                    self._loop.call_later(REPORT_INTERVAL, self._send)
+                self._lines[:0] = lines
+                return
+            except OSError:  # the main process is gone; PR_SET_PDEATHSIG ends us
+                return
+            del lines[:count]
+
+    def queued(self, message: SpooledMessage, body: bytes | None = None) -> None:
+        self.add(b"q " + message.queue_id.encode("ascii"))
+
+
+class ReportedLimits(ConnectionLimits):
+    """The main process admitted every connection; an ended one is reported to it."""
+
+    def __init__(self, reports: Reports) -> None:
+        super().__init__(max_total=0, max_per_ip=0)
+        self._reports = reports
+
+    def acquire(self, ip: str) -> Reply | None:  # pragma: no cover - sessions are preadmitted
+        return None
+
+    def release(self, ip: str) -> None:
+        self._reports.add(b"r " + ip.encode("ascii"))
+
+
+class ReportedAuthGuard(AuthGuard):
+    """Delays as usual; failures and successes go to the main process, which bans."""
+
+    def __init__(self, reports: Reports, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._reports = reports
+
+    def failure(self, ip: str) -> float:
+        self._reports.add(b"f " + ip.encode("ascii"))
+        return super().failure(ip)
+
+    def success(self, ip: str) -> None:
+        self._reports.add(b"s " + ip.encode("ascii"))
+        super().success(ip)
+
+
+async def run_sessions(config: Config, control: socket.socket) -> None:
+    # Imported here: the composition root pulls in the whole server.
+    from mailwright.accounts.users import UserStore
+    from mailwright.app import build_directory, build_session_services, flush_periodically, load_tls
+    from mailwright.obs.debuglog import setup_debug_log
+    from mailwright.obs.maillog import MailLog
+    from mailwright.spool.embedded import EmbeddedSpool
+    from mailwright.spool.store import SpoolError
+
+    setup_debug_log(config.log)
+    loop = asyncio.get_running_loop()
+    control.setblocking(False)
+    reports = Reports(control, loop)
+    spool = EmbeddedSpool(config.data_dir, recover=False)
+    try:
+        await spool.open()
+    except SpoolError as exc:
+        raise SessionProcessError(str(exc)) from exc
+    maillog = MailLog.from_config(config.log, config.data_dir)
+    flusher = None
+    if maillog.buffered:
+        flusher = loop.create_task(flush_periodically(maillog, config.log.flush_interval))
+    try:
+        tls = load_tls(config)
+        abuse = config.abuse
+        guard = ReportedAuthGuard(
+            reports,
+            max_failures=abuse.auth_max_failures,
+            window=abuse.auth_window,
+            ban_time=abuse.auth_ban_time,
+            base_delay=abuse.auth_base_delay,
+            max_delay=abuse.auth_max_delay,
+        )
+        services = build_session_services(
+            per_process_config(config),
+            spool=spool,
+            maillog=maillog,
+            directory=build_directory(config),
+            users=UserStore.in_data_dir(config.data_dir),
+            tls=tls,
+            auth_guard=guard,
+            on_queued=reports.queued,
+        )
+        limits = ReportedLimits(reports)
+        listeners = [Listener(lc, services, limits) for lc in config.listeners]
+        for listener in listeners:
+            await listener.start(handed=True)
+        stop = asyncio.Event()
+        loop.add_reader(control.fileno(), _on_control, control, listeners, guard, tls, stop)
+        gc.collect()
+        gc.freeze()  # as the server does: long-lived objects out of the collector's way
+        reports.add(b"ready")
+        await stop.wait()
+        loop.remove_reader(control.fileno())
+        for listener in listeners:
+            listener.stop_accepting()
+        grace = config.smtp.shutdown_grace
+        await asyncio.gather(*(listener.drain(grace) for listener in listeners))
+    finally:
+        if flusher is not None:
+            flusher.cancel()
+        await spool.close()
+        maillog.close()
+
+
+def _on_control(
+    control: socket.socket,
+    listeners: list[Listener],
+    guard: AuthGuard,
+    tls: TlsManager | None,
+    stop: asyncio.Event,
+) -> None:
+    while True:
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(control, CONTROL_DATAGRAM_MAX, MAX_FDS)
+        except BlockingIOError:
+            return
+        except OSError:
+            data, fds = b"", []
+        if not data:  # the main process closed its end
+            stop.set()
+            return
+        kind, _, arg = data.partition(b" ")
+        if kind == b"c" and fds:
+            index, _, ip = arg.decode("ascii").partition(" ")
+            conn = socket.socket(fileno=fds[0])
+            for extra in fds[1:]:
+                os.close(extra)
+            conn.setblocking(False)
+            listeners[int(index)].adopt(conn, ip)
+            continue
+        for fd in fds:  # not expected with other lines: never leak a descriptor
+            os.close(fd)
+        if kind == b"b":
+            ip, _, seconds = arg.decode("ascii").partition(" ")
+            guard.ban(ip, float(seconds))
+        elif kind == b"h":
+            _reload_tls(tls)
+        elif kind == b"x":
+            stop.set()
+            return
+        else:
+            log.warning("unknown control line %r", data[:80])
+
+
+def _reload_tls(tls: TlsManager | None) -> None:
+    if tls is not None:
+        try:
+            tls.reload()
+        except TlsError as exc:  # the main process reports the same error
+            log.error("TLS reload failed: %s", exc)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    try:
+        if len(args) != 2 or not all(arg.isdigit() for arg in args):
+            raise SessionProcessError(
+                "usage: python -m mailwright.sessionproc <server pid> <control fd>"
+            )
+        die_with_parent(int(args[0]))
+        control = socket.socket(fileno=int(args[1]))
+        config = read_config()
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a default dependency on Linux
+            asyncio.run(run_sessions(config, control))
+        else:
+            uvloop.run(run_sessions(config, control))
+    except (SessionProcessError, WorkerError, OSError, pickle.UnpicklingError, EOFError) as exc:
+        print(f"mailwright: session process: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
