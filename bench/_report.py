@@ -120,6 +120,7 @@ def report(data: Result) -> str:
         "",
         f"{data['started']} · mode `{data['mode']}` · connections: "
         f"{'reused (-d)' if data['reuse'] else 'one per message'} · repeats {data['repeats']}"
+        f" · mailwright smtp.processes {data.get('processes', 0)}"
         + (f" · servers under `{data['server_prefix']}`" if data["server_prefix"] else "")
         + (f" · **+{data['flush_delay_ms']:g} ms per fsync**" if data["flush_delay_ms"] else ""),
         f"nproc {facts['nproc']} · Python {facts['python']} · {facts['platform']} · "

@@ -37,6 +37,7 @@ port = 0
 hostname = "{domain}"
 max_connections = 5000
 max_connections_per_ip = 5000
+processes = {processes}
 [[domain]]
 name = "{domain}"
 mailboxes = ["{mailbox}"]
@@ -78,6 +79,13 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 class ServerError(RuntimeError):
     """A server did not start, or died during a measurement."""
 
@@ -101,9 +109,17 @@ class ServerProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def receivers(self) -> list[int]:
+        """The processes that receive mail: the server and its session processes
+        (mailwright's ``smtp.processes``), not the delivery worker."""
+        return [self.pid] + [
+            child for child in _children(self.pid) if b"workerproc" not in _cmdline(child)
+        ]
+
     def status(self, key: str) -> int:
-        """A number from /proc/PID/status: VmRSS, VmHWM (in KiB), Threads..."""
-        return proc_status(self.pid, key)
+        """A number from /proc/PID/status: VmRSS, VmHWM (in KiB), Threads...; summed
+        over the receiving processes (for VmHWM: the sum of each one's peak)."""
+        return sum(proc_status(pid, key) for pid in self.receivers())
 
     def cpu_seconds(self) -> float:
         """User + system CPU time so far of the whole process (all threads) and of its
@@ -111,8 +127,8 @@ class ServerProcess:
         return _cpu_seconds(self.pid) + sum(_cpu_seconds(child) for child in _children(self.pid))
 
     def own_cpu_seconds(self) -> float:
-        """The server process alone (for mailwright: receiving, without delivery)."""
-        return _cpu_seconds(self.pid)
+        """The receiving processes (for mailwright: without the delivery worker)."""
+        return sum(_cpu_seconds(pid) for pid in self.receivers())
 
     def output(self) -> str:
         try:
@@ -190,11 +206,16 @@ def mailwright_command() -> list[str]:
 
 
 def start_mailwright(
-    workdir: Path, command: list[str] | None = None, *, extra_config: str = ""
+    workdir: Path,
+    command: list[str] | None = None,
+    *,
+    extra_config: str = "",
+    processes: int = 0,
 ) -> ServerProcess:
     """``mailwright serve -c CONFIG`` on a fresh data folder and a free port.
 
     ``command`` replaces ``mailwright`` itself (e.g. another checkout's interpreter).
+    ``processes`` is ``smtp.processes``: session processes (0: sessions in the server).
     ``extra_config`` is TOML appended to the config (more ``[[listener]]`` tables, a
     ``[tls]`` section...); ``port`` is the first (inbound) listener's.
     """
@@ -202,7 +223,9 @@ def start_mailwright(
     config = workdir / "mailwright.toml"
     workdir.mkdir(parents=True, exist_ok=True)
     config.write_text(
-        MAILWRIGHT_CONFIG.format(data_dir=data_dir, domain=BENCH_DOMAIN, mailbox=BENCH_MAILBOX)
+        MAILWRIGHT_CONFIG.format(
+            data_dir=data_dir, domain=BENCH_DOMAIN, mailbox=BENCH_MAILBOX, processes=processes
+        )
         + extra_config
     )
     argv = [*(command or mailwright_command()), "serve", "-c", str(config)]

@@ -129,7 +129,7 @@ def _uses_uvloop(pid: int) -> bool:
 def start_server(name: str, workdir: Path, args: Any) -> ServerProcess:
     if name == "mailwright":
         command = shlex.split(args.mailwright_command) if args.mailwright_command else None
-        return start_mailwright(workdir, command)
+        return start_mailwright(workdir, command, processes=args.processes)
     return start_aiosmtpd(workdir, uvloop=args.baseline_uvloop)
 
 
@@ -291,6 +291,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--tmpdir", type=Path, help="where the servers' data folders go (default: system temp)"
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="mailwright's smtp.processes (default: the CPU count, as recommended for a busy "
+        "MX; 0 runs the sessions in the server process)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for the JSON")
     parser.add_argument(
         "--check-targets", action="store_true", help="exit 1 when a performance target is missed"
@@ -298,6 +305,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 1 <= args.repeats <= 10:
         parser.error("--repeats must be between 1 and 10")
+    if not 0 <= args.processes <= 256:
+        parser.error("--processes must be between 0 and 256")
     if args.messages is not None and not 1 <= args.messages <= 100_000:
         parser.error("--messages must be between 1 and 100000")
     return args
@@ -348,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         "server_prefix": args.server_prefix,
         "flush_delay_ms": args.flush_delay_ms,
         "mailwright_command": args.mailwright_command,
+        "processes": args.processes,
         "repeats": args.repeats,
         "plan": {
             "sizes": plan.sizes,
