@@ -107,9 +107,12 @@ _Handover = _Step | _Later | Exception
 
 class InboundSession(asyncio.Protocol):
     def __init__(
-        self, services: SessionServices, listener: Listener, *, preadmitted: bool = False
+        self, services: SessionServices, listener: Listener, *, admitted_ip: str | None = None
     ) -> None:
-        self._preadmitted = preadmitted  # implicit TLS: counted at accept time
+        # Counted against the connection caps at accept time, under this client IP
+        # (implicit TLS, session processes): released under the same IP even if the
+        # transport can no longer tell the peer (reset before the session started).
+        self._admitted_ip = admitted_ip
         self.services = services
         self.listener = listener
         self.listener_config: ListenerConfig = listener.config
@@ -154,6 +157,8 @@ class InboundSession(asyncio.Protocol):
         # uvloop's transports implement the interface without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername") or ("", 0)
+        if self._admitted_ip is not None:
+            peer = (self._admitted_ip, peer[1])
         self.ctx = SessionContext(
             session_id=_next_session_id(),
             peer_ip=peer[0],
@@ -169,7 +174,7 @@ class InboundSession(asyncio.Protocol):
             self.ctx.tls = describe(ssl_object)
         self.ctx.notes["require_auth"] = self.listener_config.auth_required
         self.ctx.notes["sender_login_match"] = self.listener_config.sender_login_matching
-        refusal = self.listener.admit(self, preadmitted=self._preadmitted)
+        refusal = self.listener.admit(self, preadmitted=self._admitted_ip is not None)
         if refusal is not None:
             # Over a connection cap: answer 421 4.7.0 without starting a session.
             transport.write(refusal.to_bytes())

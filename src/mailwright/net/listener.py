@@ -176,7 +176,7 @@ class Listener:
 
         try:
             await asyncio.get_running_loop().connect_accepted_socket(
-                lambda: InboundSession(self.services, self, preadmitted=True), conn
+                lambda: InboundSession(self.services, self, admitted_ip=ip), conn
             )
         except (OSError, ConnectionError) as exc:
             self.limits.release(ip)
@@ -193,7 +193,7 @@ class Listener:
             # The default context object stays the same across reloads (TlsManager
             # reloads it in place), so using it here is safe.
             await loop.connect_accepted_socket(
-                lambda: InboundSession(self.services, self, preadmitted=True),
+                lambda: InboundSession(self.services, self, admitted_ip=ip),
                 conn,
                 ssl=tls.server_context,
                 ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
