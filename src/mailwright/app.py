@@ -27,6 +27,7 @@ import gc
 import logging
 import signal
 from collections.abc import Callable
+from typing import Any
 
 from mailwright.accounts.directory import LocalDirectory
 from mailwright.accounts.users import UserStore
@@ -136,15 +137,16 @@ async def flush_periodically(maillog: MailLog, interval: float) -> None:
         maillog.flush()
 
 
-def build_auth_guard(config: Config) -> AuthGuard:
+def auth_guard_settings(config: Config) -> dict[str, Any]:
+    """``AuthGuard``'s keyword arguments from ``abuse.auth_*``."""
     abuse = config.abuse
-    return AuthGuard(
-        max_failures=abuse.auth_max_failures,
-        window=abuse.auth_window,
-        ban_time=abuse.auth_ban_time,
-        base_delay=abuse.auth_base_delay,
-        max_delay=abuse.auth_max_delay,
-    )
+    return {
+        "max_failures": abuse.auth_max_failures,
+        "window": abuse.auth_window,
+        "ban_time": abuse.auth_ban_time,
+        "base_delay": abuse.auth_base_delay,
+        "max_delay": abuse.auth_max_delay,
+    }
 
 
 def build_session_services(
@@ -239,7 +241,7 @@ class App:
                 directory=self.directory,
                 users=self.users,
                 tls=self.tls,
-                auth_guard=build_auth_guard(config),
+                auth_guard=AuthGuard(**auth_guard_settings(config)),
                 on_queued=on_queued,
             )
             for listener_config in config.listeners:
@@ -287,7 +289,7 @@ class App:
         self.processes = SessionProcesses(
             config,
             limits,
-            build_auth_guard(config),
+            AuthGuard(**auth_guard_settings(config)),
             on_queued=on_queued,
             on_lost=on_lost,
             announce=self.announce,

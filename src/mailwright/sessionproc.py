@@ -154,7 +154,13 @@ class ReportedAuthGuard(AuthGuard):
 async def run_sessions(config: Config, control: socket.socket) -> None:
     # Imported here: the composition root pulls in the whole server.
     from mailwright.accounts.users import UserStore
-    from mailwright.app import build_directory, build_session_services, flush_periodically, load_tls
+    from mailwright.app import (
+        auth_guard_settings,
+        build_directory,
+        build_session_services,
+        flush_periodically,
+        load_tls,
+    )
     from mailwright.obs.debuglog import setup_debug_log
     from mailwright.obs.maillog import MailLog
     from mailwright.spool.embedded import EmbeddedSpool
@@ -175,15 +181,7 @@ async def run_sessions(config: Config, control: socket.socket) -> None:
         flusher = loop.create_task(flush_periodically(maillog, config.log.flush_interval))
     try:
         tls = load_tls(config)
-        abuse = config.abuse
-        guard = ReportedAuthGuard(
-            reports,
-            max_failures=abuse.auth_max_failures,
-            window=abuse.auth_window,
-            ban_time=abuse.auth_ban_time,
-            base_delay=abuse.auth_base_delay,
-            max_delay=abuse.auth_max_delay,
-        )
+        guard = ReportedAuthGuard(reports, **auth_guard_settings(config))
         services = build_session_services(
             per_process_config(config),
             spool=spool,
