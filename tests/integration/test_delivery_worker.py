@@ -12,49 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from helpers.procs import alive, children_of, stat_fields, wait_until
 from helpers.servers import EXAMPLE, InProcessServer, SubprocessServer, build_config
 from helpers.wire import message, queue_id_of, smtplib_client
 from mailwright.spool.runnerlock import RunnerLock, SpoolBusy
 
 SENDER = "sender@remote.test"
 WAIT = 10.0  # seconds any process change below may take
-
-
-def stat_fields(path: str) -> list[bytes]:
-    """The fields of a /proc ``stat`` file after the command name (state first)."""
-    with open(path, "rb") as stat:
-        return stat.read().rsplit(b")", 1)[1].split()
-
-
-def children_of(pid: int) -> list[int]:
-    """Pids whose parent is ``pid`` (from /proc; the worker is the server's child)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = stat_fields(f"/proc/{entry}/stat")
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(entry))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        return stat_fields(f"/proc/{pid}/stat")[0] != b"Z"
-    except OSError:
-        return False
-
-
-def wait_until(predicate, timeout: float = WAIT) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def send(server, box: str = "alice", subject: str = "worker") -> str:
@@ -86,7 +50,7 @@ def test_subprocess_server_delivers_through_its_worker_and_stops_in_order(
     qid = send(server)
     assert len(server.maildir_messages(EXAMPLE, "alice")) == 1
     assert server.terminate() == 0
-    assert wait_until(lambda: not alive(workers[0]))
+    assert wait_until(lambda: not alive(workers[0]), WAIT)
     log = server.mail_log()
     assert f"{qid}: delivered" in log
 
@@ -97,7 +61,7 @@ def test_worker_dies_with_a_sigkilled_server_and_mail_survives(make_subprocess_s
     (worker,) = children_of(server.proc.pid)
     server.kill()
     # PR_SET_PDEATHSIG: no worker outlives its server to race the next one.
-    assert wait_until(lambda: not alive(worker)), "worker outlived its SIGKILLed server"
+    assert wait_until(lambda: not alive(worker), WAIT), "worker outlived its SIGKILLed server"
     server.start()
     qid = send(server)
     assert server.message_with_id(EXAMPLE, "alice", qid)
@@ -112,7 +76,7 @@ def test_worker_ignores_sigint_and_sigterm(make_subprocess_server):
 
     # delivery.worker_idle (default): SCHED_IDLE, set once the worker has read its
     # config, after its signal handlers.
-    assert wait_until(lambda: os.sched_getscheduler(worker) == os.SCHED_IDLE)
+    assert wait_until(lambda: os.sched_getscheduler(worker) == os.SCHED_IDLE, WAIT)
     os.kill(worker, signal.SIGINT)
     os.kill(worker, signal.SIGTERM)
     time.sleep(0.5)
@@ -131,7 +95,7 @@ def test_killed_worker_is_restarted_and_delivers(worker_server: InProcessServer)
     assert worker is not None and worker.pid is not None
     first = worker.pid
     os.kill(first, signal.SIGKILL)
-    assert wait_until(lambda: worker.starts == 2), "the worker was not restarted"
+    assert wait_until(lambda: worker.starts == 2, WAIT), "the worker was not restarted"
     assert worker.pid != first
     qid = send(worker_server)
     assert worker_server.message_with_id(EXAMPLE, "alice", qid)
@@ -177,10 +141,10 @@ def test_worker_waits_for_the_runner_lock(worker_server: InProcessServer):
     assert worker is not None and worker.pid is not None
     lock = RunnerLock(worker_server.data_dir / "spool")
     os.kill(worker.pid, signal.SIGKILL)
-    assert wait_until(lambda: not alive(worker.pid) or worker.starts == 2)
+    assert wait_until(lambda: not alive(worker.pid) or worker.starts == 2, WAIT)
     lock.acquire(timeout=5)  # before the restarted worker (1 s back-off) gets it
     try:
-        assert wait_until(lambda: worker.starts == 2)
+        assert wait_until(lambda: worker.starts == 2, WAIT)
         qid = send(worker_server)
         time.sleep(1.0)
         assert worker_server.message_files(EXAMPLE, "alice") == []
@@ -201,7 +165,7 @@ def test_worker_priority_settings(make_subprocess_server):
     def niceness(tid: int) -> int:
         return int(stat_fields(f"/proc/{worker}/task/{tid}/stat")[16])
 
-    assert wait_until(lambda: niceness(worker) == 7)
+    assert wait_until(lambda: niceness(worker) == 7, WAIT)
     qid = send(server)  # delivery starts the worker's threads
     assert server.message_with_id(EXAMPLE, "alice", qid)
     tids = [int(t) for t in os.listdir(f"/proc/{worker}/task")]

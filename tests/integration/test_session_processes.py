@@ -44,6 +44,7 @@ from typing import Any
 
 import pytest
 
+from helpers.procs import alive, children_of, cmdline, wait_until
 from helpers.secure import (
     ALICE,
     BOB,
@@ -94,51 +95,8 @@ BAN_SETTLE = 1.0  # a ban goes process -> server -> every process over local soc
 # -- /proc -------------------------------------------------------------------------
 
 
-def stat_fields(pid: int) -> list[bytes]:
-    """The fields of ``/proc/<pid>/stat`` after the command name (state first)."""
-    with open(f"/proc/{pid}/stat", "rb") as stat:
-        return stat.read().rsplit(b")", 1)[1].split()
-
-
-def alive(pid: int) -> bool:
-    """Running (not gone, not a zombie)."""
-    try:
-        return stat_fields(pid)[0] != b"Z"
-    except OSError:
-        return False
-
-
-def cmdline(pid: int) -> list[bytes]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().split(b"\0")[:-1]
-    except OSError:
-        return []
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if int(stat_fields(int(entry))[1]) == pid:
-                    found.append(int(entry))
-            except (OSError, IndexError):
-                continue
-    return found
-
-
 def runs_module(pid: int, module: bytes) -> bool:
     return module in cmdline(pid)
-
-
-def wait_until(predicate: Callable[[], object], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def server_pid(server: SubprocessServer) -> int:
