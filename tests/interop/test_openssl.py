@@ -9,6 +9,8 @@ TLS (``-connect`` to the submissions port), and SNI (``-servername``).
 SIGHUP: the certificate files are replaced and the server is sent SIGHUP; a new
 connection gets the new certificate while a TLS session opened before the reload goes
 on and submits a message.  A broken replacement keeps the old certificate serving.
+The same holds with session processes (``smtp.processes``), which reload on the
+server's word.
 """
 
 from __future__ import annotations
@@ -62,7 +64,9 @@ def fingerprint(pem: bytes) -> bytes:
     return x509.load_pem_x509_certificate(pem).fingerprint(hashes.SHA256())
 
 
-def tls_server(ca: trustme.CA, workdir: Path) -> tuple[SubprocessServer, dict[str, bytes]]:
+def tls_server(
+    ca: trustme.CA, workdir: Path, processes: int = 0
+) -> tuple[SubprocessServer, dict[str, bytes]]:
     certs = workdir / "certs"
     certs.mkdir(parents=True)
     default_cert, default_key, default_pem = write_leaf(ca, certs, "mx", DEFAULT_NAME)
@@ -74,7 +78,9 @@ def tls_server(ca: trustme.CA, workdir: Path) -> tuple[SubprocessServer, dict[st
             {"cert": str(other_cert), "key": str(other_key)},
         ]
     }
-    server = SubprocessServer(workdir, extra=secure_extra(tls=tls)).start()
+    server = SubprocessServer(
+        workdir, smtp={"processes": processes}, extra=secure_extra(tls=tls)
+    ).start()
     return server, {DEFAULT_NAME: default_pem, OTHER_NAME: other_pem}
 
 
@@ -148,9 +154,13 @@ def wait_for_stdout(server: SubprocessServer, text: str, count: int, timeout: fl
         time.sleep(0.02)
 
 
-def test_sighup_reloads_certificates_without_dropping_sessions(ca: trustme.CA, tmp_path: Path):
+@pytest.mark.parametrize("processes", [0, 2], ids=["in-process", "session-processes"])
+def test_sighup_reloads_certificates_without_dropping_sessions(
+    ca: trustme.CA, tmp_path: Path, processes: int
+):
+    """With session processes the server passes the reload on to each of them."""
     require_tool("openssl")
-    server, pems = tls_server(ca, tmp_path / "hup")
+    server, pems = tls_server(ca, tmp_path / "hup", processes)
     try:
         context = ssl.create_default_context(cafile=str(server.workdir / "ca.pem"))
         old = TlsSMTP(server.host, server.ports["inbound"])
