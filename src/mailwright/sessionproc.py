@@ -36,6 +36,7 @@ import sys
 from typing import Any
 
 from mailwright.config import Config
+from mailwright.net.handover import ACCEPT_BATCH
 from mailwright.net.listener import ConnectionLimits, Listener
 from mailwright.net.tls import TlsError, TlsManager
 from mailwright.policy.authguard import AuthGuard
@@ -45,10 +46,10 @@ from mailwright.workerproc import WorkerError, die_with_parent, read_config
 
 log = logging.getLogger(__name__)
 
-# Largest control datagram from the main process (one connection or one ban each).
-CONTROL_DATAGRAM_MAX = 4096
-# File descriptors in one datagram: the main process sends one connection at a time.
-MAX_FDS = 4
+# Largest control datagram from the main process (a batch of connections, or a ban).
+CONTROL_DATAGRAM_MAX = 64 * 1024
+# Descriptors in one datagram: the main process sends at most ACCEPT_BATCH at a time.
+MAX_FDS = ACCEPT_BATCH
 # Reports to the main process go out at most this often (seconds).  Each send wakes the
 # main process, which cost a tenth of a session process's CPU when sent at once; a few
 # ms later only delays the release of a connection cap and the worker's wake-up.
@@ -231,17 +232,12 @@ def _on_control(
         if not data:  # the main process closed its end
             stop.set()
             return
-        kind, _, arg = data.partition(b" ")
-        if kind == b"c" and fds:
-            index, _, ip = arg.decode("ascii").partition(" ")
-            conn = socket.socket(fileno=fds[0])
-            for extra in fds[1:]:
-                os.close(extra)
-            conn.setblocking(False)
-            listeners[int(index)].adopt(conn, ip)
+        if data.startswith(b"c "):
+            _adopt_all(data, fds, listeners)
             continue
         for fd in fds:  # not expected with other lines: never leak a descriptor
             os.close(fd)
+        kind, _, arg = data.partition(b" ")
         if kind == b"b":
             ip, _, seconds = arg.decode("ascii").partition(" ")
             guard.ban(ip, float(seconds))
@@ -252,6 +248,18 @@ def _on_control(
             return
         else:
             log.warning("unknown control line %r", data[:80])
+
+
+def _adopt_all(data: bytes, fds: list[int], listeners: list[Listener]) -> None:
+    """``c <listener index> <client ip>`` lines, one per descriptor, in order."""
+    lines = data.split(b"\n")
+    for line, fd in zip(lines, fds, strict=False):
+        _, index, ip = line.decode("ascii").split(" ")
+        conn = socket.socket(fileno=fd)
+        conn.setblocking(False)
+        listeners[int(index)].adopt(conn, ip)
+    for fd in fds[len(lines) :]:  # more descriptors than lines: never leak one
+        os.close(fd)
 
 
 def _reload_tls(tls: TlsManager | None) -> None:

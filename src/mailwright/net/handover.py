@@ -19,7 +19,8 @@ hands work to many smtpd processes, the main process here:
 The session processes (``mailwright.sessionproc``) never see a listening socket.  Each
 datagram on the control socket is one or more lines:
 
-    main -> session    ``c <listener index> <client ip>`` with one fd: serve it
+    main -> session    ``c <listener index> <client ip>``: serve a connection; one
+                       such line per descriptor the datagram carries, in order
                        ``b <client ip> <seconds>``: AUTH from that IP is banned
                        ``h``: reload the TLS certificates (SIGHUP)
                        ``x``: stop (staged, within ``smtp.shutdown_grace``)
@@ -55,7 +56,8 @@ log = logging.getLogger(__name__)
 SESSION_MODULE = "mailwright.sessionproc"
 # Largest control datagram; lines are short, a batch of queue ids fits many times.
 CONTROL_DATAGRAM_MAX = 64 * 1024
-# Connections taken from one listener per wake-up before other work gets a turn.
+# Connections taken from one listener per wake-up before other work gets a turn; they
+# go to the session processes together (SCM_RIGHTS carries at most 253 descriptors).
 ACCEPT_BATCH = 64
 # All session processes must report ``ready`` within this at start-up.
 START_TIMEOUT = 30.0
@@ -81,6 +83,10 @@ class _Child:
     ips: Counter[str] = field(default_factory=Counter)  # open connections by client IP
     failures: int = 0  # exits in a row, for the restart back-off
     started: float = field(default_factory=time.monotonic)
+
+
+def _load(child: _Child) -> int:
+    return child.active
 
 
 class SessionProcesses:
@@ -171,23 +177,34 @@ class SessionProcesses:
 
     # -- connections -------------------------------------------------------------------
 
-    def hand_over(self, listener_index: int, conn: socket.socket, ip: str) -> bool:
-        """Give an admitted connection to the least busy ready process; False if none
-        took it.  On success the connection is closed here: the child has its own copy."""
-        candidates = sorted(
-            (c for c in self.children if c is not None and c.ready), key=lambda c: c.active
-        )
-        message = f"c {listener_index} {ip}".encode("ascii")
-        for child in candidates:
-            try:
-                socket.send_fds(child.control, [message], [conn.fileno()])
-            except OSError:  # its buffer is full or it is gone: try the next one
-                continue
-            conn.close()
-            child.active += 1
-            child.ips[ip] += 1
-            return True
-        return False
+    def hand_over(
+        self, listener_index: int, connections: list[tuple[socket.socket, str]]
+    ) -> list[tuple[socket.socket, str]]:
+        """Give admitted connections (socket, client IP) to the least busy ready
+        processes, one datagram per process; return those no process took.  A
+        connection handed over is closed here: the process has its own copy."""
+        ready = [c for c in self.children if c is not None and c.ready]
+        left = connections
+        while left and ready:
+            batches: dict[_Child, list[tuple[socket.socket, str]]] = {}
+            for conn, ip in left:
+                child = min(ready, key=_load)
+                child.active += 1  # counted now so that the batch spreads
+                batches.setdefault(child, []).append((conn, ip))
+            left = []
+            for child, batch in batches.items():
+                lines = b"\n".join(f"c {listener_index} {ip}".encode("ascii") for _, ip in batch)
+                try:
+                    socket.send_fds(child.control, [lines], [conn.fileno() for conn, _ in batch])
+                except OSError:  # its buffer is full or it is gone: the others may take them
+                    child.active -= len(batch)
+                    ready.remove(child)
+                    left.extend(batch)
+                    continue
+                for conn, ip in batch:
+                    conn.close()
+                    child.ips[ip] += 1
+        return left
 
     def _release(self, child: _Child, ip: str) -> None:
         if child.ips[ip] <= 0:
@@ -371,29 +388,35 @@ class HandoverListener:
             self._socket = None
 
     def _on_acceptable(self) -> None:
+        """Accept what is waiting (up to ``ACCEPT_BATCH``); hand the admitted
+        connections over together, one datagram per session process."""
         sock = self._socket
         if sock is None:
             return
+        admitted: list[tuple[socket.socket, str]] = []
         for _ in range(ACCEPT_BATCH):
             try:
                 conn, peer = sock.accept()
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError as exc:  # EMFILE and friends: the next wake-up tries again
                 log.warning("accept failed on %s: %s", self.config.port, exc)
-                return
+                break
             ip = peer[0]
             refusal = self.limits.acquire(ip)
             if refusal is None:
-                if self.processes.hand_over(self.index, conn, ip):
-                    continue
-                self.limits.release(ip)
-                refusal, reason = R421_NO_SESSION_PROCESS, "no session process available"
+                admitted.append((conn, ip))
             else:
-                reason = "connection limit reached"
-            conn.setblocking(False)
-            if not self.config.implicit_tls:  # no TLS yet, so no way to say 421
-                with contextlib.suppress(OSError):
-                    conn.send(refusal.to_bytes())
-            conn.close()
-            self.maillog.rejected("-", ip, "connect", refusal, reason)
+                self._refuse(conn, ip, refusal, "connection limit reached")
+        if admitted:
+            for conn, ip in self.processes.hand_over(self.index, admitted):
+                self.limits.release(ip)
+                self._refuse(conn, ip, R421_NO_SESSION_PROCESS, "no session process available")
+
+    def _refuse(self, conn: socket.socket, ip: str, refusal: Reply, reason: str) -> None:
+        conn.setblocking(False)
+        if not self.config.implicit_tls:  # no TLS yet, so no way to say 421
+            with contextlib.suppress(OSError):
+                conn.send(refusal.to_bytes())
+        conn.close()
+        self.maillog.rejected("-", ip, "connect", refusal, reason)
