@@ -219,6 +219,14 @@ def test_check_config_good_file_prints_a_summary(tmp_path):
     ]
 
 
+def test_check_config_names_the_session_processes(tmp_path):
+    doc = {"data_dir": "data", "smtp": {"processes": 4}, "domain": [{"name": "example.test"}]}
+    path = write(tmp_path, to_toml(doc), "processes.toml")
+    done = run_cli("check-config", path)
+    assert done.exit_code == 0, done.stderr
+    assert "  sessions in 4 session processes" in done.stdout.splitlines()
+
+
 def test_serve_with_a_bad_config_exits_2_without_starting(tmp_path):
     path = write(tmp_path, "[[listener]]\nport = 70000\n" + GOOD_DOMAIN)
     done = mailwright("serve", "-c", path)

@@ -78,6 +78,8 @@ def check_config(config_path: Path | None) -> None:
             f"{len(domain.aliases)} alias(es)"
             + (f", catch-all {domain.catch_all}" if domain.catch_all else "")
         )
+    if config.smtp.processes:
+        click.echo(f"  sessions in {config.smtp.processes} session processes")
     click.echo(f"  data in {config.data_dir}")
 
 
