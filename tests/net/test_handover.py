@@ -1,5 +1,6 @@
 """``SessionProcesses.hand_over`` with stand-in session processes: real SEQPACKET
-socket pairs and real TCP connections on loopback, no child processes.
+socket pairs and real TCP connections on loopback, no child processes; and a start
+whose process exits at once.
 
 A batch of connections is spread over the ready processes by load, one datagram per
 process whose lines match its descriptors in order; a process that cannot take its
@@ -9,19 +10,22 @@ connection comes back to the caller, which refuses it.
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from mailwright.config import parse_config
-from mailwright.net.handover import SessionProcesses, _Child
+from mailwright.net.handover import HandoverError, SessionProcesses, _Child
 from mailwright.net.listener import ConnectionLimits
 from mailwright.policy.authguard import AuthGuard
 
 LISTENER_INDEX = 1
 CONNECTIONS = 5
+START_BOUND = 10.0  # seconds: far below handover.START_TIMEOUT
 
 
 class FakeProcess:
@@ -123,3 +127,26 @@ def test_with_no_process_able_to_take_them_the_connections_come_back(tcp_pairs):
     assert sorted(left, key=lambda pair: pair[0].fileno()) == batch
     assert all(server.fileno() >= 0 for server, _ in tcp_pairs), "the caller refuses them"
     assert all(c is not None and c.active == 0 for c in procs.children)
+
+
+def test_a_session_process_that_exits_while_starting_fails_the_start():
+    """``serve`` then ends with one line (``cannot start: ...``), not a 30 s wait."""
+    config = parse_config({"smtp": {"processes": 2}})
+    procs = SessionProcesses(
+        config,
+        ConnectionLimits(100, 100),
+        AuthGuard(max_failures=3, window=60, ban_time=60, base_delay=0, max_delay=0),
+        on_queued=lambda queue_id: None,
+        on_lost=lambda: None,
+        command=[sys.executable, "-c", "import sys; sys.exit(3)"],
+    )
+
+    async def start() -> None:
+        try:
+            async with asyncio.timeout(START_BOUND):
+                await procs.start()
+        finally:
+            await procs.stop(grace=0)
+
+    with pytest.raises(HandoverError, match="exited with status 3 while starting"):
+        asyncio.run(start())

@@ -301,14 +301,18 @@ class SessionProcesses:
             f"mailwright: session process {child.index} exited (status {status}), "
             f"restarting in {delay:g} s"
         )
-        await asyncio.sleep(delay)
-        if self._stopping:
-            return
-        try:
-            await self._spawn(child.index, failures + 1)
-        except OSError as exc:
-            log.error("cannot start session process %d: %s", child.index, exc)
-            self.announce(f"mailwright: cannot start a session process: {exc}")
+        while True:
+            await asyncio.sleep(delay)
+            if self._stopping:
+                return
+            failures += 1
+            try:
+                await self._spawn(child.index, failures)
+                return
+            except OSError as exc:  # fork or exec failed: try again after a longer wait
+                log.error("cannot start session process %d: %s", child.index, exc)
+                self.announce(f"mailwright: cannot start a session process: {exc}")
+            delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS) - 1)]
 
     async def stop(self, grace: float) -> None:
         """Stage 2 and 3 of shutdown: every session process finishes within ``grace``."""
@@ -318,9 +322,8 @@ class SessionProcesses:
                 continue
             try:
                 child.control.send(b"x")
-            except OSError:
-                with contextlib.suppress(ProcessLookupError):
-                    child.proc.terminate()
+            except OSError:  # not reading: closing our end says the same (end of file)
+                self._forget_control(child)
         procs = [c.proc for c in self.children if c is not None]
         waits = [asyncio.ensure_future(p.wait()) for p in procs]
         if waits:
