@@ -5,13 +5,15 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import select
 from pathlib import Path
 
 import pytest
 
 from mailwright.config import LogConfig
 from mailwright.obs.debuglog import setup_debug_log
-from mailwright.obs.maillog import MailLog, escape_control, format_timestamp
+from mailwright.obs.maillog import MailLog, _atomic_chunks, escape_control, format_timestamp
 from mailwright.smtp import Reply
 
 T0 = 1795262400.123  # 2026-11-21T12:00:00.123Z
@@ -257,3 +259,67 @@ def test_accepted_and_disconnect_lines_built_directly_match_the_generic_format()
         slow.emit(session, "disconnect", **fields)
     assert direct.getvalue() == generic.getvalue()
     assert direct.getvalue().count("\n") == 5
+
+
+# -- several processes, one log ------------------------------------------------------
+
+
+class RecordingPipe(io.TextIOWrapper):
+    """The write end of a real pipe that remembers what each write() was given."""
+
+    def __init__(self, fd: int) -> None:
+        raw = open(fd, "wb", buffering=0)  # noqa: SIM115 - closed with the wrapper
+        super().__init__(raw, encoding="utf-8", write_through=True)
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+def batch_of_lines(count: int) -> list[str]:
+    return [
+        f"2026-01-01T00:00:00.000Z Q{n:015d}: delivered to=<{'x' * 60}@example.test>\n"
+        for n in range(count)
+    ]
+
+
+def test_batches_to_a_pipe_go_out_in_whole_lines_of_at_most_pipe_buf(tmp_path: Path) -> None:
+    """Session processes and the delivery worker share stderr: a write of more than
+    PIPE_BUF bytes to a pipe may interleave with another process's, splitting lines."""
+    read_fd, write_fd = os.pipe()
+    pipe = RecordingPipe(write_fd)
+    log = MailLog(pipe, buffered=True)
+    lines = batch_of_lines(100)  # about 10 KB: more than PIPE_BUF, less than the pipe holds
+    for line in lines:
+        log._add(line)
+    log.flush()
+    pipe.close()
+    with open(read_fd, "rb") as reader:
+        assert reader.read().decode() == "".join(lines)
+    assert len(pipe.writes) > 1
+    for text in pipe.writes:
+        assert text.endswith("\n")
+        assert len(text.encode()) <= select.PIPE_BUF
+
+
+def test_batches_to_a_file_go_out_in_one_write(tmp_path: Path) -> None:
+    """O_APPEND makes one write to a regular file atomic, whatever its size."""
+    path = tmp_path / "maillog"
+    stream = RecordingPipe(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND))
+    log = MailLog(stream, buffered=True)
+    lines = batch_of_lines(100)
+    for line in lines:
+        log._add(line)
+    log.flush()
+    stream.close()
+    assert stream.writes == ["".join(lines)]
+    assert path.read_text() == "".join(lines)
+
+
+def test_a_line_longer_than_pipe_buf_is_written_alone() -> None:
+    long_line = "Q: accepted to=" + ",".join(f"<r{n}@example.test>" for n in range(400)) + "\n"
+    text = "a\n" + long_line + "b\n"
+    chunks = _atomic_chunks(text)
+    assert "".join(chunks) == text
+    assert long_line in chunks

@@ -26,7 +26,10 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import re
+import select
+import stat
 import sys
 import threading
 import time
@@ -115,6 +118,37 @@ Value = str | int | float | list[str] | None
 
 # A buffered log writes at once when this many lines are waiting.
 MAX_PENDING_LINES = 512
+# Several processes write one mail log (session processes, the delivery worker).  An
+# append to a regular file is one atomic write whatever its size; to a pipe or socket
+# (stderr under a service manager) only writes of at most PIPE_BUF bytes are (POSIX),
+# so there batches go out in whole lines of at most this many characters (UTF-8: four
+# bytes a character at most) and lines of two processes never interleave.
+ATOMIC_WRITE_CHARS = getattr(select, "PIPE_BUF", 512) // 4
+
+
+def _is_regular_file(stream: TextIO) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError):  # no descriptor (StringIO): one writer
+        return True
+
+
+def _atomic_chunks(text: str) -> list[str]:
+    """``text`` (whole lines) cut at line ends into pieces of ATOMIC_WRITE_CHARS at most;
+    a longer line is a piece alone."""
+    chunks: list[str] = []
+    start = 0
+    while len(text) - start > ATOMIC_WRITE_CHARS:
+        cut = text.rfind("\n", start, start + ATOMIC_WRITE_CHARS)
+        if cut < 0:  # one line longer than the limit
+            cut = text.find("\n", start + ATOMIC_WRITE_CHARS)
+            if cut < 0:
+                break
+        chunks.append(text[start : cut + 1])
+        start = cut + 1
+    if start < len(text):
+        chunks.append(text[start:])
+    return chunks
 
 
 class MailLog:
@@ -153,6 +187,7 @@ class MailLog:
                 self._owned = True
         else:
             self._stream = stream_or_path
+        self._chunked = not _is_regular_file(self._stream)
 
     @classmethod
     def from_config(cls, config: LogConfig, data_dir: Path) -> MailLog:
@@ -226,8 +261,13 @@ class MailLog:
     def _write(self, text: str) -> None:
         with self._lock:
             try:
-                self._stream.write(text)
-                self._stream.flush()
+                if self._chunked and len(text) > ATOMIC_WRITE_CHARS:
+                    for chunk in _atomic_chunks(text):
+                        self._stream.write(chunk)
+                        self._stream.flush()
+                else:
+                    self._stream.write(text)
+                    self._stream.flush()
             except (OSError, ValueError) as exc:
                 if not self._failed:  # report once, not once per message
                     log.error("cannot write the mail log: %s", exc)
