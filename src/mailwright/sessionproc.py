@@ -95,6 +95,10 @@ class Reports:
             self._loop.call_later(REPORT_INTERVAL, self._send)
         self._lines.append(line)
 
+    def send_now(self) -> None:
+        if self._lines:
+            self._send()
+
     def _send(self) -> None:
         lines, self._lines = self._lines, []
         while lines:
@@ -208,6 +212,7 @@ async def run_sessions(config: Config, control: socket.socket) -> None:
             listener.stop_accepting()
         grace = config.smtp.shutdown_grace
         await asyncio.gather(*(listener.drain(grace) for listener in listeners))
+        reports.send_now()  # the last queue ids and releases, before the loop ends
     finally:
         if flusher is not None:
             flusher.cancel()
