@@ -51,16 +51,20 @@ def tcp_pairs() -> Iterator[list[tuple[socket.socket, socket.socket]]]:
             client.close()
 
 
-def processes(count: int) -> tuple[SessionProcesses, list[socket.socket]]:
-    """A SessionProcesses with ``count`` ready stand-ins; returns their far ends."""
-    config = parse_config({"smtp": {"processes": count}})
-    procs = SessionProcesses(
-        config,
+def session_processes(count: int, command: list[str] | None = None) -> SessionProcesses:
+    return SessionProcesses(
+        parse_config({"smtp": {"processes": count}}),
         ConnectionLimits(100, 100),
         AuthGuard(max_failures=3, window=60, ban_time=60, base_delay=0, max_delay=0),
         on_queued=lambda queue_id: None,
         on_lost=lambda: None,
+        command=command,
     )
+
+
+def processes(count: int) -> tuple[SessionProcesses, list[socket.socket]]:
+    """A SessionProcesses with ``count`` ready stand-ins; returns their far ends."""
+    procs = session_processes(count)
     far_ends = []
     for index in range(count):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -131,15 +135,7 @@ def test_with_no_process_able_to_take_them_the_connections_come_back(tcp_pairs):
 
 def test_a_session_process_that_exits_while_starting_fails_the_start():
     """``serve`` then ends with one line (``cannot start: ...``), not a 30 s wait."""
-    config = parse_config({"smtp": {"processes": 2}})
-    procs = SessionProcesses(
-        config,
-        ConnectionLimits(100, 100),
-        AuthGuard(max_failures=3, window=60, ban_time=60, base_delay=0, max_delay=0),
-        on_queued=lambda queue_id: None,
-        on_lost=lambda: None,
-        command=[sys.executable, "-c", "import sys; sys.exit(3)"],
-    )
+    procs = session_processes(2, command=[sys.executable, "-c", "import sys; sys.exit(3)"])
 
     async def start() -> None:
         try:
