@@ -23,6 +23,7 @@ step 2 becomes "tell every session process to stop, and wait for it".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
@@ -196,6 +197,39 @@ class App:
         self._flush_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        """Build and start everything; if any step fails, undo the steps done (the
+        runner lock above all: another App on the same data folder waits for it)."""
+        try:
+            await self._start()
+        except BaseException:
+            await self._undo_start()
+            raise
+
+    async def _undo_start(self) -> None:
+        """Best effort, each step on its own: a step that fails must not keep the
+        later ones (closing the spool, releasing the lock) from running."""
+        handovers = self.processes.listeners if self.processes is not None else []
+        for listener in [*self.listeners, *handovers]:
+            with contextlib.suppress(Exception):
+                listener.stop_accepting()
+        if self.processes is not None:
+            with contextlib.suppress(Exception):
+                await self.processes.stop(grace=0)
+        if self.worker is not None:
+            with contextlib.suppress(Exception):
+                await self.worker.stop()
+        spool = getattr(self, "spool", None)
+        if spool is not None:
+            with contextlib.suppress(Exception):
+                await spool.close()
+        maillog = getattr(self, "maillog", None)
+        if maillog is not None:
+            maillog.close()
+        lock = getattr(self, "runner_lock", None)
+        if lock is not None:
+            lock.release()
+
+    async def _start(self) -> None:
         config = self.config
         setup_debug_log(config.log)
         config.data_dir.mkdir(parents=True, exist_ok=True)

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
 import pytest
 
 from helpers.procs import alive, children_of, stat_fields, wait_until
-from helpers.servers import EXAMPLE, InProcessServer, SubprocessServer, build_config
+from helpers.servers import EXAMPLE, HOST, InProcessServer, SubprocessServer, build_config
 from helpers.wire import message, queue_id_of, smtplib_client
+from mailwright.spool.embedded import EmbeddedSpool
 from mailwright.spool.runnerlock import RunnerLock, SpoolBusy
 
 SENDER = "sender@remote.test"
@@ -132,6 +134,22 @@ def test_runner_lock_excludes_a_second_runner(tmp_path: Path):
     second.acquire(timeout=1)
     assert second.held
     second.release()
+
+
+def test_a_failed_start_releases_the_runner_lock(tmp_path: Path):
+    """Regression: a start that failed after taking the runner lock (here: the port is
+    taken) kept the lock's descriptor open, so the next App on the same data folder
+    in this process waited LOCK_WAIT and gave up."""
+    with socket.create_server((HOST, 0)) as taken:
+        config = build_config(tmp_path / "data", port=taken.getsockname()[1])
+        with pytest.raises(OSError):
+            InProcessServer(config).start()
+    lock = RunnerLock(EmbeddedSpool(config.data_dir).root)
+    lock.acquire(timeout=1)
+    assert lock.held
+    lock.release()
+    server = InProcessServer(build_config(tmp_path / "data")).start()  # the data is fine
+    server.stop()
 
 
 def test_worker_waits_for_the_runner_lock(worker_server: InProcessServer):
