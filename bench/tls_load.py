@@ -62,10 +62,8 @@ from _servers import (
     stop_all,
 )
 from _tlsclient import Job, merge, run_job
-from acceptance import _uses_uvloop, _wait_until, start_profiler, stop_profiler
+from acceptance import RESULTS_DIR, _uses_uvloop, _wait_until, start_profiler, stop_profiler
 
-BENCH_DIR = Path(__file__).resolve().parent
-RESULTS_DIR = BENCH_DIR / "results"
 ROLES = ("inbound", "submissions")
 EXTRA_CONFIG = """
 [[listener]]
