@@ -25,7 +25,8 @@ SWAKS_TLS_PACKAGES = ("libnet-ssleay-perl", "libio-socket-ssl-perl")
 # output when it can do TLS, "*** TLS not available: requires Net::SSLeay" on standard
 # error when it cannot (exit status 0 either way, swaks 20201014 and 20240103).
 SWAKS_TLS_SUPPORTED = "=== TLS supported"
-SWAKS_SUPPORT_TIMEOUT = 30.0
+# Bound on a capability probe (`swaks --support`, `python3 -c "import seccomp"`).
+PROBE_TIMEOUT = 30.0
 
 
 def missing(what: str, packages: tuple[str, ...]) -> NoReturn:
@@ -71,10 +72,26 @@ def _swaks_tls_problem(path: str) -> str | None:
         capture_output=True,
         text=True,
         errors="replace",
-        timeout=SWAKS_SUPPORT_TIMEOUT,
+        timeout=PROBE_TIMEOUT,
         stdin=subprocess.DEVNULL,
     )
     if any(line.startswith(SWAKS_TLS_SUPPORTED) for line in done.stdout.splitlines()):
         return None
     said = [line.lstrip("*= ") for line in done.stderr.splitlines() if " TLS " in f" {line} "]
     return said[0] if said else f"`swaks --support` exited {done.returncode} without a TLS line"
+
+
+def require_python_module(python: str, module: str, package: str) -> str:
+    """The path of interpreter ``python`` if it can import ``module`` (from Debian
+    ``package``: the system Python's modules, which the venv does not see); else skip
+    or fail as ``require_tool`` does."""
+    path = require_tool(python, package="python3")
+    done = subprocess.run(
+        [path, "-c", f"import {module}"],
+        capture_output=True,
+        timeout=PROBE_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    if done.returncode != 0:
+        missing(f"{path} cannot import {module}", (package,))
+    return path
