@@ -4,11 +4,12 @@ demands them (``MAILWRIGHT_REQUIRE_INTEROP=1``, as CI does), where they fail lou
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
 from helpers import tools
-from helpers.tools import REQUIRE_ENV, require_swaks_tls, require_tool
+from helpers.tools import REQUIRE_ENV, require_python_module, require_swaks_tls, require_tool
 
 MISSING = "mailwright-no-such-peer"
 
@@ -99,3 +100,23 @@ def test_swaks_with_tls_is_returned(tmp_path, monkeypatch):
     swaks = stand_in_swaks(tmp_path, monkeypatch, SWAKS_WITH_TLS)
     monkeypatch.setenv(REQUIRE_ENV, "1")
     assert require_swaks_tls() == swaks
+
+
+def test_system_python_without_the_module_skips_naming_the_package(monkeypatch):
+    monkeypatch.delenv(REQUIRE_ENV, raising=False)
+    with pytest.raises(pytest.skip.Exception) as skipped:
+        require_python_module(sys.executable, "mailwright_no_such_module", "python3-no-such")
+    reason = str(skipped.value)
+    assert f"{sys.executable} cannot import mailwright_no_such_module" in reason
+    assert "apt-get install python3-no-such`" in reason
+
+
+def test_system_python_without_the_module_fails_when_interop_is_required(monkeypatch):
+    monkeypatch.setenv(REQUIRE_ENV, "1")
+    with pytest.raises(pytest.fail.Exception, match=r"cannot import .*apt-get install python3-x`"):
+        require_python_module(sys.executable, "mailwright_no_such_module", "python3-x")
+
+
+def test_system_python_with_the_module_is_returned(monkeypatch):
+    monkeypatch.setenv(REQUIRE_ENV, "1")
+    assert require_python_module(sys.executable, "json", "python3") == sys.executable
