@@ -7,7 +7,8 @@ then one queue id per line, then end of file).  In order, the worker:
 1. asks the kernel to kill it when the server dies (``PR_SET_PDEATHSIG``, Linux), and
    exits at once if the server is already gone;
 2. reads the config, lowers its CPU priority (``delivery.worker_idle``: SCHED_IDLE, so
-   it only uses CPU time that receiving leaves free; else nice ``worker_nice``);
+   it only uses CPU time that receiving leaves free; else nice ``worker_nice``); if a
+   sandbox refuses that, it says so in one line and delivers at normal priority;
 3. takes the spool's runner lock (``spool.runnerlock``): a worker of a previous server
    that is still finishing, or another server on the same data folder, would otherwise
    deliver the same messages;
@@ -25,7 +26,6 @@ pipe is broken or the spool cannot be opened; the server restarts the worker.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import os
 import pickle
@@ -140,17 +140,35 @@ async def run_worker(config: Config) -> None:
         lock.release()
 
 
-def lower_priority(config: Config) -> None:
+def lower_priority(config: Config) -> str | None:
     """``delivery.worker_idle`` / ``worker_nice``, before any thread exists: Linux
-    applies both per thread, and threads inherit them from the thread that made them."""
+    applies both per thread, and threads inherit them from the thread that made them.
+
+    A refusal is not fatal: a sandbox (a systemd unit's ``SystemCallFilter=`` with
+    ``SystemCallErrorNumber=EPERM``, a container's seccomp profile) may refuse
+    ``sched_setscheduler`` or ``setpriority`` with EPERM or ENOSYS, and delivering at
+    normal priority beats not delivering.  Returns the one line saying what was
+    refused and what the worker does instead, or None when all went as configured."""
+    idle_refused = ""
     if config.delivery.worker_idle and hasattr(os, "SCHED_IDLE"):
         try:
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-            return
-        except OSError:  # not Linux, or not permitted: fall back to nice
-            pass
-    with contextlib.suppress(OSError):  # not permitted: run at the same priority
-        os.nice(config.delivery.worker_nice)
+            return None
+        except OSError as exc:  # not permitted: fall back to nice
+            idle_refused = f"SCHED_IDLE: {_reason(exc)}"
+    nice = config.delivery.worker_nice
+    try:
+        os.nice(nice)
+    except OSError as exc:
+        refused = "; ".join(filter(None, [idle_refused, f"nice {nice}: {_reason(exc)}"]))
+        return f"cannot lower its CPU priority ({refused}); delivering at normal priority"
+    if idle_refused:
+        return f"cannot run at idle CPU priority ({idle_refused}); running at nice {nice}"
+    return None
+
+
+def _reason(exc: OSError) -> str:
+    return os.strerror(exc.errno) if exc.errno else str(exc)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -162,7 +180,9 @@ def main(argv: list[str] | None = None) -> None:
             raise WorkerError("usage: python -m mailwright.workerproc <server pid>")
         die_with_parent(int(args[0]))
         config = read_config()
-        lower_priority(config)
+        refused = lower_priority(config)
+        if refused is not None:
+            print(f"mailwright: delivery worker: {refused}", file=sys.stderr, flush=True)
         try:
             import uvloop
         except ImportError:  # pragma: no cover - uvloop is a default dependency on Linux

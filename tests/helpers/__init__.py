@@ -5,5 +5,6 @@
   data folder, and the Maildir/spool inspection helpers they share.
 * ``wire``: a raw-socket SMTP client that sees exactly the bytes on the wire, and
   ``expect`` to compare a client's reply with a named reply from ``smtp.codes``.
-* ``tools``: ``require_tool`` for interop tests that need a third-party peer.
+* ``tools``: ``require_tool`` for interop tests that need a third-party peer, and
+  ``require_swaks_tls`` for those that need swaks' TLS.
 """

@@ -5,6 +5,7 @@ and never runs beside a second queue runner on the same spool.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -16,6 +17,7 @@ import pytest
 from helpers.procs import alive, children_of, stat_fields, wait_until
 from helpers.servers import EXAMPLE, HOST, InProcessServer, SubprocessServer, build_config
 from helpers.wire import message, queue_id_of, smtplib_client
+from mailwright import workerproc
 from mailwright.spool.embedded import EmbeddedSpool
 from mailwright.spool.runnerlock import RunnerLock, SpoolBusy
 
@@ -190,3 +192,44 @@ def test_worker_priority_settings(make_subprocess_server):
     assert len(tids) > 1
     assert all(niceness(tid) == 7 for tid in tids)
     assert os.sched_getscheduler(worker) == os.SCHED_OTHER
+
+
+def refuse(monkeypatch: pytest.MonkeyPatch, name: str, errno_value: int) -> None:
+    """``os.<name>`` fails as a sandbox's seccomp filter with an errno makes it fail.
+    The interop test ``test_systemd_unit`` refuses the real system calls."""
+
+    def refused(*args: object) -> None:
+        raise OSError(errno_value, os.strerror(errno_value))
+
+    monkeypatch.setattr(workerproc.os, name, refused)
+
+
+def test_worker_priority_refused_falls_back_to_nice_and_says_so(monkeypatch, tmp_path):
+    refuse(monkeypatch, "sched_setscheduler", errno.EPERM)
+    niced: list[int] = []
+    monkeypatch.setattr(workerproc.os, "nice", niced.append)
+    refused = workerproc.lower_priority(build_config(tmp_path))
+    assert refused == (
+        "cannot run at idle CPU priority (SCHED_IDLE: Operation not permitted); "
+        "running at nice 10"
+    )
+    assert niced == [10]
+
+
+def test_worker_priority_refused_entirely_runs_at_normal_priority(monkeypatch, tmp_path):
+    refuse(monkeypatch, "sched_setscheduler", errno.EPERM)
+    refuse(monkeypatch, "nice", errno.ENOSYS)
+    refused = workerproc.lower_priority(build_config(tmp_path))
+    assert refused == (
+        "cannot lower its CPU priority (SCHED_IDLE: Operation not permitted; "
+        "nice 10: Function not implemented); delivering at normal priority"
+    )
+
+
+def test_worker_nice_refused_runs_at_normal_priority(monkeypatch, tmp_path):
+    refuse(monkeypatch, "nice", errno.EPERM)
+    config = build_config(tmp_path, extra={"delivery": {"worker_idle": False, "worker_nice": 7}})
+    assert workerproc.lower_priority(config) == (
+        "cannot lower its CPU priority (nice 7: Operation not permitted); "
+        "delivering at normal priority"
+    )

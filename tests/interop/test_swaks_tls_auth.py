@@ -18,7 +18,7 @@ import pytest
 
 from helpers.secure import ALICE, BOB, PASSWORD, WRONG_PASSWORD, secure_extra
 from helpers.servers import EXAMPLE, SubprocessServer
-from helpers.tools import require_tool
+from helpers.tools import require_swaks_tls
 from helpers.wire import CLIENT_NAME, queue_id_of
 
 pytestmark = pytest.mark.interop
@@ -50,7 +50,7 @@ def cli_user_add(server: SubprocessServer, login: str, *options: str) -> None:
 
 @pytest.fixture(scope="module")
 def mw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SubprocessServer]:
-    require_tool("swaks")
+    require_swaks_tls()
     server = SubprocessServer(tmp_path_factory.mktemp("swaks-tls"), extra=secure_extra())
     cli_user_add(server, ALICE)
     cli_user_add(server, BOB, "--cram-md5")
@@ -63,7 +63,7 @@ def mw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SubprocessServer]:
 
 def swaks(server: SubprocessServer, role: str, *args: str) -> tuple[int, str]:
     cmd = [
-        require_tool("swaks"),
+        require_swaks_tls(),
         "--server",
         server.host,
         "--port",
