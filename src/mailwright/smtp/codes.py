@@ -27,7 +27,13 @@ R421_TOO_MANY_CONNECTIONS = R(421, "4.7.0", "Too many connections, try again lat
 R421_TIMEOUT = R(421, "4.4.2", "Timeout, closing connection")
 R451_LOCAL_ERROR = R(451, "4.3.0", "Failed to queue message, try again later")
 R451_TEMP_POLICY = R(451, "4.3.0", "Temporary policy failure, try again later")
-R452_TOO_MANY_RECIPIENTS = R(452, "4.5.3", "Too many recipients")
+# RFC 5321 §4.5.3.1.10: a client that meets the recipient limit is to send the rest in
+# another transaction; smtplib and most MTAs do exactly that.  So this is no error to
+# count or tarpit: counting it turned a 1,030-recipient sendmail() into 421 after two
+# minutes of tarpit, losing the 1,000 accepted too.  (Postfix likewise counts only
+# beyond smtpd_recipient_overshoot_limit.)  An endless stream of them costs no more
+# than NOOPs and is bounded by the session's time limit.
+R452_TOO_MANY_RECIPIENTS = R(452, "4.5.3", "Too many recipients", counts_as_error=False)
 
 # 5xx
 R500_UNRECOGNIZED = R(500, "5.5.1", "Command unrecognized")
