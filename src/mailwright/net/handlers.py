@@ -295,8 +295,12 @@ class Handlers:
         s = self.s
         if error is DataError.BARE_LINE_ENDING:
             self.abort_message()
-            s.reject_reason = "bare CR or LF in DATA (SMTP smuggling defence)"
+            s.reject_reason = "bare CR or LF in message data (SMTP smuggling defence)"
             return codes.R521_BARE_LINE_ENDING
+        if error is DataError.NUL:
+            self.abort_message()
+            s.reject_reason = "NUL in message data outside BINARYMIME"
+            return codes.R554_NUL_IN_DATA
         if error is DataError.TOO_BIG:
             self.abort_message()
             s.reject_reason = f"message larger than {s.services.config.smtp.max_message_size}"

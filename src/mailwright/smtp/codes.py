@@ -61,4 +61,6 @@ R552_TOO_BIG = R(552, "5.3.4", "Message size exceeds fixed maximum message size"
 R553_UTF8_NOT_ALLOWED = R(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")
 R554_EARLY_TALKER = R(554, "5.5.1", "Error: protocol violation: data sent before greeting")
 R554_NO_VALID_RECIPIENTS = R(554, "5.5.1", "Error: no valid recipients")
+# RFC 3463 X.6.0 "other or undefined media error": the content cannot travel as text.
+R554_NUL_IN_DATA = R(554, "5.6.0", "Error: NUL octet in message data (allowed only in BINARYMIME)")
 R555_UNKNOWN_PARAMETER = R(555, "5.5.4", "Unsupported parameter")
