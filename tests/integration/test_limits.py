@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 
@@ -247,3 +248,29 @@ def test_recipients_over_the_limit_are_not_counted_as_errors(make_server):
     assert sorted(refused) == sorted(recipients[limit:])
     assert {code for code, _ in refused.values()} == {452}
     assert server.maildir_messages(CATCHALL, "sink")  # the accepted ones got it
+
+
+def test_mail_is_refused_when_the_spool_lacks_min_free_space(make_server):
+    # Issue 8 item 15: a full disk was noticed only after the whole body was
+    # uploaded.  A floor above the real free space stands in for a full disk.
+    server = make_server(smtp={"min_free_space": 2**62})
+    with smtplib_client(server.host, server.port) as client:
+        client.ehlo()
+        expect(client.mail(SENDER), codes.R452_INSUFFICIENT_STORAGE)
+        expect(client.mail(SENDER, ["SIZE=100"]), codes.R452_INSUFFICIENT_STORAGE)
+        # Our disk, not the client's error: no tarpit, no error count towards 421.
+        for _ in range(25):
+            expect(client.mail(SENDER), codes.R452_INSUFFICIENT_STORAGE)
+        expect(client.noop(), codes.R250_OK)
+    server.assert_nothing_stored(settle=0.2)
+    assert "452 4.3.1" in server.mail_log()
+
+
+def test_declared_size_counts_against_free_space(make_server):
+    server = make_server(smtp={"min_free_space": 0, "max_message_size": 2**50})
+    stat = os.statvfs(server.data_dir)
+    free = stat.f_bavail * stat.f_frsize
+    with smtplib_client(server.host, server.port) as client:
+        client.ehlo()
+        expect(client.mail(SENDER, [f"SIZE={free + 2**30}"]), codes.R452_INSUFFICIENT_STORAGE)
+        expect(client.mail(SENDER, ["SIZE=1000"]), codes.R250_SENDER_OK)

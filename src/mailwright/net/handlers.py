@@ -84,6 +84,8 @@ class Handlers:
         self.writer: MessageWriter | None = None
         # Set while a message streams in on a listener that checks From: headers.
         self.from_headers: HeaderCollector | None = None
+        # The DATA stage passed for the BDAT message in progress (see ``bdat``).
+        self.bdat_admitted = False
 
     def dispatch(self, event: Event) -> Answer:
         """The handler for ``event``'s type (an explicit table: DESIGN principle 6)."""
@@ -208,6 +210,7 @@ class Handlers:
 
     def abort_message(self) -> None:
         self.from_headers = None
+        self.bdat_admitted = False
         if self.writer is not None:
             self.writer.abort()
             self.writer = None
@@ -277,6 +280,15 @@ class Handlers:
 
     async def bdat(self, event: Event) -> Reply:
         assert isinstance(event, Bdat)
+        if event.error is None and not self.bdat_admitted:
+            # BDAT has no DATA command: the DATA stage (free space...) runs at the
+            # first chunk, so no message gets past it by choosing BDAT.
+            verdict = await self.s.services.pipeline.run(Stage.DATA, self.s.ctx, event)
+            reply = self._decide(verdict, codes.R250_OK)
+            if not reply.is_positive:
+                self.abort_message()
+                return reply
+            self.bdat_admitted = True
         if event.error is not None or event.last:
             return await self._finish(event.error, self.s.conn.transaction.bdat_size)
         if not self.s.store_failed:
@@ -293,6 +305,7 @@ class Handlers:
 
     async def _finish(self, error: DataError | None, size: int) -> Reply:
         s = self.s
+        self.bdat_admitted = False
         if error is DataError.BARE_LINE_ENDING:
             self.abort_message()
             s.reject_reason = "bare CR or LF in message data (SMTP smuggling defence)"

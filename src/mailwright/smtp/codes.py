@@ -34,6 +34,9 @@ R451_TEMP_POLICY = R(451, "4.3.0", "Temporary policy failure, try again later")
 # beyond smtpd_recipient_overshoot_limit.)  An endless stream of them costs no more
 # than NOOPs and is bounded by the session's time limit.
 R452_TOO_MANY_RECIPIENTS = R(452, "4.5.3", "Too many recipients", counts_as_error=False)
+# RFC 5321 §4.2.2, RFC 3463 X.3.1 "mail system full" (Postfix queue_minfree).  Our disk,
+# not the client's mistake: not counted, not tarpitted.
+R452_INSUFFICIENT_STORAGE = R(452, "4.3.1", "Insufficient system storage", counts_as_error=False)
 
 # 5xx
 R500_UNRECOGNIZED = R(500, "5.5.1", "Command unrecognized")
