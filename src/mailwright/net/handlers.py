@@ -24,6 +24,7 @@ from mailwright.policy.builtin.from_header import (
     HeaderCollector,
     check_from_header,
 )
+from mailwright.policy.builtin.recipients import envelope_recipient
 from mailwright.policy.pipeline import Stage
 from mailwright.policy.verdict import Accept, Continue, Disconnect, Reject, TempFail, Verdict
 from mailwright.smtp import (
@@ -366,9 +367,7 @@ class Handlers:
         body = BodyType(params.body) if params.body else BodyType.SEVEN_BIT
         return Envelope(
             mail_from="" if mail.address is None else str(mail.address),
-            recipients=tuple(
-                Recipient(str(r.address), r.params.notify, r.params.orcpt) for r in txn.rcpts
-            ),
+            recipients=tuple(self._recipient(r) for r in txn.rcpts),
             body_type=body,
             smtputf8=params.smtputf8,
             ret=params.ret,
@@ -377,6 +376,15 @@ class Handlers:
             client_helo=s.ctx.helo or "",
             auth_user=s.ctx.auth_user,
         )
+
+    def _recipient(self, rcpt: RcptTo) -> Recipient:
+        address = envelope_recipient(rcpt.address, self.s.ctx.local_ip)
+        orcpt = rcpt.params.orcpt
+        if orcpt is None and address != str(rcpt.address):
+            # Stored under another address (postmaster@[our IP]): keep what the client
+            # wrote as ORCPT, which is what RFC 3461 §4.2 has it for.
+            orcpt = f"rfc822;{rcpt.address}"
+        return Recipient(address, rcpt.params.notify, orcpt)
 
 
 # Built once, not per session: unbound methods, called with the session's Handlers.

@@ -164,6 +164,7 @@ class InboundSession(asyncio.Protocol):
             peer_ip=peer[0],
             peer_port=peer[1],
             role=self.listener_config.role,
+            local_ip=(transport.get_extra_info("sockname") or ("",))[0],
         )
         ssl_object = (
             transport.get_extra_info("ssl_object") if self.listener_config.implicit_tls else None
