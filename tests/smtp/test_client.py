@@ -246,9 +246,7 @@ def test_empty_message() -> None:
 
 # No NUL: the server refuses it outside BINARYMIME (554 5.6.0, test_smuggling.py).
 message_parts = st.lists(
-    st.sampled_from(
-        [b".", b"..", b"\r", b"\n", b"\r\n", b"a", b"bc", b"\r\n.\r\n", b"\xff", b" "]
-    ),
+    st.sampled_from([b".", b"..", b"\r", b"\n", b"\r\n", b"a", b"bc", b"\r\n.\r\n", b"\xff", b" "]),
     max_size=30,
 ).map(b"".join)
 
