@@ -24,6 +24,7 @@ from mailwright.policy.builtin.from_header import (
     HeaderCollector,
     check_from_header,
 )
+from mailwright.policy.builtin.missing_headers import HeaderSectionHold
 from mailwright.policy.builtin.recipients import envelope_recipient
 from mailwright.policy.pipeline import Stage
 from mailwright.policy.verdict import Accept, Continue, Disconnect, Reject, TempFail, Verdict
@@ -85,6 +86,9 @@ class Handlers:
         self.writer: MessageWriter | None = None
         # Set while a message streams in on a listener that checks From: headers.
         self.from_headers: HeaderCollector | None = None
+        # Set while a message streams in on a submission listener: holds its header
+        # section until Date:/Message-ID: can be added if missing (RFC 6409 §8).
+        self.header_hold: HeaderSectionHold | None = None
         # The DATA stage passed for the BDAT message in progress (see ``bdat``).
         self.bdat_admitted = False
 
@@ -211,6 +215,7 @@ class Handlers:
 
     def abort_message(self) -> None:
         self.from_headers = None
+        self.header_hold = None
         self.bdat_admitted = False
         if self.writer is not None:
             self.writer.abort()
@@ -241,6 +246,8 @@ class Handlers:
             self.writer = writer
             if s.listener_config.from_header_match and s.ctx.auth_user is not None:
                 self.from_headers = HeaderCollector()
+            if s.listener_config.is_submission:
+                self.header_hold = HeaderSectionHold(hostname=s.hostname, queue_id=writer.queue_id)
         return self.writer
 
     def data(self, event: Event) -> Answer:
@@ -266,7 +273,11 @@ class Handlers:
         if self.s.store_failed:
             return  # already failed: read on to the end of the data, store nothing
         try:
-            self._open_message().write(data)
+            writer = self._open_message()
+            hold = self.header_hold
+            out = data if hold is None else hold.feed(data)
+            if out:
+                writer.write(out)
         except SpoolError as exc:
             self.s.reject_reason = f"spool: {exc}"
             self.abort_message()
@@ -333,8 +344,11 @@ class Handlers:
                     return R553_FROM_NOT_OWNED
         writer = self._open_message()
         self.writer = None
+        hold, self.header_hold = self.header_hold, None
         envelope = self._envelope()
         try:
+            if hold is not None and (rest := hold.finish()):
+                writer.write(rest)  # a message without a body: all of it was held
             # Durable before 250: put() returns only after fsync of body, directory
             # and the queue database (DESIGN principle 3).
             message = await s.services.spool.put(writer, envelope)
