@@ -9,6 +9,8 @@ are consumed, so the session never reads message bytes as commands.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailwright.smtp import (
     DEFAULT_EXTENSIONS,
@@ -24,6 +26,7 @@ from mailwright.smtp import (
     State,
     codes,
 )
+from mailwright.smtp._data import ChunkRules
 
 from .helpers import EHLO, ENVELOPE, QUEUED, Driver, lines, reject
 
@@ -308,3 +311,42 @@ def test_eof_inside_a_chunk(mode: str) -> None:
     d.eof()
     assert isinstance(d.events[-1], ConnectionClosed)
     assert not d.of_type(Bdat)
+
+
+def reference_rules(body: bytes) -> tuple[int, DataError | None]:
+    """The rule spelt out octet by octet: where the first error shows, and which."""
+    for i, byte in enumerate(body):
+        if byte == 10 and (i == 0 or body[i - 1] != 13):
+            return i, DataError.BARE_LINE_ENDING
+        if i > 0 and body[i - 1] == 13 and byte != 10:
+            return i, DataError.BARE_LINE_ENDING
+        if byte == 0:
+            return i, DataError.NUL
+    if body.endswith(b"\r"):
+        return len(body), DataError.BARE_LINE_ENDING
+    return len(body), None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b"\x00", b"."]), max_size=20).map(
+        b"".join
+    ),
+    st.lists(st.integers(0, 40), max_size=6),
+)
+def test_chunk_rules_agree_with_the_octet_rule_however_split(body: bytes, cuts: list[int]) -> None:
+    points = sorted({min(c, len(body)) for c in cuts})
+    pieces = [body[a:b] for a, b in zip([0, *points], [*points, len(body)], strict=True)]
+    rules = ChunkRules()
+    seen = 0
+    result: tuple[int, DataError | None] = (len(body), None)
+    for piece in pieces:
+        clean, error = rules.check(piece)
+        if error is not None:
+            result = (seen + clean, error)
+            break
+        seen += len(piece)
+    else:
+        if (error := rules.finish()) is not None:
+            result = (len(body), error)
+    assert result == reference_rules(body)
