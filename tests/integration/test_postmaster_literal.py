@@ -51,3 +51,18 @@ def test_other_recipients_at_address_literals_are_refused(make_server, address, 
         expect(client.rcpt(f"alice@{literal}"), codes.R550_RELAY_DENIED)
         expect(client.rcpt(f"postmaster@{other}"), codes.R550_RELAY_DENIED)
     server.assert_nothing_stored(settle=0.1)
+
+
+def test_postmaster_literal_in_a_session_process(make_subprocess_server):
+    # A session process gets its connection handed over (SCM_RIGHTS): the address the
+    # client reached must still be known there.
+    server = make_subprocess_server(smtp={"processes": 1}, extra=DOMAINS)
+    with smtplib_client(server.host, server.port) as client:
+        client.ehlo()
+        expect(client.mail(SENDER), codes.R250_SENDER_OK)
+        expect(client.rcpt("postmaster@[127.0.0.1]"), codes.R250_RECIPIENT_OK)
+        expect(client.rcpt("alice@[127.0.0.1]"), codes.R550_RELAY_DENIED)
+        code, text = client.data(message("postmaster via a session process"))
+        assert code == 250, text
+    [delivered] = server.maildir_messages(EXAMPLE, "postmaster")
+    assert b"Subject: postmaster via a session process" in delivered
