@@ -44,12 +44,13 @@ from mailwright.net.tls import TlsError, TlsManager
 from mailwright.obs.debuglog import setup_debug_log
 from mailwright.obs.maillog import MailLog
 from mailwright.policy.authguard import AuthGuard
+from mailwright.policy.builtin.freespace import FreeSpace
 from mailwright.policy.builtin.ratelimit import RateLimits
 from mailwright.policy.builtin.recipients import LocalRecipients
 from mailwright.policy.builtin.relay import RelayAccess, parse_networks
 from mailwright.policy.builtin.submission import RequireAuth, SenderLoginMatch
 from mailwright.policy.pipeline import Pipeline, Stage
-from mailwright.spool.embedded import EmbeddedSpool
+from mailwright.spool.embedded import SPOOL_DIR, EmbeddedSpool
 from mailwright.spool.model import SpooledMessage
 from mailwright.spool.runnerlock import RunnerLock
 from mailwright.spool.scheduler import EventCallback, QueueRunner
@@ -65,6 +66,7 @@ def build_pipeline(config: Config, directory: LocalDirectory, users: UserStore) 
     rate limits.  RCPT: rate limits, local recipients (deliver or 550 5.1.1), then
     relay access (authenticated users, trusted networks).  A recipient nobody
     accepted gets 550 5.7.1 from the pipeline: never an open relay.
+    Free space on the spool: last at MAIL, and at DATA (and the first BDAT chunk).
     """
     pipeline = Pipeline()
     require_auth = RequireAuth()
@@ -83,6 +85,10 @@ def build_pipeline(config: Config, directory: LocalDirectory, users: UserStore) 
     if limits.enabled:
         pipeline.register(Stage.MAIL, limits.name, limits.on_mail)
         pipeline.register(Stage.RCPT, limits.name, limits.on_rcpt)
+    # Free space last at MAIL: refusals that need no disk access come first.
+    free_space = FreeSpace(config.data_dir / SPOOL_DIR, config.smtp.free_space_floor)
+    pipeline.register(Stage.MAIL, free_space.name, free_space.on_mail)
+    pipeline.register(Stage.DATA, free_space.name, free_space.on_data)
     local = LocalRecipients(directory)
     pipeline.register(Stage.RCPT, local.name, local.on_rcpt)
     relay = RelayAccess(parse_networks(config.relay.trusted_networks))

@@ -128,6 +128,18 @@ class SmtpConfig(_Frozen):
     # many smtpd processes under its master.  Set it to the number of CPU cores on a
     # busy MX: one Python process uses one core.
     processes: Annotated[int, Field(ge=0, le=MAX_SESSION_PROCESSES)] = 0
+    # Postfix queue_minfree, in octets: MAIL is refused (452 4.3.1) while less than
+    # this plus the declared SIZE= is free on the spool file system, DATA and BDAT
+    # while less than this is.  Unset: 1.5 x max_message_size, the room Postfix's
+    # smtpd asks for by default.  0 checks only the declared SIZE.
+    min_free_space: Annotated[int, Field(ge=0)] | None = None
+
+    @property
+    def free_space_floor(self) -> int:
+        """``min_free_space``, or its default: 1.5 x ``max_message_size``."""
+        if self.min_free_space is not None:
+            return self.min_free_space
+        return self.max_message_size * 3 // 2
 
 
 class DomainConfig(_Frozen):

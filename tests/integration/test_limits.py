@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 
-from helpers.servers import EXAMPLE, InProcessServer
+from helpers.servers import CATCHALL, EXAMPLE, InProcessServer
 from helpers.wire import RawSMTP, expect, message, queue_id_of, smtplib_client
 from mailwright.smtp import codes
 
@@ -227,3 +228,49 @@ def test_connection_refused_after_stop(make_server):
         return
     sock.close()
     raise AssertionError("the listener still accepts connections after stop()")
+
+
+def test_recipients_over_the_limit_are_not_counted_as_errors(make_server):
+    # Issue 8 item 15: 452 4.5.3 counted as an error, so the tarpit and the error
+    # limit turned smtplib's max+30 recipients into a 421 after minutes, and even the
+    # accepted recipients got nothing.  Tarpit and error limit as in production.
+    limit, extra = 5, 30
+    server = make_server(
+        smtp={"max_recipients": limit, "max_errors": 20},
+        extra={"abuse": {"tarpit_after": 3, "tarpit_delay": 1.0, "tarpit_max_delay": 10.0}},
+    )
+    recipients = [f"r{i}@{CATCHALL}" for i in range(limit + extra)]
+    started = time.monotonic()
+    with smtplib_client(server.host, server.port, timeout=10) as client:
+        refused = client.sendmail(SENDER, recipients, message("overshoot"))
+        expect(client.noop(), codes.R250_OK)  # the session is still in good standing
+    assert time.monotonic() - started < 5  # no tarpit: seconds, not minutes
+    assert sorted(refused) == sorted(recipients[limit:])
+    assert {code for code, _ in refused.values()} == {452}
+    assert server.maildir_messages(CATCHALL, "sink")  # the accepted ones got it
+
+
+def test_mail_is_refused_when_the_spool_lacks_min_free_space(make_server):
+    # Issue 8 item 15: a full disk was noticed only after the whole body was
+    # uploaded.  A floor above the real free space stands in for a full disk.
+    server = make_server(smtp={"min_free_space": 2**62})
+    with smtplib_client(server.host, server.port) as client:
+        client.ehlo()
+        expect(client.mail(SENDER), codes.R452_INSUFFICIENT_STORAGE)
+        expect(client.mail(SENDER, ["SIZE=100"]), codes.R452_INSUFFICIENT_STORAGE)
+        # Our disk, not the client's error: no tarpit, no error count towards 421.
+        for _ in range(25):
+            expect(client.mail(SENDER), codes.R452_INSUFFICIENT_STORAGE)
+        expect(client.noop(), codes.R250_OK)
+    server.assert_nothing_stored(settle=0.2)
+    assert "452 4.3.1" in server.mail_log()
+
+
+def test_declared_size_counts_against_free_space(make_server):
+    server = make_server(smtp={"min_free_space": 0, "max_message_size": 2**50})
+    stat = os.statvfs(server.data_dir)
+    free = stat.f_bavail * stat.f_frsize
+    with smtplib_client(server.host, server.port) as client:
+        client.ehlo()
+        expect(client.mail(SENDER, [f"SIZE={free + 2**30}"]), codes.R452_INSUFFICIENT_STORAGE)
+        expect(client.mail(SENDER, ["SIZE=1000"]), codes.R250_SENDER_OK)

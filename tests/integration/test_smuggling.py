@@ -115,3 +115,49 @@ def test_clean_message_on_the_same_server_still_works(server: InProcessServer):
     # The "smuggled" commands are just body text of the one message.
     assert delivered.endswith(b"innocent text\r\n" + SMUGGLED)
     assert server.message_files("example.test", "bob") == []
+
+
+# Issue 8 item 14: bodies that would smuggle once relayed over DATA.
+RELAY_SMUGGLING_BODY = (
+    b"From: sender@remote.test\r\nSubject: carrier\r\n\r\n"
+    b"innocent text\n.\n" + SMUGGLED + b"NUL\x00here\r\n"
+)
+
+
+def test_bdat_body_with_bare_lf_is_refused_and_nothing_is_stored(server: InProcessServer):
+    body = RELAY_SMUGGLING_BODY
+    with RawSMTP(server.host, server.port) as raw:
+        raw.greeting()
+        raw.ehlo()
+        raw.send(
+            b"MAIL FROM:<sender@remote.test>\r\nRCPT TO:<alice@example.test>\r\n"
+            + f"BDAT {len(body)} LAST\r\n".encode()
+            + body
+            + b"QUIT\r\n"
+        )
+        mail, rcpt, verdict = raw.replies(3)
+        assert mail.matches(codes.R250_SENDER_OK) and rcpt.matches(codes.R250_RECIPIENT_OK)
+        assert verdict.matches(codes.R521_BARE_LINE_ENDING)  # the same answer as DATA
+        assert raw.closed_by_peer()
+    server.assert_nothing_stored(settle=0.5)
+    assert " accepted " not in server.mail_log()
+
+
+@pytest.mark.parametrize("verb", ["DATA", "BDAT"])
+def test_nul_in_message_is_refused_and_nothing_is_stored(server: InProcessServer, verb: str):
+    body = b"From: sender@remote.test\r\nSubject: nul\r\n\r\nfirst\r\n\x00.\r\nsecond\r\n"
+    if verb == "DATA":
+        transfer = b"DATA\r\n" + body + b".\r\n"
+    else:
+        transfer = f"BDAT {len(body)} LAST\r\n".encode() + body
+    with RawSMTP(server.host, server.port) as raw:
+        raw.greeting()
+        raw.ehlo()
+        raw.send(b"MAIL FROM:<sender@remote.test>\r\nRCPT TO:<alice@example.test>\r\n" + transfer)
+        replies = raw.replies(4 if verb == "DATA" else 3)
+        assert replies[-1].matches(codes.R554_NUL_IN_DATA)
+        # The stream stayed in step: the session goes on.
+        assert raw.cmd("NOOP").matches(codes.R250_OK)
+        assert raw.cmd("QUIT").matches(codes.R221_BYE)
+    server.assert_nothing_stored(settle=0.5)
+    assert " accepted " not in server.mail_log()

@@ -9,6 +9,7 @@ the sender's Maildir show it, no remote Maildir ever does.
 
 from __future__ import annotations
 
+import email.utils
 import smtplib
 import time
 
@@ -27,8 +28,8 @@ from helpers.secure import (
     wait_for_log,
     write_users,
 )
-from helpers.servers import EXAMPLE, HOST
-from helpers.wire import CLIENT_NAME, message, queue_id_of
+from helpers.servers import EXAMPLE, HOST, HOSTNAME
+from helpers.wire import CLIENT_NAME, message, queue_id_of, smtplib_client
 
 
 def secure_server(make_server, **kwargs):
@@ -242,3 +243,86 @@ def test_from_header_not_checked_by_default(make_server):
     server = secure_server(make_server)
     code, text = _send_with_from(server, f"Bob <{BOB}>")
     assert code == 250, text
+
+
+# -- RFC 6409 §8.2/8.3: Date: and Message-ID: added on submission (issue 8 item 10) --
+
+# What a minimal client (a script, a device) submits: neither Date: nor Message-ID:.
+INCOMPLETE = (
+    b"From: alice@example.test\r\nTo: bob@example.test\r\nSubject: incomplete\r\n"
+    b"\r\nNo Date, no Message-ID.\r\n"
+)
+
+
+def lf(data: bytes) -> bytes:
+    """Line ends as LF: the Maildir may store CRLF or LF (DESIGN: LF)."""
+    return data.replace(b"\r\n", b"\n")
+
+
+def header_fields(delivered: bytes, name: bytes) -> list[bytes]:
+    head = lf(delivered).split(b"\n\n", 1)[0]
+    return [line for line in head.split(b"\n") if line.lower().startswith(name.lower() + b":")]
+
+
+@pytest.mark.parametrize("role", ["submission", "submissions"])
+def test_submission_adds_missing_date_and_message_id(make_server, role):
+    server = secure_server(make_server)
+    smtp = smtplib_login(server, role)
+    try:
+        assert smtp.sendmail(ALICE, [BOB], INCOMPLETE) == {}
+    finally:
+        smtp.quit()
+    [delivered] = server.maildir_messages(EXAMPLE, "bob")
+    [date] = header_fields(delivered, b"Date")  # exactly one of each
+    [message_id] = header_fields(delivered, b"Message-ID")
+    sent = email.utils.parsedate_to_datetime(date[5:].strip().decode())
+    assert abs(sent.timestamp() - time.time()) < 300
+    assert message_id.startswith(b"Message-ID: <") and message_id.endswith(f"@{HOSTNAME}>".encode())
+    # Added after our Received header, before the client's header section, which
+    # follows unchanged with the body.
+    text = lf(delivered)
+    assert text.index(b"\nReceived: ") < text.index(b"\nDate: ") < text.index(b"\nFrom: ")
+    assert text.endswith(b"\n" + lf(message_id) + b"\n" + lf(INCOMPLETE))
+
+
+def test_submission_leaves_a_complete_message_unchanged(make_server):
+    server = secure_server(make_server)
+    complete = message("complete", extra=b"Date: Tue, 14 Nov 2023 22:13:20 +0100\r\n")
+    smtp = smtplib_login(server)
+    try:
+        assert smtp.sendmail(ALICE, [BOB], complete) == {}
+    finally:
+        smtp.quit()
+    [delivered] = server.maildir_messages(EXAMPLE, "bob")
+    assert header_fields(delivered, b"Date") == [b"Date: Tue, 14 Nov 2023 22:13:20 +0100"]
+    assert header_fields(delivered, b"Message-ID") == [b"Message-ID: <complete@remote.test>"]
+    # Only trace fields in front of the original.
+    trace = lf(delivered)[: -len(lf(complete))]
+    assert lf(delivered).endswith(lf(complete))
+    assert b"\nDate:" not in trace and b"\nMessage-ID:" not in trace
+
+
+def test_inbound_never_adds_date_or_message_id(make_server):
+    server = secure_server(make_server)
+    with smtplib_client(HOST, server.ports["inbound"]) as smtp:
+        assert smtp.sendmail("sender@remote.test", [BOB], INCOMPLETE) == {}
+    [delivered] = server.maildir_messages(EXAMPLE, "bob")
+    assert header_fields(delivered, b"Date") == []
+    assert header_fields(delivered, b"Message-ID") == []
+    assert lf(delivered).endswith(lf(INCOMPLETE))
+
+
+def test_submission_adds_missing_fields_to_a_bdat_message(make_server):
+    server = secure_server(make_server)
+    first, second = INCOMPLETE[:20], INCOMPLETE[20:]  # the header section spans chunks
+    with login(server) as c:
+        assert c.cmd(f"MAIL FROM:<{ALICE}>").code == 250
+        assert c.cmd(f"RCPT TO:<{BOB}>").code == 250
+        c.send(f"BDAT {len(first)}\r\n".encode() + first)
+        assert c.reply().code == 250
+        c.send(f"BDAT {len(second)} LAST\r\n".encode() + second)
+        assert c.reply().code == 250
+    [delivered] = server.maildir_messages(EXAMPLE, "bob")
+    assert len(header_fields(delivered, b"Date")) == 1
+    assert len(header_fields(delivered, b"Message-ID")) == 1
+    assert lf(delivered).endswith(lf(INCOMPLETE))

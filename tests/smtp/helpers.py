@@ -90,8 +90,10 @@ def default_reply(conn: ServerConnection, event: Event) -> Reply:
             return codes.R250_RECIPIENT_OK
         case Data():
             return codes.R354_START_DATA
-        case EndOfData(error=DataError.BARE_LINE_ENDING):
+        case EndOfData(error=DataError.BARE_LINE_ENDING) | Bdat(error=DataError.BARE_LINE_ENDING):
             return codes.R521_BARE_LINE_ENDING
+        case EndOfData(error=DataError.NUL) | Bdat(error=DataError.NUL):
+            return codes.R554_NUL_IN_DATA
         case EndOfData(error=DataError.TOO_BIG) | Bdat(error=DataError.TOO_BIG):
             return codes.R552_TOO_BIG
         case EndOfData():

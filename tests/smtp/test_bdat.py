@@ -1,4 +1,5 @@
-"""RFC 3030 CHUNKING: BDAT is count-framed, so its content is kept verbatim.
+"""RFC 3030 CHUNKING: BDAT is count-framed; its content is kept verbatim, subject to
+DATA's bare CR/LF and NUL rules unless the body is BINARYMIME.
 
 The core yields a chunk's DataChunks first and then the Bdat event that owes the
 reply, so the reply follows the data (§2).  Whatever the state, the announced octets
@@ -8,6 +9,8 @@ are consumed, so the session never reads message bytes as commands.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailwright.smtp import (
     DEFAULT_EXTENSIONS,
@@ -23,6 +26,7 @@ from mailwright.smtp import (
     State,
     codes,
 )
+from mailwright.smtp._data import ChunkRules
 
 from .helpers import EHLO, ENVELOPE, QUEUED, Driver, lines, reject
 
@@ -84,8 +88,7 @@ def test_lowercase_last(mode: str) -> None:
     "payload",
     [
         b"a\r\n.\r\nMAIL FROM:<evil@x.example>\r\n",  # a DATA terminator is content
-        b"bare\nlf and bare\rcr\r\n",  # framing is by count: no smuggling surface
-        b"\x00\xff binary \r\n..\r\n.",  # BINARYMIME-style octets, dots not unstuffed
+        b"\xff 8-bit \r\n..\r\n.",  # dots are not unstuffed, no final CRLF needed
     ],
 )
 def test_content_is_verbatim(mode: str, payload: bytes) -> None:
@@ -96,13 +99,83 @@ def test_content_is_verbatim(mode: str, payload: bytes) -> None:
     assert d.replies[-2:] == [QUEUED, codes.R250_OK]
 
 
+BINARY_ENVELOPE = EHLO + lines("MAIL FROM:<a@a.example> BODY=BINARYMIME", "RCPT TO:<b@b.example>")
+
+
 def test_binarymime_with_bdat(mode: str) -> None:
-    d = Driver(mode).feed(
-        EHLO
-        + lines("MAIL FROM:<a@a.example> BODY=BINARYMIME", "RCPT TO:<b@b.example>")
-        + bdat(b"\x00\x01", True)
-    )
+    d = Driver(mode).feed(BINARY_ENVELOPE + bdat(b"\x00\x01", True))
     assert d.content == b"\x00\x01"
+    assert d.replies[-1] == QUEUED
+
+
+# -- the DATA content rules outside BINARYMIME (issue 8 item 14) ---------------------
+#
+# Once relayed over DATA, a BDAT body is lines again: bare CR/LF or a NUL stored here
+# could end or split the message differently at the next hop (CVE-2023-51764 class).
+
+# The issue's body: a bare LF, a fake "\n.\n" end of data, a second transaction, a NUL.
+SMUGGLING_BODY = (
+    b"Subject: hi\r\n\r\nfirst\n.\nMAIL FROM:<admin@bank.example>\r\n"
+    b"RCPT TO:<victim@b.example>\r\nDATA\r\nsmuggled\x00\r\n"
+)
+
+
+def assert_bare_refused(d: Driver, content: bytes) -> None:
+    """521 5.5.2 as in DATA, the session closed, nothing kept from the offending octet."""
+    (event,) = [e for e in d.of_type(Bdat) if e.error is not None]
+    assert event.error is DataError.BARE_LINE_ENDING
+    assert d.replies[-1] == codes.R521_BARE_LINE_ENDING
+    assert d.state is State.CLOSED
+    assert d.content == content
+
+
+def test_bdat_smuggling_body_is_refused_like_data(mode: str) -> None:
+    d = Driver(mode).feed(ENVELOPE + bdat(SMUGGLING_BODY, last=True) + lines("NOOP"))
+    assert_bare_refused(d, b"Subject: hi\r\n\r\nfirst")
+    assert d.replies_to(Noop) == []  # nothing after the 521 is read as a command
+
+
+@pytest.mark.parametrize(
+    ("chunks", "kept"),
+    [
+        ([b"a\nb"], b"a"),  # bare LF
+        ([b"a\rb"], b"a\r"),  # bare CR: shown by the octet after it
+        ([b"a\r", b"b\r\n"], b"a\r"),  # CR ending one chunk, no LF starting the next
+        ([b"a\r\r\n"], b"a\r"),
+        ([b"a\r\n", b"\n"], b"a\r\n"),  # LF starting a chunk, no CR before it
+        ([b"a\r"], b"a\r"),  # CR ending the message
+    ],
+)
+def test_bdat_bare_line_ending_is_refused(mode: str, chunks: list[bytes], kept: bytes) -> None:
+    data = b"".join(bdat(c, last=i == len(chunks) - 1) for i, c in enumerate(chunks))
+    d = Driver(mode).feed(ENVELOPE + data)
+    assert_bare_refused(d, kept)
+
+
+def test_bdat_crlf_split_across_chunks_is_accepted(mode: str) -> None:
+    d = Driver(mode).feed(ENVELOPE + bdat(b"a\r") + bdat(b"\nb\r") + bdat(b"\n", last=True))
+    assert d.replies_to(Bdat) == [codes.R250_OK, codes.R250_OK, QUEUED]
+    assert d.content == b"a\r\nb\r\n"
+
+
+def test_bdat_nul_is_refused_and_session_continues(mode: str) -> None:
+    d = Driver(mode).feed(
+        ENVELOPE + bdat(b"x\r\n\x00y") + bdat(b"z\r\n", last=True) + lines("NOOP")
+    )
+    # The chunk with the NUL fails the transaction (RFC 3030 §2); the next BDAT has
+    # no transaction left, and the stream stays in step.
+    assert d.of_type(Bdat)[0] == Bdat(5, error=DataError.NUL)
+    assert d.replies_to(Bdat) == [codes.R554_NUL_IN_DATA]
+    assert d.command_errors == [codes.R503_NEED_MAIL]
+    assert d.replies_to(Noop) == [codes.R250_OK]
+    assert d.content == b"x\r\n"
+    assert d.state is State.READY
+
+
+@pytest.mark.parametrize("payload", [SMUGGLING_BODY, b"a\rb\r", b"\n\x00\r"])
+def test_binarymime_bdat_keeps_bytes_exact(mode: str, payload: bytes) -> None:
+    d = Driver(mode).feed(BINARY_ENVELOPE + bdat(payload[:5]) + bdat(payload[5:], last=True))
+    assert d.content == payload
     assert d.replies[-1] == QUEUED
 
 
@@ -238,3 +311,42 @@ def test_eof_inside_a_chunk(mode: str) -> None:
     d.eof()
     assert isinstance(d.events[-1], ConnectionClosed)
     assert not d.of_type(Bdat)
+
+
+def reference_rules(body: bytes) -> tuple[int, DataError | None]:
+    """The rule spelt out octet by octet: where the first error shows, and which."""
+    for i, byte in enumerate(body):
+        if byte == 10 and (i == 0 or body[i - 1] != 13):
+            return i, DataError.BARE_LINE_ENDING
+        if i > 0 and body[i - 1] == 13 and byte != 10:
+            return i, DataError.BARE_LINE_ENDING
+        if byte == 0:
+            return i, DataError.NUL
+    if body.endswith(b"\r"):
+        return len(body), DataError.BARE_LINE_ENDING
+    return len(body), None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b"\x00", b"."]), max_size=20).map(
+        b"".join
+    ),
+    st.lists(st.integers(0, 40), max_size=6),
+)
+def test_chunk_rules_agree_with_the_octet_rule_however_split(body: bytes, cuts: list[int]) -> None:
+    points = sorted({min(c, len(body)) for c in cuts})
+    pieces = [body[a:b] for a, b in zip([0, *points], [*points, len(body)], strict=True)]
+    rules = ChunkRules()
+    seen = 0
+    result: tuple[int, DataError | None] = (len(body), None)
+    for piece in pieces:
+        clean, error = rules.check(piece)
+        if error is not None:
+            result = (seen + clean, error)
+            break
+        seen += len(piece)
+    else:
+        if (error := rules.finish()) is not None:
+            result = (len(body), error)
+    assert result == reference_rules(body)

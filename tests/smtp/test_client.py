@@ -244,10 +244,9 @@ def test_empty_message() -> None:
     assert pair.server.of_type(EndOfData) == [EndOfData(0)]
 
 
+# No NUL: the server refuses it outside BINARYMIME (554 5.6.0, test_smuggling.py).
 message_parts = st.lists(
-    st.sampled_from(
-        [b".", b"..", b"\r", b"\n", b"\r\n", b"a", b"bc", b"\r\n.\r\n", b"\x00", b"\xff", b" "]
-    ),
+    st.sampled_from([b".", b"..", b"\r", b"\n", b"\r\n", b"a", b"bc", b"\r\n.\r\n", b"\xff", b" "]),
     max_size=30,
 ).map(b"".join)
 
@@ -266,7 +265,8 @@ def test_any_message_survives_the_trip(message: bytes, cuts: list[int]) -> None:
 
 def test_bdat_chunks_are_sent_verbatim() -> None:
     pair = ConnectionPair()
-    pair.send(Ehlo("c.example"), MailFrom(ALICE), RcptTo(BOB))
+    # BINARYMIME: outside it the server refuses the bare LF (test_bdat.py).
+    pair.send(Ehlo("c.example"), MailFrom(ALICE, MailParams(body="BINARYMIME")), RcptTo(BOB))
     payload = b".\r\nbare\nlf\r\n.\r\n"
     replies = pair.send(Bdat(len(payload), last=True), DataChunk(payload))
     assert replies == [QUEUED]

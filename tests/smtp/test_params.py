@@ -18,9 +18,11 @@ from mailwright.smtp import (
     Reply,
     ServerOptions,
     State,
+    XtextError,
     codes,
+    decode_xtext,
+    encode_xtext,
 )
-from mailwright.smtp._params import ParamError, decode_xtext, encode_xtext
 from mailwright.smtp.limits import MAX_ENVID_LENGTH
 
 from .helpers import EHLO, Driver, lines
@@ -280,5 +282,5 @@ def test_xtext(encoded: str, decoded: str) -> None:
 
 @pytest.mark.parametrize("bad", ["+", "+4", "+4g", "+ff", "a b", "a=b", "é", "+FF", "+C3"])
 def test_bad_xtext(bad: str) -> None:
-    with pytest.raises(ParamError):
+    with pytest.raises(XtextError):
         decode_xtext(bad)

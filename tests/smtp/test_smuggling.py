@@ -243,6 +243,37 @@ def test_every_two_way_split_gives_the_same_session(variant: str) -> None:
         assert split.state is whole.state
 
 
+# -- NUL (issue 8 item 14) -------------------------------------------------------------
+#
+# A NUL cannot end DATA here, but a next hop that drops NUL would turn
+# "\r\n\x00.\r\n" into an end of data once the message is relayed.
+
+
+@forms
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"Subject: s\r\n\r\nfirst\r\n\x00.\r\n" + SMUGGLED,  # the issue's example
+        b"\x00",
+        b"a\x00b\r\n" + b"x" * 3000,
+        b".\x00\r\n",  # right after a leading dot that is unstuffed
+    ],
+)
+def test_nul_in_data_is_refused_and_session_continues(mode: str, form: str, body: bytes) -> None:
+    d = run_attack(mode, form, body + REAL_END + lines("NOOP"))
+    (end,) = d.of_type(EndOfData)
+    assert end.error is DataError.NUL
+    assert end.size == len(body.replace(b"\r\n.", b"\r\n").removeprefix(b".")) + 2
+    assert d.replies[-2:] == [codes.R554_NUL_IN_DATA, codes.R250_OK]
+    assert d.wire.endswith(
+        b"554 5.6.0 Error: NUL octet in message data (allowed only in BINARYMIME)\r\n"
+        b"250 2.0.0 Ok\r\n"
+    )
+    assert b"\x00" not in d.content and b"smuggled" not in d.content
+    assert len(d.of_type(MailFrom)) == 1  # the text after the NUL was never a command
+    assert d.state is State.READY
+
+
 # -- the helper -----------------------------------------------------------------------------
 
 

@@ -24,6 +24,8 @@ from mailwright.policy.builtin.from_header import (
     HeaderCollector,
     check_from_header,
 )
+from mailwright.policy.builtin.missing_headers import HeaderSectionHold
+from mailwright.policy.builtin.recipients import envelope_recipient
 from mailwright.policy.pipeline import Stage
 from mailwright.policy.verdict import Accept, Continue, Disconnect, Reject, TempFail, Verdict
 from mailwright.smtp import (
@@ -84,6 +86,11 @@ class Handlers:
         self.writer: MessageWriter | None = None
         # Set while a message streams in on a listener that checks From: headers.
         self.from_headers: HeaderCollector | None = None
+        # Set while a message streams in on a submission listener: holds its header
+        # section until Date:/Message-ID: can be added if missing (RFC 6409 §8).
+        self.header_hold: HeaderSectionHold | None = None
+        # The DATA stage passed for the BDAT message in progress (see ``bdat``).
+        self.bdat_admitted = False
 
     def dispatch(self, event: Event) -> Answer:
         """The handler for ``event``'s type (an explicit table: DESIGN principle 6)."""
@@ -208,6 +215,8 @@ class Handlers:
 
     def abort_message(self) -> None:
         self.from_headers = None
+        self.header_hold = None
+        self.bdat_admitted = False
         if self.writer is not None:
             self.writer.abort()
             self.writer = None
@@ -237,6 +246,8 @@ class Handlers:
             self.writer = writer
             if s.listener_config.from_header_match and s.ctx.auth_user is not None:
                 self.from_headers = HeaderCollector()
+            if s.listener_config.is_submission:
+                self.header_hold = HeaderSectionHold(hostname=s.hostname, queue_id=writer.queue_id)
         return self.writer
 
     def data(self, event: Event) -> Answer:
@@ -262,7 +273,11 @@ class Handlers:
         if self.s.store_failed:
             return  # already failed: read on to the end of the data, store nothing
         try:
-            self._open_message().write(data)
+            writer = self._open_message()
+            hold = self.header_hold
+            out = data if hold is None else hold.feed(data)
+            if out:
+                writer.write(out)
         except SpoolError as exc:
             self.s.reject_reason = f"spool: {exc}"
             self.abort_message()
@@ -277,6 +292,15 @@ class Handlers:
 
     async def bdat(self, event: Event) -> Reply:
         assert isinstance(event, Bdat)
+        if event.error is None and not self.bdat_admitted:
+            # BDAT has no DATA command: the DATA stage (free space...) runs at the
+            # first chunk, so no message gets past it by choosing BDAT.
+            verdict = await self.s.services.pipeline.run(Stage.DATA, self.s.ctx, event)
+            reply = self._decide(verdict, codes.R250_OK)
+            if not reply.is_positive:
+                self.abort_message()
+                return reply
+            self.bdat_admitted = True
         if event.error is not None or event.last:
             return await self._finish(event.error, self.s.conn.transaction.bdat_size)
         if not self.s.store_failed:
@@ -293,10 +317,15 @@ class Handlers:
 
     async def _finish(self, error: DataError | None, size: int) -> Reply:
         s = self.s
+        self.bdat_admitted = False
         if error is DataError.BARE_LINE_ENDING:
             self.abort_message()
-            s.reject_reason = "bare CR or LF in DATA (SMTP smuggling defence)"
+            s.reject_reason = "bare CR or LF in message data (SMTP smuggling defence)"
             return codes.R521_BARE_LINE_ENDING
+        if error is DataError.NUL:
+            self.abort_message()
+            s.reject_reason = "NUL in message data outside BINARYMIME"
+            return codes.R554_NUL_IN_DATA
         if error is DataError.TOO_BIG:
             self.abort_message()
             s.reject_reason = f"message larger than {s.services.config.smtp.max_message_size}"
@@ -315,8 +344,11 @@ class Handlers:
                     return R553_FROM_NOT_OWNED
         writer = self._open_message()
         self.writer = None
+        hold, self.header_hold = self.header_hold, None
         envelope = self._envelope()
         try:
+            if hold is not None and (rest := hold.finish()):
+                writer.write(rest)  # a message without a body: all of it was held
             # Durable before 250: put() returns only after fsync of body, directory
             # and the queue database (DESIGN principle 3).
             message = await s.services.spool.put(writer, envelope)
@@ -349,9 +381,7 @@ class Handlers:
         body = BodyType(params.body) if params.body else BodyType.SEVEN_BIT
         return Envelope(
             mail_from="" if mail.address is None else str(mail.address),
-            recipients=tuple(
-                Recipient(str(r.address), r.params.notify, r.params.orcpt) for r in txn.rcpts
-            ),
+            recipients=tuple(self._recipient(r) for r in txn.rcpts),
             body_type=body,
             smtputf8=params.smtputf8,
             ret=params.ret,
@@ -360,6 +390,15 @@ class Handlers:
             client_helo=s.ctx.helo or "",
             auth_user=s.ctx.auth_user,
         )
+
+    def _recipient(self, rcpt: RcptTo) -> Recipient:
+        address = envelope_recipient(rcpt.address, self.s.ctx.local_ip)
+        orcpt = rcpt.params.orcpt
+        if orcpt is None and address != str(rcpt.address):
+            # Stored under another address (postmaster@[our IP]): keep what the client
+            # wrote as ORCPT, which is what RFC 3461 §4.2 has it for.
+            orcpt = f"rfc822;{rcpt.address}"
+        return Recipient(address, rcpt.params.notify, orcpt)
 
 
 # Built once, not per session: unbound methods, called with the session's Handlers.

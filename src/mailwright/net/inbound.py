@@ -164,6 +164,7 @@ class InboundSession(asyncio.Protocol):
             peer_ip=peer[0],
             peer_port=peer[1],
             role=self.listener_config.role,
+            local_ip=(transport.get_extra_info("sockname") or ("",))[0],
         )
         ssl_object = (
             transport.get_extra_info("ssl_object") if self.listener_config.implicit_tls else None
@@ -375,7 +376,7 @@ class InboundSession(asyncio.Protocol):
 
     def _tarpit_delay(self, reply: Reply) -> float:
         """Seconds to wait before an error reply (Postfix smtpd_error_sleep_time)."""
-        if reply.code < 400 or reply.code in (421, 521):
+        if reply.code < 400 or reply.code in (421, 521) or not reply.counts_as_error:
             return 0.0
         abuse = self.services.config.abuse
         excess = self.errors + 1 - abuse.tarpit_after
@@ -411,8 +412,12 @@ class InboundSession(asyncio.Protocol):
         """The one place replies are written, logged and counted."""
         cfg = self.services.config.smtp
         if reply.code >= 400:
-            self.errors += 1
-            if self.errors >= cfg.max_errors and reply.code not in (421, 521):
+            self.errors += reply.counts_as_error
+            if (
+                reply.counts_as_error
+                and self.errors >= cfg.max_errors
+                and reply.code not in (421, 521)
+            ):
                 # Postfix smtpd_hard_error_limit: the reply to the last straw is 421.
                 self._log_rejection(event, reply)
                 reply = codes.R421_TOO_MANY_ERRORS

@@ -14,6 +14,7 @@ class SessionContext:
     peer_ip: str
     peer_port: int
     role: ListenerRole
+    local_ip: str = ""  # the address the client connected to (ours), "" if unknown
     helo: str | None = None
     tls: str | None = None  # e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384" once TLS is on
     auth_user: str | None = None

@@ -47,6 +47,7 @@ from mailwright.smtp._server import (
     Transaction,
 )
 from mailwright.smtp._state import State
+from mailwright.smtp._xtext import XtextError, decode_xtext, encode_xtext
 
 __all__ = [
     "COMMANDS",
@@ -89,9 +90,12 @@ __all__ = [
     "State",
     "Transaction",
     "Vrfy",
+    "XtextError",
     "choose_mechanism",
     "client_mechanism",
+    "decode_xtext",
     "ehlo_reply",
+    "encode_xtext",
     "has_bare_line_ending",
     "normalize_line_endings",
     "parse_command",

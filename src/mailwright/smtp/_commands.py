@@ -35,11 +35,11 @@ from mailwright.smtp._events import (
 )
 from mailwright.smtp._params import (
     ParamError,
-    encode_xtext,
     parse_mail_params,
     parse_rcpt_params,
 )
 from mailwright.smtp._replies import Reply
+from mailwright.smtp._xtext import encode_xtext
 from mailwright.smtp.limits import MAX_BDAT_CHUNK
 
 

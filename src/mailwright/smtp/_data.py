@@ -14,12 +14,25 @@ and closes (as chasquid does, and Postfix 3.9 with ``smtpd_forbid_bare_newline=y
 whatever the client pipelined after its idea of end-of-data is never read as commands,
 so one message can never be split into two.
 
+A NUL octet is refused too (``DataError.NUL``, 554 5.6.0): text bodies exclude it
+(RFC 2045 §2.7-2.8, RFC 6152 §3), and a next hop that drops NUL or ends a line at it
+would read a different message, so a relayed message could smuggle through it.  The
+stream is still in step, so the reader reads on to ``CRLF.CRLF`` (handing nothing more
+over) and the session continues after the reply, as for a message that is too big.
+
+BDAT bodies are framed by their count, not by lines, but once relayed over DATA they
+are lines again: ``ChunkRules`` applies the same bare CR/LF and NUL rules to them
+unless the transaction is ``BODY=BINARYMIME`` (RFC 3030 §3), which stays octet-exact
+(Postfix's ``smtpd_forbid_bare_newline`` treats BDAT the same way).
+
 The reader works on whole buffers with ``bytes.find``/``count``/``replace`` (C speed)
 instead of line by line, holding back at most the four bytes that could start a
 terminator split across reads.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from mailwright.smtp._buffer import ReceiveBuffer
 from mailwright.smtp._events import DataChunk, DataError, EndOfData
@@ -56,7 +69,7 @@ def _held_back(data: bytes) -> int:
 class DataReader:
     """Reads one DATA body out of a ReceiveBuffer, a piece at a time."""
 
-    __slots__ = ("_at_start", "_finished", "_max_size", "size", "too_big")
+    __slots__ = ("_at_start", "_finished", "_max_size", "nul", "size", "too_big")
 
     def __init__(self, max_size: int) -> None:
         self._max_size = max_size
@@ -64,6 +77,7 @@ class DataReader:
         self._finished = False  # terminator consumed, EndOfData still to be returned
         self.size = 0
         self.too_big = False
+        self.nul = False  # a NUL was seen: nothing from it on is handed over
 
     def read(self, buf: ReceiveBuffer) -> DataChunk | EndOfData | None:
         """Next DataChunk, the EndOfData, or None when more input is needed."""
@@ -109,6 +123,12 @@ class DataReader:
                 # first ``max_size`` octets are handed over, however the input was split.
                 room = self._max_size - self.size
                 self.size += len(body)
+                if self.nul:
+                    continue  # refused already: read on to the end, hand nothing over
+                nul = body.find(b"\0")
+                if nul >= 0:
+                    self.nul = True
+                    body = body[:nul]
                 if len(body) > room:
                     # RFC 5321 §4.2.5: read on to the end of DATA and answer 552 there.
                     self.too_big = True
@@ -117,4 +137,43 @@ class DataReader:
                     return DataChunk(body)
 
     def _end(self) -> EndOfData:
+        if self.nul:
+            return EndOfData(self.size, DataError.NUL)
         return EndOfData(self.size, DataError.TOO_BIG if self.too_big else None)
+
+
+@dataclass(slots=True)
+class ChunkRules:
+    """DATA's content rules for the octets of BDAT chunks (not BODY=BINARYMIME).
+
+    A byte-by-byte state machine (is the previous octet a CR?), so the verdict and the
+    point where it is reached do not depend on how chunks or reads split the body: a
+    CRLF may straddle two chunks, a CR that ends the message is bare.
+    """
+
+    cr_pending: bool = False  # the last octet checked was a CR still waiting for its LF
+
+    def check(self, piece: bytes) -> tuple[int, DataError | None]:
+        """(octets of ``piece`` before the one that shows an error, that error), or
+        (``len(piece)``, None) when all of it is clean."""
+        cr = self.cr_pending
+        if not piece:
+            return 0, None
+        # Fast path (C speed): the piece without the LF that completes a pending CR
+        # and without a trailing CR whose LF may be in the next piece.
+        start = 1 if cr and piece[0] == 10 else 0
+        end = len(piece) - 1 if piece[-1] == 13 else len(piece)
+        if (start or not cr) and b"\0" not in piece and not has_bare_line_ending(piece[start:end]):
+            self.cr_pending = end < len(piece)
+            return len(piece), None
+        for i, byte in enumerate(piece):
+            if (cr and byte != 10) or (byte == 10 and not cr):
+                return i, DataError.BARE_LINE_ENDING
+            if byte == 0:
+                return i, DataError.NUL
+            cr = byte == 13
+        raise AssertionError("the fast path and the octet loop disagree")  # pragma: no cover
+
+    def finish(self) -> DataError | None:
+        """At the end of the body (BDAT LAST): a CR left waiting is bare."""
+        return DataError.BARE_LINE_ENDING if self.cr_pending else None

@@ -107,9 +107,14 @@ class DataError(Enum):
     """Why a DATA or BDAT body cannot be accepted; the core has consumed it regardless."""
 
     TOO_BIG = "too big"  # reply 552 5.3.4 (RFC 5321 §4.5.3.1.7, RFC 3463)
-    # A bare CR or LF in DATA: the SMTP smuggling defence (CVE-2023-51764 and
-    # relatives).  The core stops reading at that byte and closes after the reply.
+    # A bare CR or LF in DATA, or in a BDAT body that is not BODY=BINARYMIME: the SMTP
+    # smuggling defence (CVE-2023-51764 and relatives).  Reply 521 5.5.2; the core
+    # closes after it (in DATA it stops reading at that byte).
     BARE_LINE_ENDING = "bare line ending"
+    # A NUL octet outside BODY=BINARYMIME: 7bit and 8bit data exclude NUL (RFC 2045
+    # §2.7, §2.8; RFC 6152 §3), and a next hop that drops or ends lines at NUL would
+    # read another message than we did.  Reply 554 5.6.0; the session goes on.
+    NUL = "NUL"
 
 
 @dataclass(frozen=True, slots=True)

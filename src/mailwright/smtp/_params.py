@@ -2,13 +2,15 @@
 
 MAIL: SIZE (RFC 1870), BODY (RFC 6152, RFC 3030), SMTPUTF8 (RFC 6531), RET and ENVID
 (RFC 3461), AUTH (RFC 4954 §5, accepted and recorded).  RCPT: NOTIFY and ORCPT
-(RFC 3461).  Each is parsed and validated here and carried with the envelope.
+(RFC 3461).  Each is parsed and validated here and carried with the envelope; xtext
+values (ENVID, ORCPT, AUTH) are decoded here, once, and carried decoded.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mailwright.smtp._xtext import XtextError, decode_xtext
 from mailwright.smtp.limits import MAX_ENVID_LENGTH, MAX_ORCPT_LENGTH
 
 BODY_TYPES = ("7BIT", "8BITMIME", "BINARYMIME")
@@ -36,39 +38,15 @@ class MailParams:
 @dataclass(frozen=True, slots=True)
 class RcptParams:
     notify: tuple[str, ...] = ()  # ("NEVER",) or a subset of NOTIFY_VALUES
-    orcpt: str | None = None  # "rfc822;decoded address"
+    orcpt: str | None = None  # "addr-type;address", the address xtext-decoded
 
 
-def decode_xtext(value: str) -> str:
-    """RFC 3461 §4: "+XX" hex escapes; other characters must be printable ASCII.
-
-    The escapes are octets, read as UTF-8 (the inverse of ``encode_xtext``)."""
-    out = bytearray()
-    i = 0
-    while i < len(value):
-        ch = value[i]
-        if ch == "+":
-            hexpair = value[i + 1 : i + 3]
-            if len(hexpair) != 2 or not all(c in "0123456789ABCDEF" for c in hexpair):
-                raise ParamError("invalid xtext escape")
-            out.append(int(hexpair, 16))
-            i += 3
-            continue
-        if not ("!" <= ch <= "~") or ch == "=":
-            raise ParamError("invalid character in xtext")
-        out.append(ord(ch))
-        i += 1
+def _decoded(value: str) -> str:
+    """The xtext ``value`` decoded (once: see ``_xtext``); 501 if it is not xtext."""
     try:
-        return out.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ParamError("xtext is not UTF-8") from None
-
-
-def encode_xtext(value: str) -> str:
-    return "".join(
-        c if "!" <= c <= "~" and c not in "+=" else "".join(f"+{b:02X}" for b in c.encode())
-        for c in value
-    )
+        return decode_xtext(value)
+    except XtextError as exc:
+        raise ParamError(str(exc)) from None
 
 
 def split_params(text: str) -> list[tuple[str, str | None]]:
@@ -116,11 +94,11 @@ def parse_mail_params(text: str, enabled: frozenset[str]) -> MailParams:
             if ret not in ("FULL", "HDRS"):
                 raise ParamError("RET must be FULL or HDRS")
         elif key == "ENVID" and "DSN" in enabled:
-            envid = decode_xtext(_need_value(key, value))
+            envid = _decoded(_need_value(key, value))
             if len(envid) > MAX_ENVID_LENGTH:
                 raise ParamError("ENVID too long")
         elif key == "AUTH" and "AUTH" in enabled:
-            auth = decode_xtext(_need_value(key, value))
+            auth = _decoded(_need_value(key, value))
         else:
             raise ParamError(f"unsupported parameter {key}", unknown=True)
     return MailParams(size, body, smtputf8, ret, envid, auth)
@@ -143,7 +121,7 @@ def parse_rcpt_params(text: str, enabled: frozenset[str]) -> RcptParams:
             addr_type, semi, xtext = raw.partition(";")
             if not semi or not addr_type or not xtext:
                 raise ParamError("ORCPT must be addr-type;xtext")
-            decoded = decode_xtext(xtext)
+            decoded = _decoded(xtext)
             if len(raw) > MAX_ORCPT_LENGTH:
                 raise ParamError("ORCPT too long")
             orcpt = f"{addr_type.lower()};{decoded}"

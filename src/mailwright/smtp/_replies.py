@@ -26,11 +26,18 @@ class Reply:
 
     ``enhanced`` is "" only for the greeting/1xx-3xx replies where RFC 2034 §3 does not
     use one (220, 221 may still carry one; 354 never does).
+
+    ``counts_as_error`` is False for the few refusals that are a well-behaved client's
+    normal flow rather than a mistake, so the session neither counts them towards its
+    error limit nor tarpits them (see ``codes.R452_TOO_MANY_RECIPIENTS``).
     """
 
     code: int
     enhanced: str
     lines: tuple[str, ...]
+    # The server's own judgement, not part of the wire form: a reply parsed back from
+    # the wire equals the one that was sent.
+    counts_as_error: bool = field(default=True, kw_only=True, compare=False)
     # The wire form, built once: most replies are module constants sent many times.
     _wire: bytes = field(init=False, repr=False, compare=False, default=b"")
 
@@ -49,8 +56,8 @@ class Reply:
         object.__setattr__(self, "_wire", self._serialise())
 
     @classmethod
-    def of(cls, code: int, enhanced: str, *lines: str) -> Reply:
-        return cls(code, enhanced, tuple(lines) or ("",))
+    def of(cls, code: int, enhanced: str, *lines: str, counts_as_error: bool = True) -> Reply:
+        return cls(code, enhanced, tuple(lines) or ("",), counts_as_error=counts_as_error)
 
     @property
     def text(self) -> str:

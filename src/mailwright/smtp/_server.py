@@ -25,7 +25,7 @@ from mailwright.smtp._commands import (
     parse_auth_response,
     parse_command,
 )
-from mailwright.smtp._data import DataReader
+from mailwright.smtp._data import ChunkRules, DataReader
 from mailwright.smtp._errors import LocalProtocolError
 from mailwright.smtp._events import (
     Auth,
@@ -106,6 +106,9 @@ class Transaction:
     rcpts: list[RcptTo] = field(default_factory=list)
     bdat_size: int = 0  # octets received by BDAT so far
     bdat_too_big: bool = False
+    # Bare CR/LF and NUL rules for BDAT bodies that are not BINARYMIME (see _data).
+    bdat_rules: ChunkRules = field(default_factory=ChunkRules)
+    bdat_error: DataError | None = None  # the first rule broken; nothing more is kept
 
 
 class ServerConnection:
@@ -308,6 +311,11 @@ class ServerConnection:
                 # the input was split into reads.
                 room = self.options.max_message_size - txn.bdat_size
                 txn.bdat_size += len(chunk)
+                if txn.bdat_error is not None:
+                    chunk = b""  # refused already: consume the chunk, keep nothing
+                elif not self._binarymime:
+                    clean, txn.bdat_error = txn.bdat_rules.check(chunk)
+                    chunk = chunk[:clean]
                 if len(chunk) > room:
                     txn.bdat_too_big = True
                     chunk = chunk[: max(room, 0)]
@@ -318,10 +326,20 @@ class ServerConnection:
         event = self._bdat_event
         assert event is not None
         self._bdat_event = None
-        if isinstance(event, Bdat) and txn.bdat_too_big:
-            event = Bdat(event.size, event.last, DataError.TOO_BIG)
+        if isinstance(event, Bdat):
+            if event.last and txn.bdat_error is None and not self._binarymime:
+                txn.bdat_error = txn.bdat_rules.finish()
+            error = txn.bdat_error or (DataError.TOO_BIG if txn.bdat_too_big else None)
+            if error is not None:
+                event = Bdat(event.size, event.last, error)
         self._owed = event
         return event
+
+    @property
+    def _binarymime(self) -> bool:
+        """RFC 3030 §3: a BODY=BINARYMIME body is octets, kept exactly as sent."""
+        mail = self.transaction.mail
+        return mail is not None and mail.params.body == "BINARYMIME"
 
     # -- output ------------------------------------------------------------------
 
@@ -344,8 +362,10 @@ class ServerConnection:
         else:
             new_state = next_state(state, event, reply)
             self._record(event, reply, state)
-        if isinstance(event, EndOfData) and event.error is DataError.BARE_LINE_ENDING:
-            self._close_after_reply = True  # the stream is out of step; see _data
+        if isinstance(event, (EndOfData, Bdat)) and event.error is DataError.BARE_LINE_ENDING:
+            # DATA: the stream is out of step (see _data).  BDAT: still in step, but a
+            # client that sends bare line endings gets the same answer as in DATA.
+            self._close_after_reply = True
         if self._close_after_reply:
             new_state = State.CLOSED
         if new_state is State.DATA:

@@ -27,7 +27,16 @@ R421_TOO_MANY_CONNECTIONS = R(421, "4.7.0", "Too many connections, try again lat
 R421_TIMEOUT = R(421, "4.4.2", "Timeout, closing connection")
 R451_LOCAL_ERROR = R(451, "4.3.0", "Failed to queue message, try again later")
 R451_TEMP_POLICY = R(451, "4.3.0", "Temporary policy failure, try again later")
-R452_TOO_MANY_RECIPIENTS = R(452, "4.5.3", "Too many recipients")
+# RFC 5321 §4.5.3.1.10: a client that meets the recipient limit is to send the rest in
+# another transaction; smtplib and most MTAs do exactly that.  So this is no error to
+# count or tarpit: counting it turned a 1,030-recipient sendmail() into 421 after two
+# minutes of tarpit, losing the 1,000 accepted too.  (Postfix likewise counts only
+# beyond smtpd_recipient_overshoot_limit.)  An endless stream of them costs no more
+# than NOOPs and is bounded by the session's time limit.
+R452_TOO_MANY_RECIPIENTS = R(452, "4.5.3", "Too many recipients", counts_as_error=False)
+# RFC 5321 §4.2.2, RFC 3463 X.3.1 "mail system full" (Postfix queue_minfree).  Our disk,
+# not the client's mistake: not counted, not tarpitted.
+R452_INSUFFICIENT_STORAGE = R(452, "4.3.1", "Insufficient system storage", counts_as_error=False)
 
 # 5xx
 R500_UNRECOGNIZED = R(500, "5.5.1", "Command unrecognized")
@@ -55,4 +64,6 @@ R552_TOO_BIG = R(552, "5.3.4", "Message size exceeds fixed maximum message size"
 R553_UTF8_NOT_ALLOWED = R(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")
 R554_EARLY_TALKER = R(554, "5.5.1", "Error: protocol violation: data sent before greeting")
 R554_NO_VALID_RECIPIENTS = R(554, "5.5.1", "Error: no valid recipients")
+# RFC 3463 X.6.0 "other or undefined media error": the content cannot travel as text.
+R554_NUL_IN_DATA = R(554, "5.6.0", "Error: NUL octet in message data (allowed only in BINARYMIME)")
 R555_UNKNOWN_PARAMETER = R(555, "5.5.4", "Unsupported parameter")

@@ -6,8 +6,8 @@ with three parts:
 1. ``text/plain`` for the human: which recipients failed and why;
 2. ``message/delivery-status`` (RFC 3464 §2): per-message fields (Reporting-MTA,
    Original-Envelope-Id, Arrival-Date) then, per failed recipient, Final-Recipient,
-   Original-Recipient (from ORCPT, RFC 3461 §4.2), ``Action: failed``, Status
-   (RFC 3463) and Diagnostic-Code;
+   Original-Recipient (from ORCPT, RFC 3461 §4.2, as decoded by the parser),
+   ``Action: failed``, Status (RFC 3463) and Diagnostic-Code;
 3. the original message: full (``message/rfc822``) or only its header
    (``text/rfc822-headers``), as RET asked (RFC 3461 §4.3).  Without RET we return the
    full message if it is small, as Postfix does (``bounce_size_limit``); a BINARYMIME
@@ -45,7 +45,6 @@ SUBJECT = "Undelivered Mail Returned to Sender"
 DEFAULT_FAILURE_STATUS = "5.0.0"  # RFC 3463 "other undefined status"
 
 _REPLY_RE = re.compile(r"^([245])\d\d(?:[ -]+([245]\.\d{1,3}\.\d{1,3}))?(?=\s|$)")
-_XTEXT_RE = re.compile(r"\+([0-9A-Fa-f]{2})")
 CRLF = b"\r\n"
 
 
@@ -55,11 +54,6 @@ def wants_failure_notice(recipient: Recipient) -> bool:
     if not notify:
         return True  # default behaviour: report failures
     return "FAILURE" in notify and "NEVER" not in notify
-
-
-def xtext_decode(value: str) -> str:
-    """RFC 3461 §4: ``+XX`` hex escapes back to characters."""
-    return _XTEXT_RE.sub(lambda m: chr(int(m.group(1), 16)), value)
 
 
 def status_of(last_reply: str | None) -> tuple[str, str | None]:
@@ -99,12 +93,19 @@ def _address_field(address: str) -> str:
 
 
 def _original_recipient(orcpt: str) -> str | None:
-    """RFC 3464 §2.3.1 from the ORCPT value "addr-type;xtext", decoded."""
-    addr_type, sep, encoded = orcpt.partition(";")
+    """The Original-Recipient value (RFC 3464 §2.3.1) from the stored ORCPT.
+
+    The spool holds ORCPT as "addr-type;address" with the address already decoded
+    from xtext by the protocol core (``smtp._xtext``; RFC 3461 §4.2: xtext is only
+    how the parameter travels in the RCPT command).  The field's generic-address is
+    plain text, "the same as that provided by the sender" (RFC 3464 §2.3.1), so it
+    is written as stored: decoding it again would turn ``user+41@x`` into ``userA@x``.
+    """
+    addr_type, sep, address = orcpt.partition(";")
     if not sep or not addr_type.strip():
         return None
-    decoded = _clean(xtext_decode(encoded.strip()))
-    return f"{addr_type.strip()}; {decoded}" if decoded else None
+    text = _clean(address)
+    return f"{addr_type.strip()}; {text}" if text else None
 
 
 def _returned_part(message: SpooledMessage, headers: bytes, original: bytes | None) -> bytes:

@@ -12,7 +12,7 @@ class Recipient:
 
     address: str  # as given by the client (IDNA/UTF-8 domain normalised to lower case)
     notify: tuple[str, ...] = ()  # NEVER | SUCCESS, FAILURE, DELAY; () = not given
-    orcpt: str | None = None  # "addr-type;xtext" as received
+    orcpt: str | None = None  # "addr-type;address", xtext-decoded once by smtp._params
 
 
 class BodyType(StrEnum):
