@@ -114,7 +114,8 @@ class SmtpConfig(_Frozen):
     vrfy: VrfyMode = VrfyMode.AMBIGUOUS
     expn: bool = False
     # Wait this long before the greeting and refuse clients that talk first
-    # (Postfix postscreen's pregreet test).  0 checks only what already arrived.
+    # (Postfix postscreen's pregreet test).  0 greets at once and serves a client that
+    # talks first, as Postfix's smtpd does (``printf ... | nc``).
     greeting_delay: Annotated[float, Field(ge=0, le=30)] = 0.0
     command_timeout: Annotated[float, Field(gt=0)] = smtp_limits.COMMAND_TIMEOUT
     data_block_timeout: Annotated[float, Field(gt=0)] = smtp_limits.DATA_BLOCK_TIMEOUT

@@ -392,9 +392,11 @@ class InboundSession(asyncio.Protocol):
     async def _greet(self, delay: float) -> None:
         if delay > 0:
             await asyncio.sleep(delay)
-        if self.conn.early_talker:
+        if delay > 0 and self.conn.early_talker:
             # RFC 5321 §4.3.1 / Postfix postscreen "pregreet": a client that talks
-            # before the greeting is a bot that does not wait for replies.
+            # before a delayed greeting is a bot that does not wait for replies.
+            # Without a delay it is most likely ``printf ... | nc``, which Postfix's
+            # smtpd serves too: its commands are answered in turn after the 220.
             self.reject_reason = "early talker: data sent before greeting"
             self._reply(None, codes.R554_EARLY_TALKER)
             return

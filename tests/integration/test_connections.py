@@ -1,0 +1,102 @@
+"""Connection slots and deadlines over real sockets (issue 8, items 12, 16 and 5):
+
+* deadlines per command and per DATA/BDAT block, not per byte: a drip inside a command
+  line or a body is cut off, a body sent at the minimum data rate is not;
+* idle sessions (no MAIL yet) wait less than a transaction;
+* stress mode: shorter timeouts near the cap, and at the cap the oldest idle session
+  makes room for a new client instead of everyone getting 421;
+* a peer that pipelined junk and left is dropped at once, not worked through;
+* a client that talks before the greeting is served unless a greeting delay is set;
+* the open-file limit is raised for ``max_connections`` at start-up, or a warning says why not.
+
+Every wait is bounded; timeouts are configured small so the tests run in seconds.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+
+import pytest
+
+from helpers.servers import EXAMPLE, HOST
+from helpers.wire import READ_TIMEOUT, RawSMTP, message
+
+SENDER = "sender@remote.test"
+# The drip: one byte per interval, for at most DRIP_FOR seconds.
+DRIP_INTERVAL = 0.1
+DRIP_FOR = 6.0
+# A 1 s deadline must end the session well before the drip would (the watchdog looks
+# four times per timeout; the rest is slack for a loaded machine).
+CUT_OFF_WITHIN = 3.0
+# 20 client addresses, as in the report (127.0.40.1-20), two idle sessions each.
+STRESS_ADDRESSES = [f"127.0.40.{i}" for i in range(1, 21)]
+STRESS_CAP = 2 * len(STRESS_ADDRESSES)
+# A peer that closed must be gone from the server within this.
+PEER_GONE_WITHIN = 2.0
+HOSTILE_CLIENTS = 5
+JUNK_COMMANDS = 50
+
+
+class RawFrom(RawSMTP):
+    """``RawSMTP`` from a chosen loopback source address."""
+
+    def __init__(self, host: str, port: int, source: str) -> None:
+        self.sock = socket.create_connection(
+            (host, port), timeout=READ_TIMEOUT, source_address=(source, 0)
+        )
+        self.buf = b""
+
+
+def drip_until_reply(raw: RawSMTP, data: bytes) -> tuple[bytes, float]:
+    """Send ``data`` one byte per DRIP_INTERVAL (cycling) until the server answers or
+    closes; (what it sent, seconds it took).  The drip never stops before that, so a
+    server that restarts its timeout per byte keeps the session open to DRIP_FOR."""
+    started = time.monotonic()
+    i = 0
+    while time.monotonic() - started < DRIP_FOR:
+        try:
+            raw.send(data[i % len(data) : i % len(data) + 1])
+        except OSError:
+            break
+        i += 1
+        ready, _, _ = select.select([raw.sock], [], [], DRIP_INTERVAL)
+        if ready:
+            break
+    raw.closed_by_peer(timeout=1.0)  # read what there is
+    return raw.buf, time.monotonic() - started
+
+
+def start_transaction(raw: RawSMTP) -> None:
+    raw.ehlo()
+    raw.send(f"MAIL FROM:<{SENDER}>\r\nRCPT TO:<alice@{EXAMPLE}>\r\n".encode())
+    assert [r.code for r in raw.replies(2)] == [250, 250]
+
+
+# -- early talkers (item 5) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("processes", [0, 2])
+def test_a_dialog_sent_before_the_greeting_is_served_without_a_greeting_delay(
+    make_subprocess_server, processes
+):
+    """``printf 'EHLO x\\r\\nMAIL FROM:...' | nc``: the whole dialog in one write, before
+    the 220, is answered in turn and the message delivered (smtp.greeting_delay is 0)."""
+    server = make_subprocess_server(smtp={"processes": processes})
+    body = message("pregreet")
+    dialog = (
+        f"EHLO client.test\r\nMAIL FROM:<{SENDER}>\r\nRCPT TO:<alice@{EXAMPLE}>\r\n"
+        "DATA\r\n".encode()
+        + body
+        + b".\r\nQUIT\r\n"
+    )
+    with socket.create_connection((HOST, server.port), timeout=READ_TIMEOUT) as sock:
+        sock.sendall(dialog)  # at once: before the greeting can have arrived
+        raw = RawSMTP.__new__(RawSMTP)
+        raw.sock, raw.buf = sock, b""
+        assert raw.closed_by_peer()  # after the 221: everything was answered
+    last_lines = [line for line in raw.buf.split(b"\r\n") if line[3:4] == b" "]
+    assert [int(line[:3]) for line in last_lines] == [220, 250, 250, 250, 354, 250, 221], raw.buf
+    [delivered] = server.maildir_messages(EXAMPLE, "alice")
+    assert delivered.endswith(body)
