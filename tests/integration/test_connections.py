@@ -20,6 +20,7 @@ import time
 
 import pytest
 
+from helpers.procs import wait_until
 from helpers.servers import EXAMPLE, HOST
 from helpers.wire import READ_TIMEOUT, RawSMTP, message
 
@@ -72,6 +73,56 @@ def start_transaction(raw: RawSMTP) -> None:
     raw.ehlo()
     raw.send(f"MAIL FROM:<{SENDER}>\r\nRCPT TO:<alice@{EXAMPLE}>\r\n".encode())
     assert [r.code for r in raw.replies(2)] == [250, 250]
+
+
+# -- a peer that has gone (item 16) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("processes", [0, 2])
+def test_a_peer_that_pipelined_junk_and_left_is_dropped_at_once(make_subprocess_server, processes):
+    """With the tarpit on, sessions whose clients pipelined 50 bad commands and closed
+    end at once (no error delays for nobody), and SIGTERM right after is fast."""
+    server = make_subprocess_server(
+        smtp={"processes": processes}, extra={"abuse": {"tarpit_delay": 1.0}}
+    )
+    for _ in range(HOSTILE_CLIENTS):
+        with RawSMTP(server.host, server.port) as raw:
+            raw.greeting()
+            raw.send(b"JUNK\r\n" * JUNK_COMMANDS)
+    closed = time.monotonic()
+
+    def all_gone() -> bool:
+        return server.mail_log().count(" disconnect client=") >= HOSTILE_CLIENTS
+
+    assert wait_until(all_gone, PEER_GONE_WITHIN), (
+        f"sessions still open {PEER_GONE_WITHIN} s after their clients left:\n" + server.mail_log()
+    )
+    assert time.monotonic() - closed < PEER_GONE_WITHIN
+    started = time.monotonic()
+    assert server.terminate() == 0
+    assert time.monotonic() - started < 2.0
+
+
+def test_a_message_pipelined_before_a_half_close_still_gets_its_250(make_server):
+    """A peer that closed its side is no longer served, but what was already being
+    answered is: a message stored after the EOF is acknowledged (a half-closed client
+    still reads), and the QUIT after it is dropped."""
+    server = make_server()
+    body = message("half-close")
+    with RawSMTP(server.host, server.port) as raw:
+        raw.greeting()
+        raw.ehlo()
+        raw.send(
+            f"MAIL FROM:<{SENDER}>\r\nRCPT TO:<alice@{EXAMPLE}>\r\nDATA\r\n".encode()
+            + body
+            + b".\r\nQUIT\r\n"
+        )
+        raw.sock.shutdown(socket.SHUT_WR)
+        assert raw.closed_by_peer()
+    last_lines = [line for line in raw.buf.split(b"\r\n") if line[3:4] == b" "]
+    assert [int(line[:3]) for line in last_lines] == [250, 250, 354, 250], raw.buf
+    [delivered] = server.maildir_messages(EXAMPLE, "alice")
+    assert delivered.endswith(body)
 
 
 # -- early talkers (item 5) ------------------------------------------------------------

@@ -150,6 +150,8 @@ class InboundSession(asyncio.Protocol):
         self._writable: asyncio.Future[None] | None = None
         self._lost = False
         self._task: asyncio.Task[None] | None = None
+        # The tarpit's sleep, which ends early when the peer goes away (_peer_left).
+        self._sleeper: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------------
 
@@ -219,14 +221,14 @@ class InboundSession(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.conn.receive_data(b"")
-        self.wake()
+        self._peer_left()
         # Keep our side open: a reply (e.g. 221) may still be owed.  A TLS transport
         # closes on EOF whatever we answer (and asyncio warns if we answer True).
         return not self.conn.tls_active
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
-        self.wake()
+        self._peer_left()
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
         self.listener.release(self)
@@ -327,10 +329,16 @@ class InboundSession(asyncio.Protocol):
                     answer = step.answer
                     reply = answer if isinstance(answer, Reply) else await answer
                     delay = self._tarpit_delay(reply)
-                    if delay > 0:
-                        # Postfix smtpd_error_sleep_time: slow down a client that errs.
-                        await asyncio.sleep(delay)
+                    if delay > 0 and not self._peer_gone:
+                        # Postfix smtpd_error_sleep_time: slow down a client that errs
+                        # (not one that has gone: _peer_left ends the sleep early).
+                        await self._tarpit(delay)
+                    # Written even if the peer has closed its side: it may still read
+                    # (a half-close), and a stored message's 250 must not be held back.
+                    # What is still buffered after it is dropped (_open).
                     self._reply(step.event, reply)
+                    if self._peer_gone:
+                        break
                     if self.conn.state is State.TLS and not await upgrade_to_tls(self):
                         break
         except asyncio.CancelledError:
@@ -363,7 +371,16 @@ class InboundSession(asyncio.Protocol):
 
     @property
     def _open(self) -> bool:
-        return self.conn.state is not State.CLOSED and not self._lost and not self.close_after_reply
+        return (
+            self.conn.state is not State.CLOSED
+            and not self._peer_gone
+            and not self.close_after_reply
+        )
+
+    @property
+    def _peer_gone(self) -> bool:
+        """The peer closed (EOF) or the connection is lost: nothing more to answer."""
+        return self._lost or self.conn.peer_closed
 
     @property
     def starttls_available(self) -> bool:
@@ -472,6 +489,24 @@ class InboundSession(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def _peer_left(self) -> None:
+        """EOF or connection lost: whatever the peer left unanswered is dropped and
+        the session closes at once (_open), without sitting out tarpit delays for a
+        client that is no longer there."""
+        self.wake()
+        sleeper = self._sleeper
+        if sleeper is not None and not sleeper.done():
+            sleeper.set_result(None)
+
+    async def _tarpit(self, delay: float) -> None:
+        """Sleep ``delay`` seconds, or until the peer goes away."""
+        assert self._loop is not None
+        self._sleeper = sleeper = self._loop.create_future()
+        try:
+            await asyncio.wait([sleeper], timeout=delay)
+        finally:
+            self._sleeper = None
+
     async def _wait_input(self, timeout: float, *, parked: bool = False) -> bool:
         """Wait for more input; False on timeout.  ``parked``: waiting for a command,
         which data_received may then answer itself (the fast path)."""
@@ -514,7 +549,7 @@ class InboundSession(asyncio.Protocol):
             # Linger: discard whatever the peer still sends until it closes or the
             # bound expires, so it sees our last reply rather than a reset.
             deadline = asyncio.get_running_loop().time() + LINGER_SECONDS
-            while not self._lost and not self.conn.peer_closed:
+            while not self._peer_gone:
                 if not await self._wait_input(deadline - asyncio.get_running_loop().time()):
                     break
         transport.close()
