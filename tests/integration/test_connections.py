@@ -17,12 +17,14 @@ from __future__ import annotations
 import select
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
 from helpers.procs import wait_until
-from helpers.servers import EXAMPLE, HOST
+from helpers.servers import EXAMPLE, HOST, SubprocessServer
 from helpers.wire import READ_TIMEOUT, RawSMTP, message
+from mailwright.net.fdlimit import fds_needed
 
 SENDER = "sender@remote.test"
 # The drip: one byte per interval, for at most DRIP_FOR seconds.
@@ -151,3 +153,62 @@ def test_a_dialog_sent_before_the_greeting_is_served_without_a_greeting_delay(
     assert [int(line[:3]) for line in last_lines] == [220, 250, 250, 250, 354, 250, 221], raw.buf
     [delivered] = server.maildir_messages(EXAMPLE, "alice")
     assert delivered.endswith(body)
+
+
+# -- the open-file limit (item 12) -------------------------------------------------------
+
+
+class LimitedServer(SubprocessServer):
+    """``mailwright serve`` started under ``prlimit --nofile=SOFT:HARD``."""
+
+    def __init__(self, workdir: Path, nofile: str) -> None:
+        super().__init__(workdir)
+        self.nofile = nofile
+
+    def command(self) -> list[str]:
+        return ["prlimit", f"--nofile={self.nofile}", "--", *super().command()]
+
+
+def open_file_limits(pid: int) -> tuple[int, int]:
+    """(soft, hard) "Max open files" of a process, from /proc/<pid>/limits."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError("no Max open files line")
+
+
+@pytest.fixture
+def limited_server(tmp_path: Path):
+    started: list[LimitedServer] = []
+
+    def start(nofile: str) -> LimitedServer:
+        workdir = tmp_path / f"limited{len(started)}"
+        workdir.mkdir()
+        server = LimitedServer(workdir, nofile)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.kill()
+
+
+def test_a_low_open_file_limit_is_raised_at_start_up(limited_server):
+    needed = fds_needed(1000)  # smtp.max_connections' default
+    server = limited_server(f"256:{needed + 100}")
+    assert server.proc is not None
+    assert open_file_limits(server.proc.pid) == (needed, needed + 100)
+    assert "open file limit" not in server.stderr()
+
+
+def test_an_open_file_limit_that_cannot_be_raised_enough_is_warned_about(limited_server):
+    server = limited_server("256:512")
+    assert server.proc is not None
+    assert open_file_limits(server.proc.pid) == (512, 512)  # raised as far as it goes
+    warning = (
+        f"open file limit is 512 (hard limit 512), below the {fds_needed(1000)} that "
+        "smtp.max_connections = 1000 needs"
+    )
+    assert wait_until(lambda: warning in server.stderr(), 5.0), server.stderr()
+    assert server.proc.poll() is None  # a warning, not a refusal to start
