@@ -120,6 +120,11 @@ class SmtpConfig(_Frozen):
     command_timeout: Annotated[float, Field(gt=0)] = smtp_limits.COMMAND_TIMEOUT
     data_block_timeout: Annotated[float, Field(gt=0)] = smtp_limits.DATA_BLOCK_TIMEOUT
     session_timeout: Annotated[float, Field(gt=0)] = smtp_limits.SESSION_TIMEOUT
+    # Before MAIL (no transaction yet) the wait for a command is this, at most
+    # command_timeout.
+    idle_timeout: Annotated[float, Field(gt=0)] = smtp_limits.IDLE_TIMEOUT
+    # Octets per second a DATA/BDAT body must keep up (Postfix smtpd_min_data_rate).
+    min_data_rate: Annotated[float, Field(gt=0)] = smtp_limits.MIN_DATA_RATE
     max_connections: Annotated[int, Field(gt=0)] = smtp_limits.DEFAULT_MAX_CONNECTIONS
     max_connections_per_ip: Annotated[int, Field(gt=0)] = smtp_limits.DEFAULT_MAX_CONNECTIONS_PER_IP
     shutdown_grace: Annotated[float, Field(ge=0)] = 30.0

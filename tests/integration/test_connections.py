@@ -25,6 +25,7 @@ from helpers.procs import wait_until
 from helpers.servers import EXAMPLE, HOST, SubprocessServer
 from helpers.wire import READ_TIMEOUT, RawSMTP, message
 from mailwright.net.fdlimit import fds_needed
+from mailwright.smtp import codes
 
 SENDER = "sender@remote.test"
 # The drip: one byte per interval, for at most DRIP_FOR seconds.
@@ -75,6 +76,64 @@ def start_transaction(raw: RawSMTP) -> None:
     raw.ehlo()
     raw.send(f"MAIL FROM:<{SENDER}>\r\nRCPT TO:<alice@{EXAMPLE}>\r\n".encode())
     assert [r.code for r in raw.replies(2)] == [250, 250]
+
+
+# -- deadlines (item 12) ---------------------------------------------------------------
+
+
+def test_a_drip_inside_data_is_cut_off_at_the_deadline(make_server):
+    server = make_server(smtp={"data_block_timeout": 1.0, "command_timeout": 5.0})
+    with RawSMTP(server.host, server.port) as raw:
+        raw.greeting()
+        start_transaction(raw)
+        assert raw.cmd("DATA").matches(codes.R354_START_DATA)
+        raw.send(b"Subject: drip\r\n\r\n")
+        answer, took = drip_until_reply(raw, b"x")
+        assert answer == codes.R421_TIMEOUT.to_bytes(), (answer, took)
+        assert took < CUT_OFF_WITHIN
+    server.assert_nothing_stored(settle=0.2)
+
+
+def test_a_drip_inside_a_command_line_is_cut_off_at_the_deadline(make_server):
+    server = make_server(smtp={"command_timeout": 1.0})
+    with RawSMTP(server.host, server.port) as raw:
+        raw.greeting()
+        raw.ehlo()
+        answer, took = drip_until_reply(raw, f"MAIL FROM:<{SENDER}>".encode())
+        assert answer == codes.R421_TIMEOUT.to_bytes(), (answer, took)
+        assert took < CUT_OFF_WITHIN
+
+
+def test_a_body_sent_at_the_minimum_data_rate_outlasts_the_block_timeout(make_server):
+    """The DATA deadline grows with the bytes received (smtp.min_data_rate): 3 s of
+    body at 4 times the minimum rate is taken whole under a 1 s data block timeout."""
+    rate = 1000
+    server = make_server(smtp={"data_block_timeout": 1.0, "min_data_rate": rate / 4})
+    piece = b"y" * (rate // 5 - 2) + b"\r\n"
+    with RawSMTP(server.host, server.port) as raw:
+        raw.greeting()
+        start_transaction(raw)
+        assert raw.cmd("DATA").matches(codes.R354_START_DATA)
+        raw.send(b"Subject: steady\r\n\r\n")
+        for _ in range(15):  # 15 * 0.2 s = 3 s at `rate` octets per second
+            time.sleep(0.2)
+            raw.send(piece)
+        reply = raw.cmd(b".")
+        assert reply.code == 250, reply
+    [delivered] = server.maildir_messages(EXAMPLE, "alice")
+    assert delivered.endswith(piece * 15)
+
+
+def test_an_idle_session_times_out_before_a_transaction_does(make_server):
+    server = make_server(smtp={"idle_timeout": 0.5, "command_timeout": 5.0})
+    with RawSMTP(server.host, server.port) as raw:
+        raw.greeting()
+        start_transaction(raw)
+        time.sleep(1.0)  # twice the idle timeout: a transaction has its command timeout
+        assert raw.cmd("RSET").code == 250
+        started = time.monotonic()
+        assert raw.reply().matches(codes.R421_TIMEOUT)  # idle again after RSET
+        assert 0.4 <= time.monotonic() - started < CUT_OFF_WITHIN
 
 
 # -- a peer that has gone (item 16) ------------------------------------------------------

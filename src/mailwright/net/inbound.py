@@ -135,6 +135,12 @@ class InboundSession(asyncio.Protocol):
         # The listener's watchdog checks it, so no timer is armed per command.
         self.wait_deadline = 0.0
         self.timed_out = False
+        # The deadlines of what the server waits for now: a command line, counted from
+        # when the server became ready for it (_start_deadline; bytes trickling in do
+        # not restart it), or a DATA/BDAT body, which earns time as it arrives (_credit).
+        self._deadline = 0.0
+        # The tarpit's sleep, which ends early when the peer goes away (_peer_left).
+        self._sleeper: asyncio.Future[None] | None = None
         # True while the task waits for a command: data_received may answer it.
         self._parked = False
         # What data_received's _advance left for the task; the fast path is off until
@@ -144,14 +150,14 @@ class InboundSession(asyncio.Protocol):
         self._session_deadline = 0.0
         smtp = services.config.smtp
         self._command_timeout = smtp.command_timeout
+        self._idle_timeout = min(smtp.idle_timeout, smtp.command_timeout)
         self._data_block_timeout = smtp.data_block_timeout
+        self._min_data_rate = smtp.min_data_rate
         self._out: list[bytes] = []
         self._reading_paused = False
         self._writable: asyncio.Future[None] | None = None
         self._lost = False
         self._task: asyncio.Task[None] | None = None
-        # The tarpit's sleep, which ends early when the peer goes away (_peer_left).
-        self._sleeper: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------------
 
@@ -211,10 +217,9 @@ class InboundSession(asyncio.Protocol):
         if step is _Step.INPUT:
             self.flush()
             self.resume_reading()
-            # Still waiting, for the next command now: its own timeout starts.
-            assert self._loop is not None
-            now = self._loop.time()
-            self.wait_deadline = min(now + self._input_limit(), self._session_deadline)
+            # Still waiting: for the next command if one was answered (its own
+            # deadline started with the reply), or for more of the same.
+            self.wait_deadline = self._deadline
             return
         self._handover = step
         self.wake()
@@ -272,6 +277,7 @@ class InboundSession(asyncio.Protocol):
                 return _Step.INPUT
             if isinstance(event, DataChunk):
                 handlers.write_chunk(event.data)
+                self._credit(len(event.data))
                 continue
             if isinstance(event, ConnectionClosed):
                 return _Step.ENDED
@@ -286,16 +292,34 @@ class InboundSession(asyncio.Protocol):
         return _Step.ENDED
 
     def _input_limit(self) -> float:
-        """RFC 5321 §4.5.3.2: the command timeout, or the DATA-block one inside DATA."""
+        """RFC 5321 §4.5.3.2: the command timeout (shorter before MAIL: idle), or the
+        DATA-block one inside DATA/BDAT."""
         conn = self.conn
         if conn.state is State.DATA or conn.transaction.bdat_size:
             return self._data_block_timeout
+        if conn.transaction.mail is None:
+            return self._idle_timeout
         return self._command_timeout
 
-    def _input_timeout(self) -> float:
-        """Seconds to wait for input now, within what is left of the session's total."""
+    def _start_deadline(self) -> None:
+        """The server is ready for the next command (or for DATA's body): its time
+        starts now, within what is left of the session's total."""
         assert self._loop is not None
-        return min(self._input_limit(), self._session_deadline - self._loop.time())
+        now = self._loop.time()
+        self._deadline = min(now + self._input_limit(), self._session_deadline)
+
+    def _credit(self, octets: int) -> None:
+        """Body octets received earn time at the minimum data rate (Postfix
+        smtpd_min_data_rate), never more than one DATA-block timeout ahead: a client
+        that keeps the rate is never cut off, a drip runs out of time."""
+        assert self._loop is not None
+        now = self._loop.time()
+        earned = octets / self._min_data_rate
+        self._deadline = min(
+            self._deadline + earned, now + self._data_block_timeout, self._session_deadline
+        )
+        if self.wait_deadline:
+            self.wait_deadline = self._deadline
 
     async def _run(self) -> None:
         services = self.services
@@ -313,7 +337,7 @@ class InboundSession(asyncio.Protocol):
                 if isinstance(step, Exception):
                     raise step
                 if step is _Step.INPUT:
-                    if not await self._wait_input(self._input_timeout(), parked=True):
+                    if not await self._wait_input(self._deadline, parked=True):
                         self._close_with(codes.R421_TIMEOUT)
                         break
                 elif step is _Step.SHUTDOWN:
@@ -324,6 +348,7 @@ class InboundSession(asyncio.Protocol):
                 elif step is _Step.STARTTLS:
                     if not await upgrade_to_tls(self):
                         break
+                    self._start_deadline()  # ready for EHLO once the handshake is done
                 else:
                     assert isinstance(step, _Later)
                     answer = step.answer
@@ -339,8 +364,10 @@ class InboundSession(asyncio.Protocol):
                     self._reply(step.event, reply)
                     if self._peer_gone:
                         break
-                    if self.conn.state is State.TLS and not await upgrade_to_tls(self):
-                        break
+                    if self.conn.state is State.TLS:
+                        if not await upgrade_to_tls(self):
+                            break
+                        self._start_deadline()
         except asyncio.CancelledError:
             if not self._lost and self.conn.state is not State.CLOSED:
                 self._close_with(codes.R421_SHUTTING_DOWN)
@@ -437,6 +464,7 @@ class InboundSession(asyncio.Protocol):
                 reply = codes.R421_TOO_MANY_ERRORS
             self._log_rejection(event, reply)
         self._out.append(self.conn.send(reply))
+        self._start_deadline()  # ready for the next command, or for DATA's body
         if reply.code == 221 and type(event) is Quit:
             self.quit_answered = True
             if (
@@ -507,21 +535,22 @@ class InboundSession(asyncio.Protocol):
         finally:
             self._sleeper = None
 
-    async def _wait_input(self, timeout: float, *, parked: bool = False) -> bool:
-        """Wait for more input; False on timeout.  ``parked``: waiting for a command,
-        which data_received may then answer itself (the fast path)."""
+    async def _wait_input(self, deadline: float, *, parked: bool = False) -> bool:
+        """Wait for more input until ``deadline`` (loop time); False on timeout.
+        ``parked``: waiting for a command, which data_received may then answer itself
+        (the fast path)."""
         self.flush()
+        loop = self._loop
+        assert loop is not None
         if self._writable is not None:
             # The client is not reading our replies: wait before reading more.
             try:
-                async with asyncio.timeout(max(timeout, 0)):
+                async with asyncio.timeout(max(deadline - loop.time(), 0)):
                     await self._writable
             except TimeoutError:
                 return False
         self.resume_reading()
-        loop = self._loop
-        assert loop is not None
-        self.wait_deadline = loop.time() + max(timeout, 0)
+        self.wait_deadline = deadline
         self._waiter = loop.create_future()
         self._parked = parked
         try:
@@ -550,7 +579,7 @@ class InboundSession(asyncio.Protocol):
             # bound expires, so it sees our last reply rather than a reset.
             deadline = asyncio.get_running_loop().time() + LINGER_SECONDS
             while not self._peer_gone:
-                if not await self._wait_input(deadline - asyncio.get_running_loop().time()):
+                if not await self._wait_input(deadline):
                     break
         transport.close()
 

@@ -107,7 +107,9 @@ class Listener:
         wait passed its deadline (RFC 5321 §4.5.3.2 timeouts are minutes, so checking a
         few times per timeout is precise enough)."""
         smtp = self.services.config.smtp
-        shortest = min(smtp.command_timeout, smtp.data_block_timeout, smtp.session_timeout)
+        shortest = min(
+            smtp.command_timeout, smtp.idle_timeout, smtp.data_block_timeout, smtp.session_timeout
+        )
         interval = min(WATCHDOG_MAX_INTERVAL, max(WATCHDOG_MIN_INTERVAL, shortest / 4))
         loop = asyncio.get_running_loop()
         while True:
