@@ -125,6 +125,8 @@ class SmtpConfig(_Frozen):
     idle_timeout: Annotated[float, Field(gt=0)] = smtp_limits.IDLE_TIMEOUT
     # Octets per second a DATA/BDAT body must keep up (Postfix smtpd_min_data_rate).
     min_data_rate: Annotated[float, Field(gt=0)] = smtp_limits.MIN_DATA_RATE
+    # Every timeout while the connections near max_connections (Postfix stress mode).
+    stress_timeout: Annotated[float, Field(gt=0)] = smtp_limits.STRESS_TIMEOUT
     max_connections: Annotated[int, Field(gt=0)] = smtp_limits.DEFAULT_MAX_CONNECTIONS
     max_connections_per_ip: Annotated[int, Field(gt=0)] = smtp_limits.DEFAULT_MAX_CONNECTIONS_PER_IP
     shutdown_grace: Annotated[float, Field(ge=0)] = 30.0

@@ -18,6 +18,7 @@ import select
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +26,7 @@ from helpers.procs import wait_until
 from helpers.servers import EXAMPLE, HOST, SubprocessServer
 from helpers.wire import READ_TIMEOUT, RawSMTP, message
 from mailwright.net.fdlimit import fds_needed
+from mailwright.net.stress import R421_MAKING_ROOM
 from mailwright.smtp import codes
 
 SENDER = "sender@remote.test"
@@ -134,6 +136,109 @@ def test_an_idle_session_times_out_before_a_transaction_does(make_server):
         started = time.monotonic()
         assert raw.reply().matches(codes.R421_TIMEOUT)  # idle again after RSET
         assert 0.4 <= time.monotonic() - started < CUT_OFF_WITHIN
+
+
+# -- stress mode (item 12) -------------------------------------------------------------
+
+
+def fill_with_idle_sessions(server: Any) -> list[RawSMTP]:
+    """STRESS_CAP sessions from 127.0.40.1-20, oldest first; the oldest is inside a
+    transaction, all others idle after EHLO."""
+    held: list[RawSMTP] = []
+    try:
+        for source in STRESS_ADDRESSES:
+            for _ in range(2):
+                raw = RawFrom(server.host, server.port, source)
+                held.append(raw)
+                raw.greeting()
+                if len(held) == 1:
+                    start_transaction(raw)
+                else:
+                    raw.ehlo()
+    except BaseException:
+        for raw in held:
+            raw.close()
+        raise
+    return held
+
+
+def unsolicited(raw: RawSMTP, timeout: float) -> bytes:
+    """What the server sent on a quiet connection within ``timeout`` seconds."""
+    if select.select([raw.sock], [], [], timeout)[0]:
+        raw.closed_by_peer(timeout=1.0)
+    return raw.buf
+
+
+@pytest.mark.parametrize("processes", [0, 2])
+def test_idle_sessions_make_room_for_a_new_client_at_the_cap(
+    make_server, make_subprocess_server, processes
+):
+    """The report at a small scale: idle sessions from 20 addresses fill
+    max_connections; a new client from another address is still greeted and delivers,
+    because the oldest idle session (not the older one inside a transaction) is closed
+    with 421 4.7.0 to make room."""
+    smtp = {"max_connections": STRESS_CAP, "processes": processes}
+    server = make_subprocess_server(smtp=smtp) if processes else make_server(smtp=smtp)
+    held = fill_with_idle_sessions(server)
+    try:
+        with RawSMTP(server.host, server.port) as newcomer:
+            greeting = newcomer.reply()
+            assert greeting.code == 220, greeting
+            start_transaction(newcomer)
+            assert newcomer.cmd("DATA").matches(codes.R354_START_DATA)
+            reply = newcomer.cmd(message("made room") + b"\r\n.")
+            assert reply.code == 250, reply
+            assert newcomer.cmd("QUIT").matches(codes.R221_BYE)
+        closed = [i for i, raw in enumerate(held) if unsolicited(raw, 0.2)]
+        assert len(closed) == 1, [held[i].buf for i in closed]
+        assert held[closed[0]].buf == R421_MAKING_ROOM.to_bytes()
+        assert held[closed[0]].closed_by_peer()
+        if not processes:  # one process: exactly the oldest idle one
+            assert closed == [1]
+        assert closed != [0]  # never the session inside a transaction
+        assert held[0].cmd("RSET").code == 250
+    finally:
+        for raw in held:
+            raw.close()
+    assert len(server.maildir_messages(EXAMPLE, "alice")) == 1
+
+
+@pytest.mark.parametrize("processes", [0, 2])
+def test_stress_mode_shortens_timeouts_and_the_error_limit(
+    make_server, make_subprocess_server, processes
+):
+    """At 80 % of max_connections the stress timeout applies, also to a session that
+    began waiting before; and the second error closes the session (Postfix's stress
+    smtpd_timeout and smtpd_hard_error_limit).  With session processes the main
+    process counts and tells them."""
+    smtp = {
+        "max_connections": 5,
+        "stress_timeout": 0.5,
+        "command_timeout": 30.0,
+        "processes": processes,
+    }
+    server = make_subprocess_server(smtp=smtp) if processes else make_server(smtp=smtp)
+    first = RawSMTP(server.host, server.port)
+    others: list[RawSMTP] = []
+    try:
+        first.greeting()
+        first.ehlo()
+        time.sleep(1.0)  # twice the stress timeout, but not under stress: still open
+        assert first.cmd("NOOP").code == 250
+        for _ in range(4):  # 5 of 5: stress mode (from 4), and still after one closes
+            others.append(RawSMTP(server.host, server.port))
+            others[-1].greeting()
+        started = time.monotonic()
+        erring = others[-1]
+        assert erring.cmd("FOO").matches(codes.R500_UNRECOGNIZED)
+        assert erring.cmd("BAR").matches(codes.R421_TOO_MANY_ERRORS)
+        assert erring.closed_by_peer()
+        assert first.reply().matches(codes.R421_TIMEOUT)
+        assert time.monotonic() - started < CUT_OFF_WITHIN
+    finally:
+        first.close()
+        for raw in others:
+            raw.close()
 
 
 # -- a peer that has gone (item 16) ------------------------------------------------------

@@ -42,6 +42,7 @@ from mailwright.net.auth import AuthExchange
 from mailwright.net.handlers import Answer, Handlers, verdict_reply
 from mailwright.net.sessionlog import log_rejection, log_tls
 from mailwright.net.starttls import upgrade_to_tls
+from mailwright.net.stress import R421_MAKING_ROOM, STRESS_MAX_ERRORS
 from mailwright.net.tls import describe
 from mailwright.policy.context import SessionContext
 from mailwright.policy.pipeline import Stage
@@ -131,14 +132,19 @@ class InboundSession(asyncio.Protocol):
         self.messages = 0
         # The session task waits on this future for input; data_received resolves it.
         self._waiter: asyncio.Future[None] | None = None
-        # While waiting: the loop time at which the wait times out (0 = not waiting).
-        # The listener's watchdog checks it, so no timer is armed per command.
+        # While waiting: the loop time at which the wait times out (0 = not waiting),
+        # and the earlier one that applies in stress mode (net.stress).  The
+        # listener's watchdog checks them, so no timer is armed per command.
         self.wait_deadline = 0.0
+        self.stress_deadline = 0.0
         self.timed_out = False
         # The deadlines of what the server waits for now: a command line, counted from
         # when the server became ready for it (_start_deadline; bytes trickling in do
         # not restart it), or a DATA/BDAT body, which earns time as it arrives (_credit).
         self._deadline = 0.0
+        self._stress_deadline = 0.0
+        self.started_at = 0.0  # loop time of connection_made: stress mode closes the oldest
+        self.closing_for_room = False  # make_room() chose this session
         # The tarpit's sleep, which ends early when the peer goes away (_peer_left).
         self._sleeper: asyncio.Future[None] | None = None
         # True while the task waits for a command: data_received may answer it.
@@ -152,6 +158,7 @@ class InboundSession(asyncio.Protocol):
         self._command_timeout = smtp.command_timeout
         self._idle_timeout = min(smtp.idle_timeout, smtp.command_timeout)
         self._data_block_timeout = smtp.data_block_timeout
+        self._stress_timeout = smtp.stress_timeout
         self._min_data_rate = smtp.min_data_rate
         self._out: list[bytes] = []
         self._reading_paused = False
@@ -189,6 +196,7 @@ class InboundSession(asyncio.Protocol):
             transport.close()
             return
         self._loop = loop = asyncio.get_running_loop()
+        self.started_at = loop.time()
         self._task = loop.create_task(self._run())
 
     def data_received(self, data: bytes) -> None:
@@ -220,6 +228,7 @@ class InboundSession(asyncio.Protocol):
             # Still waiting: for the next command if one was answered (its own
             # deadline started with the reply), or for more of the same.
             self.wait_deadline = self._deadline
+            self.stress_deadline = self._stress_deadline
             return
         self._handover = step
         self.wake()
@@ -253,6 +262,26 @@ class InboundSession(asyncio.Protocol):
         session inside DATA/BDAT finishes its message first."""
         self.shutdown_requested = True
         self.wake()
+
+    def make_room(self) -> None:
+        """Stress mode at the cap: a new client needs this idle session's slot."""
+        self.closing_for_room = True
+        self.wake()
+
+    @property
+    def idle(self) -> bool:
+        """Waiting for a command with no transaction begun (no MAIL yet, not in
+        DATA/BDAT, not closing): what stress mode may close to make room."""
+        conn = self.conn
+        return (
+            self.wait_deadline != 0.0
+            and conn.state in _IDLE_STATES
+            and conn.transaction.mail is None
+            and not self.closing_for_room
+            and not self.shutdown_requested
+            and not self._lost
+            and not conn.peer_closed
+        )
 
     def abort(self) -> None:
         """Stage 3: the grace period is over."""
@@ -307,6 +336,7 @@ class InboundSession(asyncio.Protocol):
         assert self._loop is not None
         now = self._loop.time()
         self._deadline = min(now + self._input_limit(), self._session_deadline)
+        self._stress_deadline = min(now + self._stress_timeout, self._deadline)
 
     def _credit(self, octets: int) -> None:
         """Body octets received earn time at the minimum data rate (Postfix
@@ -318,8 +348,12 @@ class InboundSession(asyncio.Protocol):
         self._deadline = min(
             self._deadline + earned, now + self._data_block_timeout, self._session_deadline
         )
+        self._stress_deadline = min(
+            self._stress_deadline + earned, now + self._stress_timeout, self._deadline
+        )
         if self.wait_deadline:
             self.wait_deadline = self._deadline
+            self.stress_deadline = self._stress_deadline
 
     async def _run(self) -> None:
         services = self.services
@@ -337,8 +371,12 @@ class InboundSession(asyncio.Protocol):
                 if isinstance(step, Exception):
                     raise step
                 if step is _Step.INPUT:
-                    if not await self._wait_input(self._deadline, parked=True):
-                        self._close_with(codes.R421_TIMEOUT)
+                    if not await self._wait_input(
+                        self._deadline, self._stress_deadline, parked=True
+                    ):
+                        self._close_with(
+                            R421_MAKING_ROOM if self.closing_for_room else codes.R421_TIMEOUT
+                        )
                         break
                 elif step is _Step.SHUTDOWN:
                     self._close_with(codes.R421_SHUTTING_DOWN)
@@ -458,7 +496,10 @@ class InboundSession(asyncio.Protocol):
         cfg = self.services.config.smtp
         if reply.code >= 400:
             self.errors += 1
-            if self.errors >= cfg.max_errors and reply.code not in (421, 521):
+            max_errors = cfg.max_errors
+            if self.listener.limits.stressed:
+                max_errors = min(max_errors, STRESS_MAX_ERRORS)
+            if self.errors >= max_errors and reply.code not in (421, 521):
                 # Postfix smtpd_hard_error_limit: the reply to the last straw is 421.
                 self._log_rejection(event, reply)
                 reply = codes.R421_TOO_MANY_ERRORS
@@ -535,8 +576,11 @@ class InboundSession(asyncio.Protocol):
         finally:
             self._sleeper = None
 
-    async def _wait_input(self, deadline: float, *, parked: bool = False) -> bool:
-        """Wait for more input until ``deadline`` (loop time); False on timeout.
+    async def _wait_input(
+        self, deadline: float, stress_deadline: float, *, parked: bool = False
+    ) -> bool:
+        """Wait for more input until ``deadline`` (loop time; ``stress_deadline`` in
+        stress mode); False on timeout or when the session must make room.
         ``parked``: waiting for a command, which data_received may then answer itself
         (the fast path)."""
         self.flush()
@@ -551,6 +595,7 @@ class InboundSession(asyncio.Protocol):
                 return False
         self.resume_reading()
         self.wait_deadline = deadline
+        self.stress_deadline = stress_deadline
         self._waiter = loop.create_future()
         self._parked = parked
         try:
@@ -558,8 +603,8 @@ class InboundSession(asyncio.Protocol):
         finally:
             self._parked = False
             self._waiter = None
-            self.wait_deadline = 0.0
-        return not self.timed_out
+            self.wait_deadline = self.stress_deadline = 0.0
+        return not self.timed_out and not self.closing_for_room
 
     async def _close(self) -> None:
         self.flush()
@@ -579,9 +624,11 @@ class InboundSession(asyncio.Protocol):
             # bound expires, so it sees our last reply rather than a reset.
             deadline = asyncio.get_running_loop().time() + LINGER_SECONDS
             while not self._peer_gone:
-                if not await self._wait_input(deadline):
+                if not await self._wait_input(deadline, deadline):
                     break
         transport.close()
 
 
 R421_LOCAL_ERROR = Reply.of(421, "4.3.0", "Local error, closing connection")
+# Waiting for a command in these states is idle (see InboundSession.idle).
+_IDLE_STATES = frozenset({State.NEED_HELO, State.READY, State.AUTH})

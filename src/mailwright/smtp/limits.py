@@ -42,6 +42,9 @@ IDLE_TIMEOUT = 60.0
 # Postfix smtpd_min_data_rate: a DATA/BDAT body earns one second of its deadline per 500
 # octets received, never more than DATA_BLOCK_TIMEOUT ahead (a drip cannot keep it open).
 MIN_DATA_RATE = 500.0
+# Postfix stress mode (${stress?{10}:{300}} for smtpd_timeout): every wait for input
+# when the connection count nears its cap.
+STRESS_TIMEOUT = 10.0
 
 # Errors tolerated per session before 421 and close (Postfix smtpd_hard_error_limit
 # is 20; chasquid closes after 3 errors of a kind).
