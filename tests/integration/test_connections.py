@@ -83,8 +83,12 @@ def start_transaction(raw: RawSMTP) -> None:
 # -- deadlines (item 12) ---------------------------------------------------------------
 
 
-def test_a_drip_inside_data_is_cut_off_at_the_deadline(make_server):
-    server = make_server(smtp={"data_block_timeout": 1.0, "command_timeout": 5.0})
+@pytest.mark.parametrize("processes", [0, 2])
+def test_a_drip_inside_data_is_cut_off_at_the_deadline(
+    make_server, make_subprocess_server, processes
+):
+    smtp = {"data_block_timeout": 1.0, "command_timeout": 5.0, "processes": processes}
+    server = make_subprocess_server(smtp=smtp) if processes else make_server(smtp=smtp)
     with RawSMTP(server.host, server.port) as raw:
         raw.greeting()
         start_transaction(raw)
@@ -96,8 +100,12 @@ def test_a_drip_inside_data_is_cut_off_at_the_deadline(make_server):
     server.assert_nothing_stored(settle=0.2)
 
 
-def test_a_drip_inside_a_command_line_is_cut_off_at_the_deadline(make_server):
-    server = make_server(smtp={"command_timeout": 1.0})
+@pytest.mark.parametrize("processes", [0, 2])
+def test_a_drip_inside_a_command_line_is_cut_off_at_the_deadline(
+    make_server, make_subprocess_server, processes
+):
+    smtp = {"command_timeout": 1.0, "processes": processes}
+    server = make_subprocess_server(smtp=smtp) if processes else make_server(smtp=smtp)
     with RawSMTP(server.host, server.port) as raw:
         raw.greeting()
         raw.ehlo()
