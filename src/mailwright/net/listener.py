@@ -2,7 +2,8 @@
 
 One ``Listener`` per configured (address, port, role).  All of them share one
 ``ConnectionLimits`` so the global and per-IP caps hold across ports.  Beyond a cap
-the client gets ``421 4.7.0`` (RFC 5321 §3.8) before any session state is built.
+the client gets ``421 4.7.0`` (RFC 5321 §3.8) before any session state is built,
+unless an idle session can make room for it (stress mode, ``net.stress``).
 """
 
 from __future__ import annotations
