@@ -36,6 +36,7 @@ from mailwright.config import Config, ListenerConfig
 from mailwright.delivery.base import DeliveryResult
 from mailwright.delivery.local import LocalDeliveryAgent, mail_root
 from mailwright.delivery.router import Router
+from mailwright.net.fdlimit import ensure_fd_limit
 from mailwright.net.handover import HandoverListener, SessionProcesses
 from mailwright.net.listener import ConnectionLimits, Listener, ListenerError
 from mailwright.net.privileges import drop_privileges
@@ -271,6 +272,7 @@ class App:
                 self.announce(f"mailwright: certificate {line}")
         self.users = UserStore.in_data_dir(config.data_dir)
         limits = ConnectionLimits(config.smtp.max_connections, config.smtp.max_connections_per_ip)
+        ensure_fd_limit(config.smtp.max_connections)  # before the session processes start
         if config.smtp.processes:
             self._bind_for_session_processes(limits)
         else:

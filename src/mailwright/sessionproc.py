@@ -127,7 +127,10 @@ class Reports:
 
 
 class ReportedLimits(ConnectionLimits):
-    """The main process admitted every connection; an ended one is reported to it."""
+    """The main process admitted every connection; an ended one is reported to it.
+    It also decides stress mode (``S`` lines): here it is a plain flag."""
+
+    stressed: bool = False  # type: ignore[assignment]  # set from the main process
 
     def __init__(self, reports: Reports) -> None:
         super().__init__(max_total=0, max_per_ip=0)
@@ -237,7 +240,7 @@ def _on_control(
         if not data:  # the main process closed its end
             stop.set()
             return
-        if data.startswith(b"c "):
+        if data[:2] in (b"c ", b"e "):
             _adopt_all(data, fds, listeners)
             continue
         for fd in fds:  # not expected with other lines: never leak a descriptor
@@ -246,6 +249,12 @@ def _on_control(
         if kind == b"b":
             ip, _, seconds = arg.decode("ascii").partition(" ")
             guard.ban(ip, float(seconds))
+        elif kind == b"S" and listeners:
+            # Stress mode, decided by the main process (net.handover); the limits
+            # object is shared by every listener.
+            limits = listeners[0].limits
+            assert isinstance(limits, ReportedLimits)
+            limits.stressed = arg == b"1"
         elif kind == b"h":
             _reload_tls(tls)
         elif kind == b"x":
@@ -256,13 +265,13 @@ def _on_control(
 
 
 def _adopt_all(data: bytes, fds: list[int], listeners: list[Listener]) -> None:
-    """``c <listener index> <client ip>`` lines, one per descriptor, in order."""
+    """``c|e <listener index> <client ip>`` lines, one per descriptor, in order."""
     lines = data.split(b"\n")
     for line, fd in zip(lines, fds, strict=False):
-        _, index, ip = line.decode("ascii").split(" ")
+        kind, index, ip = line.decode("ascii").split(" ")
         conn = socket.socket(fileno=fd)
         conn.setblocking(False)
-        listeners[int(index)].adopt(conn, ip)
+        listeners[int(index)].adopt(conn, ip, make_room=kind == "e")
     for fd in fds[len(lines) :]:  # more descriptors than lines: never leak one
         os.close(fd)
 

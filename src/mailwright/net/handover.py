@@ -21,6 +21,9 @@ datagram on the control socket is one or more lines:
 
     main -> session    ``c <listener index> <client ip>``: serve a connection; one
                        such line per descriptor the datagram carries, in order
+                       ``e <listener index> <client ip>``: the same, admitted over
+                       the cap: close an idle session to make room, or refuse it
+                       ``S 1`` / ``S 0``: stress mode starts / ends (``net.stress``)
                        ``b <client ip> <seconds>``: AUTH from that IP is banned
                        ``h``: reload the TLS certificates (SIGHUP)
                        ``x``: stop (staged, within ``smtp.shutdown_grace``)
@@ -29,6 +32,16 @@ datagram on the control socket is one or more lines:
 
 While no session process is ready (start-up, every one restarting) the listeners stop
 accepting: clients wait in the kernel's accept queue instead of being refused.
+
+Stress mode (``net.stress``) is decided here, where the connections are counted: the
+session processes are told when it starts and ends, and apply its shorter timeouts
+and error limit.  At the cap, this process does not know which sessions are idle (only
+their process does), so a new connection is admitted over the cap and handed over with
+``e``: its process closes its oldest idle session for it, or, having none, refuses it
+with 421 4.7.0.  Either way a slot is released within moments; at most
+``MAX_EVICTIONS_IN_FLIGHT`` connections are over the cap at a time.  A process with no
+idle session refuses even if another one has some: sessions are spread evenly, so
+that is rare.
 """
 
 from __future__ import annotations
@@ -41,7 +54,7 @@ import socket
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from mailwright.config import Config, ListenerConfig
@@ -118,6 +131,10 @@ class SessionProcesses:
         self._starting = False
         self._start_failure: str | None = None
         self._some_ready = asyncio.Event()  # a process became ready, or one failed to start
+        # Stress mode is decided here (module docstring): room is made where the
+        # sessions are, and the session processes learn when stress starts and ends.
+        limits.make_room = self._can_make_room
+        limits.on_stress = self._tell_stress
 
     @property
     def pids(self) -> list[int]:
@@ -177,12 +194,25 @@ class SessionProcesses:
 
     # -- connections -------------------------------------------------------------------
 
+    def _can_make_room(self) -> bool:
+        """At the cap: a connection may be admitted over it if a session process can
+        take it and close an idle session for it (``e``, module docstring)."""
+        return any(c is not None and c.ready and c.active for c in self.children)
+
+    def _tell_stress(self, stressed: bool) -> None:
+        self.broadcast(b"S 1" if stressed else b"S 0")
+
     def hand_over(
-        self, listener_index: int, connections: list[tuple[socket.socket, str]]
+        self,
+        listener_index: int,
+        connections: list[tuple[socket.socket, str]],
+        *,
+        over_cap: Collection[socket.socket] = (),
     ) -> list[tuple[socket.socket, str]]:
         """Give admitted connections (socket, client IP) to the least busy ready
         processes, one datagram per process; return those no process took.  A
-        connection handed over is closed here: the process has its own copy."""
+        connection handed over is closed here: the process has its own copy.  Those
+        in ``over_cap`` were admitted over the cap: their process makes room."""
         ready = [c for c in self.children if c is not None and c.ready]
         left = connections
         while left and ready:
@@ -193,7 +223,10 @@ class SessionProcesses:
                 batches.setdefault(child, []).append((conn, ip))
             left = []
             for child, batch in batches.items():
-                lines = b"\n".join(f"c {listener_index} {ip}".encode("ascii") for _, ip in batch)
+                lines = b"\n".join(
+                    f"{'e' if conn in over_cap else 'c'} {listener_index} {ip}".encode("ascii")
+                    for conn, ip in batch
+                )
                 try:
                     socket.send_fds(child.control, [lines], [conn.fileno() for conn, _ in batch])
                 except OSError:  # its buffer is full or it is gone: the others may take them
@@ -247,6 +280,9 @@ class SessionProcesses:
             self.auth_guard.success(value)
         elif kind == b"ready":
             child.ready = True
+            if self.limits.stressed:
+                with contextlib.suppress(OSError):
+                    child.control.send(b"S 1")
             self._some_ready.set()
             for listener in self.listeners:
                 listener.resume()
@@ -397,6 +433,7 @@ class HandoverListener:
         if sock is None:
             return
         admitted: list[tuple[socket.socket, str]] = []
+        over_cap: set[socket.socket] = set()
         for _ in range(ACCEPT_BATCH):
             try:
                 conn, peer = sock.accept()
@@ -409,10 +446,13 @@ class HandoverListener:
             refusal = self.limits.acquire(ip)
             if refusal is None:
                 admitted.append((conn, ip))
+                if self.limits.total > self.limits.max_total:  # admitted by make_room
+                    over_cap.add(conn)
             else:
                 self._refuse(conn, ip, refusal, "connection limit reached")
         if admitted:
-            for conn, ip in self.processes.hand_over(self.index, admitted):
+            left = self.processes.hand_over(self.index, admitted, over_cap=over_cap)
+            for conn, ip in left:
                 self.limits.release(ip)
                 self._refuse(conn, ip, R421_NO_SESSION_PROCESS, "no session process available")
 

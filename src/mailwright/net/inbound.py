@@ -42,6 +42,7 @@ from mailwright.net.auth import AuthExchange
 from mailwright.net.handlers import Answer, Handlers, verdict_reply
 from mailwright.net.sessionlog import log_rejection, log_tls
 from mailwright.net.starttls import upgrade_to_tls
+from mailwright.net.stress import R421_MAKING_ROOM, STRESS_MAX_ERRORS
 from mailwright.net.tls import describe
 from mailwright.policy.context import SessionContext
 from mailwright.policy.pipeline import Stage
@@ -131,10 +132,21 @@ class InboundSession(asyncio.Protocol):
         self.messages = 0
         # The session task waits on this future for input; data_received resolves it.
         self._waiter: asyncio.Future[None] | None = None
-        # While waiting: the loop time at which the wait times out (0 = not waiting).
-        # The listener's watchdog checks it, so no timer is armed per command.
+        # While waiting: the loop time at which the wait times out (0 = not waiting),
+        # and the earlier one that applies in stress mode (net.stress).  The
+        # listener's watchdog checks them, so no timer is armed per command.
         self.wait_deadline = 0.0
+        self.stress_deadline = 0.0
         self.timed_out = False
+        # The deadlines of what the server waits for now: a command line, counted from
+        # when the server became ready for it (_start_deadline; bytes trickling in do
+        # not restart it), or a DATA/BDAT body, which earns time as it arrives (_credit).
+        self._deadline = 0.0
+        self._stress_deadline = 0.0
+        self.started_at = 0.0  # loop time of connection_made: stress mode closes the oldest
+        self.closing_for_room = False  # make_room() chose this session
+        # The tarpit's sleep, which ends early when the peer goes away (_peer_left).
+        self._sleeper: asyncio.Future[None] | None = None
         # True while the task waits for a command: data_received may answer it.
         self._parked = False
         # What data_received's _advance left for the task; the fast path is off until
@@ -144,7 +156,10 @@ class InboundSession(asyncio.Protocol):
         self._session_deadline = 0.0
         smtp = services.config.smtp
         self._command_timeout = smtp.command_timeout
+        self._idle_timeout = min(smtp.idle_timeout, smtp.command_timeout)
         self._data_block_timeout = smtp.data_block_timeout
+        self._stress_timeout = smtp.stress_timeout
+        self._min_data_rate = smtp.min_data_rate
         self._out: list[bytes] = []
         self._reading_paused = False
         self._writable: asyncio.Future[None] | None = None
@@ -182,6 +197,7 @@ class InboundSession(asyncio.Protocol):
             transport.close()
             return
         self._loop = loop = asyncio.get_running_loop()
+        self.started_at = loop.time()
         self._task = loop.create_task(self._run())
 
     def data_received(self, data: bytes) -> None:
@@ -210,24 +226,24 @@ class InboundSession(asyncio.Protocol):
         if step is _Step.INPUT:
             self.flush()
             self.resume_reading()
-            # Still waiting, for the next command now: its own timeout starts.
-            assert self._loop is not None
-            now = self._loop.time()
-            self.wait_deadline = min(now + self._input_limit(), self._session_deadline)
+            # Still waiting: for the next command if one was answered (its own
+            # deadline started with the reply), or for more of the same.
+            self.wait_deadline = self._deadline
+            self.stress_deadline = self._stress_deadline
             return
         self._handover = step
         self.wake()
 
     def eof_received(self) -> bool:
         self.conn.receive_data(b"")
-        self.wake()
+        self._peer_left()
         # Keep our side open: a reply (e.g. 221) may still be owed.  A TLS transport
         # closes on EOF whatever we answer (and asyncio warns if we answer True).
         return not self.conn.tls_active
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
-        self.wake()
+        self._peer_left()
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
         self.listener.release(self)
@@ -247,6 +263,26 @@ class InboundSession(asyncio.Protocol):
         session inside DATA/BDAT finishes its message first."""
         self.shutdown_requested = True
         self.wake()
+
+    def make_room(self) -> None:
+        """Stress mode at the cap: a new client needs this idle session's slot."""
+        self.closing_for_room = True
+        self.wake()
+
+    @property
+    def idle(self) -> bool:
+        """Waiting for a command with no transaction begun (no MAIL yet, not in
+        DATA/BDAT, not closing): what stress mode may close to make room."""
+        conn = self.conn
+        return (
+            self.wait_deadline != 0.0
+            and conn.state in _IDLE_STATES
+            and conn.transaction.mail is None
+            and not self.closing_for_room
+            and not self.shutdown_requested
+            and not self._lost
+            and not conn.peer_closed
+        )
 
     def abort(self) -> None:
         """Stage 3: the grace period is over."""
@@ -271,6 +307,7 @@ class InboundSession(asyncio.Protocol):
                 return _Step.INPUT
             if isinstance(event, DataChunk):
                 handlers.write_chunk(event.data)
+                self._credit(len(event.data))
                 continue
             if isinstance(event, ConnectionClosed):
                 return _Step.ENDED
@@ -285,16 +322,39 @@ class InboundSession(asyncio.Protocol):
         return _Step.ENDED
 
     def _input_limit(self) -> float:
-        """RFC 5321 §4.5.3.2: the command timeout, or the DATA-block one inside DATA."""
+        """RFC 5321 §4.5.3.2: the command timeout (shorter before MAIL: idle), or the
+        DATA-block one inside DATA/BDAT."""
         conn = self.conn
         if conn.state is State.DATA or conn.transaction.bdat_size:
             return self._data_block_timeout
+        if conn.transaction.mail is None:
+            return self._idle_timeout
         return self._command_timeout
 
-    def _input_timeout(self) -> float:
-        """Seconds to wait for input now, within what is left of the session's total."""
+    def _start_deadline(self) -> None:
+        """The server is ready for the next command (or for DATA's body): its time
+        starts now, within what is left of the session's total."""
         assert self._loop is not None
-        return min(self._input_limit(), self._session_deadline - self._loop.time())
+        now = self._loop.time()
+        self._deadline = min(now + self._input_limit(), self._session_deadline)
+        self._stress_deadline = min(now + self._stress_timeout, self._deadline)
+
+    def _credit(self, octets: int) -> None:
+        """Body octets received earn time at the minimum data rate (Postfix
+        smtpd_min_data_rate), never more than one DATA-block timeout ahead: a client
+        that keeps the rate is never cut off, a drip runs out of time."""
+        assert self._loop is not None
+        now = self._loop.time()
+        earned = octets / self._min_data_rate
+        self._deadline = min(
+            self._deadline + earned, now + self._data_block_timeout, self._session_deadline
+        )
+        self._stress_deadline = min(
+            self._stress_deadline + earned, now + self._stress_timeout, self._deadline
+        )
+        if self.wait_deadline:
+            self.wait_deadline = self._deadline
+            self.stress_deadline = self._stress_deadline
 
     async def _run(self) -> None:
         services = self.services
@@ -312,8 +372,12 @@ class InboundSession(asyncio.Protocol):
                 if isinstance(step, Exception):
                     raise step
                 if step is _Step.INPUT:
-                    if not await self._wait_input(self._input_timeout(), parked=True):
-                        self._close_with(codes.R421_TIMEOUT)
+                    if not await self._wait_input(
+                        self._deadline, self._stress_deadline, parked=True
+                    ):
+                        self._close_with(
+                            R421_MAKING_ROOM if self.closing_for_room else codes.R421_TIMEOUT
+                        )
                         break
                 elif step is _Step.SHUTDOWN:
                     self._close_with(codes.R421_SHUTTING_DOWN)
@@ -323,17 +387,26 @@ class InboundSession(asyncio.Protocol):
                 elif step is _Step.STARTTLS:
                     if not await upgrade_to_tls(self):
                         break
+                    self._start_deadline()  # ready for EHLO once the handshake is done
                 else:
                     assert isinstance(step, _Later)
                     answer = step.answer
                     reply = answer if isinstance(answer, Reply) else await answer
                     delay = self._tarpit_delay(reply)
-                    if delay > 0:
-                        # Postfix smtpd_error_sleep_time: slow down a client that errs.
-                        await asyncio.sleep(delay)
+                    if delay > 0 and not self._peer_gone:
+                        # Postfix smtpd_error_sleep_time: slow down a client that errs
+                        # (not one that has gone: _peer_left ends the sleep early).
+                        await self._tarpit(delay)
+                    # Written even if the peer has closed its side: it may still read
+                    # (a half-close), and a stored message's 250 must not be held back.
+                    # What is still buffered after it is dropped (_open).
                     self._reply(step.event, reply)
-                    if self.conn.state is State.TLS and not await upgrade_to_tls(self):
+                    if self._peer_gone:
                         break
+                    if self.conn.state is State.TLS:
+                        if not await upgrade_to_tls(self):
+                            break
+                        self._start_deadline()
         except asyncio.CancelledError:
             if not self._lost and self.conn.state is not State.CLOSED:
                 self._close_with(codes.R421_SHUTTING_DOWN)
@@ -364,7 +437,16 @@ class InboundSession(asyncio.Protocol):
 
     @property
     def _open(self) -> bool:
-        return self.conn.state is not State.CLOSED and not self._lost and not self.close_after_reply
+        return (
+            self.conn.state is not State.CLOSED
+            and not self._peer_gone
+            and not self.close_after_reply
+        )
+
+    @property
+    def _peer_gone(self) -> bool:
+        """The peer closed (EOF) or the connection is lost: nothing more to answer."""
+        return self._lost or self.conn.peer_closed
 
     @property
     def starttls_available(self) -> bool:
@@ -393,9 +475,11 @@ class InboundSession(asyncio.Protocol):
     async def _greet(self, delay: float) -> None:
         if delay > 0:
             await asyncio.sleep(delay)
-        if self.conn.early_talker:
+        if delay > 0 and self.conn.early_talker:
             # RFC 5321 §4.3.1 / Postfix postscreen "pregreet": a client that talks
-            # before the greeting is a bot that does not wait for replies.
+            # before a delayed greeting is a bot that does not wait for replies.
+            # Without a delay it is most likely ``printf ... | nc``, which Postfix's
+            # smtpd serves too: its commands are answered in turn after the 220.
             self.reject_reason = "early talker: data sent before greeting"
             self._reply(None, codes.R554_EARLY_TALKER)
             return
@@ -413,9 +497,12 @@ class InboundSession(asyncio.Protocol):
         cfg = self.services.config.smtp
         if reply.code >= 400:
             self.errors += reply.counts_as_error
+            max_errors = cfg.max_errors
+            if self.listener.limits.stressed:
+                max_errors = min(max_errors, STRESS_MAX_ERRORS)
             if (
                 reply.counts_as_error
-                and self.errors >= cfg.max_errors
+                and self.errors >= max_errors
                 and reply.code not in (421, 521)
             ):
                 # Postfix smtpd_hard_error_limit: the reply to the last straw is 421.
@@ -423,6 +510,7 @@ class InboundSession(asyncio.Protocol):
                 reply = codes.R421_TOO_MANY_ERRORS
             self._log_rejection(event, reply)
         self._out.append(self.conn.send(reply))
+        self._start_deadline()  # ready for the next command, or for DATA's body
         if reply.code == 221 and type(event) is Quit:
             self.quit_answered = True
             if (
@@ -475,21 +563,44 @@ class InboundSession(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def _wait_input(self, timeout: float, *, parked: bool = False) -> bool:
-        """Wait for more input; False on timeout.  ``parked``: waiting for a command,
-        which data_received may then answer itself (the fast path)."""
+    def _peer_left(self) -> None:
+        """EOF or connection lost: whatever the peer left unanswered is dropped and
+        the session closes at once (_open), without sitting out tarpit delays for a
+        client that is no longer there."""
+        self.wake()
+        sleeper = self._sleeper
+        if sleeper is not None and not sleeper.done():
+            sleeper.set_result(None)
+
+    async def _tarpit(self, delay: float) -> None:
+        """Sleep ``delay`` seconds, or until the peer goes away."""
+        assert self._loop is not None
+        self._sleeper = sleeper = self._loop.create_future()
+        try:
+            await asyncio.wait([sleeper], timeout=delay)
+        finally:
+            self._sleeper = None
+
+    async def _wait_input(
+        self, deadline: float, stress_deadline: float, *, parked: bool = False
+    ) -> bool:
+        """Wait for more input until ``deadline`` (loop time; ``stress_deadline`` in
+        stress mode); False on timeout or when the session must make room.
+        ``parked``: waiting for a command, which data_received may then answer itself
+        (the fast path)."""
         self.flush()
+        loop = self._loop
+        assert loop is not None
         if self._writable is not None:
             # The client is not reading our replies: wait before reading more.
             try:
-                async with asyncio.timeout(max(timeout, 0)):
+                async with asyncio.timeout(max(deadline - loop.time(), 0)):
                     await self._writable
             except TimeoutError:
                 return False
         self.resume_reading()
-        loop = self._loop
-        assert loop is not None
-        self.wait_deadline = loop.time() + max(timeout, 0)
+        self.wait_deadline = deadline
+        self.stress_deadline = stress_deadline
         self._waiter = loop.create_future()
         self._parked = parked
         try:
@@ -497,8 +608,8 @@ class InboundSession(asyncio.Protocol):
         finally:
             self._parked = False
             self._waiter = None
-            self.wait_deadline = 0.0
-        return not self.timed_out
+            self.wait_deadline = self.stress_deadline = 0.0
+        return not self.timed_out and not self.closing_for_room
 
     async def _close(self) -> None:
         self.flush()
@@ -517,10 +628,12 @@ class InboundSession(asyncio.Protocol):
             # Linger: discard whatever the peer still sends until it closes or the
             # bound expires, so it sees our last reply rather than a reset.
             deadline = asyncio.get_running_loop().time() + LINGER_SECONDS
-            while not self._lost and not self.conn.peer_closed:
-                if not await self._wait_input(deadline - asyncio.get_running_loop().time()):
+            while not self._peer_gone:
+                if not await self._wait_input(deadline, deadline):
                     break
         transport.close()
 
 
 R421_LOCAL_ERROR = Reply.of(421, "4.3.0", "Local error, closing connection")
+# Waiting for a command in these states is idle (see InboundSession.idle).
+_IDLE_STATES = frozenset({State.NEED_HELO, State.READY, State.AUTH})

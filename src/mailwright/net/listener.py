@@ -2,19 +2,24 @@
 
 One ``Listener`` per configured (address, port, role).  All of them share one
 ``ConnectionLimits`` so the global and per-IP caps hold across ports.  Beyond a cap
-the client gets ``421 4.7.0`` (RFC 5321 §3.8) before any session state is built.
+the client gets ``421 4.7.0`` (RFC 5321 §3.8) before any session state is built,
+unless an idle session can make room for it (stress mode, ``net.stress``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import socket
 import ssl
 from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mailwright.config import ListenerConfig
+from mailwright.net.stress import MAX_EVICTIONS_IN_FLIGHT, STRESS_THRESHOLD
 from mailwright.smtp import Reply, codes
 
 if TYPE_CHECKING:
@@ -39,21 +44,40 @@ class ListenerError(Exception):
 
 
 class ConnectionLimits:
-    """Global and per-client-IP counts of open sessions."""
+    """Global and per-client-IP counts of open sessions, and stress mode (``net.stress``)."""
 
     def __init__(self, max_total: int, max_per_ip: int) -> None:
         self.max_total = max_total
         self.max_per_ip = max_per_ip
         self.total = 0
         self.per_ip: Counter[str] = Counter()
+        self.stress_level = max(1, math.ceil(max_total * STRESS_THRESHOLD))
+        # The listeners counted here, whose idle sessions make_room may close.
+        self.listeners: list[Listener] = []
+        # At the cap: close an idle session to make room for a new client; True if one
+        # will be closed.  Session processes (net.handover) replace it: the sessions
+        # are theirs.
+        self.make_room: Callable[[], bool] = self.close_oldest_idle
+        # Told when stress mode starts (True) and ends (False); net.handover passes it on.
+        self.on_stress: Callable[[bool], None] | None = None
+
+    @property
+    def stressed(self) -> bool:
+        return self.total >= self.stress_level
 
     def acquire(self, ip: str) -> Reply | None:
-        if self.total >= self.max_total:
+        full = self.total >= self.max_total
+        if full and self.total >= self.max_total + MAX_EVICTIONS_IN_FLIGHT:
             return codes.R421_TOO_MANY_CONNECTIONS
         if self.per_ip[ip] >= self.max_per_ip:
             return Reply.of(421, "4.7.0", "Too many connections from your address")
+        # Checked last: closing a session for a client refused anyway would be a loss.
+        if full and not self.make_room():
+            return codes.R421_TOO_MANY_CONNECTIONS
         self.total += 1
         self.per_ip[ip] += 1
+        if self.total == self.stress_level and self.on_stress is not None:
+            self.on_stress(True)
         return None
 
     def release(self, ip: str) -> None:
@@ -61,6 +85,17 @@ class ConnectionLimits:
         self.per_ip[ip] -= 1
         if self.per_ip[ip] <= 0:
             del self.per_ip[ip]
+        if self.total == self.stress_level - 1 and self.on_stress is not None:
+            self.on_stress(False)
+
+    def close_oldest_idle(self) -> bool:
+        """Close the oldest session that waits for a command before MAIL (421 4.7.0);
+        False if there is none.  Only at the cap, so the scan is rare."""
+        idle = [s for listener in self.listeners for s in listener.sessions if s.idle]
+        if not idle:
+            return False
+        min(idle, key=lambda s: s.started_at).make_room()
+        return True
 
 
 class Listener:
@@ -70,6 +105,7 @@ class Listener:
         self.config = config
         self.services = services
         self.limits = limits
+        limits.listeners.append(self)
         self.sessions: set[InboundSession] = set()
         self._server: asyncio.Server | None = None
         self._socket: socket.socket | None = None  # implicit TLS: our own accept loop
@@ -107,14 +143,24 @@ class Listener:
         wait passed its deadline (RFC 5321 §4.5.3.2 timeouts are minutes, so checking a
         few times per timeout is precise enough)."""
         smtp = self.services.config.smtp
-        shortest = min(smtp.command_timeout, smtp.data_block_timeout, smtp.session_timeout)
+        shortest = min(
+            smtp.command_timeout,
+            smtp.idle_timeout,
+            smtp.data_block_timeout,
+            smtp.session_timeout,
+            smtp.stress_timeout,
+        )
         interval = min(WATCHDOG_MAX_INTERVAL, max(WATCHDOG_MIN_INTERVAL, shortest / 4))
         loop = asyncio.get_running_loop()
+        limits = self.limits
         while True:
             await asyncio.sleep(interval)
             now = loop.time()
+            # Under stress the shorter deadlines apply, also to waits begun before.
+            stressed = limits.stressed
             for session in list(self.sessions):
-                if session.wait_deadline and now >= session.wait_deadline:
+                deadline = session.stress_deadline if stressed else session.wait_deadline
+                if deadline and now >= deadline:
                     session.timed_out = True
                     session.wake()
 
@@ -164,8 +210,20 @@ class Listener:
             self._handshakes.add(task)
             task.add_done_callback(self._handshakes.discard)
 
-    def adopt(self, conn: socket.socket, ip: str) -> None:
-        """Serve a connection the main process accepted and counted (``net.handover``)."""
+    def adopt(self, conn: socket.socket, ip: str, *, make_room: bool = False) -> None:
+        """Serve a connection the main process accepted and counted (``net.handover``);
+        ``make_room``: it was admitted over the cap, so close an idle session for it,
+        or refuse it if there is none."""
+        if make_room and not self.limits.make_room():
+            self.limits.release(ip)
+            if not self.config.implicit_tls:  # no TLS yet, so no way to say 421
+                with contextlib.suppress(OSError):
+                    conn.send(codes.R421_TOO_MANY_CONNECTIONS.to_bytes())
+            conn.close()
+            self.services.maillog.rejected(
+                "-", ip, "connect", codes.R421_TOO_MANY_CONNECTIONS, "connection limit reached"
+            )
+            return
         coro = self._handshake(conn, ip) if self.config.implicit_tls else self._adopt(conn, ip)
         task = asyncio.get_running_loop().create_task(coro)
         self._handshakes.add(task)

@@ -36,6 +36,15 @@ GREETING_TIMEOUT = 300.0
 COMMAND_TIMEOUT = 300.0  # §4.5.3.2.7 server timeout: 5 minutes
 DATA_BLOCK_TIMEOUT = 180.0  # §4.5.3.2.6: 3 minutes between data blocks
 SESSION_TIMEOUT = 3600.0  # a hard cap so a slow-drip client cannot hold a slot forever
+# Waiting for a command before MAIL (nothing at stake yet): shorter than §4.5.3.2.7's
+# 5 minutes, so idle connections do not hold slots; never longer than COMMAND_TIMEOUT.
+IDLE_TIMEOUT = 60.0
+# Postfix smtpd_min_data_rate: a DATA/BDAT body earns one second of its deadline per 500
+# octets received, never more than DATA_BLOCK_TIMEOUT ahead (a drip cannot keep it open).
+MIN_DATA_RATE = 500.0
+# Postfix stress mode (${stress?{10}:{300}} for smtpd_timeout): every wait for input
+# when the connection count nears its cap.
+STRESS_TIMEOUT = 10.0
 
 # Errors tolerated per session before 421 and close (Postfix smtpd_hard_error_limit
 # is 20; chasquid closes after 3 errors of a kind).
