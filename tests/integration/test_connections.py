@@ -252,10 +252,14 @@ def test_stress_mode_shortens_timeouts_and_the_error_limit(
 # -- a peer that has gone (item 16) ------------------------------------------------------
 
 
+@pytest.mark.parametrize("half_close", [False, True], ids=["close", "half-close"])
 @pytest.mark.parametrize("processes", [0, 2])
-def test_a_peer_that_pipelined_junk_and_left_is_dropped_at_once(make_subprocess_server, processes):
+def test_a_peer_that_pipelined_junk_and_left_is_dropped_at_once(
+    make_subprocess_server, processes, half_close
+):
     """With the tarpit on, sessions whose clients pipelined 50 bad commands and closed
-    end at once (no error delays for nobody), and SIGTERM right after is fast."""
+    (or half-closed) end at once (no error delays for nobody), and SIGTERM right after
+    is fast."""
     server = make_subprocess_server(
         smtp={"processes": processes}, extra={"abuse": {"tarpit_delay": 1.0}}
     )
@@ -263,6 +267,8 @@ def test_a_peer_that_pipelined_junk_and_left_is_dropped_at_once(make_subprocess_
         with RawSMTP(server.host, server.port) as raw:
             raw.greeting()
             raw.send(b"JUNK\r\n" * JUNK_COMMANDS)
+            if half_close:
+                raw.sock.shutdown(socket.SHUT_WR)
     closed = time.monotonic()
 
     def all_gone() -> bool:
@@ -278,9 +284,8 @@ def test_a_peer_that_pipelined_junk_and_left_is_dropped_at_once(make_subprocess_
 
 
 def test_a_message_pipelined_before_a_half_close_still_gets_its_250(make_server):
-    """A peer that closed its side is no longer served, but what was already being
-    answered is: a message stored after the EOF is acknowledged (a half-closed client
-    still reads), and the QUIT after it is dropped."""
+    """A peer that closed its side still reads: what it sent before the EOF is answered
+    to the end, the message stored and acknowledged, the QUIT answered."""
     server = make_server()
     body = message("half-close")
     with RawSMTP(server.host, server.port) as raw:
@@ -294,7 +299,7 @@ def test_a_message_pipelined_before_a_half_close_still_gets_its_250(make_server)
         raw.sock.shutdown(socket.SHUT_WR)
         assert raw.closed_by_peer()
     last_lines = [line for line in raw.buf.split(b"\r\n") if line[3:4] == b" "]
-    assert [int(line[:3]) for line in last_lines] == [250, 250, 354, 250], raw.buf
+    assert [int(line[:3]) for line in last_lines] == [250, 250, 354, 250, 221], raw.buf
     [delivered] = server.maildir_messages(EXAMPLE, "alice")
     assert delivered.endswith(body)
 
@@ -302,12 +307,14 @@ def test_a_message_pipelined_before_a_half_close_still_gets_its_250(make_server)
 # -- early talkers (item 5) ------------------------------------------------------------
 
 
+@pytest.mark.parametrize("half_close", [False, True], ids=["nc", "nc-N"])
 @pytest.mark.parametrize("processes", [0, 2])
 def test_a_dialog_sent_before_the_greeting_is_served_without_a_greeting_delay(
-    make_subprocess_server, processes
+    make_subprocess_server, processes, half_close
 ):
     """``printf 'EHLO x\\r\\nMAIL FROM:...' | nc``: the whole dialog in one write, before
-    the 220, is answered in turn and the message delivered (smtp.greeting_delay is 0)."""
+    the 220, is answered in turn and the message delivered (smtp.greeting_delay is 0);
+    also when the client then closes its side at once (``nc -N``, ncat)."""
     server = make_subprocess_server(smtp={"processes": processes})
     body = message("pregreet")
     dialog = (
@@ -318,6 +325,8 @@ def test_a_dialog_sent_before_the_greeting_is_served_without_a_greeting_delay(
     )
     with socket.create_connection((HOST, server.port), timeout=READ_TIMEOUT) as sock:
         sock.sendall(dialog)  # at once: before the greeting can have arrived
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
         raw = RawSMTP.__new__(RawSMTP)
         raw.sock, raw.buf = sock, b""
         assert raw.closed_by_peer()  # after the 221: everything was answered

@@ -395,13 +395,14 @@ class InboundSession(asyncio.Protocol):
                     delay = self._tarpit_delay(reply)
                     if delay > 0 and not self._peer_gone:
                         # Postfix smtpd_error_sleep_time: slow down a client that errs
-                        # (not one that has gone: _peer_left ends the sleep early).
+                        # (not one that has closed its side: _peer_left ends the sleep
+                        # early, and there is nothing left to slow down).
                         await self._tarpit(delay)
                     # Written even if the peer has closed its side: it may still read
-                    # (a half-close), and a stored message's 250 must not be held back.
-                    # What is still buffered after it is dropped (_open).
+                    # (a half-close, as `nc -N` or ncat do after the whole dialog), and
+                    # a stored message's 250 must not be held back.
                     self._reply(step.event, reply)
-                    if self._peer_gone:
+                    if self._lost:
                         break
                     if self.conn.state is State.TLS:
                         if not await upgrade_to_tls(self):
@@ -439,13 +440,18 @@ class InboundSession(asyncio.Protocol):
     def _open(self) -> bool:
         return (
             self.conn.state is not State.CLOSED
-            and not self._peer_gone
+            and not self._lost
             and not self.close_after_reply
         )
 
     @property
     def _peer_gone(self) -> bool:
-        """The peer closed (EOF) or the connection is lost: nothing more to answer."""
+        """The peer closed its side (EOF) or the connection is lost.  After an EOF
+        what the peer sent is still answered in order, as Postfix's smtpd does (a
+        half-closed client, ``nc -N`` or ncat with a piped dialog, reads the replies),
+        but with no tarpit delay, so a client that pipelined junk and left is through
+        at CPU speed; once the connection is lost (a reset: nobody reads) nothing more
+        is answered."""
         return self._lost or self.conn.peer_closed
 
     @property
@@ -564,9 +570,8 @@ class InboundSession(asyncio.Protocol):
             waiter.set_result(None)
 
     def _peer_left(self) -> None:
-        """EOF or connection lost: whatever the peer left unanswered is dropped and
-        the session closes at once (_open), without sitting out tarpit delays for a
-        client that is no longer there."""
+        """EOF or connection lost: a tarpit sleep ends at once, and no new one starts
+        (_peer_gone); a lost connection also ends the session (_open)."""
         self.wake()
         sleeper = self._sleeper
         if sleeper is not None and not sleeper.done():
