@@ -13,13 +13,13 @@ read it that way (on a CRLF file s-nail reports "Malformed message: headers and 
 not separated" and mutt's pager shows ``^M``).  ``stage`` takes the message in its wire
 form (CRLF, as the spool keeps it) and writes ``maildir_form(data)``: every CRLF pair
 becomes LF and every other byte stays as it was.  A body taken with DATA holds no other
-CR or LF (``smtp._data`` answers 521 to a bare one), and our own header lines end in
-CRLF; a BDAT chunk is taken as sent (RFC 3030), so a bare CR or LF that came that way
-is kept rather than guessed at (a line that ends in a bare CR then reads as ending in
-CRLF: an LF file cannot tell them apart, and Postfix's local agent writes the same).
-The conversion is one ``bytes.replace`` over the whole message, which delivery gets
-in one buffer from the spool, so no CRLF is ever split between two writes: C speed,
-no line loop.
+CR or LF (the SMTP core stops at a bare one and the session answers 521 5.5.2), and our
+own header lines end in CRLF; a BDAT chunk is taken as sent (RFC 3030), so a bare CR
+or LF that came that way is kept rather than guessed at (a line that ends in a bare CR
+then reads as ending in CRLF: an LF file cannot tell them apart, and Postfix's local
+agent writes the same).  The conversion is one ``bytes.replace`` over the whole
+message, which delivery gets in one buffer from the spool, so no CRLF is ever split
+between two writes: C speed, no line loop.
 
 File names follow the modern form of the spec, as Dovecot writes them::
 
