@@ -93,7 +93,7 @@ def test_snail_reads_delivered_message_cleanly(server: InProcessServer, tmp_path
     lines = out.split("\n")
     # s-nail prints a banner and a "From " line, then the header section as stored
     # (plus its own "Status:"), an empty line, and the body.
-    start = lines.index("Return-Path: <me@example.com>")
+    start = lines.index(f"Return-Path: <{SENDER}>")
     assert lines[start + 1] == f"Delivered-To: {RCPT}"
     end = lines.index("", start)
     headers, body = lines[start:end], lines[end + 1 :]
