@@ -67,20 +67,21 @@ def test_delivers_with_trace_headers_first(agent: LocalDeliveryAgent) -> None:
     assert len(files) == 1
     assert result.reason == str(files[0])
     data = files[0].read_bytes()
-    assert data.startswith(
-        b"Return-Path: <sender@remote.test>\r\nDelivered-To: alice@example.org\r\n"
+    # The Maildir file has LF line endings, trace headers included.
+    assert data == (
+        b"Return-Path: <sender@remote.test>\nDelivered-To: alice@example.org\n"
+        b"From: sender@remote.test\nSubject: test\n\nHello.\n"
     )
-    assert data.endswith(BODY)
 
 
 def test_null_sender_return_path(agent: LocalDeliveryAgent) -> None:
     deliver(agent, "", "alice@example.org")
-    assert new_files(agent, "alice@example.org")[0].read_bytes().startswith(b"Return-Path: <>\r\n")
+    assert new_files(agent, "alice@example.org")[0].read_bytes().startswith(b"Return-Path: <>\n")
 
 
 def test_header_injection_in_sender_is_neutralised(agent: LocalDeliveryAgent) -> None:
     deliver(agent, "evil@x\r\nBcc: victim@y", "alice@example.org")
-    head = new_files(agent, "alice@example.org")[0].read_bytes().split(b"\r\n")[:3]
+    head = new_files(agent, "alice@example.org")[0].read_bytes().split(b"\n")[:3]
     assert head[0] == b"Return-Path: <evil@xBcc: victim@y>"
     assert head[1] == b"Delivered-To: alice@example.org"
 
@@ -92,7 +93,7 @@ def test_alias_fan_out(agent: LocalDeliveryAgent) -> None:
     for member in ("alice@example.org", "bob@example.org"):
         files = new_files(agent, member)
         assert len(files) == 1
-        assert f"Delivered-To: {member}\r\n".encode() in files[0].read_bytes()
+        assert f"Delivered-To: {member}\n".encode() in files[0].read_bytes()
         assert str(files[0]) in results["team@example.org"].reason
 
 

@@ -1,4 +1,5 @@
-"""Maildir writer: tmp -> fsync -> new, unique names, readable by other software."""
+"""Maildir writer: tmp -> fsync -> new, LF line endings, unique names with Dovecot's
+sizes, readable by other software."""
 
 from __future__ import annotations
 
@@ -13,12 +14,21 @@ from pathlib import Path
 import pytest
 
 from mailwright.delivery import maildir as maildir_mod
-from mailwright.delivery.maildir import Maildir, maildir_path, safe_hostname, unique_name
+from mailwright.delivery.maildir import (
+    Maildir,
+    maildir_form,
+    maildir_path,
+    safe_hostname,
+    unique_name,
+    virtual_size,
+)
 
 MESSAGE = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nHello.\r\n"
+# MESSAGE as the Maildir file holds it.
+MESSAGE_LF = b"From: a@example.org\nTo: b@example.org\nSubject: hi\n\nHello.\n"
 NAME_RE = re.compile(
     r"^(?P<sec>\d+)\.M(?P<usec>\d{1,6})P(?P<pid>\d+)Q(?P<q>\d+)R(?P<rand>[0-9a-f]{16})"
-    r"\.(?P<host>[^/:]+),S=(?P<size>\d+)$"
+    r"\.(?P<host>[^/:,]+),S=(?P<size>\d+),W=(?P<vsize>\d+)$"
 )
 
 
@@ -42,7 +52,7 @@ def test_ensure_creates_private_dirs(tmp_path: Path) -> None:
 def test_deliver_lands_in_new(md: Maildir) -> None:
     name = md.deliver(MESSAGE)
     path = md.root / "new" / name
-    assert path.read_bytes() == MESSAGE
+    assert path.read_bytes() == MESSAGE_LF
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert os.listdir(md.root / "tmp") == []
     assert os.listdir(md.root / "cur") == []
@@ -52,16 +62,80 @@ def test_name_parses_and_carries_size(md: Maildir) -> None:
     name = md.deliver(MESSAGE)
     match = NAME_RE.match(name)
     assert match, name
-    assert int(match["size"]) == len(MESSAGE) == (md.root / "new" / name).stat().st_size
+    assert int(match["size"]) == len(MESSAGE_LF) == (md.root / "new" / name).stat().st_size
+    assert int(match["vsize"]) == len(MESSAGE)
     assert int(match["pid"]) == os.getpid()
     assert match["host"] == "mx.example.org"
 
 
+# Written out by hand, not computed: what the wire form holds and what the file must.
+# Dot lines arrive unstuffed (the SMTP core removed the transparency dot), so ".",
+# ".." and ".dot" are content and stay; so do trailing spaces and tabs, a folded
+# header line, 8-bit octets, empty lines and the missing line end of a BDAT body.
+EXACT_WIRE = (
+    b"Subject: dots \t \r\n\tfolded  \r\n\r\n"
+    b".\r\n..\r\n.dot\r\n  \r\n\r\n\r\nGr\xfc\xdfe \xe9t\xe9 \r\n\x00\x7f\xff\tend"
+)
+EXACT_FILE = (
+    b"Subject: dots \t \n\tfolded  \n\n"
+    b".\n..\n.dot\n  \n\n\nGr\xfc\xdfe \xe9t\xe9 \n\x00\x7f\xff\tend"
+)
+
+
+def test_maildir_file_has_lf_line_endings(md: Maildir) -> None:
+    """Issue 8 item 2: every CRLF of the wire form becomes LF, every other octet stays."""
+    name = md.deliver(EXACT_WIRE)
+    assert (md.root / "new" / name).read_bytes() == EXACT_FILE
+    assert maildir_form(MESSAGE) == MESSAGE_LF
+
+
+def test_maildir_name_carries_file_size_and_crlf_size(md: Maildir) -> None:
+    """``S=`` is the size of the LF file, ``W=`` the RFC822.SIZE: the CRLF size."""
+    for wire in (MESSAGE, EXACT_WIRE, b"Subject: empty body\r\n\r\n", b"x"):
+        name = md.deliver(wire)
+        match = NAME_RE.match(name)
+        assert match, name
+        size = (md.root / "new" / name).stat().st_size
+        assert int(match["size"]) == size == len(wire) - wire.count(b"\r\n")
+        assert int(match["vsize"]) == len(wire)
+
+
+def test_bare_line_endings_from_bdat_are_kept(md: Maildir) -> None:
+    """DATA cannot bring a bare CR or LF (the core answers 521), so a line that is only
+    a CR cannot come from it; BDAT chunks are taken as sent (RFC 3030).  Only CRLF pairs
+    are converted; a bare LF or CR stays as it came, and ``W=`` counts the file as
+    Dovecot does: each LF without a CR before it is one more octet."""
+    wire = b"Subject: b\r\n\r\nbare\nlf\rcr\r\r\nend\r\n"
+    name = md.deliver(wire)
+    data = (md.root / "new" / name).read_bytes()
+    assert data == b"Subject: b\n\nbare\nlf\rcr\r\nend\n"
+    # As IMAP shows it: Subject: b CRLF CRLF bare CRLF lf CR cr CRLF end CRLF.
+    match = NAME_RE.match(name)
+    assert match, name
+    assert int(match["size"]) == len(data) == 28
+    assert int(match["vsize"]) == len(b"Subject: b\r\n\r\nbare\r\nlf\rcr\r\nend\r\n") == 32
+
+
+@pytest.mark.parametrize(
+    ("data", "size"),
+    [
+        (b"", 0),
+        (b"no line end", 11),
+        (b"a\nb\n", 6),
+        (b"a\r\nb\n", 6),  # an LF with its CR counts once
+        (b"\r", 1),
+        (b"\r\r\n\n", 5),
+    ],
+)
+def test_virtual_size_counts_like_dovecot(data: bytes, size: int) -> None:
+    assert virtual_size(data) == size
+
+
 def test_hostname_escaped() -> None:
     assert safe_hostname("a/b:c") == "a\\057b\\072c"
-    name = unique_name("a/b:c", 5)
+    name = unique_name("a/b:c", 5, 7)
     assert "/" not in name and ":" not in name
-    assert name.endswith(".a\\057b\\072c,S=5")
+    assert name.endswith(".a\\057b\\072c,S=5,W=7")
 
 
 def test_unique_names_for_rapid_deliveries(md: Maildir, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,7 +157,7 @@ def test_readable_by_stdlib_mailbox(md: Maildir) -> None:
     msg = reader[first]
     assert msg["Subject"] == "hi"
     assert msg.get_subdir() == "new"
-    assert reader.get_bytes(first).replace(b"\r\n", b"\n") == MESSAGE.replace(b"\r\n", b"\n")
+    assert reader.get_bytes(first) == MESSAGE_LF
     subjects = sorted(reader[k]["Subject"] for k in keys)
     assert subjects == ["hi", "second"]
 
@@ -140,7 +214,7 @@ def test_no_hard_links_falls_back_to_rename(md: Maildir, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(os, "link", eperm)
     name = md.deliver(MESSAGE)
-    assert (md.root / "new" / name).read_bytes() == MESSAGE
+    assert (md.root / "new" / name).read_bytes() == MESSAGE_LF
     assert os.listdir(md.root / "tmp") == []
 
 

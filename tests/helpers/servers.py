@@ -135,6 +135,14 @@ def _is_table(value: Any) -> bool:
 # -- what a data folder holds --------------------------------------------------------
 
 
+def in_maildir(wire: bytes) -> bytes:
+    """``wire`` (message bytes as sent, CRLF line endings) as a Maildir file holds them:
+    every CRLF is an LF, every other octet as it was.  Written here on its own, not
+    taken from the server; tests/delivery/test_maildir.py pins the conversion byte by
+    byte."""
+    return wire.replace(b"\r\n", b"\n")
+
+
 class DataDir:
     """Inspection helpers over a server's data folder."""
 

@@ -19,6 +19,7 @@ from helpers.servers import (
     HOSTNAME,
     UTF8_BOX,
     InProcessServer,
+    in_maildir,
 )
 from helpers.wire import (
     CLIENT_NAME,
@@ -55,19 +56,21 @@ def send(
 
 
 def split_trace(delivered: bytes, original: bytes) -> bytes:
-    """The headers we prepended; asserts the rest is the original byte for byte."""
-    assert delivered.endswith(original), delivered
-    return delivered[: len(delivered) - len(original)]
+    """The headers we prepended; asserts the rest is the original byte for byte, in the
+    Maildir's LF form."""
+    stored = in_maildir(original)
+    assert delivered.endswith(stored), delivered
+    return delivered[: len(delivered) - len(stored)]
 
 
 def received_re(queue_id: str, rcpt: str | None, protocol: str = "ESMTP") -> re.Pattern[bytes]:
-    for_part = f"\r\n\tfor <{re.escape(rcpt)}>;" if rcpt else ";"
+    for_part = f"\n\tfor <{re.escape(rcpt)}>;" if rcpt else ";"
     return re.compile(
         (
-            f"Received: from {CLIENT_NAME} \\(\\[127\\.0\\.0\\.1\\]\\)\r\n"
+            f"Received: from {CLIENT_NAME} \\(\\[127\\.0\\.0\\.1\\]\\)\n"
             f"\tby {re.escape(HOSTNAME)} \\(mailwright\\) with {protocol} id {queue_id}"
-            f"{for_part}\r\n\t[A-Z][a-z]{{2}}, \\d\\d? [A-Z][a-z]{{2}} \\d{{4}} "
-            "\\d\\d:\\d\\d:\\d\\d \\+0000\r\n$"
+            f"{for_part}\n\t[A-Z][a-z]{{2}}, \\d\\d? [A-Z][a-z]{{2}} \\d{{4}} "
+            "\\d\\d:\\d\\d:\\d\\d \\+0000\n$"
         ).encode()
     )
 
@@ -81,7 +84,7 @@ def assert_trace(
     rcpt: str | None,
     protocol: str = "ESMTP",
 ) -> None:
-    head = f"Return-Path: <{mail_from}>\r\nDelivered-To: {delivered_to}\r\n".encode()
+    head = f"Return-Path: <{mail_from}>\nDelivered-To: {delivered_to}\n".encode()
     assert trace.startswith(head), trace
     assert received_re(queue_id, rcpt, protocol).fullmatch(trace[len(head) :]), trace
 
@@ -238,7 +241,7 @@ def test_8bitmime_body_is_delivered_byte_exact(server):
     )
     queue_id = send(server, ["alice@example.test"], msg, mail_options=["BODY=8BITMIME"])
     [delivered] = server.maildir_messages(EXAMPLE, "alice")
-    assert delivered.endswith(msg)  # every octet >= 0x80 intact, dot-stuffing undone
+    assert delivered.endswith(in_maildir(msg))  # octets >= 0x80 intact, dots unstuffed
     assert_trace(
         split_trace(delivered, msg),
         mail_from=SENDER,
@@ -292,7 +295,8 @@ def test_utf8_address_without_smtputf8_is_refused(server):
     [
         [b"single chunk only\r\n"],
         # BDAT is binary-transparent: bare LF/CR, a lone "." line and 8-bit octets are
-        # data, and chunk boundaries may fall anywhere (inside CRLF here).
+        # data, and chunk boundaries may fall anywhere (inside CRLF here: the Maildir
+        # file has one LF there, as for every other CRLF pair).
         [b"part one\r", b"\npart two\n", b".\r\n", bytes(range(256)), b"\r\nend\r\n"],
     ],
     ids=["one", "many"],
@@ -340,7 +344,7 @@ def test_bdat_zero_last_ends_the_message(server):
         assert chunk.code == 250 and last.code == 250
         queue_id_of(last.text)
     [delivered] = server.maildir_messages(EXAMPLE, "bob")
-    assert delivered.endswith(body)
+    assert delivered.endswith(in_maildir(body))
 
 
 def test_session_sends_several_messages(server):

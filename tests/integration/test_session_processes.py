@@ -63,6 +63,7 @@ from helpers.servers import (
     READY_MARK,
     SubprocessServer,
     config_dict,
+    in_maildir,
     to_toml,
 )
 from helpers.wire import CLIENT_NAME, RawSMTP, message, queue_id_of, smtplib_client
@@ -665,7 +666,7 @@ def test_sigterm_lets_a_message_in_data_finish(start_server):
     # Delivered by this run, or from the spool by the next one.
     server.start()
     delivered = server.message_with_id(EXAMPLE, "alice", queue_id, timeout=DELIVERY_WAIT)
-    assert delivered.endswith(body)
+    assert delivered.endswith(in_maildir(body))
 
 
 def accepting(server: SubprocessServer) -> bool:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.servers import EXAMPLE, UTF8_BOX, SubprocessServer
+from helpers.servers import EXAMPLE, UTF8_BOX, SubprocessServer, in_maildir
 from helpers.tools import require_tool
 from helpers.wire import CLIENT_NAME, expect, queue_id_of, smtplib_client
 from mailwright.smtp import codes
@@ -98,9 +98,10 @@ def test_swaks_basic_send(mw: SubprocessServer):
     assert not [line for line in lines if line.startswith("<**")]
     queue_id = queued_id(out)
     msg = mw.message_with_id(EXAMPLE, "alice", queue_id)
-    assert f"id {queue_id}\r\n\tfor <alice@example.test>;".encode() in msg
-    # swaks dot-stuffed ".dot line" and turned LF into CRLF; we undid the stuffing.
-    assert msg.endswith(b"Subject: swaks basic\r\nX-Test: 1\r\n\r\nbody line\r\n.dot line\r\n\r\n")
+    assert f"id {queue_id}\n\tfor <alice@example.test>;".encode() in msg
+    # swaks dot-stuffed ".dot line" and turned LF into CRLF; we undid the stuffing,
+    # and the Maildir file has LF line endings again.
+    assert msg.endswith(b"Subject: swaks basic\nX-Test: 1\n\nbody line\n.dot line\n\n")
 
 
 def test_swaks_pipeline(mw: SubprocessServer):
@@ -138,7 +139,7 @@ def test_swaks_pipeline(mw: SubprocessServer):
     queue_id = queued_id(out)
     for box in ("alice", "bob"):
         msg = mw.message_with_id(EXAMPLE, box, queue_id)
-        assert f"id {queue_id};".encode() in msg and msg.endswith(b"\r\nhello\r\n\r\n")
+        assert f"id {queue_id};".encode() in msg and msg.endswith(b"\nhello\n\n")
 
 
 def test_swaks_8bit_data_is_delivered_byte_exact(mw: SubprocessServer, tmp_path: Path):
@@ -153,14 +154,14 @@ def test_swaks_8bit_data_is_delivered_byte_exact(mw: SubprocessServer, tmp_path:
     code, out = swaks(mw, "--to", "bob@example.test", "--data", f"@{path}")
     assert code == 0, out
     msg = mw.message_with_id(EXAMPLE, "bob", queued_id(out))
-    assert msg.endswith(data + b"\r\n")  # swaks adds a line break before the "."
+    assert msg.endswith(in_maildir(data + b"\r\n"))  # swaks adds a line break before "."
 
 
 def test_swaks_8bit_body(mw: SubprocessServer):
     code, out = swaks(mw, "--to", "alice@example.test", "--body", "Grüße aus Köln — 日本語")
     assert code == 0, out
     msg = mw.message_with_id(EXAMPLE, "alice", queued_id(out))
-    assert "\r\n\r\nGrüße aus Köln — 日本語\r\n".encode() in msg
+    assert "\n\nGrüße aus Köln — 日本語\n".encode() in msg
 
 
 def test_swaks_esmtp_dialog(mw: SubprocessServer):
@@ -210,7 +211,7 @@ def test_swaks_smtp_dialog_uses_helo(mw: SubprocessServer):
     queue_id = queued_id(out)
     msg = mw.message_with_id(EXAMPLE, "bob", queue_id)
     # RFC 3848: a HELO session is recorded "with SMTP".
-    assert re.search(rf"with SMTP id {queue_id}\r\n".encode(), msg)
+    assert re.search(rf"with SMTP id {queue_id}\n".encode(), msg)
 
 
 def test_swaks_sees_refusals(mw: SubprocessServer):
@@ -237,6 +238,6 @@ def test_smtputf8_address_with_smtplib(mw: SubprocessServer):
         assert code == 250, text
         queue_id = queue_id_of(text)
     delivered = mw.message_with_id(EXAMPLE, UTF8_BOX, queue_id)
-    assert delivered.startswith(f"Return-Path: <{SENDER}>\r\nDelivered-To: {rcpt}\r\n".encode())
-    assert f"with UTF8SMTP id {queue_id}\r\n\tfor <{rcpt}>;".encode() in delivered
-    assert delivered.endswith(msg)
+    assert delivered.startswith(f"Return-Path: <{SENDER}>\nDelivered-To: {rcpt}\n".encode())
+    assert f"with UTF8SMTP id {queue_id}\n\tfor <{rcpt}>;".encode() in delivered
+    assert delivered.endswith(in_maildir(msg))

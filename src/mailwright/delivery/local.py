@@ -81,7 +81,8 @@ def _header_value(value: str) -> str:
 
 
 def trace_headers(mail_from: str, mailbox: Mailbox) -> bytes:
-    """``Return-Path`` and ``Delivered-To`` lines to put in front of the message."""
+    """``Return-Path`` and ``Delivered-To`` lines to put in front of the message, in
+    wire form (CRLF) like the spooled body: ``Maildir.stage`` writes both with LF."""
     return (
         f"Return-Path: <{_header_value(mail_from)}>\r\n"
         f"Delivered-To: {_header_value(mailbox.address)}\r\n"

@@ -7,15 +7,32 @@ the delivery agent reports success only for mail that survives a crash (DESIGN
 principle 3).  The fsyncs go through ``mailwright.spool.atomic``, the one helper for
 durable writes.
 
+**Line endings.**  A Maildir file holds the message with LF line endings, as Postfix's
+local/virtual agents and Dovecot's LDA write it; mutt, s-nail and Python's ``mailbox``
+read it that way (on a CRLF file s-nail reports "Malformed message: headers and body
+not separated" and mutt's pager shows ``^M``).  ``stage`` takes the message in its wire
+form (CRLF, as the spool keeps it) and writes ``maildir_form(data)``: every CRLF pair
+becomes LF and every other byte stays as it was.  A body taken with DATA holds no other
+CR or LF (the SMTP core stops at a bare one and the session answers 521 5.5.2), and our
+own header lines end in CRLF; a BDAT chunk is taken as sent (RFC 3030), so a bare CR
+or LF that came that way is kept rather than guessed at (a line that ends in a bare CR
+then reads as ending in CRLF: an LF file cannot tell them apart, and Postfix's local
+agent writes the same).  The conversion is one ``bytes.replace`` over the whole
+message, which delivery gets in one buffer from the spool, so no CRLF is ever split
+between two writes: C speed, no line loop.
+
 File names follow the modern form of the spec, as Dovecot writes them::
 
-    <seconds>.M<usec>P<pid>Q<counter>R<random hex>.<hostname>,S=<size>
+    <seconds>.M<usec>P<pid>Q<counter>R<random hex>.<hostname>,S=<size>,W=<vsize>
 
 ``Q`` counts deliveries in this process, ``R`` adds 64 random bits, so names stay
 unique across threads, processes, restarts and clock steps.  In the host name "/" and
 ":" are replaced by ``\\057`` and ``\\072`` (the spec and Dovecot do so: ":" starts the
-info part of a name in ``cur/``).  ``,S=<size>`` is Dovecot's size field, which lets it
-skip a stat(); mutt and Python's ``mailbox`` ignore it.
+info part of a name in ``cur/``).  ``,S=`` and ``,W=`` are Dovecot's size fields
+(https://doc.dovecot.org/admin_manual/mailbox_formats/maildir/): ``S`` the size of the
+file, ``W`` its "virtual" size, the message with CRLF line endings, which is what IMAP
+reports as RFC822.SIZE.  With both, Dovecot answers a FETCH of sizes without a stat()
+or reading the file; mutt, s-nail and Python's ``mailbox`` ignore them.
 
 Directories are created with mode 0o700 and messages 0o600: mail is private.  The
 functions here block; the agent runs them in a worker thread, in batches
@@ -39,7 +56,11 @@ from mailwright.spool.atomic import DIR_MODE, FILE_MODE, ensure_dir, fsync_dir, 
 
 MAILDIR_SUBDIRS = ("tmp", "new", "cur")
 RANDOM_BITS = 64  # in the R field, as 16 hex digits
-SIZE_FIELD = ",S="  # Dovecot: physical size of the file
+SIZE_FIELD = ",S="  # Dovecot: physical size of the file (LF line endings)
+VSIZE_FIELD = ",W="  # Dovecot: virtual size, the RFC822.SIZE (CRLF line endings)
+CR = b"\r"
+CRLF = b"\r\n"  # line ending on the wire (RFC 5321 §2.3.8) and in the spool
+LF = b"\n"  # line ending in a Maildir file
 # link(2) errors meaning "this file system has no hard links": fall back to rename(2).
 _NO_LINK_ERRNOS = frozenset(
     {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK, errno.EXDEV}
@@ -72,8 +93,25 @@ def safe_hostname(hostname: str) -> str:
     return hostname.replace("/", "\\057").replace(":", "\\072")
 
 
-def unique_name(hostname: str, size: int, now: float | None = None) -> str:
-    """A new ``<time>.M<usec>P<pid>Q<n>R<hex>.<host>,S=<size>`` file name."""
+def maildir_form(wire: bytes) -> bytes:
+    """The message as a Maildir file holds it: every CRLF becomes LF, nothing else."""
+    return wire.replace(CRLF, LF)
+
+
+def virtual_size(data: bytes) -> int:
+    """The size of Maildir file content ``data`` with CRLF line endings: its RFC822.SIZE.
+
+    Counted as Dovecot counts it when it has no ``W=`` to go by: each LF without a CR
+    before it is one more octet.  For a message whose wire form had only CRLF line
+    endings this is the size of that wire form.
+    """
+    if CR not in data:  # the usual case: maildir_form left no CR at all
+        return len(data) + data.count(LF)
+    return len(data) + data.count(LF) - data.count(CRLF)
+
+
+def unique_name(hostname: str, size: int, vsize: int, now: float | None = None) -> str:
+    """A new ``<time>.M<usec>P<pid>Q<n>R<hex>.<host>,S=<size>,W=<vsize>`` file name."""
     now = time.time() if now is None else now
     seconds = int(now)
     usec = int((now - seconds) * 1_000_000)
@@ -82,7 +120,7 @@ def unique_name(hostname: str, size: int, now: float | None = None) -> str:
         rand = _random.getrandbits(RANDOM_BITS)
     return (
         f"{seconds}.M{usec}P{os.getpid()}Q{count}R{rand:016x}.{safe_hostname(hostname)}"
-        f"{SIZE_FIELD}{size}"
+        f"{SIZE_FIELD}{size}{VSIZE_FIELD}{vsize}"
     )
 
 
@@ -105,7 +143,8 @@ class Maildir:
             ensure_dir(self.root / sub, DIR_MODE)
 
     def deliver(self, data: bytes) -> str:
-        """Store ``data`` durably in ``new/`` and return the file name.
+        """Store message ``data`` (wire form, CRLF) durably in ``new/`` with LF line
+        endings and return the file name.
 
         ``stage`` then one fsync of ``new/``.  Raises OSError (ENOSPC, EDQUOT, EIO,
         EACCES...) on failure, after removing what it wrote: a failed delivery leaves
@@ -121,7 +160,8 @@ class Maildir:
         return name
 
     def stage(self, data: bytes) -> str:
-        """Write ``data`` to ``tmp/``, fsync it, link it into ``new/``; return its name.
+        """Write message ``data`` (wire form, CRLF) to ``tmp/`` with LF line endings,
+        fsync it, link it into ``new/``; return its name.
 
         Everything but the final fsync of ``new/``: the message is *not* durable yet,
         and must not be reported delivered until a ``fsync_dir(new_dir)`` that starts
@@ -131,7 +171,8 @@ class Maildir:
         or ``new/``.  The file is fsynced *before* the link, as the spec requires: a
         crash never leaves a partial file in ``new/``, where readers would see it.
         """
-        name = unique_name(self.hostname, len(data))
+        data = maildir_form(data)
+        name = unique_name(self.hostname, len(data), virtual_size(data))
         tmp_path = os.path.join(self.tmp_dir, name)
         new_path = os.path.join(self.new_dir, name)
         # O_EXCL create, write, fsync; removes the partial file itself on failure.
