@@ -419,3 +419,30 @@ def test_event_callback_errors_do_not_stop_delivery(tmp_path: Path, clock: Clock
         await store.close()
 
     run(main())
+
+
+def test_deferred_event_carries_the_next_attempt_the_spool_records(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """Regression (issue 8.9): the mail log's ``next=`` was the arrival time, because
+    the event was reported before the next attempt was computed."""
+    seen: list[float] = []
+
+    async def main() -> None:
+        store = EmbeddedSpool(tmp_path, clock=clock)
+        await store.open()
+        agent = FakeAgent({"bob@example.net": BUSY})
+
+        def on_event(kind: str, message: SpooledMessage, *_: object) -> None:
+            seen.append(message.next_attempt)
+
+        runner = QueueRunner(store, agent, CONFIG, clock=clock, on_event=on_event)
+        message = await put(store)
+        await runner.run_once()
+        loaded = await store.load(message.queue_id)
+        assert loaded is not None and loaded.attempts == 1
+        assert seen == [loaded.next_attempt]
+        assert loaded.next_attempt >= message.received_at + 60
+        await store.close()
+
+    run(main())

@@ -400,6 +400,10 @@ class QueueRunner:
         newly_failed: list[RecipientState] = []
         if pending:
             message.attempts += 1
+        # Before the outcomes are reported: a "deferred" line names this next attempt
+        # (it named the previous one, the arrival time on a first attempt).
+        delay = retry_delay(max(message.attempts, 1), self._config)
+        message.next_attempt = now + delay * (1.0 + JITTER_FRACTION * self._jitter())
         for state in pending:
             address = state.recipient.address
             result = results.get(address) or lowered.get(address.lower())
@@ -422,8 +426,6 @@ class QueueRunner:
                 self._emit("expired", message, address, DeliveryResult(reply, result.reason))
             else:
                 self._emit("deferred", message, address, result)
-        delay = retry_delay(max(message.attempts, 1), self._config)
-        message.next_attempt = now + delay * (1.0 + JITTER_FRACTION * self._jitter())
         return newly_failed
 
     async def _bounce(
