@@ -52,7 +52,7 @@ from mailwright.policy.pipeline import Pipeline, Stage
 from mailwright.spool.embedded import EmbeddedSpool
 from mailwright.spool.model import SpooledMessage
 from mailwright.spool.runnerlock import RunnerLock
-from mailwright.spool.scheduler import EventCallback, QueueRunner
+from mailwright.spool.scheduler import FRESH_HOLD, EventCallback, QueueRunner
 from mailwright.supervisor import DeliveryWorker
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,8 @@ def build_queue_runner(
         config.delivery,
         on_event=delivery_logger(maillog),
         reporting_mta=config.smtp.hostname,
+        # A fresh message waits to be announced: its accepted line is then logged.
+        fresh_hold=FRESH_HOLD,
     )
     return runner, local_agent
 
@@ -249,7 +251,9 @@ class App:
             )
         if config.delivery.worker:
             local_agent = build_local_agent(config, self.directory)
-            self.worker = DeliveryWorker(config, announce=self.announce)
+            self.worker = DeliveryWorker(
+                config, announce=self.announce, flush_log=self.maillog.flush
+            )
             on_queued: Callable[..., None] = self.worker.notify
         else:
             self.runner, local_agent = build_queue_runner(
@@ -312,7 +316,7 @@ class App:
             if worker is not None:
                 worker.notify_id(queue_id)
             elif runner is not None:
-                runner.kick()
+                runner.announce(queue_id)
 
         def on_lost() -> None:
             if worker is not None:

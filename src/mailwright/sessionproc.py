@@ -10,7 +10,9 @@ config (as for the delivery worker) and is then closed.  In order, the process:
    it and other processes write to it now), and says ``ready``;
 3. serves every connection that arrives on the control socket (``Listener.adopt``),
    and reports back queue ids, ended connections and AUTH outcomes (``net.handover``
-   describes the lines);
+   describes the lines).  Its buffered mail log is written before each report, so
+   the ``accepted`` line of a queue id is in the file before the id can reach the
+   queue runner (``obs.maillog``: "Order");
 4. on ``x`` or end of file stops like the server does: 421 to idle sessions, messages
    in DATA finish within ``smtp.shutdown_grace``; then closes the spool and the mail
    log and exits 0.
@@ -33,6 +35,7 @@ import pickle
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from mailwright.config import Config
@@ -83,11 +86,18 @@ def per_process_config(config: Config) -> Config:
 
 
 class Reports:
-    """Lines to the main process, sent together every ``REPORT_INTERVAL``."""
+    """Lines to the main process, sent together every ``REPORT_INTERVAL``, each batch
+    after ``flush_log`` wrote the mail log (the ``accepted`` lines of its queue ids)."""
 
-    def __init__(self, control: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        control: socket.socket,
+        loop: asyncio.AbstractEventLoop,
+        flush_log: Callable[[], None] = lambda: None,
+    ) -> None:
         self._control = control
         self._loop = loop
+        self.flush_log = flush_log
         self._lines: list[bytes] = []
 
     def add(self, line: bytes) -> None:
@@ -101,6 +111,7 @@ class Reports:
 
     def _send(self) -> None:
         lines, self._lines = self._lines, []
+        self.flush_log()
         while lines:
             size, count = 0, 0
             for line in lines:  # datagrams stay below what the main process reads
@@ -181,6 +192,7 @@ async def run_sessions(config: Config, control: socket.socket) -> None:
     except SpoolError as exc:
         raise SessionProcessError(str(exc)) from exc
     maillog = MailLog.from_config(config.log, config.data_dir)
+    reports.flush_log = maillog.flush
     flusher = None
     if maillog.buffered:
         flusher = loop.create_task(flush_periodically(maillog, config.log.flush_interval))

@@ -13,13 +13,17 @@ then one queue id per line, then end of file).  In order, the worker:
    deliver the same messages;
 4. opens the spool *without* recovery (the server recovered it before starting us and
    is writing to it now), builds the runner with ``app.build_queue_runner`` — the same
-   code as the in-process runner — and runs it, waking it for every line read;
+   code as the in-process runner — and runs it, announcing every queue id read
+   (``QueueRunner.announce``: the server's ``accepted`` line for it is in the mail
+   log) and waking it for an empty line;
 5. at end of file lets in-flight deliveries finish (``QueueRunner.stop``), closes the
    spool and the mail log, and exits 0.
 
 SIGINT and SIGTERM are ignored: the server decides when delivery stops (see
-``supervisor``).  Exit status 1 with a one-line message on standard error when the
-pipe is broken or the spool cannot be opened; the server restarts the worker.
+``supervisor``).
+
+Exit status 1 with a one-line message on standard error when the pipe is broken or
+the spool cannot be opened; the server restarts the worker.
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ from mailwright.supervisor import CONFIG_HEADER
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 STDIN_FD = 0
 READ_SIZE = 64 * 1024
+# A partial line longer than this is no queue id: it is dropped (the runner's scans
+# find every message anyway).
+MAX_PIPE_LINE = 256
 
 
 class WorkerError(Exception):
@@ -77,13 +84,24 @@ def read_config(fd: int = STDIN_FD) -> Config:
 
 
 class _Wakeups(asyncio.Protocol):
-    """Reads the queue-id lines: any data wakes the runner; end of file stops it."""
+    """Reads the pipe's lines: a queue id is announced to the runner, an empty line
+    wakes it; end of file stops it."""
 
-    def __init__(self, kick: Callable[[], None], eof: asyncio.Event) -> None:
+    def __init__(
+        self, announce: Callable[[str], None], kick: Callable[[], None], eof: asyncio.Event
+    ) -> None:
+        self._announce = announce
         self._kick = kick
         self._eof = eof
+        self._partial = b""  # a line cut by the pipe's read size
 
     def data_received(self, data: bytes) -> None:
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        if len(self._partial) > MAX_PIPE_LINE:
+            self._partial = b""
+        for line in lines:
+            if line:
+                self._announce(line.decode("ascii", "replace"))
         self._kick()  # sets an event: one queue scan however many lines arrived
 
     def eof_received(self) -> bool:
@@ -125,7 +143,8 @@ async def run_worker(config: Config) -> None:
         # Kept referenced for the whole run: uvloop does not hold on to the file object,
         # and a collected file object would close fd 0 under the transport.
         pipe = open(STDIN_FD, "rb", buffering=0, closefd=False)  # noqa: SIM115
-        transport, _ = await loop.connect_read_pipe(lambda: _Wakeups(runner.kick, eof), pipe)
+        wakeups = _Wakeups(runner.announce, runner.kick, eof)
+        transport, _ = await loop.connect_read_pipe(lambda: wakeups, pipe)
         runner_task = loop.create_task(runner.run(), name="queue-runner")
         await eof.wait()
         transport.close()

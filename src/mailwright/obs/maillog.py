@@ -19,6 +19,16 @@ no value can end a line early or forge the start of another one.
 Writes are line-buffered and serialised by a lock; a file is opened in append mode
 (``O_APPEND``: concurrent writers and logrotate's copytruncate stay safe).  A failing
 log write (disk full) is reported on the debug log and never breaks mail handling.
+
+Order: several processes write one log (the server or its session processes write
+``accepted``; the delivery worker, or the in-process runner, writes ``delivered``,
+``deferred``, ``bounced``), each with its own buffer.  For one queue id the lines
+still appear in the order the events happened, because nobody may deliver a message
+before its ``accepted`` line is in the file: whoever tells the queue runner about new
+mail flushes this log first (``supervisor.DeliveryWorker``, ``sessionproc.Reports``;
+in one process the runner writes to the same buffer, after the line), and the runner
+leaves a fresh message that a due scan finds before it was told about it alone for
+``spool.scheduler.FRESH_HOLD`` seconds.
 """
 
 from __future__ import annotations
