@@ -356,8 +356,18 @@ class App:
                 "AUTH without TLS; passwords can be read on the network"
             )
 
+    def reopen_logs(self) -> None:
+        """SIGUSR1 (and SIGHUP): every process reopens its mail log (logrotate)."""
+        self.maillog.reopen()
+        if self.processes is not None:
+            self.processes.broadcast(b"o")
+        if self.worker is not None:
+            self.worker.reopen_log()
+
     def reload(self) -> None:
-        """SIGHUP: re-read certificates; on error keep serving the old ones."""
+        """SIGHUP: reopen the mail log, re-read certificates; on a certificate error
+        keep serving the old ones."""
+        self.reopen_logs()
         if self.tls is None:
             return
         if self.processes is not None:
@@ -409,10 +419,11 @@ class App:
         # SIGHUP reloads certificates on the loop thread (OpenSSL contexts must not
         # change under a handshake in another thread); sessions are not dropped.
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
         try:
             await self._stop.wait()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
                 loop.remove_signal_handler(sig)
             self.announce("mailwright: shutting down")
             await self.stop()

@@ -22,7 +22,9 @@ N processes never allow more than configured; a client whose sessions all land i
 process may get less.  The connection caps and AUTH bans are exact (the main process
 keeps them).
 
-SIGINT and SIGTERM are ignored: the server decides when sessions stop.
+SIGINT and SIGTERM are ignored: the server decides when sessions stop.  SIGUSR1 and
+SIGHUP reopen the mail log, as the control line ``o`` does (``workerproc``'s
+``REOPEN_SIGNALS``: ``systemctl kill -s USR1`` signals every process of the unit).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from mailwright.net.tls import TlsError, TlsManager
 from mailwright.policy.authguard import AuthGuard
 from mailwright.smtp import Reply
 from mailwright.spool.model import SpooledMessage
-from mailwright.workerproc import WorkerError, die_with_parent, read_config
+from mailwright.workerproc import REOPEN_SIGNALS, WorkerError, die_with_parent, read_config
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +195,8 @@ async def run_sessions(config: Config, control: socket.socket) -> None:
         raise SessionProcessError(str(exc)) from exc
     maillog = MailLog.from_config(config.log, config.data_dir)
     reports.flush_log = maillog.flush
+    for sig in REOPEN_SIGNALS:
+        loop.add_signal_handler(sig, maillog.reopen)
     flusher = None
     if maillog.buffered:
         flusher = loop.create_task(flush_periodically(maillog, config.log.flush_interval))
@@ -214,7 +218,9 @@ async def run_sessions(config: Config, control: socket.socket) -> None:
         for listener in listeners:
             await listener.start(handed=True)
         stop = asyncio.Event()
-        loop.add_reader(control.fileno(), _on_control, control, listeners, guard, tls, stop)
+        loop.add_reader(
+            control.fileno(), _on_control, control, listeners, guard, tls, maillog.reopen, stop
+        )
         gc.collect()
         gc.freeze()  # as the server does: long-lived objects out of the collector's way
         reports.add(b"ready")
@@ -226,6 +232,9 @@ async def run_sessions(config: Config, control: socket.socket) -> None:
         await asyncio.gather(*(listener.drain(grace) for listener in listeners))
         reports.send_now()  # the last queue ids and releases, before the loop ends
     finally:
+        for sig in REOPEN_SIGNALS:
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
         if flusher is not None:
             flusher.cancel()
         await spool.close()
@@ -237,6 +246,7 @@ def _on_control(
     listeners: list[Listener],
     guard: AuthGuard,
     tls: TlsManager | None,
+    reopen_log: Callable[[], None],
     stop: asyncio.Event,
 ) -> None:
     while True:
@@ -260,6 +270,8 @@ def _on_control(
             guard.ban(ip, float(seconds))
         elif kind == b"h":
             _reload_tls(tls)
+        elif kind == b"o":
+            reopen_log()
         elif kind == b"x":
             stop.set()
             return
@@ -289,7 +301,7 @@ def _reload_tls(tls: TlsManager | None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, *REOPEN_SIGNALS):
         signal.signal(sig, signal.SIG_IGN)
     try:
         if len(args) != 2 or not all(arg.isdigit() for arg in args):
