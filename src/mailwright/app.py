@@ -54,7 +54,7 @@ from mailwright.policy.pipeline import Pipeline, Stage
 from mailwright.spool.embedded import SPOOL_DIR, EmbeddedSpool
 from mailwright.spool.model import SpooledMessage
 from mailwright.spool.runnerlock import RunnerLock
-from mailwright.spool.scheduler import EventCallback, QueueRunner
+from mailwright.spool.scheduler import FRESH_HOLD, EventCallback, QueueRunner
 from mailwright.supervisor import DeliveryWorker
 
 log = logging.getLogger(__name__)
@@ -134,6 +134,8 @@ def build_queue_runner(
         config.delivery,
         on_event=delivery_logger(maillog),
         reporting_mta=config.smtp.hostname,
+        # A fresh message waits to be announced: its accepted line is then logged.
+        fresh_hold=FRESH_HOLD,
     )
     return runner, local_agent
 
@@ -256,7 +258,9 @@ class App:
             )
         if config.delivery.worker:
             local_agent = build_local_agent(config, self.directory)
-            self.worker = DeliveryWorker(config, announce=self.announce)
+            self.worker = DeliveryWorker(
+                config, announce=self.announce, flush_log=self.maillog.flush
+            )
             on_queued: Callable[..., None] = self.worker.notify
         else:
             self.runner, local_agent = build_queue_runner(
@@ -320,7 +324,7 @@ class App:
             if worker is not None:
                 worker.notify_id(queue_id)
             elif runner is not None:
-                runner.kick()
+                runner.announce(queue_id)
 
         def on_lost() -> None:
             if worker is not None:
@@ -360,8 +364,18 @@ class App:
                 "AUTH without TLS; passwords can be read on the network"
             )
 
+    def reopen_logs(self) -> None:
+        """SIGUSR1 (and SIGHUP): every process reopens its mail log (logrotate)."""
+        self.maillog.reopen()
+        if self.processes is not None:
+            self.processes.broadcast(b"o")
+        if self.worker is not None:
+            self.worker.reopen_log()
+
     def reload(self) -> None:
-        """SIGHUP: re-read certificates; on error keep serving the old ones."""
+        """SIGHUP: reopen the mail log, re-read certificates; on a certificate error
+        keep serving the old ones."""
+        self.reopen_logs()
         if self.tls is None:
             return
         if self.processes is not None:
@@ -413,10 +427,11 @@ class App:
         # SIGHUP reloads certificates on the loop thread (OpenSSL contexts must not
         # change under a handshake in another thread); sessions are not dropped.
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
         try:
             await self._stop.wait()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
                 loop.remove_signal_handler(sig)
             self.announce("mailwright: shutting down")
             await self.stop()

@@ -10,7 +10,9 @@ config (as for the delivery worker) and is then closed.  In order, the process:
    it and other processes write to it now), and says ``ready``;
 3. serves every connection that arrives on the control socket (``Listener.adopt``),
    and reports back queue ids, ended connections and AUTH outcomes (``net.handover``
-   describes the lines);
+   describes the lines).  Its buffered mail log is written before each report, so
+   the ``accepted`` line of a queue id is in the file before the id can reach the
+   queue runner (``obs.maillog``: "Order");
 4. on ``x`` or end of file stops like the server does: 421 to idle sessions, messages
    in DATA finish within ``smtp.shutdown_grace``; then closes the spool and the mail
    log and exits 0.
@@ -20,7 +22,9 @@ N processes never allow more than configured; a client whose sessions all land i
 process may get less.  The connection caps and AUTH bans are exact (the main process
 keeps them).
 
-SIGINT and SIGTERM are ignored: the server decides when sessions stop.
+SIGINT and SIGTERM are ignored: the server decides when sessions stop.  SIGUSR1 and
+SIGHUP reopen the mail log, as the control line ``o`` does (``workerproc``'s
+``REOPEN_SIGNALS``: ``systemctl kill -s USR1`` signals every process of the unit).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import pickle
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from mailwright.config import Config
@@ -42,7 +47,7 @@ from mailwright.net.tls import TlsError, TlsManager
 from mailwright.policy.authguard import AuthGuard
 from mailwright.smtp import Reply
 from mailwright.spool.model import SpooledMessage
-from mailwright.workerproc import WorkerError, die_with_parent, read_config
+from mailwright.workerproc import REOPEN_SIGNALS, WorkerError, die_with_parent, read_config
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +88,18 @@ def per_process_config(config: Config) -> Config:
 
 
 class Reports:
-    """Lines to the main process, sent together every ``REPORT_INTERVAL``."""
+    """Lines to the main process, sent together every ``REPORT_INTERVAL``, each batch
+    after ``flush_log`` wrote the mail log (the ``accepted`` lines of its queue ids)."""
 
-    def __init__(self, control: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        control: socket.socket,
+        loop: asyncio.AbstractEventLoop,
+        flush_log: Callable[[], None] = lambda: None,
+    ) -> None:
         self._control = control
         self._loop = loop
+        self.flush_log = flush_log
         self._lines: list[bytes] = []
 
     def add(self, line: bytes) -> None:
@@ -101,6 +113,7 @@ class Reports:
 
     def _send(self) -> None:
         lines, self._lines = self._lines, []
+        self.flush_log()
         while lines:
             size, count = 0, 0
             for line in lines:  # datagrams stay below what the main process reads
@@ -184,6 +197,9 @@ async def run_sessions(config: Config, control: socket.socket) -> None:
     except SpoolError as exc:
         raise SessionProcessError(str(exc)) from exc
     maillog = MailLog.from_config(config.log, config.data_dir)
+    reports.flush_log = maillog.flush
+    for sig in REOPEN_SIGNALS:
+        loop.add_signal_handler(sig, maillog.reopen)
     flusher = None
     if maillog.buffered:
         flusher = loop.create_task(flush_periodically(maillog, config.log.flush_interval))
@@ -205,7 +221,9 @@ async def run_sessions(config: Config, control: socket.socket) -> None:
         for listener in listeners:
             await listener.start(handed=True)
         stop = asyncio.Event()
-        loop.add_reader(control.fileno(), _on_control, control, listeners, guard, tls, stop)
+        loop.add_reader(
+            control.fileno(), _on_control, control, listeners, guard, tls, maillog.reopen, stop
+        )
         gc.collect()
         gc.freeze()  # as the server does: long-lived objects out of the collector's way
         reports.add(b"ready")
@@ -217,6 +235,9 @@ async def run_sessions(config: Config, control: socket.socket) -> None:
         await asyncio.gather(*(listener.drain(grace) for listener in listeners))
         reports.send_now()  # the last queue ids and releases, before the loop ends
     finally:
+        for sig in REOPEN_SIGNALS:
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
         if flusher is not None:
             flusher.cancel()
         await spool.close()
@@ -228,6 +249,7 @@ def _on_control(
     listeners: list[Listener],
     guard: AuthGuard,
     tls: TlsManager | None,
+    reopen_log: Callable[[], None],
     stop: asyncio.Event,
 ) -> None:
     while True:
@@ -257,6 +279,8 @@ def _on_control(
             limits.stressed = arg == b"1"
         elif kind == b"h":
             _reload_tls(tls)
+        elif kind == b"o":
+            reopen_log()
         elif kind == b"x":
             stop.set()
             return
@@ -286,7 +310,7 @@ def _reload_tls(tls: TlsManager | None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, *REOPEN_SIGNALS):
         signal.signal(sig, signal.SIG_IGN)
     try:
         if len(args) != 2 or not all(arg.isdigit() for arg in args):

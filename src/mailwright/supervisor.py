@@ -16,9 +16,14 @@ The pipe to the worker's standard input carries, in order (``workerproc`` reads 
 2. one queue id per line for each message stored (``notify``, the server's
    ``on_queued``).  The ids of one event-loop iteration go out in one write: each write
    wakes the worker, and under load dozens of sessions store a message in the same
-   iteration.  A line only wakes the worker's runner, whose queue scan finds the
-   message, so a line lost with a dying worker or skipped under back-pressure
-   (``NOTIFY_BUFFER_MAX``) delays nothing beyond the next wake-up;
+   iteration, after the server's buffered mail log is written (``flush_log``): the
+   worker attempts a fresh message once told about it (``QueueRunner.announce``), so
+   its ``delivered`` line cannot come before the ``accepted`` line.  A line lost with
+   a dying worker or skipped under back-pressure (``NOTIFY_BUFFER_MAX``) delays the
+   message by at most ``spool.scheduler.FRESH_HOLD`` (its scan finds it anyway).
+   Among the ids, ``REOPEN_LINE`` (``reopen_log``): reopen the mail log, the server
+   got SIGUSR1 or SIGHUP (a line, not a signal: a worker still starting up would die
+   of a signal it does not handle yet);
 3. end of file: the server is stopping.  The worker lets in-flight deliveries finish
    (``QueueRunner.stop``) and exits.  The worker ignores SIGINT and SIGTERM, so a Ctrl-C
    or a service manager's SIGTERM to the whole group still ends in this order.
@@ -49,6 +54,8 @@ log = logging.getLogger(__name__)
 # The config frame: an 8-byte big-endian length, then that many bytes of pickle.
 CONFIG_HEADER = struct.Struct(">Q")
 WORKER_MODULE = "mailwright.workerproc"
+# The pipe line that makes the worker reopen its mail log (queue ids are [0-9A-Z]).
+REOPEN_LINE = b"reopen"
 # Queue-id lines waiting in the pipe's buffer beyond which new ones are skipped: the
 # worker is behind anyway, and its next scan finds every message.
 NOTIFY_BUFFER_MAX = 64 * 1024
@@ -75,9 +82,12 @@ class DeliveryWorker:
         *,
         announce: Callable[[str], None] = print,
         command: list[str] | None = None,
+        flush_log: Callable[[], None] = lambda: None,
     ) -> None:
         self.config = config
         self.announce = announce
+        # Writes the server's buffered mail log: called before queue ids are sent.
+        self.flush_log = flush_log
         self.command = command or [sys.executable, "-m", WORKER_MODULE]
         self.starts = 0  # processes started (restarts included), for tests and metrics
         self._proc: asyncio.subprocess.Process | None = None
@@ -135,11 +145,25 @@ class DeliveryWorker:
         proc = self._proc
         if proc is None or proc.stdin is None or self._stopping:
             return
+        # The accepted lines before the worker may deliver (docstring); also when the
+        # lines are skipped: the worker's scan finds the mail after FRESH_HOLD anyway.
+        self.flush_log()
         transport = proc.stdin.transport
         if transport.is_closing() or transport.get_write_buffer_size() > NOTIFY_BUFFER_MAX:
             return
         with contextlib.suppress(ConnectionError, RuntimeError):
             proc.stdin.write(b"".join(lines))
+
+    def reopen_log(self) -> None:
+        """Make the worker reopen its mail log.  Written at once, past the back-pressure
+        limit: unlike a queue id, this line must not be skipped."""
+        proc = self._proc
+        if self._stopping or proc is None or proc.stdin is None:
+            return
+        self._send_unsent()  # the ids before it, as they were stored
+        if not proc.stdin.transport.is_closing():
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                proc.stdin.write(REOPEN_LINE + b"\n")
 
     async def _supervise(self) -> None:
         failures = 0

@@ -14,13 +14,18 @@ then one queue id per line, then end of file).  In order, the worker:
    deliver the same messages;
 4. opens the spool *without* recovery (the server recovered it before starting us and
    is writing to it now), builds the runner with ``app.build_queue_runner`` — the same
-   code as the in-process runner — and runs it, waking it for every line read;
+   code as the in-process runner — and runs it, announcing every queue id read
+   (``QueueRunner.announce``: the server's ``accepted`` line for it is in the mail
+   log), waking it for an empty line, and reopening the mail log for ``reopen``;
 5. at end of file lets in-flight deliveries finish (``QueueRunner.stop``), closes the
    spool and the mail log, and exits 0.
 
 SIGINT and SIGTERM are ignored: the server decides when delivery stops (see
-``supervisor``).  Exit status 1 with a one-line message on standard error when the
-pipe is broken or the spool cannot be opened; the server restarts the worker.
+``supervisor``).  SIGUSR1 and SIGHUP reopen the mail log (``obs.maillog``), as the
+server's do: ``systemctl kill -s USR1`` signals every process of the unit.
+
+Exit status 1 with a one-line message on standard error when the pipe is broken or
+the spool cannot be opened; the server restarts the worker.
 """
 
 from __future__ import annotations
@@ -34,11 +39,17 @@ import sys
 from collections.abc import Callable
 
 from mailwright.config import Config
-from mailwright.supervisor import CONFIG_HEADER
+from mailwright.supervisor import CONFIG_HEADER, REOPEN_LINE
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 STDIN_FD = 0
 READ_SIZE = 64 * 1024
+# Signals that make a process reopen its mail log (SIGHUP: the server also reloads
+# its certificates); ignored until the log exists, so an early one does not kill us.
+REOPEN_SIGNALS = (signal.SIGUSR1, signal.SIGHUP)
+# A partial line longer than this is no queue id: it is dropped (the runner's scans
+# find every message anyway).
+MAX_PIPE_LINE = 256
 
 
 class WorkerError(Exception):
@@ -77,13 +88,31 @@ def read_config(fd: int = STDIN_FD) -> Config:
 
 
 class _Wakeups(asyncio.Protocol):
-    """Reads the queue-id lines: any data wakes the runner; end of file stops it."""
+    """Reads the pipe's lines: a queue id is announced to the runner, an empty line
+    wakes it, ``REOPEN_LINE`` reopens the mail log; end of file stops it."""
 
-    def __init__(self, kick: Callable[[], None], eof: asyncio.Event) -> None:
+    def __init__(
+        self,
+        announce: Callable[[str], None],
+        kick: Callable[[], None],
+        reopen: Callable[[], None],
+        eof: asyncio.Event,
+    ) -> None:
+        self._announce = announce
         self._kick = kick
+        self._reopen = reopen
         self._eof = eof
+        self._partial = b""  # a line cut by the pipe's read size
 
     def data_received(self, data: bytes) -> None:
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        if len(self._partial) > MAX_PIPE_LINE:
+            self._partial = b""
+        for line in lines:
+            if line == REOPEN_LINE:
+                self._reopen()
+            elif line:
+                self._announce(line.decode("ascii", "replace"))
         self._kick()  # sets an event: one queue scan however many lines arrived
 
     def eof_received(self) -> bool:
@@ -116,6 +145,8 @@ async def run_worker(config: Config) -> None:
     maillog = MailLog.from_config(config.log, config.data_dir)
     runner, agent = build_queue_runner(config, spool, maillog, build_directory(config))
     loop = asyncio.get_running_loop()
+    for sig in REOPEN_SIGNALS:
+        loop.add_signal_handler(sig, maillog.reopen)
     flusher = None
     if maillog.buffered:
         flusher = loop.create_task(flush_periodically(maillog, config.log.flush_interval))
@@ -125,7 +156,8 @@ async def run_worker(config: Config) -> None:
         # Kept referenced for the whole run: uvloop does not hold on to the file object,
         # and a collected file object would close fd 0 under the transport.
         pipe = open(STDIN_FD, "rb", buffering=0, closefd=False)  # noqa: SIM115
-        transport, _ = await loop.connect_read_pipe(lambda: _Wakeups(runner.kick, eof), pipe)
+        wakeups = _Wakeups(runner.announce, runner.kick, maillog.reopen, eof)
+        transport, _ = await loop.connect_read_pipe(lambda: wakeups, pipe)
         runner_task = loop.create_task(runner.run(), name="queue-runner")
         await eof.wait()
         transport.close()
@@ -133,6 +165,9 @@ async def run_worker(config: Config) -> None:
         await asyncio.gather(runner_task, return_exceptions=True)
         pipe.close()
     finally:
+        for sig in REOPEN_SIGNALS:
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
         if flusher is not None:
             flusher.cancel()
         await spool.close()
@@ -173,7 +208,7 @@ def _reason(exc: OSError) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, *REOPEN_SIGNALS):
         signal.signal(sig, signal.SIG_IGN)
     try:
         if len(args) != 1 or not args[0].isdigit():

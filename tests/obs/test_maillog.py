@@ -323,3 +323,46 @@ def test_a_line_longer_than_pipe_buf_is_written_alone() -> None:
     chunks = _atomic_chunks(text)
     assert "".join(chunks) == text
     assert long_line in chunks
+
+
+def test_reopen_after_rename_writes_the_next_lines_to_a_new_file(tmp_path: Path) -> None:
+    """logrotate renames the file and signals: buffered lines go to the renamed file
+    (they happened before), later ones to a new file at the configured path."""
+    path = tmp_path / "mail.log"
+    mlog = MailLog(path, clock=lambda: T0, buffered=True)
+    mlog.expired("Q1", "a@b")
+    path.rename(tmp_path / "mail.log.1")
+    mlog.reopen()
+    mlog.expired("Q2", "a@b")
+    mlog.close()
+    assert [line.split()[1] for line in (tmp_path / "mail.log.1").read_text().splitlines()] == [
+        "Q1:"
+    ]
+    assert [line.split()[1] for line in path.read_text().splitlines()] == ["Q2:"]
+
+
+def test_reopen_of_a_stream_or_a_closed_log_does_nothing(tmp_path: Path) -> None:
+    mlog, out = text_log()
+    mlog.reopen()  # standard error or a caller's stream: nothing to reopen
+    mlog.expired("Q1", "a@b")
+    assert out.getvalue().count("\n") == 1
+    closed = MailLog(tmp_path / "mail.log")
+    closed.close()
+    (tmp_path / "mail.log").unlink()
+    closed.reopen()  # after close (shutdown): no file appears again
+    assert not (tmp_path / "mail.log").exists()
+
+
+def test_reopen_failure_keeps_logging_to_the_old_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "logs" / "mail.log"
+    mlog = MailLog(path, clock=lambda: T0)
+    (tmp_path / "logs").rename(tmp_path / "moved")
+    (tmp_path / "logs").write_text("a file where the folder was")  # mkdir cannot work
+    with caplog.at_level(logging.ERROR, logger="mailwright.obs.maillog"):
+        mlog.reopen()
+    assert any("cannot reopen the mail log" in r.getMessage() for r in caplog.records)
+    mlog.expired("Q1", "a@b")
+    mlog.close()
+    assert "Q1: expired" in (tmp_path / "moved" / "mail.log").read_text()

@@ -6,6 +6,7 @@ import asyncio
 import email
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from spoolkit import (
@@ -26,7 +27,7 @@ from mailwright.config import DeliveryConfig
 from mailwright.spool.embedded import EmbeddedSpool
 from mailwright.spool.model import Envelope, Recipient, RecipientStatus, SpooledMessage
 from mailwright.spool.retry import JITTER_FRACTION, retry_delay
-from mailwright.spool.scheduler import QueueRunner
+from mailwright.spool.scheduler import FRESH_HOLD, QueueRunner
 from mailwright.spool.store import SpoolError
 
 
@@ -416,6 +417,90 @@ def test_event_callback_errors_do_not_stop_delivery(tmp_path: Path, clock: Clock
         await put(store)
         await runner.run_once()
         assert [m async for m in store.iterate()] == []
+        await store.close()
+
+    run(main())
+
+
+def test_deferred_event_carries_the_next_attempt_the_spool_records(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """Regression (issue 8.9): the mail log's ``next=`` was the arrival time, because
+    the event was reported before the next attempt was computed."""
+    seen: list[float] = []
+
+    async def main() -> None:
+        store = EmbeddedSpool(tmp_path, clock=clock)
+        await store.open()
+        agent = FakeAgent({"bob@example.net": BUSY})
+
+        def on_event(kind: str, message: SpooledMessage, *_: object) -> None:
+            seen.append(message.next_attempt)
+
+        runner = QueueRunner(store, agent, CONFIG, clock=clock, on_event=on_event)
+        message = await put(store)
+        await runner.run_once()
+        loaded = await store.load(message.queue_id)
+        assert loaded is not None and loaded.attempts == 1
+        assert seen == [loaded.next_attempt]
+        assert loaded.next_attempt >= message.received_at + 60
+        await store.close()
+
+    run(main())
+
+
+class ScanSignallingSpool(EmbeddedSpool):
+    """The embedded spool, telling the test when a queue scan has returned."""
+
+    scanned: asyncio.Event
+
+    async def due_with_bodies(self, *args: Any, **kwargs: Any) -> Any:
+        result = await super().due_with_bodies(*args, **kwargs)
+        self.scanned.set()
+        return result
+
+
+async def wait_for_calls(agent: FakeAgent, count: int) -> None:
+    deadline = time.monotonic() + 2
+    while len(agent.calls) < count:
+        assert time.monotonic() < deadline, f"{len(agent.calls)} of {count} attempts"
+        await asyncio.sleep(0.01)
+
+
+def test_fresh_message_found_by_a_scan_waits_until_announced(tmp_path: Path, clock: Clock) -> None:
+    """A scan may find a message right after its commit, before the server logged
+    ``accepted``: it is attempted once announced, or once ``fresh_hold`` has passed."""
+
+    async def main() -> None:
+        store = ScanSignallingSpool(tmp_path, clock=clock)
+        store.scanned = asyncio.Event()
+        await store.open()
+        agent = FakeAgent()
+        runner = QueueRunner(store, agent, CONFIG, clock=clock, fresh_hold=FRESH_HOLD)
+        task = asyncio.create_task(runner.run())
+        await asyncio.wait_for(store.scanned.wait(), 2)  # the first scan: nothing yet
+        held = await put(store)
+        told = await put(store)
+        runner.announce(told.queue_id)  # one scan finds both; only one was announced
+        await wait_for_calls(agent, 1)
+        assert [call[0].queue_id for call in agent.calls] == [told.queue_id]
+
+        runner.announce(held.queue_id)
+        await wait_for_calls(agent, 2)
+        assert agent.calls[1][0].queue_id == held.queue_id
+
+        # Never announced (its session process died before reporting it): attempted
+        # once the hold is over.
+        orphan = await put(store)
+        store.scanned.clear()
+        runner.kick()
+        await asyncio.wait_for(store.scanned.wait(), 2)
+        clock.advance(FRESH_HOLD)
+        runner.kick()
+        await wait_for_calls(agent, 3)
+        assert agent.calls[2][0].queue_id == orphan.queue_id
+        await runner.stop()
+        await asyncio.wait_for(task, 2)
         await store.close()
 
     run(main())

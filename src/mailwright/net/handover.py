@@ -26,6 +26,7 @@ datagram on the control socket is one or more lines:
                        ``S 1`` / ``S 0``: stress mode starts / ends (``net.stress``)
                        ``b <client ip> <seconds>``: AUTH from that IP is banned
                        ``h``: reload the TLS certificates (SIGHUP)
+                       ``o``: reopen the mail log (SIGUSR1, SIGHUP; logrotate)
                        ``x``: stop (staged, within ``smtp.shutdown_grace``)
     session -> main    ``ready``; ``q <queue id>``: stored; ``r <client ip>``: a
                        connection ended; ``f <ip>`` / ``s <ip>``: AUTH failed / succeeded

@@ -19,6 +19,26 @@ no value can end a line early or forge the start of another one.
 Writes are line-buffered and serialised by a lock; a file is opened in append mode
 (``O_APPEND``: concurrent writers and logrotate's copytruncate stay safe).  A failing
 log write (disk full) is reported on the debug log and never breaks mail handling.
+
+Order: several processes write one log (the server or its session processes write
+``accepted``; the delivery worker, or the in-process runner, writes ``delivered``,
+``deferred``, ``bounced``), each with its own buffer.  For one queue id the lines
+still appear in the order the events happened, because nobody may deliver a message
+before its ``accepted`` line is in the file: whoever tells the queue runner about new
+mail flushes this log first (``supervisor.DeliveryWorker``, ``sessionproc.Reports``;
+in one process the runner writes to the same buffer, after the line), and the runner
+leaves a fresh message that a due scan finds before it was told about it alone for
+``spool.scheduler.FRESH_HOLD`` seconds.
+
+Rotation: ``reopen()`` writes what is buffered to the file it has, then opens the
+configured path again, so after a rename (logrotate without ``copytruncate``) lines go
+to a new file and none is lost or written twice.  Every process that writes the log
+reopens it on ``SIGUSR1``, and on ``SIGHUP`` (which also reloads the TLS
+certificates); the server passes the signal on to its session processes (control line
+``o``) and to the delivery worker, so ``kill -USR1 <server pid>`` is enough, and
+``systemctl kill -s USR1`` (every process of the unit) is harmless.  Standard error
+needs no reopening: ``reopen()`` is a no-op for it and for a stream given by the caller.
+``contrib/mailwright.logrotate`` is the logrotate configuration.
 """
 
 from __future__ import annotations
@@ -173,21 +193,24 @@ class MailLog:
         self._lock = threading.Lock()
         self._owned = False
         self._failed = False
+        self._path: Path | None = None  # the file we opened, and reopen
         if isinstance(stream_or_path, str | Path):
             if str(stream_or_path) == STDERR_PATH:
                 self._stream: TextIO = sys.stderr
             else:
-                path = Path(stream_or_path)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                # We flush per write (a line, or a buffered batch); backslashreplace:
-                # never fail to encode.
-                self._stream = open(  # noqa: SIM115 - closed by close()
-                    path, "a", encoding="utf-8", errors="backslashreplace"
-                )
+                self._path = Path(stream_or_path)
+                self._stream = self._open(self._path)
                 self._owned = True
         else:
             self._stream = stream_or_path
         self._chunked = not _is_regular_file(self._stream)
+
+    @staticmethod
+    def _open(path: Path) -> TextIO:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # We flush per write (a line, or a buffered batch); backslashreplace: never
+        # fail to encode.
+        return open(path, "a", encoding="utf-8", errors="backslashreplace")
 
     @classmethod
     def from_config(cls, config: LogConfig, data_dir: Path) -> MailLog:
@@ -202,6 +225,25 @@ class MailLog:
         with self._lock:
             if self._owned and not self._stream.closed:
                 self._stream.close()
+
+    def reopen(self) -> None:
+        """Open the log file's path again (after logrotate renamed it; see the module
+        docstring).  Buffered lines go to the old file first: they happened before.
+        If the path cannot be opened, logging goes on to the old file (reported on the
+        debug log) and the next reopen tries again."""
+        if self._path is None or self._stream.closed:
+            return  # standard error or a caller's stream (or closed): nothing to reopen
+        self.flush()
+        try:
+            stream = self._open(self._path)
+        except OSError as exc:
+            log.error("cannot reopen the mail log %s: %s", self._path, exc)
+            return
+        with self._lock:
+            old, self._stream = self._stream, stream
+            self._chunked = not _is_regular_file(stream)
+        if not old.closed:
+            old.close()
 
     # -- formatting -----------------------------------------------------------------
 

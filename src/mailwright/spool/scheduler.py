@@ -54,6 +54,15 @@ For the same reason the bounce is stored *before* the original is updated: if th
 store fails, the failed recipients go back to PENDING and are retried, so no
 non-delivery report is ever silently lost.
 
+**Told before found.**  The server writes a message's ``accepted`` mail-log line after
+the commit that makes it visible here, maybe in another process with its own log
+buffer; the line is in the file before the server tells the runner (``offer``,
+``announce``).  So that no ``delivered`` line can precede it, a runner built with
+``fresh_hold`` (the server's and the worker's: ``FRESH_HOLD``) leaves a first-attempt
+message that a scan finds before it was told about it alone until it is told, or
+until ``fresh_hold`` seconds after its arrival — a session process that died between
+its commit and its report never tells, and its mail must still go out.
+
 ``on_event(kind, message, address, result)`` reports each outcome ("delivered",
 "deferred", "bounced", "expired") to the mail log; it is a plain callable so this module
 does not depend on ``obs``.  Exceptions it raises are logged and ignored.
@@ -99,6 +108,11 @@ STOP_GRACE = 30.0
 # have their own per-command timeouts (RFC 5321 §4.5.3.2); this is the backstop.
 ATTEMPT_TIMEOUT = 30 * 60.0
 
+# How long a fresh message a scan found is left for the server to announce it (see
+# "Told before found" above): well above the server's report and flush delays (ms),
+# short enough that mail of a session process that died in between is not held long.
+FRESH_HOLD = 2.0
+
 AGENT_FAILED = Reply.of(451, "4.3.0", "Temporary delivery failure, will retry")
 NO_RESULT = Reply.of(451, "4.3.0", "Delivery agent gave no result, will retry")
 BODY_UNREADABLE = Reply.of(451, "4.3.0", "Queued message unreadable, will retry")
@@ -120,6 +134,7 @@ class QueueRunner:
         reporting_mta: str = "localhost",
         attempt_timeout: float = ATTEMPT_TIMEOUT,
         jitter: Callable[[], float] = random.random,
+        fresh_hold: float = 0.0,
     ) -> None:
         self._store = store
         self._agent = agent
@@ -129,6 +144,10 @@ class QueueRunner:
         self._reporting_mta = reporting_mta
         self._attempt_timeout = attempt_timeout
         self._jitter = jitter
+        self._fresh_hold = fresh_hold
+        # Ids the server announced (offer/announce) -> when; in announcement order,
+        # forgotten once attempted or ``fresh_hold`` old (the hold is over anyway).
+        self._announced: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._inflight: set[str] = set()
@@ -156,6 +175,14 @@ class QueueRunner:
             return
         self._wake.set()
 
+    def announce(self, queue_id: str) -> None:
+        """The server stored ``queue_id`` and its ``accepted`` line is in the mail log:
+        it may be attempted now (see "Told before found"); look at the queue."""
+        if self._fresh_hold > 0:
+            self._announced.pop(queue_id, None)  # keep the dict in announcement order
+            self._announced[queue_id] = self._clock()
+        self.kick()
+
     def offer(self, message: SpooledMessage, body: bytes | None = None) -> None:
         """A message was just stored: deliver it now if a slot is free, else ``kick()``.
 
@@ -177,6 +204,7 @@ class QueueRunner:
             or not message.pending
         ):
             if qid not in self._ready:
+                self.announce(qid)  # a scan finds it: it may be attempted then
                 self._wake.set()
             return
         self._ready.pop(qid, None)
@@ -254,6 +282,7 @@ class QueueRunner:
             self._more_due = True  # a finishing task starts the backlog or wakes us
             return self._backlog_sleep()
         limit = concurrency * FETCH_AHEAD + len(self._inflight)
+        self._forget_announcements(now)
         finished: set[str] = set()
         self._finished = finished
         try:
@@ -265,11 +294,16 @@ class QueueRunner:
         finally:
             self._finished = None
         upcoming: float | None = None
+        held_until: float | None = None
         for message, body in batch:  # earliest due first
             qid = message.queue_id
             if message.next_attempt > now:
                 upcoming = message.next_attempt
                 break
+            if self._unannounced(message, now):
+                until = message.received_at + self._fresh_hold
+                held_until = until if held_until is None else min(held_until, until)
+                continue
             if qid not in self._inflight and qid not in finished and qid not in self._ready:
                 self._ready[qid] = (message, body)
         self._more_due = found >= limit and upcoming is None
@@ -277,9 +311,29 @@ class QueueRunner:
         if self._ready:
             self._more_due = True
             return self._backlog_sleep()
+        if held_until is not None:
+            upcoming = held_until if upcoming is None else min(upcoming, held_until)
         if upcoming is None:
             return MAX_IDLE_SLEEP
         return upcoming - self._clock()
+
+    def _unannounced(self, message: SpooledMessage, now: float) -> bool:
+        """A first attempt the server has not announced yet, within ``fresh_hold``."""
+        return (
+            message.attempts == 0
+            and now - message.received_at < self._fresh_hold
+            and message.queue_id not in self._announced
+        )
+
+    def _forget_announcements(self, now: float) -> None:
+        """Drop announcements older than ``fresh_hold``: their messages are no longer
+        held, announced or not (oldest first: the dict is in announcement order)."""
+        announced = self._announced
+        while announced:
+            qid, when = next(iter(announced.items()))
+            if now - when < self._fresh_hold:
+                return
+            del announced[qid]
 
     async def _scan(
         self, now: float, limit: int
@@ -314,6 +368,7 @@ class QueueRunner:
     def _start(self, message: SpooledMessage, body: bytes | None = None) -> None:
         qid = message.queue_id
         self._inflight.add(qid)
+        self._announced.pop(qid, None)
         task = asyncio.create_task(self._process(message, body), name=f"deliver-{qid}")
         self._tasks.add(task)
 
@@ -400,6 +455,10 @@ class QueueRunner:
         newly_failed: list[RecipientState] = []
         if pending:
             message.attempts += 1
+        # Before the outcomes are reported: a "deferred" line names this next attempt
+        # (it named the previous one, the arrival time on a first attempt).
+        delay = retry_delay(max(message.attempts, 1), self._config)
+        message.next_attempt = now + delay * (1.0 + JITTER_FRACTION * self._jitter())
         for state in pending:
             address = state.recipient.address
             result = results.get(address) or lowered.get(address.lower())
@@ -422,8 +481,6 @@ class QueueRunner:
                 self._emit("expired", message, address, DeliveryResult(reply, result.reason))
             else:
                 self._emit("deferred", message, address, result)
-        delay = retry_delay(max(message.attempts, 1), self._config)
-        message.next_attempt = now + delay * (1.0 + JITTER_FRACTION * self._jitter())
         return newly_failed
 
     async def _bounce(
