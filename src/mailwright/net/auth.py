@@ -10,7 +10,10 @@ Decisions, in order (each a reply, none written here):
 5. Then the mechanism runs: 334 challenges, ``*`` cancels with 501 5.7.0, a malformed
    response is 501 5.5.2, bad credentials 535 5.7.8 after a growing delay, success
    235 2.7.0.  Password hashing (argon2, deliberately slow) runs in a thread so one
-   login never stalls the other sessions.
+   login never stalls the other sessions.  CRAM-MD5 for a login without a CRAM-MD5
+   secret is 534 5.7.9 at once ("mechanism too weak for that user", RFC 4954 §6):
+   no password was tried, so it is neither counted nor tarpitted (``smtp._sasl``
+   explains the trade-off).
 
 Secrets never reach a log: this module logs only the login name and the outcome.
 """
@@ -32,6 +35,7 @@ from mailwright.smtp._sasl import (
     Failed,
     SaslServer,
     SaslStep,
+    TooWeak,
     may_authorize,
     server_mechanism,
 )
@@ -50,6 +54,7 @@ R501_CANCELLED = R(501, "5.7.0", "Authentication cancelled")
 R501_MALFORMED = R(501, "5.5.2", "Malformed authentication response")
 R503_NOT_ENABLED = R(503, "5.5.1", "Error: authentication not enabled")
 R504_UNKNOWN_MECHANISM = R(504, "5.5.4", "Unrecognized authentication mechanism")
+R534_TOO_WEAK = R(534, "5.7.9", "Authentication mechanism is too weak for this user")
 R535_BAD_CREDENTIALS = R(535, "5.7.8", "Authentication credentials invalid")
 R538_ENCRYPTION_REQUIRED = R(
     538, "5.7.11", "Encryption required for requested authentication mechanism"
@@ -59,10 +64,10 @@ R538_ENCRYPTION_REQUIRED = R(
 def offered_mechanisms(session: InboundSession) -> tuple[str, ...]:
     """Mechanisms to advertise in EHLO now (none before TLS unless allowed).
 
-    CRAM-MD5 is offered only while at least one user has opted in: clients such as
-    Python's smtplib try CRAM-MD5 first whenever it is offered and fall back after a
-    535, so offering a mechanism nobody can use would cost every login a failed AUTH
-    (the brute-force delay and a "failed" log line).
+    CRAM-MD5 is offered only while at least one user has opted in: offering a
+    mechanism nobody can use would cost every smtplib login (which tries CRAM-MD5
+    first whenever it is offered) a round trip.  The other users' CRAM-MD5 attempts
+    end in 534 5.7.9 at once, without counting as a failure (``AuthExchange``).
     """
     users = session.services.users
     if users is None:
@@ -134,12 +139,17 @@ class AuthExchange:
                 if may_authorize(authcid, authzid):
                     return self._success(authcid)
                 return await self._failure(authcid, "authorization identity refused")
-            case Failed(reason, malformed):
+            case TooWeak(authcid):
+                name = self.mechanism.mechanism if self.mechanism is not None else "?"
+                self.mechanism = None
+                s.reject_reason = f"AUTH {name} refused for {authcid}: no {name} secret"
+                return R534_TOO_WEAK
+            case Failed(reason, malformed, authcid):
                 self.mechanism = None
                 if malformed:
                     s.reject_reason = f"AUTH malformed: {reason}"
                     return R501_MALFORMED
-                return await self._failure("", reason)
+                return await self._failure(authcid, reason)
         raise TypeError(f"unexpected SASL step {step!r}")  # pragma: no cover
 
     def _success(self, login: str) -> Reply:
