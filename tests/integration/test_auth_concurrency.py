@@ -7,6 +7,13 @@ items 8 and 13).
   back to PLAIN.  Twenty parallel correct logins from one address all succeed, in
   process and with two session processes.
 
+* Parallel wrong passwords cannot outrun the ban, and a burst cannot hold up others
+  (``net.authqueue``): of fifty parallel wrong AUTH PLAIN from one address at most
+  ``max_failures + PER_ADDRESS_CHECKS`` are checked, the rest get 454 4.7.0 unchecked;
+  during two hundred wrong ones from ten addresses a correct login from an eleventh
+  completes in well under ``CLEAN_LOGIN_BOUND``.  Those tests hash with the production
+  argon2 parameters, so checks cost what they cost in production (~0.1 s each).
+
 Every server here runs with the production brute-force settings that matter (a
 tarpit of 1 s on the first failure, a ban at the fifth), so a failure counted by
 mistake shows up as a delay or a ban.
@@ -18,15 +25,31 @@ import smtplib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
+from argon2 import PasswordHasher
 
-from helpers.secure import ALICE, BOB, PASSWORD, client_context, secure_extra, write_users
+from helpers.secure import (
+    ALICE,
+    BOB,
+    PASSWORD,
+    SCRAM_ITERATIONS,
+    WRONG_PASSWORD,
+    b64,
+    client_context,
+    plain_blob,
+    secure_extra,
+    write_users,
+)
 from helpers.servers import HOST, SubprocessServer
 from helpers.wire import CLIENT_NAME
+from mailwright.accounts.users import UserStore
+from mailwright.net.authqueue import PER_ADDRESS_CHECKS
+
+T = TypeVar("T")
 
 # The production defaults of abuse.auth_* (config.AbuseConfig).
 PRODUCTION_AUTH = {"auth_max_failures": 5, "auth_base_delay": 1.0, "auth_max_delay": 8.0}
@@ -34,6 +57,21 @@ PARALLEL_LOGINS = 20
 # A login that took no failed attempt first: far under the 1 s tarpit of a failure.
 QUICK_LOGIN = 0.5
 SMTP_TIMEOUT = 30.0
+# Parallel guessing: sessions from one address; addresses x sessions in the burst.
+GUESSES = 50
+BURST_ADDRESSES, BURST = 10, 200
+# A correct login from a clean address during the burst (0.13 s idle; it took 20.8 s).
+CLEAN_LOGIN_BOUND = 2.0
+MANY_CONNECTIONS = {"max_connections": 500, "max_connections_per_ip": 100}
+# Short tarpits: the burst tests wait for every reply.
+SHORT_TARPIT = {"auth_base_delay": 0.1, "auth_max_delay": 0.2}
+
+
+def write_users_production_hash(data_dir: Path) -> None:
+    """alice with argon2's default (production) parameters."""
+    UserStore.in_data_dir(data_dir, hasher=PasswordHasher(), scram_iterations=SCRAM_ITERATIONS).add(
+        ALICE, PASSWORD
+    )
 
 
 @pytest.fixture
@@ -85,16 +123,71 @@ def tls_client(server: Any, source: str = HOST) -> smtplib.SMTP:
     return client
 
 
-def timed_login(
-    server: Any, user: str, start: threading.Barrier | None = None
-) -> tuple[int, float]:
+def open_clients(server: Any, sources: list[str]) -> list[smtplib.SMTP]:
+    """One TLS session per source address, opened one after another: these tests are
+    about AUTH, and many STARTTLS handshakes at once currently lose the EHLO that
+    follows some of them (a server issue outside AUTH, reported separately)."""
+    clients: list[smtplib.SMTP] = []
+    try:
+        for source in sources:
+            clients.append(tls_client(server, source))
+    except BaseException:
+        close_all(clients)
+        raise
+    return clients
+
+
+def close_all(clients: list[smtplib.SMTP]) -> None:
+    for client in clients:
+        client.close()
+
+
+def together(work: Callable[[smtplib.SMTP], T], clients: list[smtplib.SMTP]) -> list[Future[T]]:
+    """``work(client)`` for every client, each on its own thread, released at once;
+    returns without waiting for the results."""
+    ready = threading.Barrier(len(clients) + 1)
+
+    def run(client: smtplib.SMTP) -> T:
+        ready.wait(SMTP_TIMEOUT)
+        return work(client)
+
+    pool = ThreadPoolExecutor(len(clients))
+    futures = [pool.submit(run, client) for client in clients]
+    pool.shutdown(wait=False)
+    ready.wait(SMTP_TIMEOUT)
+    return futures
+
+
+def timed_login(client: smtplib.SMTP, user: str = ALICE) -> tuple[int, float]:
     """One smtplib ``login()`` (its own mechanism choice); (reply code, seconds)."""
-    with tls_client(server) as client:
-        if start is not None:
-            start.wait(SMTP_TIMEOUT)
-        began = time.monotonic()
-        code, _ = client.login(user, PASSWORD)
-        return code, time.monotonic() - began
+    began = time.monotonic()
+    code, _ = client.login(user, PASSWORD)
+    return code, time.monotonic() - began
+
+
+def auth_plain(client: smtplib.SMTP, password: str) -> tuple[int, str]:
+    """AUTH PLAIN as alice; (code, enhanced status code)."""
+    code, text = client.docmd("AUTH", f"PLAIN {b64(plain_blob(ALICE, password))}")
+    return code, text.decode().split(" ", 1)[0]
+
+
+def guess(client: smtplib.SMTP) -> tuple[int, str]:
+    return auth_plain(client, WRONG_PASSWORD)
+
+
+def wait_until_each_failed(server: Any, addresses: set[str]) -> None:
+    """Poll the mail log (bounded) until each address has an ``AUTH failed`` line."""
+    deadline = time.monotonic() + SMTP_TIMEOUT
+    while True:
+        failed = {
+            line.split("client=", 1)[1].split(" ", 1)[0]
+            for line in server.mail_log().splitlines()
+            if "AUTH failed for" in line
+        }
+        if addresses <= failed:
+            return
+        assert time.monotonic() < deadline, f"no AUTH failure from {addresses - failed}"
+        time.sleep(0.02)
 
 
 # -- item 8: correct passwords are never failures --------------------------------------
@@ -108,7 +201,8 @@ def test_smtplib_login_is_not_a_failure_when_cram_md5_is_offered(start_server, p
     with tls_client(server) as client:
         assert "CRAM-MD5" in client.esmtp_features["auth"].split()
     for user in (ALICE, BOB):
-        code, took = timed_login(server, user)
+        with tls_client(server) as client:
+            code, took = timed_login(client, user)
         assert code == 235
         assert took < QUICK_LOGIN, f"{user}: login took {took:.2f}s (a failure's tarpit?)"
     log = server.mail_log()
@@ -120,15 +214,68 @@ def test_smtplib_login_is_not_a_failure_when_cram_md5_is_offered(start_server, p
 def test_parallel_correct_logins_all_succeed_and_ban_nobody(start_server, processes):
     """Twenty parallel smtplib logins with the right password from one address (it was:
     all ``454 4.7.0 Too many authentication failures``, the address banned)."""
-    server = start_server(processes=processes, smtp={"max_connections_per_ip": 100})
-    start = threading.Barrier(PARALLEL_LOGINS)
-    with ThreadPoolExecutor(PARALLEL_LOGINS) as pool:
+    server = start_server(processes=processes, smtp=MANY_CONNECTIONS)
+    clients = open_clients(server, [HOST] * PARALLEL_LOGINS)
+    try:
         # alice (no CRAM-MD5 secret): the user whose logins smtplib starts with CRAM-MD5.
-        results = list(
-            pool.map(lambda _: timed_login(server, ALICE, start), range(PARALLEL_LOGINS))
-        )
+        results = [f.result(SMTP_TIMEOUT) for f in together(timed_login, clients)]
+    finally:
+        close_all(clients)
     assert [code for code, _ in results] == [235] * PARALLEL_LOGINS
-    code, took = timed_login(server, ALICE)  # and afterwards: not banned, no delay
+    with tls_client(server) as client:  # and afterwards: not banned, no delay
+        code, took = timed_login(client)
     assert code == 235 and took < QUICK_LOGIN
     log = server.mail_log()
     assert "AUTH failed" not in log and "banned" not in log, log
+
+
+# -- item 13: parallel guesses, bounded and fair ---------------------------------------
+
+
+@pytest.mark.parametrize("processes", [0, 2])
+def test_parallel_wrong_passwords_cannot_outrun_the_ban(start_server, processes):
+    """Fifty parallel wrong AUTH PLAIN from one address: at most the failure limit plus
+    the per-address concurrency are checked (all fifty were); the rest are 454 4.7.0,
+    unchecked.  With N session processes each has its own queue (net.authqueue)."""
+    limit = PRODUCTION_AUTH["auth_max_failures"]
+    server = start_server(
+        processes=processes,
+        abuse=SHORT_TARPIT,
+        smtp=MANY_CONNECTIONS,
+        prepare=write_users_production_hash,
+    )
+    clients = open_clients(server, [HOST] * GUESSES)
+    try:
+        replies = [f.result(SMTP_TIMEOUT) for f in together(guess, clients)]
+    finally:
+        close_all(clients)
+    checked = replies.count((535, "5.7.8"))
+    assert checked + replies.count((454, "4.7.0")) == GUESSES, replies
+    assert 1 <= checked <= max(processes, 1) * (limit + PER_ADDRESS_CHECKS), replies
+    log = server.mail_log()
+    assert log.count("AUTH failed for alice@example.test") == checked, log
+
+
+def test_correct_login_is_not_stuck_behind_a_burst_from_other_addresses(start_server):
+    """Two hundred parallel wrong AUTH PLAIN from ten addresses (127.0.0.2-11); once
+    each has failed (so it is known as a guesser) and while most of the burst still
+    waits, alice logs in from 127.0.0.12 within CLEAN_LOGIN_BOUND."""
+    server = start_server(
+        abuse=SHORT_TARPIT, smtp=MANY_CONNECTIONS, prepare=write_users_production_hash
+    )
+    sources = [f"127.0.0.{2 + i % BURST_ADDRESSES}" for i in range(BURST)]
+    clients = open_clients(server, sources)
+    try:
+        with tls_client(server, "127.0.0.12") as clean:
+            burst = together(guess, clients)
+            wait_until_each_failed(server, set(sources))  # the burst is on
+            began = time.monotonic()
+            assert auth_plain(clean, PASSWORD) == (235, "2.7.0")
+            took = time.monotonic() - began
+            replies = [f.result(SMTP_TIMEOUT * 2) for f in burst]
+    finally:
+        close_all(clients)
+    assert took < CLEAN_LOGIN_BOUND, f"the clean login took {took:.2f}s"
+    assert set(replies) <= {(535, "5.7.8"), (454, "4.7.0")}, replies
+    limit = PRODUCTION_AUTH["auth_max_failures"]
+    assert replies.count((535, "5.7.8")) <= BURST_ADDRESSES * (limit + PER_ADDRESS_CHECKS)

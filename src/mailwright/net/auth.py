@@ -6,6 +6,10 @@ Decisions, in order (each a reply, none written here):
 2. Not under TLS and the listener does not allow plaintext AUTH -> 538 5.7.11
    (RFC 4954 §6 "encryption required"); we never offer AUTH there either.
 3. The client IP is banned for brute force -> 454 4.7.0, without checking anything.
+   A password check (PLAIN, LOGIN) also waits for its turn (``net.authqueue``: a few
+   at once per address, fair across addresses): if the address got banned while it
+   waited, 454 4.7.0 without checking; if too many checks wait already, 454 4.7.0
+   ("temporary authentication failure") at once.
 4. Unknown mechanism -> 504 5.5.4.
 5. Then the mechanism runs: 334 challenges, ``*`` cancels with 501 5.7.0, a malformed
    response is 501 5.5.2, bad credentials 535 5.7.8 after a growing delay, success
@@ -25,6 +29,7 @@ import base64
 import logging
 from typing import TYPE_CHECKING
 
+from mailwright.net.authqueue import QueueFull
 from mailwright.smtp import Auth, AuthResponse, Reply
 from mailwright.smtp._sasl import (
     CRAM_MD5,
@@ -124,17 +129,7 @@ class AuthExchange:
             case Challenge(data):
                 return Reply(334, "", (base64.b64encode(data).decode("ascii"),))
             case CheckPassword(authcid, password, authzid):
-                users = s.services.users
-                assert users is not None
-                try:
-                    ok = await asyncio.to_thread(users.verify_password, authcid, password)
-                except Exception:
-                    log.exception("user store failed during AUTH")
-                    self.mechanism = None
-                    return R454_TEMPORARY
-                if ok and may_authorize(authcid, authzid):
-                    return self._success(authcid)
-                return await self._failure(authcid, "bad password")
+                return await self._check_password(authcid, password, authzid)
             case Authenticated(authcid, authzid, _):
                 if may_authorize(authcid, authzid):
                     return self._success(authcid)
@@ -152,6 +147,35 @@ class AuthExchange:
                 return await self._failure(authcid, reason)
         raise TypeError(f"unexpected SASL step {step!r}")  # pragma: no cover
 
+    async def _check_password(self, authcid: str, password: str, authzid: str) -> Reply:
+        s = self.s
+        users = s.services.users
+        assert users is not None
+        checks = s.services.password_checks
+        ip = s.ctx.peer_ip
+        try:
+            async with checks.turn(ip):
+                if s.services.auth_guard.banned(ip):
+                    # Its other attempts reached the failure limit while this one waited.
+                    self.mechanism = None
+                    s.reject_reason = "AUTH from a banned IP"
+                    return R454_BANNED
+                try:
+                    ok = await checks.run(users.verify_password, authcid, password)
+                except Exception:
+                    log.exception("user store failed during AUTH")
+                    self.mechanism = None
+                    return R454_TEMPORARY
+                if ok and may_authorize(authcid, authzid):
+                    return self._success(authcid)
+                # Counted before the turn passes on, so the next waiter sees the ban.
+                delay = self._record_failure(authcid, "bad password")
+        except QueueFull:
+            self.mechanism = None
+            s.reject_reason = "AUTH refused: too many password checks waiting"
+            return R454_TEMPORARY
+        return await _tarpit(delay)
+
     def _success(self, login: str) -> Reply:
         s = self.s
         mechanism = self.mechanism.mechanism if self.mechanism is not None else "?"
@@ -162,11 +186,18 @@ class AuthExchange:
         return R235_OK
 
     async def _failure(self, login: str, reason: str) -> Reply:
+        return await _tarpit(self._record_failure(login, reason))
+
+    def _record_failure(self, login: str, reason: str) -> float:
+        """Count the failure against the client IP; how long to delay the 535."""
         self.mechanism = None
         s = self.s
-        delay = s.services.auth_guard.failure(s.ctx.peer_ip)
         s.reject_reason = f"AUTH failed for {login or '?'}: {reason}"
-        if delay > 0:
-            # Tarpit the guesser before it may try again (RFC 4954 §15 advises it).
-            await asyncio.sleep(delay)
-        return R535_BAD_CREDENTIALS
+        return s.services.auth_guard.failure(s.ctx.peer_ip)
+
+
+async def _tarpit(delay: float) -> Reply:
+    if delay > 0:
+        # Tarpit the guesser before it may try again (RFC 4954 §15 advises it).
+        await asyncio.sleep(delay)
+    return R535_BAD_CREDENTIALS
