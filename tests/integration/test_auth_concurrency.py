@@ -12,7 +12,8 @@ items 8 and 13).
   ``max_failures + PER_ADDRESS_CHECKS`` are checked, the rest get 454 4.7.0 unchecked;
   during two hundred wrong ones from ten addresses a correct login from an eleventh
   completes in well under ``CLEAN_LOGIN_BOUND``.  Those tests hash with the production
-  argon2 parameters, so checks cost what they cost in production (~0.1 s each).
+  argon2 parameters, so checks cost what they cost in production (~0.1 s each).  Fifty
+  SCRAM proofs sent at once after the exchanges began: exactly the limit is checked.
 
 Every server here runs with the production brute-force settings that matter (a
 tarpit of 1 s on the first failure, a ban at the fifth), so a failure counted by
@@ -21,6 +22,7 @@ mistake shows up as a delay or a ban.
 
 from __future__ import annotations
 
+import base64
 import smtplib
 import threading
 import time
@@ -31,6 +33,7 @@ from typing import Any, TypeVar
 
 import pytest
 from argon2 import PasswordHasher
+from scramp import ScramClient
 
 from helpers.secure import (
     ALICE,
@@ -40,6 +43,7 @@ from helpers.secure import (
     WRONG_PASSWORD,
     b64,
     client_context,
+    fast_store,
     plain_blob,
     secure_extra,
     write_users,
@@ -279,3 +283,35 @@ def test_correct_login_is_not_stuck_behind_a_burst_from_other_addresses(start_se
     assert set(replies) <= {(535, "5.7.8"), (454, "4.7.0")}, replies
     limit = PRODUCTION_AUTH["auth_max_failures"]
     assert replies.count((535, "5.7.8")) <= BURST_ADDRESSES * (limit + PER_ADDRESS_CHECKS)
+
+
+def test_parallel_wrong_scram_proofs_cannot_outrun_the_ban(start_server):
+    """Fifty SCRAM-SHA-256 exchanges from one address, each up to its proof, then all
+    proofs at once: the first ``auth_max_failures`` are checked and fail, the rest
+    arrive after the ban and are refused 454 4.7.0 unchecked (they were all checked:
+    the ban was only looked at when an exchange began)."""
+    limit = PRODUCTION_AUTH["auth_max_failures"]
+    server = start_server(abuse=SHORT_TARPIT, smtp=MANY_CONNECTIONS, prepare=write_alice)
+    clients = open_clients(server, [HOST] * GUESSES)
+    try:
+        scram = {}
+        for client in clients:
+            scram[client] = ScramClient(["SCRAM-SHA-256"], ALICE, WRONG_PASSWORD)
+            first = b64(scram[client].get_client_first())
+            code, server_first = client.docmd("AUTH", f"SCRAM-SHA-256 {first}")
+            assert code == 334, server_first
+            scram[client].set_server_first(base64.b64decode(server_first).decode())
+
+        def prove(client: smtplib.SMTP) -> tuple[int, str]:
+            code, text = client.docmd(b64(scram[client].get_client_final()))
+            return code, text.decode().split(" ", 1)[0]
+
+        replies = [f.result(SMTP_TIMEOUT) for f in together(prove, clients)]
+    finally:
+        close_all(clients)
+    assert replies.count((535, "5.7.8")) == limit, replies
+    assert replies.count((454, "4.7.0")) == GUESSES - limit, replies
+
+
+def write_alice(data_dir: Path) -> None:
+    fast_store(data_dir).add(ALICE, PASSWORD)

@@ -5,7 +5,8 @@ Decisions, in order (each a reply, none written here):
 1. AUTH not enabled (no user store) -> 503 5.5.1.
 2. Not under TLS and the listener does not allow plaintext AUTH -> 538 5.7.11
    (RFC 4954 §6 "encryption required"); we never offer AUTH there either.
-3. The client IP is banned for brute force -> 454 4.7.0, without checking anything.
+3. The client IP is banned for brute force -> 454 4.7.0, without checking anything;
+   also for a response within an exchange that began before the ban.
    A password check (PLAIN, LOGIN) also waits for its turn (``net.authqueue``: a few
    at once per address, fair across addresses): if the address got banned while it
    waited, 454 4.7.0 without checking; if too many checks wait already, 454 4.7.0
@@ -121,6 +122,14 @@ class AuthExchange:
         if event.data is None:
             self.mechanism = None
             return R501_CANCELLED
+        s = self.s
+        if s.services.auth_guard.banned(s.ctx.peer_ip):
+            # Banned since the exchange began (its parallel sessions failed): the
+            # response would be a guess (LOGIN's password, a CRAM-MD5 digest, a SCRAM
+            # proof), so it is not checked.
+            self.mechanism = None
+            s.reject_reason = "AUTH from a banned IP"
+            return R454_BANNED
         return await self._answer(mechanism.step(event.data))
 
     async def _answer(self, step: SaslStep) -> Reply:
