@@ -26,6 +26,7 @@ from helpers.secure import (
     login,
     plain_blob,
     secure_extra,
+    wait_for_log,
     write_users,
 )
 from helpers.servers import HOST
@@ -253,12 +254,44 @@ def test_bad_credentials_535(make_server):
             ("PLAIN", "nobody@example.test", PASSWORD),
             ("LOGIN", ALICE, WRONG_PASSWORD),
             ("CRAM-MD5", BOB, WRONG_PASSWORD),
-            ("CRAM-MD5", ALICE, PASSWORD),  # alice did not opt in to CRAM-MD5
             ("SCRAM-SHA-256", BOB, WRONG_PASSWORD),
         ]:
             reply = c.sasl(mechanism, user, password)
             assert code(reply) == (535, "5.7.8"), (mechanism, user, reply)
         assert c.cmd(f"MAIL FROM:<{ALICE}>").code == 530
+
+
+def test_failed_cram_md5_and_scram_log_the_login(make_server):
+    """Issue 8, item 9: the login named in the client's response is in the failure
+    line (it was ``AUTH failed for ?:``)."""
+    server = secure_server(make_server)
+    with connect(server, "submission") as c:
+        assert code(c.sasl("CRAM-MD5", BOB, WRONG_PASSWORD)) == (535, "5.7.8")
+        assert code(c.sasl("SCRAM-SHA-256", ALICE, WRONG_PASSWORD)) == (535, "5.7.8")
+    log = wait_for_log(server, "SCRAM: bad credentials")
+    assert f"AUTH failed for {BOB}: CRAM-MD5: bad credentials" in log, log
+    assert f"AUTH failed for {ALICE}: SCRAM: bad credentials" in log, log
+    assert "AUTH failed for ?" not in log
+
+
+@pytest.mark.parametrize("user", [ALICE, "nobody@example.test"])
+def test_cram_md5_without_a_cram_secret_is_534_and_not_a_failure(make_server, user):
+    """CRAM-MD5 for a login that has no CRAM-MD5 secret (alice did not opt in; nobody
+    does not exist): 534 5.7.9 at once (RFC 4954 §6), no tarpit delay, and not counted:
+    with a limit of one failure, the next AUTH still succeeds."""
+    server = make_server(
+        extra=secure_extra(abuse={"auth_max_failures": 1, "auth_base_delay": 2.0}),
+        prepare=write_users,
+    )
+    with connect(server, "submission") as c:
+        start = time.monotonic()
+        reply = c.sasl("CRAM-MD5", user, PASSWORD)
+        assert code(reply) == (534, "5.7.9"), reply
+        assert time.monotonic() - start < 1.0  # well under the 2 s tarpit
+        assert code(c.sasl("PLAIN", ALICE, PASSWORD)) == (235, "2.7.0")
+    log = wait_for_log(server, "user=alice@example.test")
+    assert f"AUTH CRAM-MD5 refused for {user}: no CRAM-MD5 secret" in log, log
+    assert "AUTH failed" not in log, log
 
 
 def test_auth_as_another_user_is_refused_535(make_server):

@@ -26,6 +26,7 @@ from mailwright.smtp._sasl import (
     SaslStep,
     ScramKeys,
     ScramSha256Server,
+    TooWeak,
     cram_md5_digest,
     make_scram_keys,
     may_authorize,
@@ -199,16 +200,24 @@ def test_cram_md5_challenge_shape_and_uniqueness(creds: Credentials) -> None:
     assert b"." in a.data and a.data != b.data
 
 
-def test_cram_md5_wrong_password_and_unknown_user(creds: Credentials) -> None:
+def test_cram_md5_wrong_password_names_the_login(creds: Credentials) -> None:
+    """A failure carries the login from the response, for the log (issue 8, item 9)."""
     server = CramMd5Server(creds, challenge=RFC2195_CHALLENGE)
     server.start(None)
-    step = server.step(b"tim " + cram_md5_digest("wrong", RFC2195_CHALLENGE).encode())
-    assert isinstance(step, Failed) and not step.malformed
+    step = server.step(b"Tim " + cram_md5_digest("wrong", RFC2195_CHALLENGE).encode())
+    assert step == Failed("CRAM-MD5: bad credentials", authcid="tim")
+
+
+@pytest.mark.parametrize("login", [b"nobody", b"user"])  # unknown; SCRAM-only
+def test_cram_md5_without_a_cram_secret_is_too_weak_not_failed(
+    creds: Credentials, login: bytes
+) -> None:
+    """No CRAM-MD5 secret, known user or not: TooWeak (534), never a failure."""
     server = CramMd5Server(creds, challenge=RFC2195_CHALLENGE)
     server.start(None)
-    step = server.step(b"nobody b913a602c7eda7a495b4e6e7334d3890")
-    assert isinstance(step, Failed) and not step.malformed
-    assert "nobody" in creds.asked  # the lookup (and the dummy HMAC) ran
+    step = server.step(login + b" b913a602c7eda7a495b4e6e7334d3890")
+    assert step == TooWeak(login.decode())
+    assert login.decode() in creds.asked
 
 
 def test_cram_md5_accepts_upper_case_hex(creds: Credentials) -> None:

@@ -5,12 +5,20 @@ Decisions, in order (each a reply, none written here):
 1. AUTH not enabled (no user store) -> 503 5.5.1.
 2. Not under TLS and the listener does not allow plaintext AUTH -> 538 5.7.11
    (RFC 4954 §6 "encryption required"); we never offer AUTH there either.
-3. The client IP is banned for brute force -> 454 4.7.0, without checking anything.
+3. The client IP is banned for brute force -> 454 4.7.0, without checking anything;
+   also for a response within an exchange that began before the ban.
+   A password check (PLAIN, LOGIN) also waits for its turn (``net.authqueue``: a few
+   at once per address, fair across addresses): if the address got banned while it
+   waited, 454 4.7.0 without checking; if too many checks wait already, 454 4.7.0
+   ("temporary authentication failure") at once.
 4. Unknown mechanism -> 504 5.5.4.
 5. Then the mechanism runs: 334 challenges, ``*`` cancels with 501 5.7.0, a malformed
    response is 501 5.5.2, bad credentials 535 5.7.8 after a growing delay, success
    235 2.7.0.  Password hashing (argon2, deliberately slow) runs in a thread so one
-   login never stalls the other sessions.
+   login never stalls the other sessions.  CRAM-MD5 for a login without a CRAM-MD5
+   secret is 534 5.7.9 at once ("mechanism too weak for that user", RFC 4954 §6):
+   no password was tried, so it is neither counted nor tarpitted (``smtp._sasl``
+   explains the trade-off).
 
 Secrets never reach a log: this module logs only the login name and the outcome.
 """
@@ -22,6 +30,7 @@ import base64
 import logging
 from typing import TYPE_CHECKING
 
+from mailwright.net.authqueue import QueueFull
 from mailwright.smtp import Auth, AuthResponse, Reply
 from mailwright.smtp._sasl import (
     CRAM_MD5,
@@ -32,6 +41,7 @@ from mailwright.smtp._sasl import (
     Failed,
     SaslServer,
     SaslStep,
+    TooWeak,
     may_authorize,
     server_mechanism,
 )
@@ -50,6 +60,7 @@ R501_CANCELLED = R(501, "5.7.0", "Authentication cancelled")
 R501_MALFORMED = R(501, "5.5.2", "Malformed authentication response")
 R503_NOT_ENABLED = R(503, "5.5.1", "Error: authentication not enabled")
 R504_UNKNOWN_MECHANISM = R(504, "5.5.4", "Unrecognized authentication mechanism")
+R534_TOO_WEAK = R(534, "5.7.9", "Authentication mechanism is too weak for this user")
 R535_BAD_CREDENTIALS = R(535, "5.7.8", "Authentication credentials invalid")
 R538_ENCRYPTION_REQUIRED = R(
     538, "5.7.11", "Encryption required for requested authentication mechanism"
@@ -59,10 +70,10 @@ R538_ENCRYPTION_REQUIRED = R(
 def offered_mechanisms(session: InboundSession) -> tuple[str, ...]:
     """Mechanisms to advertise in EHLO now (none before TLS unless allowed).
 
-    CRAM-MD5 is offered only while at least one user has opted in: clients such as
-    Python's smtplib try CRAM-MD5 first whenever it is offered and fall back after a
-    535, so offering a mechanism nobody can use would cost every login a failed AUTH
-    (the brute-force delay and a "failed" log line).
+    CRAM-MD5 is offered only while at least one user has opted in: offering a
+    mechanism nobody can use would cost every smtplib login (which tries CRAM-MD5
+    first whenever it is offered) a round trip.  The other users' CRAM-MD5 attempts
+    end in 534 5.7.9 at once, without counting as a failure (``AuthExchange``).
     """
     users = session.services.users
     if users is None:
@@ -111,6 +122,14 @@ class AuthExchange:
         if event.data is None:
             self.mechanism = None
             return R501_CANCELLED
+        s = self.s
+        if s.services.auth_guard.banned(s.ctx.peer_ip):
+            # Banned since the exchange began (its parallel sessions failed): the
+            # response would be a guess (LOGIN's password, a CRAM-MD5 digest, a SCRAM
+            # proof), so it is not checked.
+            self.mechanism = None
+            s.reject_reason = "AUTH from a banned IP"
+            return R454_BANNED
         return await self._answer(mechanism.step(event.data))
 
     async def _answer(self, step: SaslStep) -> Reply:
@@ -119,28 +138,52 @@ class AuthExchange:
             case Challenge(data):
                 return Reply(334, "", (base64.b64encode(data).decode("ascii"),))
             case CheckPassword(authcid, password, authzid):
-                users = s.services.users
-                assert users is not None
+                return await self._check_password(authcid, password, authzid)
+            case Authenticated(authcid, authzid, _):
+                if may_authorize(authcid, authzid):
+                    return self._success(authcid)
+                return await self._failure(authcid, "authorization identity refused")
+            case TooWeak(authcid):
+                name = self.mechanism.mechanism if self.mechanism is not None else "?"
+                self.mechanism = None
+                s.reject_reason = f"AUTH {name} refused for {authcid}: no {name} secret"
+                return R534_TOO_WEAK
+            case Failed(reason, malformed, authcid):
+                self.mechanism = None
+                if malformed:
+                    s.reject_reason = f"AUTH malformed: {reason}"
+                    return R501_MALFORMED
+                return await self._failure(authcid, reason)
+        raise TypeError(f"unexpected SASL step {step!r}")  # pragma: no cover
+
+    async def _check_password(self, authcid: str, password: str, authzid: str) -> Reply:
+        s = self.s
+        users = s.services.users
+        assert users is not None
+        checks = s.services.password_checks
+        ip = s.ctx.peer_ip
+        try:
+            async with checks.turn(ip):
+                if s.services.auth_guard.banned(ip):
+                    # Its other attempts reached the failure limit while this one waited.
+                    self.mechanism = None
+                    s.reject_reason = "AUTH from a banned IP"
+                    return R454_BANNED
                 try:
-                    ok = await asyncio.to_thread(users.verify_password, authcid, password)
+                    ok = await checks.run(users.verify_password, authcid, password)
                 except Exception:
                     log.exception("user store failed during AUTH")
                     self.mechanism = None
                     return R454_TEMPORARY
                 if ok and may_authorize(authcid, authzid):
                     return self._success(authcid)
-                return await self._failure(authcid, "bad password")
-            case Authenticated(authcid, authzid, _):
-                if may_authorize(authcid, authzid):
-                    return self._success(authcid)
-                return await self._failure(authcid, "authorization identity refused")
-            case Failed(reason, malformed):
-                self.mechanism = None
-                if malformed:
-                    s.reject_reason = f"AUTH malformed: {reason}"
-                    return R501_MALFORMED
-                return await self._failure("", reason)
-        raise TypeError(f"unexpected SASL step {step!r}")  # pragma: no cover
+                # Counted before the turn passes on, so the next waiter sees the ban.
+                delay = self._record_failure(authcid, "bad password")
+        except QueueFull:
+            self.mechanism = None
+            s.reject_reason = "AUTH refused: too many password checks waiting"
+            return R454_TEMPORARY
+        return await _tarpit(delay)
 
     def _success(self, login: str) -> Reply:
         s = self.s
@@ -152,11 +195,18 @@ class AuthExchange:
         return R235_OK
 
     async def _failure(self, login: str, reason: str) -> Reply:
+        return await _tarpit(self._record_failure(login, reason))
+
+    def _record_failure(self, login: str, reason: str) -> float:
+        """Count the failure against the client IP; how long to delay the 535."""
         self.mechanism = None
         s = self.s
-        delay = s.services.auth_guard.failure(s.ctx.peer_ip)
         s.reject_reason = f"AUTH failed for {login or '?'}: {reason}"
-        if delay > 0:
-            # Tarpit the guesser before it may try again (RFC 4954 §15 advises it).
-            await asyncio.sleep(delay)
-        return R535_BAD_CREDENTIALS
+        return s.services.auth_guard.failure(s.ctx.peer_ip)
+
+
+async def _tarpit(delay: float) -> Reply:
+    if delay > 0:
+        # Tarpit the guesser before it may try again (RFC 4954 §15 advises it).
+        await asyncio.sleep(delay)
+    return R535_BAD_CREDENTIALS

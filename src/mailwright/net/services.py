@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from mailwright.accounts.directory import LocalDirectory
 from mailwright.accounts.users import UserStore
 from mailwright.config import Config
+from mailwright.net.authqueue import PasswordCheckQueue
 from mailwright.net.tls import TlsManager
 from mailwright.obs.maillog import MailLog
 from mailwright.policy.authguard import AuthGuard
@@ -31,6 +32,8 @@ class SessionServices:
     # it in memory (else None): the queue runner starts delivering at once, without
     # reading back what was just written.
     on_queued: Callable[[SpooledMessage, bytes | None], None] = lambda message, body: None
+    # Turns for AUTH password checks: per address, fair, bounded (net.authqueue).
+    password_checks: PasswordCheckQueue = field(init=False)
 
     # Built once from config (it was rebuilt on every connection and every EHLO).
     server_options: ServerOptions = field(init=False)
@@ -47,6 +50,7 @@ class SessionServices:
             extensions=DEFAULT_EXTENSIONS,
         )
         self.helo_reply = Reply.of(250, "", smtp.hostname)
+        self.password_checks = PasswordCheckQueue(suspect=self.auth_guard.has_failures)
 
     def ehlo_reply(self, extensions: frozenset[str], mechanisms: tuple[str, ...]) -> Reply:
         """The 250 to EHLO for this set of extensions; a handful of distinct sets exist

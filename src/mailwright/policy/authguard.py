@@ -49,6 +49,12 @@ class AuthGuard:
             return False
         return True
 
+    def has_failures(self, ip: str) -> bool:
+        """Whether ``ip`` failed AUTH within the window (its password checks then wait
+        behind those of clean addresses, ``net.authqueue``)."""
+        times = self._failures.get(ip)
+        return bool(times) and self._clock() - times[-1] <= self.window
+
     def failure(self, ip: str) -> float:
         """Record a failure; return how long to delay the 535 reply."""
         now = self._clock()

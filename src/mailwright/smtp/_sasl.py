@@ -15,8 +15,14 @@ return one ``SaslStep``:
   verifies (argon2 is deliberately slow, so it runs in a thread) and answers 235 or 535;
 * ``Authenticated(authcid, authzid, final_data)``: CRAM-MD5 and SCRAM verified the
   client themselves; answer 235 2.7.0;
-* ``Failed(reason, malformed)``: ``malformed`` -> 501 5.5.2, else 535 5.7.8.  ``reason``
-  is for the log; it never contains a secret and is not meant for the peer.
+* ``TooWeak(authcid)``: CRAM-MD5 for a login that has no CRAM-MD5 secret (it did not
+  opt in, or does not exist): answer 534 5.7.9 (RFC 4954 §6, "the selected mechanism
+  is weaker than server policy permits for that user"; the client should try another
+  mechanism).  Not a credential failure: the exchange could never have succeeded,
+  whatever the password, so it proves nothing wrong;
+* ``Failed(reason, malformed, authcid)``: ``malformed`` -> 501 5.5.2, else 535 5.7.8.
+  ``reason`` is for the log; it never contains a secret and is not meant for the peer.
+  ``authcid`` is the login the client claimed, when the mechanism got that far.
 
 SCRAM's server-final message ("additional data with success", RFC 4422 §5 item 7).
 SMTP has no way to put it into the 235 reply, so, as RFC 4954 §4 requires, the server
@@ -43,10 +49,18 @@ must be the same account, never two.  Passwords are compared after SASLprep
 (RFC 4013) by the user store, which is what SCRAM does anyway, so all mechanisms agree
 on non-ASCII passwords.
 
-Timing and user enumeration.  CRAM-MD5 computes the HMAC with a dummy secret for
-unknown users (constant-time compare either way); SCRAM runs the whole exchange with
-per-process fake keys (a stable salt per name) for unknown users, and fails at the
-proof exactly like a wrong password (RFC 5802 §5.1 suggests this).
+Timing and user enumeration.  SCRAM runs the whole exchange with per-process fake
+keys (a stable salt per name) for unknown users, and fails at the proof exactly like a
+wrong password (RFC 5802 §5.1 suggests this).  CRAM-MD5 answers ``TooWeak`` for every
+login without a CRAM-MD5 secret, unknown or not, so it does not tell whether a login
+exists; it does tell a prober which logins have a CRAM-MD5 secret.  We accept that:
+clients such as Python's smtplib try CRAM-MD5 first whenever it is offered and fall
+back to PLAIN after any error, so answering those exchanges with 535 counted a failure
+(and a tarpit delay) against every correct login of every other user, until parallel
+correct logins banned their own address.  The opted-in logins are the only ones this
+reveals, a guess against them is still a counted, tarpitted failure, and a guess
+against any other login through CRAM-MD5 can never succeed, so it learns nothing about
+a password.
 
 scramp imports ``ssl`` at module level, so it is imported lazily, only when a SCRAM
 exchange starts: importing ``mailwright.smtp`` stays free of I/O modules.
@@ -114,14 +128,23 @@ class Authenticated:
 
 
 @dataclass(frozen=True, slots=True)
+class TooWeak:
+    """The login has no secret this mechanism can use: 534 5.7.9, not a failure."""
+
+    authcid: str
+
+
+@dataclass(frozen=True, slots=True)
 class Failed:
-    """``malformed`` -> 501 5.5.2; otherwise 535 5.7.8.  ``reason`` is for the log."""
+    """``malformed`` -> 501 5.5.2; otherwise 535 5.7.8.  ``reason`` is for the log;
+    ``authcid`` is the claimed login ("" if the exchange ended before one was sent)."""
 
     reason: str
     malformed: bool = False
+    authcid: str = ""
 
 
-SaslStep = Challenge | CheckPassword | Authenticated | Failed
+SaslStep = Challenge | CheckPassword | Authenticated | TooWeak | Failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,8 +252,7 @@ def make_cram_challenge(hostname: str) -> bytes:
     return f"<{secrets.randbelow(10**12)}.{time.time_ns() // 1000}@{hostname}>".encode()
 
 
-# Per-process stand-ins for unknown users (timing and enumeration, see docstring).
-_DUMMY_CRAM_SECRET = secrets.token_hex(16)
+# Per-process stand-in for unknown SCRAM users (timing and enumeration, see docstring).
 _FAKE_SCRAM_SECRET = secrets.token_bytes(32)
 
 
@@ -363,12 +385,12 @@ class CramMd5Server(_Exchange):
             return self._end(Failed("CRAM-MD5 response is not 'user hex-digest'", True))
         user = normalize_username(username)
         secret = self._credentials.cram_secret(user)
-        expected = cram_md5_digest(
-            secret if secret is not None else _DUMMY_CRAM_SECRET, self._challenge
-        )
-        if hmac.compare_digest(expected.encode(), digest.encode()) and secret is not None:
+        if secret is None:  # no password was tried: see "Timing and user enumeration"
+            return self._end(TooWeak(user))
+        expected = cram_md5_digest(secret, self._challenge)
+        if hmac.compare_digest(expected.encode(), digest.encode()):
             return self._end(Authenticated(user))
-        return self._end(Failed(f"CRAM-MD5: bad credentials for {user!r}"))
+        return self._end(Failed("CRAM-MD5: bad credentials", authcid=user))
 
 
 class ScramSha256Server(_Exchange):
@@ -428,7 +450,7 @@ class ScramSha256Server(_Exchange):
                 self._state = "ack"
         except ScramException as exc:
             if exc.server_error is ServerError.INVALID_PROOF:
-                return self._end(Failed(f"SCRAM: bad credentials for {self._user!r}"))
+                return self._end(Failed("SCRAM: bad credentials", authcid=self._user))
             return self._end(Failed(f"SCRAM: {exc}", True))
         return Challenge(data.encode("utf-8"))
 
