@@ -20,6 +20,20 @@ class PrivilegeError(Exception):
     """The configured user or group does not exist, or we may not switch to it."""
 
 
+def account_ids(config: ProcessConfig) -> tuple[int, int] | None:
+    """(uid, gid) the server runs as after the drop; None when no drop is configured."""
+    if config.user is None and config.group is None:
+        return None
+    try:
+        user = pwd.getpwnam(config.user) if config.user else None
+        group = grp.getgrnam(config.group) if config.group else None
+    except KeyError as exc:
+        raise PrivilegeError(f"unknown user or group: {exc.args[0]}") from None
+    gid = group.gr_gid if group else (user.pw_gid if user else os.getgid())
+    uid = user.pw_uid if user else os.getuid()
+    return uid, gid
+
+
 def drop_privileges(config: ProcessConfig, data_dir: Path | None = None) -> None:
     if config.user is None and config.group is None:
         return
