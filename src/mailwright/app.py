@@ -30,6 +30,7 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
+from mailwright import startup
 from mailwright.accounts.directory import LocalDirectory
 from mailwright.accounts.users import UserStore
 from mailwright.config import Config, ListenerConfig
@@ -53,6 +54,7 @@ from mailwright.spool.embedded import EmbeddedSpool
 from mailwright.spool.model import SpooledMessage
 from mailwright.spool.runnerlock import RunnerLock
 from mailwright.spool.scheduler import EventCallback, QueueRunner
+from mailwright.startup import BindError, StartupError, describe_failure
 from mailwright.supervisor import DeliveryWorker
 
 log = logging.getLogger(__name__)
@@ -201,9 +203,12 @@ class App:
         runner lock above all: another App on the same data folder waits for it)."""
         try:
             await self._start()
-        except BaseException:
+        except BaseException as exc:
             await self._undo_start()
-            raise
+            problem = describe_failure(exc, self.config)
+            if problem is None or isinstance(exc, StartupError):
+                raise
+            raise StartupError([problem]) from exc
 
     async def _undo_start(self) -> None:
         """Best effort, each step on its own: a step that fails must not keep the
@@ -231,6 +236,13 @@ class App:
 
     async def _start(self) -> None:
         config = self.config
+        # The checks check-config makes too, before anything is created or bound (and
+        # before the debug log: their problems are reported once, by the caller).
+        findings = startup.check(config)
+        for warning in findings.warnings:
+            self.announce(f"mailwright: warning: {warning}")
+        if findings.problems:
+            raise StartupError(findings.problems)
         setup_debug_log(config.log)
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.maillog = MailLog.from_config(config.log, config.data_dir)
@@ -241,12 +253,6 @@ class App:
         await asyncio.to_thread(self.runner_lock.acquire)
         await self.spool.open()
         self.directory = build_directory(config)
-        if config.domains and self.directory.resolve("postmaster") is None:
-            # RFC 5321 §4.5.1: every SMTP server must accept mail for postmaster.
-            self.announce(
-                "mailwright: warning: no mailbox receives postmaster mail; add a "
-                f"postmaster mailbox or alias (or a catch-all) to {config.domains[0].name}"
-            )
         if config.delivery.worker:
             local_agent = build_local_agent(config, self.directory)
             self.worker = DeliveryWorker(config, announce=self.announce)
@@ -280,7 +286,10 @@ class App:
             )
             for listener_config in config.listeners:
                 listener = Listener(listener_config, services, limits)
-                await listener.start()
+                try:
+                    await listener.start()
+                except OSError as exc:
+                    raise BindError(listener_config, exc) from exc
                 self.listeners.append(listener)
                 self._announce_listener(listener_config, listener.port)
         drop_privileges(config.process, config.data_dir)
@@ -288,7 +297,10 @@ class App:
         if self.worker is not None:
             # Started after the privilege drop: the worker runs as the mail user too.
             self.runner_lock.release()
-            await self.worker.start()
+            try:
+                await self.worker.start()
+            except OSError as exc:
+                raise StartupError([f"delivery worker: {describe_failure(exc, config)}"]) from exc
             self.announce(f"mailwright: delivery worker pid {self.worker.pid}")
         elif self.runner is not None:
             self._runner_task = loop.create_task(self.runner.run())
@@ -337,7 +349,10 @@ class App:
             handover = HandoverListener(
                 index, listener_config, self.processes, limits, self.maillog
             )
-            handover.bind()
+            try:
+                handover.bind()
+            except OSError as exc:
+                raise BindError(listener_config, exc) from exc
             self.processes.listeners.append(handover)
             self._announce_listener(listener_config, handover.port)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -29,6 +30,10 @@ def load_or_exit(path: Path | None) -> Config:
 @click.version_option(__version__, prog_name="mailwright")
 def cli() -> None:
     """mailwright: an SMTP server, queue and Maildir delivery in one command."""
+    # Commands report errors themselves, one line each; a library log line before
+    # serve sets up its debug log (obs.debuglog) would only repeat one, or print a
+    # traceback through logging's last-resort handler.
+    logging.getLogger("mailwright").addHandler(logging.NullHandler())
 
 
 @cli.command()
@@ -46,19 +51,14 @@ def serve(config_path: Path | None) -> None:
     if config_path is None:
         click.echo("mailwright: no config file given, using the embedded default")
     from mailwright.app import run
-    from mailwright.net.handover import HandoverError
-    from mailwright.net.listener import ListenerError
-    from mailwright.net.privileges import PrivilegeError
-    from mailwright.net.tls import TlsError
+    from mailwright.startup import StartupError
 
     try:
         run(config, announce=lambda line: click.echo(line))
-    except (TlsError, PrivilegeError, ListenerError) as exc:
-        click.echo(f"mailwright: cannot start: {exc}", err=True)
+    except StartupError as exc:  # worded in one place: mailwright.startup
+        for problem in exc.problems:
+            click.echo(f"mailwright: cannot start: {problem}", err=True)
         sys.exit(EXIT_CONFIG)
-    except (OSError, HandoverError) as exc:
-        click.echo(f"mailwright: cannot start: {exc}", err=True)
-        sys.exit(1)
     except KeyboardInterrupt:
         pass
 
@@ -66,9 +66,22 @@ def serve(config_path: Path | None) -> None:
 @cli.command("check-config")
 @click.argument("config_path", required=False, type=click.Path(path_type=Path))
 def check_config(config_path: Path | None) -> None:
-    """Validate a configuration file and print a summary (exit 2 on errors)."""
+    """Run every check serve runs before binding; print a summary (exit 2 on errors).
+
+    All problems are printed at once, one line each, then warnings (a configuration
+    that starts but refuses all mail, or has no postmaster) as ``warning:`` lines.
+    """
+    from mailwright import startup
+
     config = load_or_exit(config_path)
     source = config_path or "embedded default"
+    findings = startup.check(config)
+    for problem in findings.problems:
+        click.echo(f"mailwright: {source}: {problem}", err=True)
+    for warning in findings.warnings:
+        click.echo(f"mailwright: {source}: warning: {warning}", err=True)
+    if findings.problems:
+        sys.exit(EXIT_CONFIG)
     click.echo(f"{source}: ok")
     for listener in config.listeners:
         click.echo(f"  listener {listener.address}:{listener.port} ({listener.role})")

@@ -15,7 +15,6 @@ with exit status 2 (a usage or configuration problem, as everywhere in the CLI).
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -92,9 +91,6 @@ def _errors() -> Iterator[None]:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def user() -> None:
     """Manage the users that may authenticate (SMTP AUTH)."""
-    # Store errors are reported by _errors, one line; the store's own log lines are
-    # for a server's log and would only repeat them here.
-    logging.getLogger("mailwright").addHandler(logging.NullHandler())
 
 
 @user.command("add")

@@ -26,9 +26,12 @@ def account_ids(config: ProcessConfig) -> tuple[int, int] | None:
         return None
     try:
         user = pwd.getpwnam(config.user) if config.user else None
+    except KeyError:
+        raise PrivilegeError(f"unknown user {config.user!r} (process.user)") from None
+    try:
         group = grp.getgrnam(config.group) if config.group else None
-    except KeyError as exc:
-        raise PrivilegeError(f"unknown user or group: {exc.args[0]}") from None
+    except KeyError:
+        raise PrivilegeError(f"unknown group {config.group!r} (process.group)") from None
     gid = group.gr_gid if group else (user.pw_gid if user else os.getgid())
     uid = user.pw_uid if user else os.getuid()
     return uid, gid
