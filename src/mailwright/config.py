@@ -589,3 +589,56 @@ def load_config(path: Path | str) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), [f"TOML syntax error: {exc}"]) from None
     return parse_config(data, str(path))
+
+
+def parse_listen(spec: str) -> ListenerConfig:
+    """A listener from ``ROLE=ADDR:PORT`` (``serve --listen``); IPv6 as ``[::1]:2525``.
+
+    Raises ``ValueError`` with a one-line message naming what is wrong.
+    """
+    role_text, eq, endpoint = spec.partition("=")
+    if not eq:
+        raise ValueError("expected ROLE=ADDR:PORT, e.g. inbound=127.0.0.1:2525")
+    try:
+        role = ListenerRole(role_text.strip().lower())
+    except ValueError:
+        roles = ", ".join(r.value for r in ListenerRole)
+        raise ValueError(f"unknown role {role_text!r} (one of {roles})") from None
+    if endpoint.startswith("["):
+        address, bracket, rest = endpoint[1:].partition("]")
+        colon, port_text = rest[:1], rest[1:]
+        if not bracket or colon != ":":
+            raise ValueError("expected [IPV6]:PORT, e.g. [::1]:2525")
+    else:
+        address, colon, port_text = endpoint.rpartition(":")
+        if not colon:
+            raise ValueError("expected ADDR:PORT after the role, e.g. 127.0.0.1:2525")
+        if ":" in address:
+            raise ValueError("write an IPv6 address in brackets, e.g. [::1]:2525")
+    if not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError(f"port {port_text!r} is not a number from 0 to 65535")
+    try:
+        return ListenerConfig(address=address, port=int(port_text), role=role)
+    except ValidationError as exc:
+        raise ValueError(_format_error(exc.errors()[0]).split(": ", 1)[1]) from None
+
+
+def with_overrides(
+    config: Config,
+    *,
+    listeners: list[ListenerConfig] | None = None,
+    data_dir: Path | None = None,
+) -> Config:
+    """``config`` with its listeners and/or data folder replaced (``serve --listen``
+    and ``--data-dir``), validated again as a whole (two listeners on one port, a
+    submissions listener without TLS); ``ConfigError`` from "command line"."""
+    doc = config.model_dump()
+    if listeners:
+        doc["listeners"] = [listener.model_dump() for listener in listeners]
+    if data_dir is not None:
+        doc["data_dir"] = data_dir
+    try:
+        return Config.model_validate(doc)
+    except ValidationError as exc:
+        problems = [line for e in exc.errors() for line in _format_errors(e)]
+        raise ConfigError("command line", problems) from None

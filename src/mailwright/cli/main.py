@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from mailwright import __version__
-from mailwright.config import Config, ConfigError, load_config
+from mailwright.config import Config, ConfigError, load_config, parse_listen, with_overrides
 
 # Exit status for configuration errors (as sysexits' EX_USAGE family; the issue asks 2).
 EXIT_CONFIG = 2
@@ -20,6 +20,23 @@ def load_or_exit(path: Path | None) -> Config:
         return Config.embedded()
     try:
         return load_config(path)
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            click.echo(f"mailwright: {line}", err=True)
+        sys.exit(EXIT_CONFIG)
+
+
+def _override_or_exit(config: Config, listen: tuple[str, ...], data_dir: Path | None) -> Config:
+    """``serve --listen/--data-dir`` applied to ``config``; one line and exit 2 if bad."""
+    listeners = []
+    for spec in listen:
+        try:
+            listeners.append(parse_listen(spec))
+        except ValueError as exc:
+            click.echo(f"mailwright: --listen {spec}: {exc}", err=True)
+            sys.exit(EXIT_CONFIG)
+    try:
+        return with_overrides(config, listeners=listeners, data_dir=data_dir)
     except ConfigError as exc:
         for line in str(exc).splitlines():
             click.echo(f"mailwright: {line}", err=True)
@@ -45,9 +62,26 @@ def cli() -> None:
     default=None,
     help="TOML configuration file (default: the embedded configuration).",
 )
-def serve(config_path: Path | None) -> None:
+@click.option(
+    "--listen",
+    "listen",
+    multiple=True,
+    metavar="ROLE=ADDR:PORT",
+    help="Listen here instead of the configured listeners (repeatable).  ROLE is "
+    "inbound, submission or submissions; IPv6 as [::1]:2525; port 0 picks a free one.",
+)
+@click.option(
+    "--data-dir",
+    "data_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Keep spool, mailboxes, users and certificate here instead of data_dir.",
+)
+def serve(config_path: Path | None, listen: tuple[str, ...], data_dir: Path | None) -> None:
     """Run the mail server (embedded default: 127.0.0.1:2525, domain localhost)."""
     config = load_or_exit(config_path)
+    if listen or data_dir is not None:
+        config = _override_or_exit(config, listen, data_dir)
     if config_path is None:
         click.echo("mailwright: no config file given, using the embedded default")
     from mailwright.app import run
