@@ -84,6 +84,9 @@ def test_unreadable_users_file_refuses_every_login_until_fixed(make_server):
             reply = c.sasl("PLAIN", ALICE, PASSWORD)
         assert (reply.code, reply.enhanced) == (454, "4.7.0"), reply
         assert auth_code(server, ALICE, PASSWORD) == 454  # again: still refused
+        for mechanism in ("SCRAM-SHA-256", "LOGIN"):  # every mechanism alike
+            with connect(server, "submission") as c:
+                assert c.sasl(mechanism, ALICE, PASSWORD).code == 454
         assert len(seen.lines) >= 2, seen.lines  # logged at each attempt
         assert all(f"users file {path} unreadable" in line for line in seen.lines)
     finally:

@@ -272,6 +272,12 @@ class UserStore:
                 raise ValueError(f"malformed entry for user {login!r}") from None
         return users
 
+    def ensure_readable(self) -> None:
+        """Raise ``UsersUnavailable`` if the users file cannot be read now (one
+        ``stat`` when nothing changed).  AUTH asks first, so every mechanism refuses
+        alike with 454 4.7.0 rather than each failing its own way."""
+        self._refresh()
+
     def _get(self, login: str) -> _User | None:
         self._refresh()
         return self._users.get(normalize_username(login))
