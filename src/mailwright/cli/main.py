@@ -47,10 +47,12 @@ def _override_or_exit(config: Config, listen: tuple[str, ...], data_dir: Path | 
 @click.version_option(__version__, prog_name="mailwright")
 def cli() -> None:
     """mailwright: an SMTP server, queue and Maildir delivery in one command."""
-    # Commands report errors themselves, one line each; a library log line before
-    # serve sets up its debug log (obs.debuglog) would only repeat one, or print a
-    # traceback through logging's last-resort handler.
-    logging.getLogger("mailwright").addHandler(logging.NullHandler())
+    # Commands report a users-file problem themselves, in one line; the store's own
+    # log line is for a server's debug log (obs.debuglog), and without a handler
+    # logging's last-resort handler would print it to stderr as a second line.
+    accounts = logging.getLogger("mailwright.accounts")
+    if not any(isinstance(h, logging.NullHandler) for h in accounts.handlers):
+        accounts.addHandler(logging.NullHandler())
 
 
 @cli.command()
