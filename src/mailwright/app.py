@@ -223,6 +223,9 @@ class App:
         if self.worker is not None:
             with contextlib.suppress(Exception):
                 await self.worker.stop()
+        if self._runner_task is not None:  # before the spool closes under it
+            self._runner_task.cancel()
+            await asyncio.gather(self._runner_task, return_exceptions=True)
         spool = getattr(self, "spool", None)
         if spool is not None:
             with contextlib.suppress(Exception):
@@ -300,13 +303,20 @@ class App:
             try:
                 await self.worker.start()
             except OSError as exc:
-                raise StartupError([f"delivery worker: {describe_failure(exc, config)}"]) from exc
+                raise StartupError(
+                    [startup.cannot_run("delivery worker", self.worker.command, exc)]
+                ) from exc
             self.announce(f"mailwright: delivery worker pid {self.worker.pid}")
         elif self.runner is not None:
             self._runner_task = loop.create_task(self.runner.run())
         if self.processes is not None:
             # After the privilege drop too; accepting starts once they are ready.
-            await self.processes.start()
+            try:
+                await self.processes.start()
+            except OSError as exc:
+                raise StartupError(
+                    [startup.cannot_run("session processes", self.processes.command, exc)]
+                ) from exc
             pids = ", ".join(str(pid) for pid in self.processes.pids)
             self.announce(f"mailwright: session processes pids {pids}")
         if self.maillog.buffered:

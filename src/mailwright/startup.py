@@ -25,6 +25,7 @@ import errno
 import os
 import pwd
 import stat
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,6 +79,8 @@ def check(config: Config) -> Findings:
     """Every check ``serve`` makes before binding; creates and changes nothing."""
     found = Findings()
     identity = _identity(config, found)
+    if identity is not None and identity.dropping:
+        _check_interpreter(config, identity, found)
     if _check_data_dir(config.data_dir, identity, found):
         _check_users_file(config, found)  # else its error would only repeat that one
     _check_certificates(config, found)
@@ -179,6 +182,24 @@ def _check_data_dir(data_dir: Path, identity: _Identity | None, found: Findings)
 _SEARCH = (stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH)
 
 
+def _check_interpreter(config: Config, identity: _Identity, found: Findings) -> None:
+    """The delivery worker and session processes are started after the privilege
+    drop, with this interpreter: the user must be able to run it (a Python under
+    /root is the classic way to fail here)."""
+    if not (config.delivery.worker or config.smtp.processes):
+        return
+    interpreter = Path(sys.executable)
+    real = Path(os.path.realpath(interpreter))
+    parents = {*interpreter.parents, *real.parents}
+    blocked = sorted(p for p in parents if not _may(p, identity, _SEARCH))
+    if blocked or not _may(real, identity, _SEARCH):
+        where = f"{blocked[0]} does not let {identity.name} in" if blocked else "not executable"
+        found.problems.append(
+            f"python {interpreter} cannot be run by user {identity.name} ({where}), "
+            "which runs the delivery worker and session processes"
+        )
+
+
 def _may(path: Path, identity: _Identity, bits: tuple[int, int, int]) -> bool:
     """Whether ``identity`` has the permission ``bits`` (user, group, other) on
     ``path``, by the file's mode and owner; root may everything."""
@@ -233,6 +254,11 @@ def _check_mail_is_accepted(config: Config, found: Findings) -> None:
 
 
 # -- wording ---------------------------------------------------------------------------
+
+
+def cannot_run(what: str, command: list[str], exc: OSError) -> str:
+    """A child process (delivery worker, session process) that could not be spawned."""
+    return f"{what}: cannot run {command[0]}: {_strerror(exc)}"
 
 
 def _endpoint(listener: ListenerConfig) -> str:

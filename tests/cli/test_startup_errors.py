@@ -10,6 +10,7 @@ could not even reach it).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -22,7 +23,10 @@ from typing import Any
 
 import pytest
 
-from helpers.servers import to_toml
+from helpers.servers import build_config, to_toml
+from mailwright.app import App
+from mailwright.net import handover
+from mailwright.startup import StartupError
 
 EXIT_CONFIG = 2
 DOMAIN = {"name": "example.test", "mailboxes": ["postmaster"]}
@@ -110,7 +114,12 @@ def test_data_dir_not_writable_by_the_process_user(tmp_path: Path, open_tmp: Pat
     private = open_tmp / "private"
     private.mkdir(mode=0o700)
     data = private / "data"
-    config = write_config(tmp_path, data_dir=str(data), process={"user": "nobody"})
+    config = write_config(
+        tmp_path,
+        data_dir=str(data),
+        process={"user": "nobody"},
+        delivery={"worker": False},  # no child to spawn as nobody: only data_dir counts
+    )
     assert cannot_start(serve(config)) == (
         f"data_dir {data} is not writable by user nobody: {private} does not let nobody in"
     )
@@ -136,3 +145,45 @@ def test_unreadable_users_file(tmp_path: Path) -> None:
     assert cannot_start(serve(write_config(tmp_path))) == (
         f"users file: cannot read {users}: Is a directory"
     )
+
+
+def _nobody_can_run_python() -> bool:
+    """An independent probe: exec this interpreter as nobody."""
+    try:
+        subprocess.run([sys.executable, "-c", "pass"], user="nobody", timeout=30, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return False
+    return True
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the privilege drop needs root")
+def test_interpreter_not_runnable_by_the_process_user(tmp_path: Path, open_tmp: Path) -> None:
+    """The delivery worker is spawned after the drop: found before binding, not after."""
+    if _nobody_can_run_python():
+        pytest.skip("this interpreter is runnable by nobody here")
+    data = open_tmp / "data"
+    config = write_config(tmp_path, data_dir=str(data), process={"user": "nobody"})
+    line = cannot_start(serve(config))
+    assert line.startswith(f"python {sys.executable} cannot be run by user nobody ("), line
+    assert line.endswith("), which runs the delivery worker and session processes")
+    assert not data.exists()
+
+
+def test_session_process_that_cannot_start_undoes_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In-process: the start fails with one "session processes: ..." problem, and what
+    was started before it is undone, the in-process queue runner included (it kept
+    scanning a closed spool)."""
+    monkeypatch.setattr(handover, "SESSION_MODULE", "mailwright_no_such_module")
+    config = build_config(tmp_path / "data", smtp={"processes": 1})
+    app = App(config, announce=lambda line: None)
+
+    async def start() -> None:
+        with pytest.raises(StartupError) as info:
+            await app.start()
+        [problem] = info.value.problems
+        assert problem.startswith("session processes: session process 0 exited with status 1")
+        assert app._runner_task is not None and app._runner_task.done()
+
+    asyncio.run(start())
