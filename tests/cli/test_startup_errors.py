@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -124,6 +125,20 @@ def test_data_dir_not_writable_by_the_process_user(tmp_path: Path, open_tmp: Pat
         f"data_dir {data} is not writable by user nobody: {private} does not let nobody in"
     )
     assert not data.exists()  # checked before anything was created
+
+
+# /proc/sys refuses new entries even to root (the kernel, not a permission bit).
+UNWRITABLE_PARENT = Path("/proc/sys")
+
+
+@pytest.mark.skipif(
+    os.access(UNWRITABLE_PARENT, os.W_OK), reason="/proc/sys is writable on this system"
+)
+def test_data_dir_not_writable_by_the_user_the_server_runs_as(tmp_path: Path) -> None:
+    data = UNWRITABLE_PARENT / "mailwright-test-data"
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    config = write_config(tmp_path, data_dir=str(data))
+    assert cannot_start(serve(config)) == f"data_dir {data} is not writable by user {user}"
 
 
 def test_missing_certificate(tmp_path: Path) -> None:
