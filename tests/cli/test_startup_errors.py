@@ -11,6 +11,7 @@ could not even reach it).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import pwd
 import shutil
@@ -184,8 +185,20 @@ def test_interpreter_not_runnable_by_the_process_user(tmp_path: Path, open_tmp: 
     assert not data.exists()
 
 
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """App.start configures the global "mailwright" logger (obs.debuglog): put it back,
+    as helpers.servers.InProcessServer does, so no later test inherits our handler."""
+    logger = logging.getLogger("mailwright")
+    handlers, propagate, level = list(logger.handlers), logger.propagate, logger.level
+    yield
+    logger.handlers[:] = handlers
+    logger.propagate = propagate
+    logger.setLevel(level)
+
+
 def test_session_process_that_cannot_start_undoes_the_start(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restore_logging: None
 ) -> None:
     """In-process: the start fails with one "session processes: ..." problem, and what
     was started before it is undone, the in-process queue runner included (it kept
