@@ -54,7 +54,6 @@ from mailwright.spool.embedded import EmbeddedSpool
 from mailwright.spool.model import SpooledMessage
 from mailwright.spool.runnerlock import RunnerLock
 from mailwright.spool.scheduler import EventCallback, QueueRunner
-from mailwright.startup import BindError, StartupError, describe_failure
 from mailwright.supervisor import DeliveryWorker
 
 log = logging.getLogger(__name__)
@@ -205,10 +204,10 @@ class App:
             await self._start()
         except BaseException as exc:
             await self._undo_start()
-            problem = describe_failure(exc, self.config)
-            if problem is None or isinstance(exc, StartupError):
+            problem = startup.describe_failure(exc, self.config)
+            if problem is None or isinstance(exc, startup.StartupError):
                 raise
-            raise StartupError([problem]) from exc
+            raise startup.StartupError([problem]) from exc
 
     async def _undo_start(self) -> None:
         """Best effort, each step on its own: a step that fails must not keep the
@@ -245,7 +244,7 @@ class App:
         for warning in findings.warnings:
             self.announce(f"mailwright: warning: {warning}")
         if findings.problems:
-            raise StartupError(findings.problems)
+            raise startup.StartupError(findings.problems)
         setup_debug_log(config.log)
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.maillog = MailLog.from_config(config.log, config.data_dir)
@@ -292,7 +291,7 @@ class App:
                 try:
                     await listener.start()
                 except OSError as exc:
-                    raise BindError(listener_config, exc) from exc
+                    raise startup.BindError(listener_config, exc) from exc
                 self.listeners.append(listener)
                 self._announce_listener(listener_config, listener.port)
         drop_privileges(config.process, config.data_dir)
@@ -303,7 +302,7 @@ class App:
             try:
                 await self.worker.start()
             except OSError as exc:
-                raise StartupError(
+                raise startup.StartupError(
                     [startup.cannot_run("delivery worker", self.worker.command, exc)]
                 ) from exc
             self.announce(f"mailwright: delivery worker pid {self.worker.pid}")
@@ -314,7 +313,7 @@ class App:
             try:
                 await self.processes.start()
             except OSError as exc:
-                raise StartupError(
+                raise startup.StartupError(
                     [startup.cannot_run("session processes", self.processes.command, exc)]
                 ) from exc
             pids = ", ".join(str(pid) for pid in self.processes.pids)
@@ -362,7 +361,7 @@ class App:
             try:
                 handover.bind()
             except OSError as exc:
-                raise BindError(listener_config, exc) from exc
+                raise startup.BindError(listener_config, exc) from exc
             self.processes.listeners.append(handover)
             self._announce_listener(listener_config, handover.port)
 
