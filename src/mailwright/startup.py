@@ -36,7 +36,6 @@ from mailwright.net.handover import HandoverError
 from mailwright.net.listener import ListenerError
 from mailwright.net.privileges import PrivilegeError, account_ids
 from mailwright.net.tls import TlsError, TlsManager
-from mailwright.spool.runnerlock import SpoolBusy
 from mailwright.spool.store import SpoolError
 
 
@@ -97,9 +96,7 @@ def describe_failure(exc: BaseException, config: Config) -> str | None:
         case BindError(listener=listener, error=error):
             where = _endpoint(listener)
             return f"listener {listener.role} {where}: {_strerror(error)}"
-        case SpoolBusy():
-            return f"data_dir {config.data_dir}: {exc}"
-        case SpoolError():
+        case SpoolError():  # SpoolBusy too: "in use by another mailwright process (pid N)"
             return f"data_dir {config.data_dir}: {exc}"
         case TlsError():
             return f"tls: {exc}"
@@ -119,16 +116,17 @@ def describe_failure(exc: BaseException, config: Config) -> str | None:
 
 
 def _identity(config: Config, found: Findings) -> _Identity | None:
-    euid = os.geteuid()
-    dropping = euid == 0 and (config.process.user or config.process.group) is not None
-    if not dropping:
-        return _Identity(euid, frozenset([os.getegid(), *os.getgroups()]), _name(euid), False)
+    """Who the server will run as; None (and a problem) if the account is unknown.
+    The account is looked up whoever runs the check: check-config as a normal user
+    still finds a misspelt ``[process] user``."""
     try:
         ids = account_ids(config.process)
     except PrivilegeError as exc:
         found.problems.append(f"process: {exc}")
         return None
-    assert ids is not None
+    euid = os.geteuid()
+    if ids is None or euid != 0:  # no drop (drop_privileges refuses a non-root drop)
+        return _Identity(euid, frozenset([os.getegid(), *os.getgroups()]), _name(euid), False)
     uid, gid = ids
     return _Identity(uid, frozenset([gid]), _name(uid), True)  # setgroups([gid])
 
