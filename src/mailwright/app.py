@@ -30,6 +30,7 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
+from mailwright import startup
 from mailwright.accounts.directory import LocalDirectory
 from mailwright.accounts.users import UserStore
 from mailwright.config import Config, ListenerConfig
@@ -210,9 +211,12 @@ class App:
         runner lock above all: another App on the same data folder waits for it)."""
         try:
             await self._start()
-        except BaseException:
+        except BaseException as exc:
             await self._undo_start()
-            raise
+            problem = startup.describe_failure(exc, self.config)
+            if problem is None or isinstance(exc, startup.StartupError):
+                raise
+            raise startup.StartupError([problem]) from exc
 
     async def _undo_start(self) -> None:
         """Best effort, each step on its own: a step that fails must not keep the
@@ -227,6 +231,9 @@ class App:
         if self.worker is not None:
             with contextlib.suppress(Exception):
                 await self.worker.stop()
+        if self._runner_task is not None:  # before the spool closes under it
+            self._runner_task.cancel()
+            await asyncio.gather(self._runner_task, return_exceptions=True)
         spool = getattr(self, "spool", None)
         if spool is not None:
             with contextlib.suppress(Exception):
@@ -240,6 +247,13 @@ class App:
 
     async def _start(self) -> None:
         config = self.config
+        # The checks check-config makes too, before anything is created or bound (and
+        # before the debug log: their problems are reported once, by the caller).
+        findings = startup.check(config)
+        for warning in findings.warnings:
+            self.announce(f"mailwright: warning: {warning}")
+        if findings.problems:
+            raise startup.StartupError(findings.problems)
         setup_debug_log(config.log)
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.maillog = MailLog.from_config(config.log, config.data_dir)
@@ -250,12 +264,6 @@ class App:
         await asyncio.to_thread(self.runner_lock.acquire)
         await self.spool.open()
         self.directory = build_directory(config)
-        if config.domains and self.directory.resolve("postmaster") is None:
-            # RFC 5321 §4.5.1: every SMTP server must accept mail for postmaster.
-            self.announce(
-                "mailwright: warning: no mailbox receives postmaster mail; add a "
-                f"postmaster mailbox or alias (or a catch-all) to {config.domains[0].name}"
-            )
         if config.delivery.worker:
             local_agent = build_local_agent(config, self.directory)
             self.worker = DeliveryWorker(
@@ -292,7 +300,10 @@ class App:
             )
             for listener_config in config.listeners:
                 listener = Listener(listener_config, services, limits)
-                await listener.start()
+                try:
+                    await listener.start()
+                except OSError as exc:
+                    raise startup.BindError(listener_config, exc) from exc
                 self.listeners.append(listener)
                 self._announce_listener(listener_config, listener.port)
         drop_privileges(config.process, config.data_dir)
@@ -300,13 +311,23 @@ class App:
         if self.worker is not None:
             # Started after the privilege drop: the worker runs as the mail user too.
             self.runner_lock.release()
-            await self.worker.start()
+            try:
+                await self.worker.start()
+            except OSError as exc:
+                raise startup.StartupError(
+                    [startup.cannot_run("delivery worker", self.worker.command, exc)]
+                ) from exc
             self.announce(f"mailwright: delivery worker pid {self.worker.pid}")
         elif self.runner is not None:
             self._runner_task = loop.create_task(self.runner.run())
         if self.processes is not None:
             # After the privilege drop too; accepting starts once they are ready.
-            await self.processes.start()
+            try:
+                await self.processes.start()
+            except OSError as exc:
+                raise startup.StartupError(
+                    [startup.cannot_run("session processes", self.processes.command, exc)]
+                ) from exc
             pids = ", ".join(str(pid) for pid in self.processes.pids)
             self.announce(f"mailwright: session processes pids {pids}")
         if self.maillog.buffered:
@@ -349,7 +370,10 @@ class App:
             handover = HandoverListener(
                 index, listener_config, self.processes, limits, self.maillog
             )
-            handover.bind()
+            try:
+                handover.bind()
+            except OSError as exc:
+                raise startup.BindError(listener_config, exc) from exc
             self.processes.listeners.append(handover)
             self._announce_listener(listener_config, handover.port)
 

@@ -17,7 +17,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mailwright.smtp import limits as smtp_limits
 
@@ -370,71 +378,7 @@ class Config(_Frozen):
     def _check_cross_references(self) -> Self:
         # Collect every problem, each with the field it is about (the module promise:
         # all errors at once, each naming its field); see _CrossReferenceErrors.
-        problems: list[tuple[str, str]] = []
-        first_index: dict[str, int] = {}
-        for i, domain in enumerate(self.domains):
-            if domain.name in first_index:
-                also = f"domain.{first_index[domain.name]}"
-                problems.append(
-                    (f"domain.{i}.name", f"domain listed twice: {domain.name} (also {also})")
-                )
-            else:
-                first_index[domain.name] = i
-        bound: dict[tuple[str, int], int] = {}
-        for i, listener in enumerate(self.listeners):
-            key = (listener.address, listener.port)
-            if listener.port != 0 and key in bound:  # port 0: each gets its own free port
-                problems.append(
-                    (
-                        f"listener.{i}",
-                        f"two listeners share the same address and port "
-                        f"(listener.{bound[key]} and listener.{i})",
-                    )
-                )
-            bound.setdefault(key, i)
-            if listener.implicit_tls and not self.tls.enabled:
-                problems.append(
-                    (
-                        f"listener.{i}.role",
-                        "submissions (implicit TLS) needs TLS: configure [tls] certificates "
-                        "or leave tls.self_signed on",
-                    )
-                )
-        local = {d.name: d for d in self.domains}
-        for i, domain in enumerate(self.domains):
-            boxes = set(domain.mailboxes)
-            if domain.catch_all is not None and domain.catch_all.lower() not in boxes:
-                problems.append(
-                    (
-                        f"domain.{i}.catch_all",
-                        f"domain {domain.name}: catch_all {domain.catch_all!r} is not a mailbox",
-                    )
-                )
-            for alias, targets in domain.aliases.items():
-                for target in targets:
-                    local_part, _, target_domain = target.rpartition("@")
-                    if not target_domain or not local_part:
-                        local_part, target_domain = target, domain.name
-                    where = f"domain.{i}.aliases.{alias}"
-                    if target_domain not in local:
-                        problems.append(
-                            (
-                                where,
-                                f"domain {domain.name}: alias {alias!r} points to {target!r}, "
-                                "which is not in a local domain",
-                            )
-                        )
-                        continue
-                    target_boxes = set(local[target_domain].mailboxes)
-                    target_aliases = local[target_domain].aliases
-                    if local_part not in target_boxes and local_part not in target_aliases:
-                        problems.append(
-                            (
-                                where,
-                                f"domain {domain.name}: alias {alias!r} points to {target!r}, "
-                                "which is neither a mailbox nor an alias",
-                            )
-                        )
+        problems = cross_reference_problems(self.domains, self.listeners, self.tls)
         if problems:
             raise _CrossReferenceErrors(problems)
         return self
@@ -453,6 +397,83 @@ class Config(_Frozen):
         )
 
 
+def cross_reference_problems(
+    domains: list[DomainConfig], listeners: list[ListenerConfig], tls: TlsConfig
+) -> list[tuple[str, str]]:
+    """Problems between fields, each ``(field location, message)``.
+
+    A function, not only the model validator: ``parse_config`` also runs it on the
+    sections that are valid on their own when other fields are not, so an operator
+    sees a bad ``catch_all`` in the same pass as a bad port.
+    """
+    problems: list[tuple[str, str]] = []
+    first_index: dict[str, int] = {}
+    for i, domain in enumerate(domains):
+        if domain.name in first_index:
+            also = f"domain.{first_index[domain.name]}"
+            problems.append(
+                (f"domain.{i}.name", f"domain listed twice: {domain.name} (also {also})")
+            )
+        else:
+            first_index[domain.name] = i
+    bound: dict[tuple[str, int], int] = {}
+    for i, listener in enumerate(listeners):
+        key = (listener.address, listener.port)
+        if listener.port != 0 and key in bound:  # port 0: each gets its own free port
+            problems.append(
+                (
+                    f"listener.{i}",
+                    f"two listeners share the same address and port "
+                    f"(listener.{bound[key]} and listener.{i})",
+                )
+            )
+        bound.setdefault(key, i)
+        if listener.implicit_tls and not tls.enabled:
+            problems.append(
+                (
+                    f"listener.{i}.role",
+                    "submissions (implicit TLS) needs TLS: configure [tls] certificates "
+                    "or leave tls.self_signed on",
+                )
+            )
+    local = {d.name: d for d in domains}
+    for i, domain in enumerate(domains):
+        boxes = set(domain.mailboxes)
+        if domain.catch_all is not None and domain.catch_all.lower() not in boxes:
+            problems.append(
+                (
+                    f"domain.{i}.catch_all",
+                    f"domain {domain.name}: catch_all {domain.catch_all!r} is not a mailbox",
+                )
+            )
+        for alias, targets in domain.aliases.items():
+            for target in targets:
+                local_part, _, target_domain = target.rpartition("@")
+                if not target_domain or not local_part:
+                    local_part, target_domain = target, domain.name
+                where = f"domain.{i}.aliases.{alias}"
+                if target_domain not in local:
+                    problems.append(
+                        (
+                            where,
+                            f"domain {domain.name}: alias {alias!r} points to {target!r}, "
+                            "which is not in a local domain",
+                        )
+                    )
+                    continue
+                target_boxes = set(local[target_domain].mailboxes)
+                target_aliases = local[target_domain].aliases
+                if local_part not in target_boxes and local_part not in target_aliases:
+                    problems.append(
+                        (
+                            where,
+                            f"domain {domain.name}: alias {alias!r} points to {target!r}, "
+                            "which is neither a mailbox nor an alias",
+                        )
+                    )
+    return problems
+
+
 class _CrossReferenceErrors(ValueError):
     """Problems between fields, each ``(field location, message)``.  pydantic keeps the
     exception in the error's ``ctx``, so ``_format_errors`` can give one line each."""
@@ -462,6 +483,10 @@ class _CrossReferenceErrors(ValueError):
         self.problems = problems
 
 
+def _is_cross_reference(err: Any) -> bool:
+    return isinstance((err.get("ctx") or {}).get("error"), _CrossReferenceErrors)
+
+
 def _format_errors(err: Any) -> list[str]:
     cause = (err.get("ctx") or {}).get("error")
     if isinstance(cause, _CrossReferenceErrors):
@@ -469,12 +494,83 @@ def _format_errors(err: Any) -> list[str]:
     return [_format_error(err)]
 
 
+# pydantic's messages in plain words, by error type: an operator reads "must be a
+# whole number", not "Input is not a valid path for <class 'pathlib.Path'>".
+_PLAIN_MESSAGES = {
+    "path_type": "must be a path (a string)",
+    "string_type": "must be a string",
+    "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "list_type": "must be an array",
+    "dict_type": "must be a table",
+    "model_type": "must be a table",
+    "model_attributes_type": "must be a table",
+    "missing": "is required",
+    "extra_forbidden": "unknown field",
+}
+# Values short enough to repeat in an error line.
+_MAX_SHOWN_INPUT = 60
+
+
 def _format_error(err: dict[str, Any]) -> str:
     location = ".".join(str(part) for part in err["loc"]) or "(top level)"
-    message = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        message = "unknown field"
+    kind, value = err["type"], err.get("input")
+    if kind == "list_type" and isinstance(value, dict) and isinstance(err["loc"][-1], str):
+        # TOML's [x] is one table; [[x]] is an array of tables.  The classic slip.
+        name = location
+        return f"{location}: write [[{name}]] (an array of tables), not [{name}]"
+    message = _PLAIN_MESSAGES.get(kind)
+    if message is None:
+        message = err["msg"].removeprefix("Value error, ")
+        if message.startswith("Input should be "):
+            message = "must be " + message.removeprefix("Input should be ")
+        elif kind not in ("value_error", "assertion_error"):
+            # Leave pydantic's own words only where they are already plain.
+            message = message.replace("Input", "value")
+    if kind not in ("missing", "extra_forbidden", "value_error") and _shown(value):
+        message += f", not {value!r}"
     return f"{location}: {message}"
+
+
+def _shown(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool) and len(repr(value)) <= _MAX_SHOWN_INPUT
+
+
+def _partial_cross_references(data: dict[str, Any]) -> list[str]:
+    """Cross-reference problems among the sections that are valid on their own, for
+    when other fields are not (the model validator only runs on a valid document).
+
+    An invalid section takes no part: domain checks involve only the domains, listener
+    checks only the listeners and TLS, so nothing is guessed about a broken section.
+    """
+    sections: dict[str, Any] = {}
+    for key, adapter in _SECTION_ADAPTERS.items():
+        try:
+            sections[key] = adapter.validate_python(data.get(key, _SECTION_DEFAULTS[key]()))
+        except ValidationError:
+            sections[key] = None
+    domains = sections["domain"] or []
+    tls = sections["tls"]
+    listeners = sections["listener"] if tls is not None and sections["listener"] else []
+    problems = cross_reference_problems(domains, listeners, tls or TlsConfig())
+    return [f"{loc}: {msg}" for loc, msg in problems]
+
+
+_SECTION_ADAPTERS: dict[str, TypeAdapter[Any]] = {
+    "domain": TypeAdapter(list[DomainConfig]),
+    "listener": TypeAdapter(list[ListenerConfig]),
+    "tls": TypeAdapter(TlsConfig),
+}
+_SECTION_DEFAULTS: dict[str, Any] = {
+    "domain": list,
+    "listener": lambda: [{}],
+    "tls": dict,
+}
 
 
 def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
@@ -482,7 +578,10 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        problems = [line for e in exc.errors() for line in _format_errors(e)]
+        errors = exc.errors()
+        problems = [line for e in errors for line in _format_errors(e)]
+        if not any(_is_cross_reference(e) for e in errors):  # field errors stopped it
+            problems += _partial_cross_references(data)
         raise ConfigError(source, problems) from None
     if not config.data_dir.is_absolute() and source not in ("<config>", "<embedded>"):
         # A relative data_dir is taken relative to the config file, as nginx does for
@@ -510,3 +609,56 @@ def load_config(path: Path | str) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), [f"TOML syntax error: {exc}"]) from None
     return parse_config(data, str(path))
+
+
+def parse_listen(spec: str) -> ListenerConfig:
+    """A listener from ``ROLE=ADDR:PORT`` (``serve --listen``); IPv6 as ``[::1]:2525``.
+
+    Raises ``ValueError`` with a one-line message naming what is wrong.
+    """
+    role_text, eq, endpoint = spec.partition("=")
+    if not eq:
+        raise ValueError("expected ROLE=ADDR:PORT, e.g. inbound=127.0.0.1:2525")
+    try:
+        role = ListenerRole(role_text.strip().lower())
+    except ValueError:
+        roles = ", ".join(r.value for r in ListenerRole)
+        raise ValueError(f"unknown role {role_text!r} (one of {roles})") from None
+    if endpoint.startswith("["):
+        address, bracket, rest = endpoint[1:].partition("]")
+        colon, port_text = rest[:1], rest[1:]
+        if not bracket or colon != ":":
+            raise ValueError("expected [IPV6]:PORT, e.g. [::1]:2525")
+    else:
+        address, colon, port_text = endpoint.rpartition(":")
+        if not colon:
+            raise ValueError("expected ADDR:PORT after the role, e.g. 127.0.0.1:2525")
+        if ":" in address:
+            raise ValueError("write an IPv6 address in brackets, e.g. [::1]:2525")
+    if not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError(f"port {port_text!r} is not a number from 0 to 65535")
+    try:
+        return ListenerConfig(address=address, port=int(port_text), role=role)
+    except ValidationError as exc:
+        raise ValueError(_format_error(exc.errors()[0]).split(": ", 1)[1]) from None
+
+
+def with_overrides(
+    config: Config,
+    *,
+    listeners: list[ListenerConfig] | None = None,
+    data_dir: Path | None = None,
+) -> Config:
+    """``config`` with its listeners and/or data folder replaced (``serve --listen``
+    and ``--data-dir``), validated again as a whole (two listeners on one port, a
+    submissions listener without TLS); ``ConfigError`` from "command line"."""
+    doc = config.model_dump()
+    if listeners:
+        doc["listeners"] = [listener.model_dump() for listener in listeners]
+    if data_dir is not None:
+        doc["data_dir"] = data_dir
+    try:
+        return Config.model_validate(doc)
+    except ValidationError as exc:
+        problems = [line for e in exc.errors() for line in _format_errors(e)]
+        raise ConfigError("command line", problems) from None

@@ -15,6 +15,7 @@ from mailwright.accounts.users import (
     UserError,
     UserInfo,
     UserStore,
+    UsersUnavailable,
     format_scram,
     parse_scram,
 )
@@ -186,17 +187,31 @@ def test_reload_after_external_change(tmp_path: Path) -> None:
     assert server_view.scram_keys("alice@example.com") is None
 
 
-def test_broken_file_keeps_last_good_copy(tmp_path: Path) -> None:
+def test_unreadable_users_file_fails_closed_and_recovers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / USERS_FILE
     server_view = make_store(path)
     server_view.add("alice@example.com", PASSWORD)
-    assert server_view.get("alice@example.com") is not None
+    assert server_view.verify_password("alice@example.com", PASSWORD)
+    good = path.read_bytes()
     path.write_text("{ not json")
-    assert server_view.get("alice@example.com") is not None  # logged, old data kept
+    # No "last good copy": an account deleted or re-keyed since must not keep working.
+    with pytest.raises(UsersUnavailable, match="cannot read"):
+        server_view.verify_password("alice@example.com", PASSWORD)
+    with pytest.raises(UsersUnavailable):
+        server_view.scram_keys("alice@example.com")
+    with pytest.raises(UsersUnavailable):
+        server_view.owns_address("alice@example.com", "alice@example.com")
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 3  # one line at every attempt, naming the file
+    assert all(str(path) in line and "unreadable" in line for line in errors)
     with pytest.raises(UserError, match="cannot read"):
         make_store(path).list()  # a fresh reader (the CLI) says so
     with pytest.raises(UserError, match="cannot read"):
         server_view.add("bob@example.com", PASSWORD)  # never overwrite what we can't read
+    path.write_bytes(good)
+    assert server_view.verify_password("alice@example.com", PASSWORD)  # recovered
 
 
 class SpyHasher(PasswordHasher):

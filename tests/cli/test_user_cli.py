@@ -10,6 +10,7 @@ fraction of a second per call, and the wiring is already proven by the subproces
 from __future__ import annotations
 
 import os
+import pwd
 import stat
 import subprocess
 import sys
@@ -57,7 +58,7 @@ def mw(*args: str, stdin: str = "", cwd: Path | None = None) -> subprocess.Compl
     )
 
 
-def one_line_error(result: subprocess.CompletedProcess[str], code: int = 1) -> str:
+def one_line_error(result: subprocess.CompletedProcess[str], code: int = 2) -> str:
     assert result.returncode == code, result
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -112,7 +113,7 @@ def test_add_list_passwd_del(config: Path) -> None:
     assert store.list() == []
 
 
-def test_duplicate_add_is_one_line_exit_1(config: Path) -> None:
+def test_duplicate_add_is_one_line_exit_2(config: Path) -> None:
     fast_store(config).add("bob@example.com", "pw")
     # Refused before the password is even read (and hashed).
     line = one_line_error(mw("add", "BOB@example.com", "--password-stdin", "-c", str(config)))
@@ -132,6 +133,46 @@ def test_config_errors_exit_2(tmp_path: Path) -> None:
     result = mw("list", "-c", str(bad))
     assert result.returncode == 2
     assert "unknown field" in result.stderr
+
+
+def test_unreadable_users_file_is_one_line_exit_2(config: Path) -> None:
+    users_file(config).mkdir(parents=True)  # a directory where the file should be
+    line = one_line_error(mw("list", "-c", str(config)))
+    assert line.startswith(f"mailwright: cannot read {users_file(config)}: "), line
+
+
+def _nobody() -> tuple[int, int]:
+    account = pwd.getpwnam("nobody")
+    return account.pw_uid, account.pw_gid
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_user_rewrite_keeps_owner_and_mode_of_users_file(config: Path) -> None:
+    """The server runs as [process] user; the CLI as root must not take its file away."""
+    fast_store(config).add("bob@example.com", "pw")
+    path = users_file(config)
+    os.chown(path, *_nobody())
+    path.chmod(0o640)
+    c = ("-c", str(config))
+    added = mw("add", "carol@example.com", "--password-stdin", *c, stdin=PASSWORD + "\n")
+    assert added.returncode == 0, added.stderr
+    deleted = mw("del", "bob@example.com", *c)
+    assert deleted.returncode == 0, deleted.stderr
+    st = path.stat()
+    assert (st.st_uid, st.st_gid) == _nobody()
+    assert stat.S_IMODE(st.st_mode) == 0o640
+    assert [u.login for u in fast_store(config).list()] == ["carol@example.com"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_new_users_file_belongs_to_the_process_user(tmp_path: Path) -> None:
+    config = tmp_path / "mailwright.toml"
+    config.write_text('data_dir = "data"\n\n[process]\nuser = "nobody"\n')
+    added = mw("add", "erin@localhost", "--password-stdin", "-c", str(config), stdin="pw\n")
+    assert added.returncode == 0, added.stderr
+    st = users_file(config).stat()
+    assert (st.st_uid, st.st_gid) == _nobody()
+    assert stat.S_IMODE(st.st_mode) == 0o600
 
 
 def test_embedded_default_uses_mailwright_data_in_cwd(tmp_path: Path) -> None:
@@ -179,7 +220,7 @@ def test_errors(
 ) -> None:
     fast_store(config).add("bob@example.com", "pw")
     result = invoke(*args, stdin=stdin)
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert [u.login for u in fast_store(config).list()] == ["bob@example.com"]

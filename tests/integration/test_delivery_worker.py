@@ -20,6 +20,7 @@ from helpers.wire import message, queue_id_of, smtplib_client
 from mailwright import workerproc
 from mailwright.spool.embedded import EmbeddedSpool
 from mailwright.spool.runnerlock import RunnerLock, SpoolBusy
+from mailwright.startup import StartupError
 
 SENDER = "sender@remote.test"
 WAIT = 10.0  # seconds any process change below may take
@@ -144,7 +145,7 @@ def test_a_failed_start_releases_the_runner_lock(tmp_path: Path):
     in this process waited LOCK_WAIT and gave up."""
     with socket.create_server((HOST, 0)) as taken:
         config = build_config(tmp_path / "data", port=taken.getsockname()[1])
-        with pytest.raises(OSError):
+        with pytest.raises(StartupError, match="address already in use"):
             InProcessServer(config).start()
     lock = RunnerLock(EmbeddedSpool(config.data_dir).root)
     lock.acquire(timeout=1)

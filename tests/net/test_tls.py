@@ -579,7 +579,10 @@ def test_certificate_summary(tmp_path: Path, ca: trustme.CA) -> None:
     [
         ({"certificates": [{"cert": "a.pem"}]}, "tls.certificates.0: key is missing"),
         ({"certificates": [{"key": "a.key"}]}, "tls.certificates.0: cert is missing"),
-        ({"min_version": "TLSv1.1"}, "tls.min_version: Input should be"),
+        (
+            {"min_version": "TLSv1.1"},
+            "tls.min_version: must be 'TLSv1.2' or 'TLSv1.3', not 'TLSv1.1'",
+        ),
         ({"ciphers": "ALL"}, "tls.ciphers: unknown field"),
         (
             {"certificates": [{"cert": "a", "key": "b"}, {"cert": "a", "key": "c"}]},

@@ -39,8 +39,18 @@ database.  Writers (``mailwright user ...``) serialise through an ``flock`` on
 cannot lose each other's change.  The running server calls ``_refresh`` before each
 lookup: one ``stat`` (inode, mtime, size; ``write_atomic`` renames, so the inode
 changes on every write), and a re-read only when that changed, so ``mailwright user
-add`` takes effect without a restart.  If a re-read fails (a hand edit broke the
-JSON), the server keeps the last good copy and logs the error.
+add`` and ``del`` take effect at the next AUTH, without a restart.
+
+If the file cannot be read (a hand edit broke the JSON, it belongs to another user),
+the store fails closed: it forgets every account and every lookup raises
+``UsersUnavailable`` (AUTH answers 454 4.7.0), with an error in the log naming the
+file and the problem at each attempt, until the file is readable again.  Keeping a
+"last good copy" instead would keep honouring accounts that were deleted or whose
+password was changed since, which is what an operator deleting an account fears most.
+
+Rewrites keep the file's owner, group and mode (the server usually runs as an
+unprivileged ``[process] user`` while ``mailwright user`` runs as root): the new file
+is handed over before it is renamed into place.  A new file gets ``new_file_owner``.
 
 Unknown users: ``verify_password`` verifies against a dummy argon2 hash made with the
 same parameters, so the time taken does not reveal whether the login exists.
@@ -57,6 +67,7 @@ import json
 import logging
 import os
 import secrets
+import stat
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -89,6 +100,10 @@ _SCRAM_PREFIX = "SCRAM-SHA-256$"
 
 class UserError(Exception):
     """A user-store operation failed; the message is one line, fit for the CLI."""
+
+
+class UsersUnavailable(UserError):
+    """The users file cannot be read: no account can be verified (fail closed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,8 +206,10 @@ class UserStore:
         *,
         hasher: PasswordHasher | None = None,
         scram_iterations: int = DEFAULT_SCRAM_ITERATIONS,
+        new_file_owner: tuple[int, int] | None = None,
     ) -> None:
         self.path = Path(path)
+        self._new_file_owner = new_file_owner  # (uid, gid) for a file created here
         self._hasher = hasher or PasswordHasher()
         self._scram_iterations = scram_iterations
         self._users: dict[str, _User] = {}
@@ -217,18 +234,22 @@ class UserStore:
 
     def _refresh(self, *, force: bool = False) -> None:
         with self._lock:
-            stamp = self._stat()
-            if self._loaded and stamp == self._stamp and not force:
-                return
             try:
+                stamp = self._stat()
+                if self._loaded and stamp == self._stamp and not force:
+                    return
                 users = self._read() if stamp is not None else {}
             except (OSError, ValueError) as exc:
-                if force or not self._loaded:
-                    raise UserError(f"cannot read {self.path}: {exc}") from None
+                # Fail closed (module docstring): forget every account, and try again
+                # at the next lookup.
+                self._users, self._by_address, self._loaded = {}, {}, False
+                problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
                 log.error(
-                    "users file %s unreadable, keeping the last good copy: %s", self.path, exc
+                    "users file %s unreadable, refusing every login until it is fixed: %s",
+                    self.path,
+                    problem,
                 )
-                return
+                raise UsersUnavailable(f"cannot read {self.path}: {problem}") from None
             self._users = users
             self._by_address = {a: u.login for u in users.values() for a in u.all_addresses()}
             self._stamp, self._loaded = stamp, True
@@ -250,6 +271,12 @@ class UserStore:
             except (KeyError, TypeError, AttributeError, ValueError):
                 raise ValueError(f"malformed entry for user {login!r}") from None
         return users
+
+    def ensure_readable(self) -> None:
+        """Raise ``UsersUnavailable`` if the users file cannot be read now (one
+        ``stat`` when nothing changed).  AUTH asks first, so every mechanism refuses
+        alike with 454 4.7.0 rather than each failing its own way."""
+        self._refresh()
 
     def _get(self, login: str) -> _User | None:
         self._refresh()
@@ -286,7 +313,13 @@ class UserStore:
                 entry["cram_md5_secret"] = user.cram_secret
             doc["users"][login] = entry
         data = (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-        write_atomic(self.path, data, FILE_MODE)
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            mode, owner = FILE_MODE, self._new_file_owner
+        else:  # keep who may read it: the server may run as another user than we do
+            mode, owner = stat.S_IMODE(st.st_mode), (st.st_uid, st.st_gid)
+        write_atomic(self.path, data, mode, owner=owner)
 
     def _secrets(self, password: str) -> tuple[str, ScramKeys]:
         if len(password.encode("utf-8")) > MAX_SASL_FIELD:

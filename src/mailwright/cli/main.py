@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
 import click
 
 from mailwright import __version__
-from mailwright.config import Config, ConfigError, load_config
+from mailwright.config import Config, ConfigError, load_config, parse_listen, with_overrides
 
 # Exit status for configuration errors (as sysexits' EX_USAGE family; the issue asks 2).
 EXIT_CONFIG = 2
@@ -25,10 +26,33 @@ def load_or_exit(path: Path | None) -> Config:
         sys.exit(EXIT_CONFIG)
 
 
+def _override_or_exit(config: Config, listen: tuple[str, ...], data_dir: Path | None) -> Config:
+    """``serve --listen/--data-dir`` applied to ``config``; one line and exit 2 if bad."""
+    listeners = []
+    for spec in listen:
+        try:
+            listeners.append(parse_listen(spec))
+        except ValueError as exc:
+            click.echo(f"mailwright: --listen {spec}: {exc}", err=True)
+            sys.exit(EXIT_CONFIG)
+    try:
+        return with_overrides(config, listeners=listeners, data_dir=data_dir)
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            click.echo(f"mailwright: {line}", err=True)
+        sys.exit(EXIT_CONFIG)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mailwright")
 def cli() -> None:
     """mailwright: an SMTP server, queue and Maildir delivery in one command."""
+    # Commands report a users-file problem themselves, in one line; the store's own
+    # log line is for a server's debug log (obs.debuglog), and without a handler
+    # logging's last-resort handler would print it to stderr as a second line.
+    accounts = logging.getLogger("mailwright.accounts")
+    if not any(isinstance(h, logging.NullHandler) for h in accounts.handlers):
+        accounts.addHandler(logging.NullHandler())
 
 
 @cli.command()
@@ -40,25 +64,37 @@ def cli() -> None:
     default=None,
     help="TOML configuration file (default: the embedded configuration).",
 )
-def serve(config_path: Path | None) -> None:
+@click.option(
+    "--listen",
+    "listen",
+    multiple=True,
+    metavar="ROLE=ADDR:PORT",
+    help="Listen here instead of the configured listeners (repeatable).  ROLE is "
+    "inbound, submission or submissions; IPv6 as [::1]:2525; port 0 picks a free one.",
+)
+@click.option(
+    "--data-dir",
+    "data_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Keep spool, mailboxes, users and certificate here instead of data_dir.",
+)
+def serve(config_path: Path | None, listen: tuple[str, ...], data_dir: Path | None) -> None:
     """Run the mail server (embedded default: 127.0.0.1:2525, domain localhost)."""
     config = load_or_exit(config_path)
+    if listen or data_dir is not None:
+        config = _override_or_exit(config, listen, data_dir)
     if config_path is None:
         click.echo("mailwright: no config file given, using the embedded default")
     from mailwright.app import run
-    from mailwright.net.handover import HandoverError
-    from mailwright.net.listener import ListenerError
-    from mailwright.net.privileges import PrivilegeError
-    from mailwright.net.tls import TlsError
+    from mailwright.startup import StartupError
 
     try:
         run(config, announce=lambda line: click.echo(line))
-    except (TlsError, PrivilegeError, ListenerError) as exc:
-        click.echo(f"mailwright: cannot start: {exc}", err=True)
+    except StartupError as exc:  # worded in one place: mailwright.startup
+        for problem in exc.problems:
+            click.echo(f"mailwright: cannot start: {problem}", err=True)
         sys.exit(EXIT_CONFIG)
-    except (OSError, HandoverError) as exc:
-        click.echo(f"mailwright: cannot start: {exc}", err=True)
-        sys.exit(1)
     except KeyboardInterrupt:
         pass
 
@@ -66,9 +102,22 @@ def serve(config_path: Path | None) -> None:
 @cli.command("check-config")
 @click.argument("config_path", required=False, type=click.Path(path_type=Path))
 def check_config(config_path: Path | None) -> None:
-    """Validate a configuration file and print a summary (exit 2 on errors)."""
+    """Run every check serve runs before binding; print a summary (exit 2 on errors).
+
+    All problems are printed at once, one line each, then warnings (a configuration
+    that starts but refuses all mail, or has no postmaster) as ``warning:`` lines.
+    """
+    from mailwright import startup
+
     config = load_or_exit(config_path)
     source = config_path or "embedded default"
+    findings = startup.check(config)
+    for problem in findings.problems:
+        click.echo(f"mailwright: {source}: {problem}", err=True)
+    for warning in findings.warnings:
+        click.echo(f"mailwright: {source}: warning: {warning}", err=True)
+    if findings.problems:
+        sys.exit(EXIT_CONFIG)
     click.echo(f"{source}: ok")
     for listener in config.listeners:
         click.echo(f"  listener {listener.address}:{listener.port} ({listener.role})")

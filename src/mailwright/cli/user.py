@@ -6,20 +6,25 @@ add ...``).  There is deliberately no way to pass a password as an argument: arg
 are visible to every local user in ``ps`` and end up in shell history.
 
 Changes are written to ``<data_dir>/users.json``; a running server picks them up at
-its next lookup, without a restart.  Errors are one line on stderr with exit status 1
-(2 for configuration errors, as everywhere in the CLI).
+its next lookup, without a restart.  A rewrite keeps the file's owner and mode; a new
+file belongs to ``[process] user``/``group`` when the command runs as root, so the
+server (which drops to that user) can still read it.  Errors are one line on stderr
+with exit status 2 (a usage or configuration problem, as everywhere in the CLI).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
 from mailwright.accounts.users import UserError, UserStore
+from mailwright.net.privileges import PrivilegeError, account_ids
 
 CRAM_HELP = (
     "Also store a CRAM-MD5 secret.  CRAM-MD5 needs a plaintext-equivalent secret: "
@@ -43,15 +48,22 @@ stdin_option = click.option(
 )
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
+    from mailwright.cli.main import EXIT_CONFIG  # here: main imports this module
+
     click.echo(f"mailwright: {message}", err=True)
-    sys.exit(1)
+    sys.exit(EXIT_CONFIG)
 
 
 def _store(config_path: Path | None) -> UserStore:
     from mailwright.cli.main import load_or_exit  # here: main imports this module
 
-    return UserStore.in_data_dir(load_or_exit(config_path).data_dir)
+    config = load_or_exit(config_path)
+    try:
+        owner = account_ids(config.process) if os.geteuid() == 0 else None
+    except PrivilegeError as exc:
+        _fail(f"process: {exc}")
+    return UserStore.in_data_dir(config.data_dir, new_file_owner=owner)
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -67,7 +79,7 @@ def _read_password(from_stdin: bool) -> str:
 
 @contextlib.contextmanager
 def _errors() -> Iterator[None]:
-    """Store errors become one line on stderr and exit status 1."""
+    """Store errors become one line on stderr and exit status 2."""
     try:
         yield
     except UserError as exc:

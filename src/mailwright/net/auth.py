@@ -30,6 +30,7 @@ import base64
 import logging
 from typing import TYPE_CHECKING
 
+from mailwright.accounts.users import UsersUnavailable
 from mailwright.net.authqueue import QueueFull
 from mailwright.smtp import Auth, AuthResponse, Reply
 from mailwright.smtp._sasl import (
@@ -109,6 +110,11 @@ class AuthExchange:
         if s.services.auth_guard.banned(s.ctx.peer_ip):
             s.reject_reason = "AUTH from a banned IP"
             return R454_BANNED
+        try:
+            users.ensure_readable()  # fail closed: no account is verifiable now
+        except UsersUnavailable:  # the store logged which file and why
+            s.reject_reason = "AUTH while the users file is unreadable"
+            return R454_TEMPORARY
         mechanism = server_mechanism(event.mechanism, users, hostname=s.hostname)
         if mechanism is None:
             return R504_UNKNOWN_MECHANISM

@@ -20,18 +20,31 @@ class PrivilegeError(Exception):
     """The configured user or group does not exist, or we may not switch to it."""
 
 
+def account_ids(config: ProcessConfig) -> tuple[int, int] | None:
+    """(uid, gid) the server runs as after the drop; None when no drop is configured."""
+    if config.user is None and config.group is None:
+        return None
+    try:
+        user = pwd.getpwnam(config.user) if config.user else None
+    except KeyError:
+        raise PrivilegeError(f"unknown user {config.user!r} (process.user)") from None
+    try:
+        group = grp.getgrnam(config.group) if config.group else None
+    except KeyError:
+        raise PrivilegeError(f"unknown group {config.group!r} (process.group)") from None
+    gid = group.gr_gid if group else (user.pw_gid if user else os.getgid())
+    uid = user.pw_uid if user else os.getuid()
+    return uid, gid
+
+
 def drop_privileges(config: ProcessConfig, data_dir: Path | None = None) -> None:
     if config.user is None and config.group is None:
         return
     if os.geteuid() != 0:
         raise PrivilegeError("process.user/group are set but mailwright is not running as root")
-    try:
-        user = pwd.getpwnam(config.user) if config.user else None
-        group = grp.getgrnam(config.group) if config.group else None
-    except KeyError as exc:
-        raise PrivilegeError(f"unknown user or group: {exc.args[0]}") from None
-    gid = group.gr_gid if group else (user.pw_gid if user else os.getgid())
-    uid = user.pw_uid if user else os.getuid()
+    ids = account_ids(config)
+    assert ids is not None  # a user or a group is set
+    uid, gid = ids
     if data_dir is not None:
         for root, dirs, files in os.walk(data_dir):
             for name in [*dirs, *files]:
@@ -39,5 +52,5 @@ def drop_privileges(config: ProcessConfig, data_dir: Path | None = None) -> None
         os.chown(data_dir, uid, gid)
     os.setgroups([gid])
     os.setgid(gid)
-    if user is not None:
+    if config.user is not None:
         os.setuid(uid)

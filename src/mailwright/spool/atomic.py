@@ -80,15 +80,26 @@ def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
         view = view[written:]
 
 
-def write_durable(path: str | os.PathLike[str], data: bytes, mode: int = FILE_MODE) -> None:
+def write_durable(
+    path: str | os.PathLike[str],
+    data: bytes,
+    mode: int = FILE_MODE,
+    *,
+    owner: tuple[int, int] | None = None,
+) -> None:
     """Create a *new* file with ``data`` and fsync it; the directory is not fsynced.
 
     Use this for the first half of a tmp -> final move (then ``rename_durable``).  On
-    failure the partial file is removed and the ``OSError`` re-raised.
+    failure the partial file is removed and the ``OSError`` re-raised.  ``owner``
+    (uid, gid) hands the file over before anyone can see it under its final name;
+    ``mode`` is then set exactly, whatever the umask.
     """
     fd = create_exclusive(path, mode)
     try:
         write_all(fd, data)
+        if owner is not None:
+            os.fchown(fd, *owner)
+            os.fchmod(fd, mode)  # after fchown, which may clear set-id bits
         fsync_file(fd)
     except BaseException:
         os.close(fd)
@@ -111,8 +122,15 @@ def rename_durable(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> 
         fsync_dir(src_path.parent)
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = FILE_MODE) -> None:
-    """Replace ``path`` with ``data`` atomically and durably.
+def write_atomic(
+    path: str | os.PathLike[str],
+    data: bytes,
+    mode: int = FILE_MODE,
+    *,
+    owner: tuple[int, int] | None = None,
+) -> None:
+    """Replace ``path`` with ``data`` atomically and durably (owned by ``owner``, see
+    ``write_durable``).
 
     A temporary file in the same directory (rename is only atomic within one file
     system) is written, fsynced, renamed over ``path``, and the directory fsynced.
@@ -121,7 +139,7 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = FILE_MOD
     """
     target = Path(path)
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(_TMP_RANDOM_BYTES)}{TMP_SUFFIX}")
-    write_durable(tmp, data, mode)
+    write_durable(tmp, data, mode, owner=owner)
     try:
         os.replace(tmp, target)
     except BaseException:
