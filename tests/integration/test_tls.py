@@ -103,6 +103,59 @@ def assert_injection_ignored(server) -> None:
     assert "evil@remote.test" not in server.mail_log()
 
 
+def test_ehlo_sent_with_the_last_handshake_message_is_answered(make_server):
+    """A TLS 1.3 client may send its first command in the same write as its last
+    handshake message (Finished).  The server's TLS layer then hands the EHLO to the
+    session before it reports the handshake complete; the session took it for plaintext
+    injected behind STARTTLS and dropped it, and the client waited for a reply until it
+    timed out (89 of 100 parallel smtplib STARTTLS sessions under load)."""
+    assert_first_command_kept(secure_server(make_server))
+
+
+def test_ehlo_sent_with_the_last_handshake_message_is_answered_under_uvloop(
+    make_subprocess_server,
+):
+    """The same against ``mailwright serve`` on uvloop, whose TLS layer hands the EHLO
+    over after reporting the handshake (the race did not show there): the plaintext
+    boundary (``begin_tls``) must hold on that transport too."""
+    assert_first_command_kept(make_subprocess_server(extra=secure_extra()))
+
+
+def assert_first_command_kept(server) -> None:
+    with TlsSMTP(HOST, server.ports["inbound"]) as c:
+        c.greeting()
+        c.ehlo()
+        assert c.cmd("STARTTLS").code == 220
+        context = client_context()
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = context.wrap_bio(incoming, outgoing)
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                c.sock.sendall(outgoing.read())
+                data = c.sock.recv(65536)
+                assert data, "the server closed during the handshake"
+                incoming.write(data)
+        # Our Finished is still in `outgoing`: the EHLO goes in the same write.
+        tls.write(f"EHLO {CLIENT_NAME}\r\n".encode())
+        c.sock.sendall(outgoing.read())
+        received = b""
+        while not re.search(rb"(^|\r\n)250 ", received):
+            try:
+                received += tls.read(65536)
+                continue
+            except ssl.SSLWantReadError:
+                pass
+            data = c.sock.recv(65536)  # READ_TIMEOUT: the old server never answered
+            assert data, f"closed before the EHLO was answered: {received!r}"
+            incoming.write(data)
+        assert received.startswith(b"250-"), received
+        assert b"STARTTLS" not in received  # answered under TLS
+
+
 def test_starttls_plaintext_injection_of_auth(make_server):
     """Injected ``AUTH`` behind STARTTLS on the submission port neither authenticates
     the session nor is answered; MAIL after the handshake still needs AUTH (530)."""

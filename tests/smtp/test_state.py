@@ -117,6 +117,27 @@ def test_plaintext_before_handshake_is_discarded_even_if_buffered() -> None:
     assert conn.next_event() == Noop()
 
 
+def test_input_after_begin_tls_is_kept_for_after_the_handshake() -> None:
+    """begin_tls() marks where the transport hands the connection to TLS: plaintext
+    buffered before it is discarded, bytes after it came through TLS and are the
+    first command once the handshake is reported, even if they came first."""
+    conn = ServerConnection()
+    conn.send(GREETING)
+    conn.receive_data(EHLO)
+    conn.next_event()
+    conn.send(codes.R250_OK)
+    conn.receive_data(b"STARTTLS\r\nMAIL FROM:<evil@x.example>\r\n")
+    assert conn.next_event() == StartTls()
+    conn.send(STARTTLS_READY)
+    conn.receive_data(b"RCPT TO:<evil@x.example>\r\n")  # plaintext, still
+    conn.begin_tls()
+    assert conn.buffered == 0
+    conn.receive_data(b"NOOP\r\n")  # decrypted, before the handshake is reported
+    assert conn.next_event() is PAUSED
+    conn.tls_established()
+    assert conn.next_event() == Noop()
+
+
 def test_starttls_refused_keeps_the_plain_session(mode: str) -> None:
     refused = Reply.of(454, "4.7.0", "TLS not available due to temporary reason")
     d = Driver(mode, extensions=TLS_EXTENSIONS, policy=reject(StartTls, refused))

@@ -31,6 +31,10 @@ async def upgrade_to_tls(session: InboundSession) -> bool:
     session.flush()
     session.resume_reading()
     loop = asyncio.get_running_loop()
+    # The boundary between plaintext and TLS: start_tls takes the transport over
+    # before it first yields, so everything buffered until here is plaintext and
+    # everything the session receives from here on was decrypted.
+    session.conn.begin_tls()
     try:
         async with asyncio.timeout(TLS_HANDSHAKE_TIMEOUT):
             upgraded = await loop.start_tls(
@@ -52,8 +56,8 @@ async def upgrade_to_tls(session: InboundSession) -> bool:
         session.lose_transport(abort=False)
         return False
     session.transport = cast(asyncio.Transport, upgraded)
-    # RFC 3207 §4.2: forget everything learnt before TLS (the core also drops any
-    # plaintext that arrived after STARTTLS: CVE-2011-0411).
+    # RFC 3207 §4.2: forget everything learnt before TLS (the plaintext that followed
+    # STARTTLS went at begin_tls: CVE-2011-0411).
     session.conn.tls_established()
     session.ctx.tls = describe(upgraded.get_extra_info("ssl_object"))
     session.ctx.helo = None

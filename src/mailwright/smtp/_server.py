@@ -133,6 +133,9 @@ class ServerConnection:
         self._bdat_remaining = 0
         self._bdat_event: Bdat | CommandError | None = None
         self._close_after_reply = False  # set when the stream can no longer be framed
+        # The transport has handed the connection to TLS (begin_tls): input from now
+        # on came through TLS, even before the handshake is reported complete.
+        self._tls_begun = False
         self._parse_context = ParseContext(_NO_EXTENSIONS)
 
     # -- input -------------------------------------------------------------------
@@ -145,7 +148,7 @@ class ServerConnection:
             return
         if self.state is State.GREETING:
             self.early_talker = True
-        if self.state is State.TLS:
+        if self.state is State.TLS and not self._tls_begun:
             # RFC 3207 §4.2 / CVE-2011-0411: plaintext sent after STARTTLS and before
             # the handshake must never be read as commands.
             return
@@ -161,11 +164,28 @@ class ServerConnection:
         """Unprocessed input octets; the transport stops reading above a limit."""
         return len(self._buf)
 
+    def begin_tls(self) -> None:
+        """The transport hands the connection to TLS now, after our 220 to STARTTLS.
+
+        What is buffered is plaintext that followed STARTTLS: discarded (CVE-2011-0411).
+        What is fed from now on came through TLS and is kept: a client's EHLO can end
+        the same read as its last handshake message, so it reaches us before the
+        transport reports the handshake complete (``tls_established``).  Discarding
+        it then lost the EHLO of busy clients, who waited for a reply until they
+        timed out.
+        """
+        if self.state is not State.TLS:
+            raise LocalProtocolError("begin_tls() without an accepted STARTTLS")
+        self._buf.clear()
+        self._tls_begun = True
+
     def tls_established(self) -> None:
         """The transport finished the TLS handshake after our 220 to STARTTLS."""
         if self.state is not State.TLS:
             raise LocalProtocolError("tls_established() without an accepted STARTTLS")
-        self._buf.clear()  # anything that slipped in is plaintext: discard
+        if not self._tls_begun:
+            self._buf.clear()  # no begin_tls(): all that is buffered is plaintext
+        self._tls_begun = False
         self.tls_active = True
         self.helo = None
         self.esmtp = False
