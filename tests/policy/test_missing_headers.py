@@ -55,7 +55,7 @@ def test_only_what_is_missing() -> None:
 
 
 def hold_output(message: bytes, pieces: list[bytes]) -> bytes:
-    hold = HeaderSectionHold(hostname=HOST, queue_id=QUEUE_ID)
+    hold = HeaderSectionHold(hostname=HOST, queue_id=QUEUE_ID, now=NOW)
     out = b"".join(hold.feed(p) for p in pieces) + hold.finish()
     return out
 
@@ -93,7 +93,7 @@ def test_hold_passes_a_complete_message_unchanged() -> None:
 def test_an_oversized_header_section_is_streamed_unchanged() -> None:
     long_field = b"X-Long: " + b"a" * 900 + b"\r\n"
     message = long_field * (MAX_HEADER_SECTION // len(long_field) + 2) + b"\r\nbody\r\n"
-    hold = HeaderSectionHold(hostname=HOST, queue_id=QUEUE_ID)
+    hold = HeaderSectionHold(hostname=HOST, queue_id=QUEUE_ID, now=NOW)
     out = b""
     for i in range(0, len(message), 4096):
         out += hold.feed(message[i : i + 4096])

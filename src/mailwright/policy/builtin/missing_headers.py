@@ -72,11 +72,12 @@ class HeaderSectionHold:
     whatever is still held.  The output does not depend on how the body was split.
     """
 
-    __slots__ = ("_held", "_hostname", "_queue_id", "done")
+    __slots__ = ("_held", "_hostname", "_now", "_queue_id", "done")
 
-    def __init__(self, *, hostname: str, queue_id: str) -> None:
+    def __init__(self, *, hostname: str, queue_id: str, now: float | None = None) -> None:
         self._hostname = hostname
         self._queue_id = queue_id
+        self._now = now  # the Date: instant; None: the time of the release
         self._held = bytearray()
         self.done = False  # released: everything from now on passes straight through
 
@@ -112,7 +113,10 @@ class HeaderSectionHold:
             self._held.clear()
             return out
         added = missing_fields(
-            bytes(self._held[:header_end]), hostname=self._hostname, queue_id=self._queue_id
+            bytes(self._held[:header_end]),
+            hostname=self._hostname,
+            queue_id=self._queue_id,
+            now=self._now,
         )
         out = added + bytes(self._held)
         self._held.clear()
