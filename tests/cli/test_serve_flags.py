@@ -7,7 +7,6 @@ message sent with smtplib must land under the data folder given on the command l
 from __future__ import annotations
 
 import re
-import signal
 import smtplib
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from helpers.procs import wait_until
+from helpers.servers import serve_command
 
 EXIT_CONFIG = 2
 START_TIMEOUT = 20.0
@@ -39,37 +39,12 @@ def mailwright(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """``mailwright serve`` with the flags under test, on the embedded default."""
-    out = tmp_path / "stdout.log"
     data = tmp_path / "elsewhere" / "data"
-    with open(out, "wb") as stdout:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mailwright",
-                "serve",
-                "--listen",
-                "inbound=127.0.0.1:0",
-                "--listen",
-                "submission=[::1]:0",
-                "--data-dir",
-                str(data),
-            ],
-            cwd=tmp_path,
-            stdout=stdout,
-            stderr=subprocess.DEVNULL,
-            stdin=subprocess.DEVNULL,
-        )
-    try:
+    flags = ("--listen", "inbound=127.0.0.1:0", "--listen", "submission=[::1]:0")
+    with serve_command(
+        *flags, "--data-dir", str(data), cwd=tmp_path, stdout=tmp_path / "stdout.log"
+    ) as proc:
         yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def test_serve_listen_and_data_dir_move_the_embedded_default(

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -282,6 +282,33 @@ class InProcessServer(DataDir):
 
 
 # -- subprocess server ---------------------------------------------------------------
+
+SERVE_STOP_TIMEOUT = 15.0  # seconds for a SIGTERMed `mailwright serve` to exit
+
+
+@contextlib.contextmanager
+def serve_command(*args: str, cwd: Path, stdout: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m mailwright serve ARGS`` in ``cwd`` (no config file unless ARGS
+    names one: the embedded default), its standard output in the file ``stdout``;
+    SIGTERM on the way out (SIGKILL if it does not stop)."""
+    with open(stdout, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mailwright", "serve", *args],
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(SERVE_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 class SubprocessServer(DataDir):

@@ -19,15 +19,14 @@ greeting, the whole dialog in one write (the server offers PIPELINING).
 from __future__ import annotations
 
 import imaplib
-import os
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from helpers.dovecot import PASSWORD, dovecot_imap
 from helpers.servers import EXAMPLE, InProcessServer
+from helpers.snail import print_first_message
 from helpers.tools import require_tool
 from helpers.wire import RawSMTP, queue_id_of
 
@@ -46,7 +45,6 @@ HEADER_LINES = [
 ]
 BODY_LINES = ["Hi there.", ".dot line", "trailing spaces   ", "", "Bye."]
 MESSAGE = ("\r\n".join([*HEADER_LINES, "", *BODY_LINES]) + "\r\n").encode()
-TOOL_TIMEOUT = 30.0  # seconds for one s-nail run (it reads one small message)
 IMAP_TIMEOUT = 10.0  # seconds for each IMAP read
 NAME_SIZES_RE = re.compile(r",S=(\d+),W=(\d+)$")
 
@@ -79,13 +77,7 @@ def test_snail_reads_delivered_message_cleanly(server: InProcessServer, tmp_path
     exe = require_tool("s-nail")
     path = deliver(server)
     maildir = path.parent.parent
-    done = subprocess.run(
-        [exe, "-#", "-:/", "-N", "-R", "-Y", "Print 1", "-Y", "quit", "-f", f"maildir://{maildir}"],
-        capture_output=True,
-        stdin=subprocess.DEVNULL,
-        timeout=TOOL_TIMEOUT,
-        env={"HOME": str(tmp_path), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"},
-    )
+    done = print_first_message(exe, maildir, tmp_path)
     assert done.returncode == 0, done
     assert done.stderr == b"", done.stderr.decode("utf-8", "replace")
     out = done.stdout.decode("utf-8", "replace")

@@ -11,17 +11,16 @@ written (as ncat does), before the server has answered anything.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from helpers.procs import wait_until
+from helpers.servers import serve_command
+from helpers.snail import print_first_message
 from helpers.tools import require_tool
 
 pytestmark = pytest.mark.interop
@@ -50,37 +49,14 @@ def embedded_default(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     (port, the data folder)."""
     out = tmp_path / "stdout.log"
     data = tmp_path / "data"
-    with open(out, "wb") as stdout:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mailwright",
-                "serve",
-                "--listen",
-                "inbound=127.0.0.1:0",
-                "--data-dir",
-                str(data),
-            ],
-            cwd=tmp_path,
-            stdout=stdout,
-            stderr=subprocess.DEVNULL,
-            stdin=subprocess.DEVNULL,
-        )
-    try:
+    flags = ("--listen", "inbound=127.0.0.1:0", "--data-dir", str(data))
+    with serve_command(*flags, cwd=tmp_path, stdout=out):
         assert wait_until(lambda: LISTENING.search(out.read_text("utf-8")), START_TIMEOUT), (
             out.read_text("utf-8")
         )
         match = LISTENING.search(out.read_text("utf-8"))
         assert match is not None
         yield int(match.group(1)), data
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.mark.parametrize("flags", [[], ["-N"]], ids=["nc", "nc-N"])
@@ -102,25 +78,7 @@ def test_dialog_piped_through_nc_lands_and_reads_cleanly_in_snail(
     assert wait_until(lambda: new.is_dir() and any(new.iterdir()), DELIVERY_TIMEOUT)
     [path] = list(new.iterdir())
     assert b"\r" not in path.read_bytes()
-    read = subprocess.run(
-        [
-            snail,
-            "-#",
-            "-:/",
-            "-N",
-            "-R",
-            "-Y",
-            "Print 1",
-            "-Y",
-            "quit",
-            "-f",
-            f"maildir://{path.parent.parent}",
-        ],
-        capture_output=True,
-        stdin=subprocess.DEVNULL,
-        timeout=TOOL_TIMEOUT,
-        env={"HOME": str(tmp_path), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"},
-    )
+    read = print_first_message(snail, path.parent.parent, tmp_path)
     assert read.returncode == 0, read
     assert read.stderr == b"", read.stderr.decode("utf-8", "replace")
     lines = read.stdout.decode("utf-8", "replace").split("\n")
