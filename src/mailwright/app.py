@@ -205,6 +205,8 @@ class App:
         self.processes: SessionProcesses | None = None  # session processes (smtp.processes)
         self._runner_task: asyncio.Task[None] | None = None
         self._flush_task: asyncio.Task[None] | None = None
+        # SIGHUP/SIGUSR1 actions that arrived while starting (None once started).
+        self._deferred_signals: list[Callable[[], None]] | None = []
 
     async def start(self) -> None:
         """Build and start everything; if any step fails, undo the steps done (the
@@ -439,26 +441,51 @@ class App:
 
     async def serve(self) -> None:
         """Start, run until SIGTERM/SIGINT, then shut down in stages."""
-        await self.start()
-        # Everything built so far (modules, config, tables) lives as long as the
-        # process: move it out of the collector's reach, so the collections that
-        # per-session garbage triggers stop re-scanning it (gc.freeze docs).
-        gc.collect()
-        gc.freeze()
         loop = asyncio.get_running_loop()
+        # The handlers go in before start(): the default action of SIGHUP and SIGUSR1
+        # is to terminate, and a logrotate (or a reload) that came between the
+        # "listening" lines and the handlers killed the server.  What arrives while
+        # starting is carried out once started (_on_signal); SIGTERM then stops at once.
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         # SIGHUP reloads certificates on the loop thread (OpenSSL contexts must not
         # change under a handshake in another thread); sessions are not dropped.
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
-        loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
+        loop.add_signal_handler(signal.SIGHUP, self._on_signal, self.reload)
+        loop.add_signal_handler(signal.SIGUSR1, self._on_signal, self.reopen_logs)
         try:
+            await self.start()
+        except BaseException:
+            _remove_signal_handlers(loop)
+            raise
+        try:
+            deferred, self._deferred_signals = self._deferred_signals, None
+            for action in deferred or ():
+                action()
+            # Everything built so far (modules, config, tables) lives as long as the
+            # process: move it out of the collector's reach, so the collections that
+            # per-session garbage triggers stop re-scanning it (gc.freeze docs).
+            gc.collect()
+            gc.freeze()
             await self._stop.wait()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
-                loop.remove_signal_handler(sig)
+            _remove_signal_handlers(loop)
             self.announce("mailwright: shutting down")
             await self.stop()
+
+    def _on_signal(self, action: Callable[[], None]) -> None:
+        """SIGHUP/SIGUSR1: ``action`` now, or once started if still starting."""
+        if self._deferred_signals is None:
+            action()
+        else:
+            self._deferred_signals.append(action)
+
+
+_HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
+
+
+def _remove_signal_handlers(loop: asyncio.AbstractEventLoop) -> None:
+    for sig in _HANDLED_SIGNALS:
+        loop.remove_signal_handler(sig)
 
 
 def run(config: Config, announce: Callable[[str], None] = print) -> None:

@@ -339,7 +339,9 @@ class SubprocessServer(DataDir):
     def command(self) -> list[str]:
         return [sys.executable, "-m", "mailwright", "serve", "-c", str(self.config_path)]
 
-    def start(self, timeout: float = START_TIMEOUT) -> SubprocessServer:
+    def start(self, timeout: float = START_TIMEOUT, poll: float = 0.02) -> SubprocessServer:
+        """Spawn and wait until the server announced it is ready, looking every
+        ``poll`` seconds."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.starts += 1
         self.stdout_path = self.workdir / f"stdout.{self.starts}.log"
@@ -361,7 +363,7 @@ class SubprocessServer(DataDir):
                 return self
             if self.proc.poll() is not None:
                 break
-            time.sleep(0.02)
+            time.sleep(poll)
         self.kill()
         raise AssertionError(
             f"mailwright serve did not announce its port within {timeout}s\n"

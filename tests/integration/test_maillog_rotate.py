@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.procs import children_of, wait_until
+from helpers.procs import children_of, cmdline, wait_until
 from helpers.servers import EXAMPLE, SubprocessServer
 from helpers.tools import require_tool
 from helpers.wire import message, queue_id_of, smtplib_client
@@ -184,9 +184,39 @@ def test_children_survive_a_reopen_signal_sent_to_every_process(
     log.rename(rotated)
     for pid in before:
         os.kill(pid, sig)
-    assert wait_until(lambda: all_write(server, log), WAIT)
+    assert wait_until(lambda: all_write(server, log), WAIT), {
+        pid: (open_logs(pid, server.data_dir), cmdline(pid)) for pid in processes(server)
+    }
     assert processes(server) == before, server.stdout()
     qid = send_one(server, 0)[1]
     assert wait_until(lambda: delivered(server) == 1, WAIT)
     assert server.terminate() == 0, server.stderr()
     assert_every_line_once([log], [qid])
+
+
+# Servers started for the test below; each gets the signal the moment it is ready.
+SIGNAL_AT_READY_TRIES = 3
+
+
+@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGHUP], ids=["usr1", "hup"])
+def test_a_reopen_signal_as_the_server_becomes_ready_does_not_kill_it(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """logrotate's postrotate (or a reload) can come at any moment, also just after the
+    server announced it was ready: the handlers were installed only after that, and
+    the signal's default action terminated the server (the test above failed one run
+    in three that way)."""
+    for attempt in range(SIGNAL_AT_READY_TRIES):
+        workdir = tmp_path / f"server{attempt}"
+        workdir.mkdir()
+        server = SubprocessServer(workdir, smtp={"processes": 2}, extra={"log": BUFFERED_LOG})
+        try:
+            server.start(poll=0.001)
+            assert server.proc is not None
+            server.proc.send_signal(sig)
+            send_one(server, attempt)  # served after the signal: the marker
+            assert wait_until(lambda: delivered(server) == 1, WAIT)  # noqa: B023
+            assert server.proc.poll() is None, server.stderr()
+            assert server.terminate() == 0, server.stderr()
+        finally:
+            server.kill()
