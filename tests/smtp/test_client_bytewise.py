@@ -11,6 +11,8 @@ STARTTLS survives the handshake.  A protocol error poisons the connection.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailwright.smtp import (
     DEFAULT_EXTENSIONS,
@@ -363,3 +365,52 @@ def test_eof_gives_connection_closed(mode: str) -> None:
     d.eof()
     assert d.closed
     assert isinstance(d.conn.next_event(), ConnectionClosed)
+
+
+# -- segmentation independence ---------------------------------------------------------
+
+PIPELINE = (Ehlo("c.example"), MailFrom(ALICE), RcptTo(BOB), RcptTo(ALICE), Rset(), Noop())
+REPLY_CHOICES = [
+    codes.R250_OK,
+    ehlo_reply(HOSTNAME, DEFAULT_EXTENSIONS, max_size=1000),
+    codes.R550_NO_SUCH_USER,
+    codes.R451_TEMP_POLICY,
+    codes.R503_NEED_MAIL,
+    codes.R421_SHUTTING_DOWN,
+    Reply.of(250, "", "x" * 300),
+]
+
+
+def read_split(data: bytes, cuts: list[int]) -> tuple[list[Reply], list[State]]:
+    client = ClientConnection()
+    for command in PIPELINE:
+        client.send(command)
+    points = sorted({min(c, len(data)) for c in cuts})
+    replies: list[Reply] = []
+    states: list[State] = []
+    for a, b in zip([0, *points], [*points, len(data)], strict=True):
+        if b > a:
+            client.receive_data(data[a:b])
+        while isinstance(reply := client.next_event(), Reply):
+            replies.append(reply)
+            states.append(client.state)
+    return replies, states
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.sampled_from(REPLY_CHOICES), min_size=len(PIPELINE), max_size=len(PIPELINE)),
+    st.lists(st.integers(0, 2000), max_size=8),
+)
+def test_any_split_of_pipelined_replies_gives_the_same_session(
+    replies: list[Reply], cuts: list[int]
+) -> None:
+    data = GREETING.to_bytes() + b"".join(r.to_bytes() for r in replies)
+    whole = read_split(data, [])
+    assert read_split(data, cuts) == whole
+    assert read_split(data, list(range(len(data)))) == whole
+    # Replies are matched to the pipelined commands in order, up to a closing one.
+    got, states = whole
+    closing = next((i for i, r in enumerate(replies) if r.code == 421), None)
+    assert got[1:] == (replies if closing is None else replies[: closing + 1])
+    assert (states[-1] is State.CLOSED) == (closing is not None)

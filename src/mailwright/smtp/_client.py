@@ -9,7 +9,8 @@ Mirror of ``ServerConnection``::
 
 The reply decides the state (DESIGN principle 2), on this side as on the server's:
 ``state`` moves only when a reply is *received*, through the same ``_state.next_state``
-the server moves by when it sends one, so both ends agree after every reply.  What
+the server moves by when it sends one (``client_next_state`` adds what only a client
+can meet), so both ends agree after every reply.  What
 the client may write is looked up in ``_state.CLIENT_WRITES``: message data only after
 the 354 (a DATA answered 554 leaves the session where it was, and the next DataChunk
 is refused, not sent as a body), nothing after DATA, STARTTLS, AUTH or QUIT until
@@ -49,7 +50,13 @@ from mailwright.smtp._events import (
 )
 from mailwright.smtp._replies import Reply, _valid_enhanced
 from mailwright.smtp._server import NEED_DATA, PAUSED, _Sentinel
-from mailwright.smtp._state import CLIENT_GROUP_ENDERS, State, client_may_write, next_state
+from mailwright.smtp._state import (
+    CLIENT_GROUP_ENDERS,
+    State,
+    client_may_write,
+    client_next_state,
+    next_state,
+)
 
 # RFC 5321 §4.5.3.1.5 says 512; real servers send longer EHLO and error lines, so we
 # accept up to the text-line limit before calling the reply broken.
@@ -245,12 +252,13 @@ class ClientConnection:
             if reply.code != 421:
                 raise RemoteProtocolError(f"reply {reply.code} to no command")
             # RFC 5321 §3.8: a server may send 421 at any time before it closes.
-            event: object = None
             state = State.CLOSED
         else:
             event = self._owed.popleft()
-            before = State.GREETING if event is _GREETING else self.state
-            state = next_state(before, None if event is _GREETING else event, reply)
+            if event is _GREETING:
+                state = next_state(State.GREETING, None, reply)
+            else:
+                state = client_next_state(self.state, event, reply)
         if state is State.DATA and self.state is not State.DATA:
             self._body = _BodyWriter()
         elif state is State.CLOSED:

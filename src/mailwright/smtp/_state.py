@@ -153,14 +153,6 @@ def next_state(state: State, event: object, reply: Reply) -> State:
         return State.READY
     if reply.code == 334 and event_type in (Auth, AuthResponse):
         return State.AUTH
-    # The reply decides, whatever the envelope looked like to the peer: a 354 opens
-    # the body (RFC 5321 §4.1.1.4) and a 220 to STARTTLS starts TLS (RFC 3207 §4.2).
-    # The server core only ever sends these in RCPT / READY (ALLOWED); a client that
-    # believed otherwise must still follow the reply, or the two ends fall out of step.
-    if reply.code == 354 and event_type is Data:
-        return State.DATA
-    if reply.code == 220 and event_type is StartTls:
-        return State.TLS
     if reply.is_positive:
         if event_type is Rset:
             return State.NEED_HELO if state is State.NEED_HELO else State.READY
@@ -210,6 +202,23 @@ CLIENT_WRITES: dict[State, frozenset[object]] = {
 # response).  RFC 2920 puts EHLO, VRFY, EXPN and NOOP in the list too, but the reply
 # to those changes nothing about framing; the client leaves that choice to its user.
 CLIENT_GROUP_ENDERS: frozenset[type] = frozenset({Data, Quit, StartTls, Auth, AuthResponse})
+
+
+def client_next_state(state: State, event: object, reply: Reply) -> State:
+    """The client's state after receiving ``reply`` to ``event`` sent in ``state``.
+
+    ``next_state``, plus two replies that decide whatever the client made of the
+    envelope: a 354 to DATA opens the body (RFC 5321 §4.1.1.4) and a 220 to STARTTLS
+    starts TLS (RFC 3207 §4.2).  The server core only sends those in RCPT / READY
+    (``ALLOWED``), where ``next_state`` agrees; a client that thought otherwise (it
+    pipelined DATA behind a RCPT the server refused) must follow the server anyway,
+    or the two ends fall out of step."""
+    event_type = type(event)
+    if event_type is Data and reply.code == 354:
+        return State.DATA
+    if event_type is StartTls and reply.code == 220:
+        return State.TLS
+    return next_state(state, event, reply)
 
 
 def client_may_write(state: State, event_type: type) -> bool:
