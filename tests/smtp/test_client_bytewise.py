@@ -186,8 +186,9 @@ def test_body_before_354_is_a_local_error(mode: str) -> None:
 
 def test_data_refused_leaves_the_transaction_and_no_body(mode: str) -> None:
     """RFC 5321 §4.1.1.4: after a 5yz to DATA the client "MUST NOT send the message
-    data".  The transaction stays (the server keeps MAIL and RCPT: §3.3 clears the
-    buffers only at the end of the data), so BDAT or a new DATA may follow."""
+    data".  The transaction stays: §4.1.1.4 clears the reverse-path, forward-path and
+    mail data buffers on the end of mail data, not on a refused DATA (the server core
+    keeps MAIL and RCPT likewise), so BDAT or a new DATA may follow."""
     d = greeted(mode, *ENVELOPE, Data(), replies=[*ENVELOPE_OK, R554_DATA_REFUSED])
     assert d.state is State.RCPT
     with pytest.raises(LocalProtocolError):

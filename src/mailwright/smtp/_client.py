@@ -183,7 +183,7 @@ class ClientConnection:
             self._chunk_left -= len(event.data)
             return event.data
         if isinstance(event, (DataChunk, EndOfData)):
-            if self._body is None:
+            if self._body is None or not client_may_write(self.state, type(event)):
                 raise LocalProtocolError(
                     f"{name} outside a message body (DATA not answered 354, or ended)"
                 )
@@ -202,8 +202,9 @@ class ClientConnection:
             )
         state = self.state
         if state is State.DATA:
-            # The body has ended, and any reply to it ends the transaction (ON_POSITIVE
-            # and ON_NEGATIVE agree): write as the state it will be in.
+            # The body has ended (we are past the branch above), and any reply to it
+            # ends the transaction (ON_POSITIVE and ON_NEGATIVE agree): write as in
+            # the state it will be in.
             state = State.READY
         if not client_may_write(state, type(event)) or (
             isinstance(event, AuthResponse) and self._owed

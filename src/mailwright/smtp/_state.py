@@ -185,11 +185,13 @@ _CLIENT_COMMAND_STATES = (
 )
 CLIENT_WRITES: dict[State, frozenset[object]] = {
     **{s: frozenset({COMMAND}) for s in _CLIENT_COMMAND_STATES},
-    # RFC 5321 §4.1.1.4: "message data MUST NOT be sent unless a 354 reply is received".
+    # RFC 5321 §4.1.1.4: "message data MUST NOT be sent unless a 354 reply is received";
+    # from the 354 until the client writes EndOfData (then it writes as in READY: any
+    # reply to the end of data ends the transaction).
     State.DATA: frozenset({DataChunk, EndOfData}),
     # RFC 4954 §4: after a 334 the next line is the SASL response, nothing else.
     State.AUTH: frozenset({AuthResponse}),
-    # RFC 3207 §4.2: after the 220 the client starts TLS before any other command.
+    # RFC 3207 §4: after the 220 the client starts TLS before any other command.
     State.TLS: frozenset(),
     State.CLOSED: frozenset(),
     State.ERROR: frozenset(),
@@ -197,7 +199,7 @@ CLIENT_WRITES: dict[State, frozenset[object]] = {
 
 # Commands whose reply decides how the next octets are read, so the client writes
 # nothing after one until that reply is in: DATA and QUIT (RFC 2920 §3.1: "can only
-# appear as the last command in a group"), STARTTLS (RFC 3207 §4.2: what follows the
+# appear as the last command in a group"), STARTTLS (RFC 3207 §4: what follows the
 # 220 is TLS), AUTH and its responses (RFC 4954 §4: a 334 makes the next line a SASL
 # response).  RFC 2920 puts EHLO, VRFY, EXPN and NOOP in the list too, but the reply
 # to those changes nothing about framing; the client leaves that choice to its user.
@@ -209,7 +211,7 @@ def client_next_state(state: State, event: object, reply: Reply) -> State:
 
     ``next_state``, plus two replies that decide whatever the client made of the
     envelope: a 354 to DATA opens the body (RFC 5321 §4.1.1.4) and a 220 to STARTTLS
-    starts TLS (RFC 3207 §4.2).  The server core only sends those in RCPT / READY
+    starts TLS (RFC 3207 §4).  The server core only sends those in RCPT / READY
     (``ALLOWED``), where ``next_state`` agrees; a client that thought otherwise (it
     pipelined DATA behind a RCPT the server refused) must follow the server anyway,
     or the two ends fall out of step."""
