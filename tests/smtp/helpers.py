@@ -13,7 +13,9 @@
 Policies are called as ``policy(conn, event) -> Reply | None`` (None = default reply).
 They must be pure functions of their arguments: the shadow driver calls them too.
 
-``ConnectionPair`` wires a ``ClientConnection`` to a server ``Driver`` in memory.
+``ClientDriver`` does the same for a ``ClientConnection`` (server replies fed whole or
+one byte at a time, with the whole-mode shadow); ``ConnectionPair`` wires one to a
+server ``Driver`` in memory.
 """
 
 from __future__ import annotations
