@@ -13,7 +13,9 @@
 Policies are called as ``policy(conn, event) -> Reply | None`` (None = default reply).
 They must be pure functions of their arguments: the shadow driver calls them too.
 
-``ConnectionPair`` wires a ``ClientConnection`` to a server ``Driver`` in memory.
+``ClientDriver`` does the same for a ``ClientConnection`` (server replies fed whole or
+one byte at a time, with the whole-mode shadow); ``ConnectionPair`` wires one to a
+server ``Driver`` in memory.
 """
 
 from __future__ import annotations
@@ -343,37 +345,118 @@ def reject(
     return policy
 
 
+# -- the client role ----------------------------------------------------------------
+
+
+class ClientDriver:
+    """Feeds a ClientConnection server bytes and reads its replies, as ``Driver`` does
+    for the server: ``"whole"`` feeds each ``feed(data)`` in one call, ``"bytewise"``
+    one byte at a time, reading after every byte, and runs a whole-mode shadow on the
+    same input, asserting after every call that replies, the state after each reply,
+    the bytes written and the replies owed are identical."""
+
+    def __init__(self, mode: str = "whole") -> None:
+        assert mode in MODES, mode
+        self.mode = mode
+        self.conn = ClientConnection()
+        self.replies: list[Reply] = []
+        self.states: list[State] = []  # the client's state after each reply
+        self.output = bytearray()
+        self.closed = False
+        self.shadow = ClientDriver("whole") if mode == "bytewise" else None
+
+    def send(self, *events: Event) -> bytes:
+        out = b"".join(self.conn.send(e) for e in events)
+        self.output += out
+        if self.shadow is not None:
+            self.shadow.send(*events)
+            self._compare()
+        return out
+
+    def feed(self, data: bytes) -> list[Reply]:
+        """Deliver server bytes; returns the replies they completed."""
+        start = len(self.replies)
+        if self.mode == "whole":
+            self.conn.receive_data(data)
+            self.pump()
+        else:
+            for i in range(len(data)):
+                self.conn.receive_data(data[i : i + 1])
+                self.pump()
+            assert self.shadow is not None
+            self.shadow.feed(data)
+            self._compare()
+        return self.replies[start:]
+
+    def eof(self) -> ClientDriver:
+        self.conn.receive_data(b"")
+        self.pump()
+        if self.shadow is not None:
+            self.shadow.eof()
+            self._compare()
+        return self
+
+    def tls_established(self) -> ClientDriver:
+        self.conn.tls_established()
+        self.pump()
+        if self.shadow is not None:
+            self.shadow.tls_established()
+            self._compare()
+        return self
+
+    def pump(self) -> None:
+        while True:
+            event = self.conn.next_event()
+            if isinstance(event, ConnectionClosed):
+                self.closed = True
+                return
+            if not isinstance(event, Reply):  # NEED_DATA, or PAUSED for the handshake
+                return
+            self.replies.append(event)
+            self.states.append(self.conn.state)
+
+    def _compare(self) -> None:
+        shadow = self.shadow
+        assert shadow is not None
+        assert self.replies == shadow.replies, "replies differ"
+        assert self.states == shadow.states, "states differ"
+        assert bytes(self.output) == bytes(shadow.output), "output differs"
+        assert self.conn.state is shadow.conn.state
+        assert self.conn.pending == shadow.conn.pending
+        assert self.closed == shadow.closed
+
+    @property
+    def state(self) -> State:
+        return self.conn.state
+
+
 # -- client <-> server ------------------------------------------------------------
 
 
 class ConnectionPair:
-    """A ClientConnection talking to a server Driver through memory."""
+    """A ClientConnection talking to a server Driver through memory.  ``mode`` is how
+    the server's bytes reach the client (see ``ClientDriver``); the server is fed each
+    write whole (its own bytewise suite is the Driver's)."""
 
-    def __init__(self, **server_kwargs: object) -> None:
-        self.client = ClientConnection()
+    def __init__(self, mode: str = "whole", **server_kwargs: object) -> None:
+        self.driver = ClientDriver(mode)
+        self.client = self.driver.conn
         self.server = Driver("whole", greet=True, **server_kwargs)  # type: ignore[arg-type]
         self.client_bytes = bytearray()
         self._delivered = 0
         self.greeting = self.replies()[0]
 
-    def _deliver(self) -> None:
+    def _deliver(self) -> list[Reply]:
         out = bytes(self.server.output[self._delivered :])
         self._delivered = len(self.server.output)
-        if out:
-            self.client.receive_data(out)
+        return self.driver.feed(out) if out else []
 
     def replies(self) -> list[Reply]:
         """Every complete reply the client can read now."""
-        self._deliver()
-        got: list[Reply] = []
-        while True:
-            reply = self.client.next_event()
-            if not isinstance(reply, Reply):
-                return got
-            got.append(reply)
+        return self._deliver()
 
     def write(self, *events: Event) -> bytes:
-        data = b"".join(self.client.send(e) for e in events)
+        data = self.driver.send(*events)
         self.client_bytes += data
         self.server.feed(data)
         return data
@@ -385,4 +468,10 @@ class ConnectionPair:
 
     def command(self, event: Event) -> Reply:
         (reply,) = self.send(event)
+        return reply
+
+    def starttls(self) -> Reply:
+        """STARTTLS, and TLS up on both ends (the server driver's auto_tls)."""
+        reply = self.command(StartTls())
+        self.driver.tls_established()
         return reply

@@ -45,6 +45,8 @@ from mailwright.smtp import (
     parse_ehlo,
     write_command,
 )
+from mailwright.smtp._buffer import ReceiveBuffer
+from mailwright.smtp._client import read_reply
 from mailwright.smtp._commands import ParseContext, parse_auth_response
 
 from .helpers import QUEUED, ConnectionPair
@@ -277,12 +279,14 @@ def test_bdat_chunks_are_sent_verbatim() -> None:
 
 
 def read_replies(data: bytes, bytewise: bool = False) -> list[Reply]:
-    client = ClientConnection()
+    """The reply grammar alone (a ClientConnection would also match each reply to a
+    command; test_client_bytewise.py drives that)."""
+    buf = ReceiveBuffer()
     pieces = [data[i : i + 1] for i in range(len(data))] if bytewise else [data]
     out: list[Reply] = []
     for piece in pieces:
-        client.receive_data(piece)
-        while isinstance(reply := client.next_event(), Reply):
+        buf.extend(piece)
+        while (reply := read_reply(buf)) is not None:
             out.append(reply)
     return out
 

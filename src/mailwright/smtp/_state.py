@@ -1,7 +1,7 @@
-"""The server session's state machine, as data.
+"""The session's state machine, as data, for both roles.
 
 Rule 1 (after h11): everything that decides a state transition lives in this file;
-``_server.py`` only looks the answers up.
+``_server.py`` and ``_client.py`` only look the answers up.
 
 Theory of operation.  In HTTP an event alone moves the state.  In SMTP the *reply*
 decides: RCPT answered 250 moves a transaction on, RCPT answered 550 does not.  So the
@@ -21,6 +21,17 @@ States::
 
 A command outside its states is answered 503 by the core itself; ``SEQUENCE_ERRORS``
 holds the text for each case, as Postfix words them.
+
+Roles (after h11's role-aware tables).  The *session* state is one: the server moves
+it when it sends a reply, the client when it receives one, both through
+``next_state``, so the two ends of a connection agree on it after every reply
+(``tests/smtp/test_client_pair.py`` checks that over every dialog fixture).  What
+differs by role is what each side may produce: the server answers a command outside
+its states (``ALLOWED``); the client may only *write* what ``CLIENT_WRITES`` allows in
+the state its received replies put it in, and nothing after a command that ends a
+pipelined group until that command's reply is in (``CLIENT_GROUP_ENDERS``).  Either
+core that meets a protocol error is poisoned: ``State.ERROR``, and every later call
+raises (h11's ERROR state).
 """
 
 from __future__ import annotations
@@ -33,10 +44,12 @@ from mailwright.smtp._events import (
     AuthResponse,
     Bdat,
     Data,
+    DataChunk,
     Ehlo,
     EndOfData,
     Helo,
     MailFrom,
+    Quit,
     RcptTo,
     Rset,
     StartTls,
@@ -55,6 +68,7 @@ class State(Enum):
     TLS = "tls"  # 220 to STARTTLS sent; the transport owes the handshake
     AUTH = "auth"  # a SASL exchange is in progress (334 sent)
     CLOSED = "closed"
+    ERROR = "error"  # client role: a protocol error poisoned the connection
 
     # Members are singletons compared by identity, so the identity hash is correct;
     # Enum's own __hash__ is Python code, and states are hashed on every command
@@ -144,3 +158,75 @@ def next_state(state: State, event: object, reply: Reply) -> State:
             return State.NEED_HELO if state is State.NEED_HELO else State.READY
         return ON_POSITIVE.get((state, event_type), state)
     return ON_NEGATIVE.get((state, event_type), state)
+
+
+# -- the client role ----------------------------------------------------------------
+#
+# The client judges only what it *writes*.  Whether a command fits the session (RCPT
+# before MAIL, ...) is the server's to answer with its 503, and a testing client
+# (`mailwright send`) must be able to provoke that answer; what the client refuses is
+# whatever would put the two ends out of step: octets the server would read in
+# another mode than the client meant them (body as commands, commands as body,
+# plaintext as TLS, a command as a SASL response).
+
+# What the client may write in each session state.  ``COMMAND`` stands for every
+# command but the SASL response; ``DataChunk`` is also allowed, whatever the state,
+# for the octets a BDAT command announced (RFC 3030 §2: counted, never framed).
+COMMAND = object()
+_CLIENT_COMMAND_STATES = (
+    # Before the greeting too: talking early is a policy matter (Postfix's pregreet
+    # test judges it), the octets stay in step.
+    State.GREETING,
+    State.NEED_HELO,
+    State.READY,
+    State.MAIL,
+    State.RCPT,
+    State.BDAT,
+)
+CLIENT_WRITES: dict[State, frozenset[object]] = {
+    **{s: frozenset({COMMAND}) for s in _CLIENT_COMMAND_STATES},
+    # RFC 5321 §4.1.1.4: "message data MUST NOT be sent unless a 354 reply is received";
+    # from the 354 until the client writes EndOfData (then it writes as in READY: any
+    # reply to the end of data ends the transaction).
+    State.DATA: frozenset({DataChunk, EndOfData}),
+    # RFC 4954 §4: after a 334 the next line is the SASL response, nothing else.
+    State.AUTH: frozenset({AuthResponse}),
+    # RFC 3207 §4: after the 220 the client starts TLS before any other command.
+    State.TLS: frozenset(),
+    State.CLOSED: frozenset(),
+    State.ERROR: frozenset(),
+}
+
+# Commands whose reply decides how the next octets are read, so the client writes
+# nothing after one until that reply is in: DATA and QUIT (RFC 2920 §3.1: "can only
+# appear as the last command in a group"), STARTTLS (RFC 3207 §4: what follows the
+# 220 is TLS), AUTH and its responses (RFC 4954 §4: a 334 makes the next line a SASL
+# response).  RFC 2920 puts EHLO, VRFY, EXPN and NOOP in the list too, but the reply
+# to those changes nothing about framing; the client leaves that choice to its user.
+CLIENT_GROUP_ENDERS: frozenset[type] = frozenset({Data, Quit, StartTls, Auth, AuthResponse})
+
+
+def client_next_state(state: State, event: object, reply: Reply) -> State:
+    """The client's state after receiving ``reply`` to ``event`` sent in ``state``.
+
+    ``next_state``, plus two replies that decide whatever the client made of the
+    envelope: a 354 to DATA opens the body (RFC 5321 §4.1.1.4) and a 220 to STARTTLS
+    starts TLS (RFC 3207 §4).  The server core only sends those in RCPT / READY
+    (``ALLOWED``), where ``next_state`` agrees; a client that thought otherwise (it
+    pipelined DATA behind a RCPT the server refused) must follow the server anyway,
+    or the two ends fall out of step."""
+    event_type = type(event)
+    if event_type is Data and reply.code == 354:
+        return State.DATA
+    if event_type is StartTls and reply.code == 220:
+        return State.TLS
+    return next_state(state, event, reply)
+
+
+def client_may_write(state: State, event_type: type) -> bool:
+    """Whether the client may write an event of ``event_type`` in session ``state``
+    (BDAT chunk octets and a pending group ender are the caller's to check)."""
+    allowed = CLIENT_WRITES[state]
+    if event_type in (DataChunk, EndOfData, AuthResponse):
+        return event_type in allowed
+    return COMMAND in allowed
