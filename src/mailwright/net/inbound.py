@@ -180,6 +180,8 @@ class InboundSession(asyncio.Protocol):
             peer_port=peer[1],
             role=self.listener_config.role,
             local_ip=(transport.get_extra_info("sockname") or ("",))[0],
+            require_auth=self.listener_config.auth_required,
+            sender_login_match=self.listener_config.sender_login_matching,
         )
         ssl_object = (
             transport.get_extra_info("ssl_object") if self.listener_config.implicit_tls else None
@@ -188,8 +190,6 @@ class InboundSession(asyncio.Protocol):
             # Implicit TLS (RFC 8314): the handshake is already done.
             self.conn.start_tls_direct()
             self.ctx.tls = describe(ssl_object)
-        self.ctx.notes["require_auth"] = self.listener_config.auth_required
-        self.ctx.notes["sender_login_match"] = self.listener_config.sender_login_matching
         refusal = self.listener.admit(self, preadmitted=self._admitted_ip is not None)
         if refusal is not None:
             # Over a connection cap: answer 421 4.7.0 without starting a session.
