@@ -23,7 +23,7 @@ from mailwright.net.stress import MAX_EVICTIONS_IN_FLIGHT, STRESS_THRESHOLD
 from mailwright.smtp import Reply, codes
 
 if TYPE_CHECKING:
-    from mailwright.net.inbound import InboundSession
+    from mailwright.net.inbound.session import InboundSession
     from mailwright.net.services import SessionServices
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ class Listener:
     async def start(self, *, handed: bool = False) -> None:
         """Bind and accept; or, ``handed``, only serve the connections the main process
         accepted and counted (``adopt``; ``net.handover``)."""
-        from mailwright.net.inbound import InboundSession
+        from mailwright.net.inbound.session import InboundSession
 
         loop = asyncio.get_running_loop()
         self._watchdog = loop.create_task(self._watch_timeouts())
@@ -230,7 +230,7 @@ class Listener:
         task.add_done_callback(self._handshakes.discard)
 
     async def _adopt(self, conn: socket.socket, ip: str) -> None:
-        from mailwright.net.inbound import InboundSession
+        from mailwright.net.inbound.session import InboundSession
 
         try:
             await asyncio.get_running_loop().connect_accepted_socket(
@@ -242,7 +242,7 @@ class Listener:
             log.info("connection from %s lost before its session started: %s", ip, exc)
 
     async def _handshake(self, conn: socket.socket, ip: str) -> None:
-        from mailwright.net.inbound import InboundSession
+        from mailwright.net.inbound.session import InboundSession
 
         tls = self.services.tls
         assert tls is not None

@@ -1,6 +1,6 @@
 """The STARTTLS handshake of an inbound session (RFC 3207), after its 220.
 
-Kept apart from the session loop in ``inbound``, which calls ``upgrade_to_tls`` when
+Kept apart from the session loop in ``session``, which calls ``upgrade_to_tls`` when
 the core enters its TLS state.  It works on the session's transport and core, as the
 loop does: flush what is owed, resume reading, run the handshake under a timeout, then
 make the core and the policy context forget everything learnt before TLS.
@@ -12,11 +12,11 @@ import asyncio
 import ssl
 from typing import TYPE_CHECKING, cast
 
-from mailwright.net.sessionlog import log_tls
+from mailwright.net.inbound.sessionlog import log_tls
 from mailwright.net.tls import describe
 
 if TYPE_CHECKING:
-    from mailwright.net.inbound import InboundSession
+    from mailwright.net.inbound.session import InboundSession
 
 # RFC 5321 §4.5.3.2 has no TLS figure; Postfix's smtpd_starttls_timeout is 300 s, a
 # minute is plenty on today's links and frees the slot sooner.

@@ -38,10 +38,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from mailwright.config import ListenerConfig
-from mailwright.net.auth import AuthExchange
-from mailwright.net.handlers import Answer, Handlers, verdict_reply
-from mailwright.net.sessionlog import log_rejection, log_tls
-from mailwright.net.starttls import upgrade_to_tls
+from mailwright.net.inbound.auth import AuthExchange
+from mailwright.net.inbound.handlers import Answer, Handlers, verdict_reply
+from mailwright.net.inbound.sessionlog import log_rejection, log_tls
+from mailwright.net.inbound.starttls import upgrade_to_tls
 from mailwright.net.stress import R421_MAKING_ROOM, STRESS_MAX_ERRORS
 from mailwright.net.tls import describe
 from mailwright.policy.context import SessionContext

@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from mailwright.config import VrfyMode
-from mailwright.net.auth import offered_mechanisms
-from mailwright.net.received import protocol_name, received_header
+from mailwright.net.inbound.auth import offered_mechanisms
+from mailwright.net.inbound.received import protocol_name, received_header
 from mailwright.policy.builtin.from_header import (
     R553_FROM_NOT_OWNED,
     HeaderCollector,
@@ -56,7 +56,7 @@ from mailwright.spool.model import BodyType, Envelope, Recipient
 from mailwright.spool.store import MessageWriter, SpoolError
 
 if TYPE_CHECKING:
-    from mailwright.net.inbound import InboundSession
+    from mailwright.net.inbound.session import InboundSession
 
 log = logging.getLogger(__name__)
 

@@ -49,7 +49,7 @@ from mailwright.smtp._sasl import (
 
 if TYPE_CHECKING:
     from mailwright.accounts.users import UserStore
-    from mailwright.net.inbound import InboundSession
+    from mailwright.net.inbound.session import InboundSession
 
 log = logging.getLogger(__name__)
 
