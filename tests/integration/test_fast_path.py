@@ -11,8 +11,8 @@ import pytest
 
 from helpers.servers import InProcessServer
 from helpers.wire import RawSMTP
-from mailwright.net import handlers as handlers_module
-from mailwright.net.handlers import Handlers
+from mailwright.net.inbound import handlers as handlers_module
+from mailwright.net.inbound.handlers import Handlers
 from mailwright.smtp import Noop
 
 

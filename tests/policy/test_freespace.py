@@ -15,7 +15,14 @@ UNREACHABLE = 2**62
 
 
 def ctx() -> SessionContext:
-    return SessionContext(session_id="s1", peer_ip="192.0.2.1", peer_port=25000, role="inbound")
+    return SessionContext(
+        session_id="s1",
+        peer_ip="192.0.2.1",
+        peer_port=25000,
+        role="inbound",
+        require_auth=False,
+        sender_login_match=False,
+    )
 
 
 def test_free_bytes_is_what_statvfs_gives_unprivileged_users(tmp_path: Path) -> None:

@@ -13,7 +13,14 @@ from mailwright.smtp import codes
 
 
 def ctx() -> SessionContext:
-    return SessionContext(session_id="s1", peer_ip="192.0.2.1", peer_port=25000, role="inbound")
+    return SessionContext(
+        session_id="s1",
+        peer_ip="192.0.2.1",
+        peer_port=25000,
+        role="inbound",
+        require_auth=False,
+        sender_login_match=False,
+    )
 
 
 def test_run_now_decides_at_once_when_every_hook_is_plain():

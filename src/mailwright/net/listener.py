@@ -16,15 +16,12 @@ import socket
 import ssl
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from mailwright.config import ListenerConfig
+from mailwright.net.inbound.session import InboundSession
+from mailwright.net.services import SessionServices
 from mailwright.net.stress import MAX_EVICTIONS_IN_FLIGHT, STRESS_THRESHOLD
 from mailwright.smtp import Reply, codes
-
-if TYPE_CHECKING:
-    from mailwright.net.inbound import InboundSession
-    from mailwright.net.services import SessionServices
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +116,6 @@ class Listener:
     async def start(self, *, handed: bool = False) -> None:
         """Bind and accept; or, ``handed``, only serve the connections the main process
         accepted and counted (``adopt``; ``net.handover``)."""
-        from mailwright.net.inbound import InboundSession
-
         loop = asyncio.get_running_loop()
         self._watchdog = loop.create_task(self._watch_timeouts())
         if handed:
@@ -230,8 +225,6 @@ class Listener:
         task.add_done_callback(self._handshakes.discard)
 
     async def _adopt(self, conn: socket.socket, ip: str) -> None:
-        from mailwright.net.inbound import InboundSession
-
         try:
             await asyncio.get_running_loop().connect_accepted_socket(
                 lambda: InboundSession(self.services, self, admitted_ip=ip), conn
@@ -242,8 +235,6 @@ class Listener:
             log.info("connection from %s lost before its session started: %s", ip, exc)
 
     async def _handshake(self, conn: socket.socket, ip: str) -> None:
-        from mailwright.net.inbound import InboundSession
-
         tls = self.services.tls
         assert tls is not None
         loop = asyncio.get_running_loop()
@@ -260,6 +251,12 @@ class Listener:
             self.limits.release(ip)
             conn.close()
             log.info("implicit TLS handshake with %s failed: %s", ip, exc)
+
+    @property
+    def stressed(self) -> bool:
+        """Stress mode across all listeners (``ConnectionLimits``): what a session
+        asks its listener (``net.inbound.session.SessionHost``)."""
+        return self.limits.stressed
 
     @property
     def port(self) -> int:

@@ -4,7 +4,7 @@ Postfix's ``queue_minfree``: without it a full disk is noticed only when a write
 fails, after the client has uploaded the whole body, and every client retries into
 the same wall.  Here MAIL is refused while less than ``min_free`` plus the declared
 ``SIZE=`` (RFC 1870) is free, and DATA (and the first BDAT chunk, see
-``net.handlers``) while less than ``min_free`` is: ``452 4.3.1`` (RFC 5321 §4.2.2
+``net.inbound.handlers``) while less than ``min_free`` is: ``452 4.3.1`` (RFC 5321 §4.2.2
 "insufficient system storage", RFC 3463 X.3.1 "mail system full"), a temporary
 answer, so the client keeps the message and retries later.
 

@@ -28,7 +28,7 @@ class RequireAuth:
     name = "require_auth"
 
     def on_mail(self, ctx: SessionContext, mail: MailFrom) -> Verdict | None:
-        if ctx.auth_user is None and ctx.notes.get("require_auth"):
+        if ctx.auth_user is None and ctx.require_auth:
             return Reject(R530_AUTH_REQUIRED, "MAIL before AUTH on a submission listener")
         return None
 
@@ -40,7 +40,7 @@ class SenderLoginMatch:
         self._owners = owners
 
     def on_mail(self, ctx: SessionContext, mail: MailFrom) -> Verdict | None:
-        if ctx.auth_user is None or not ctx.notes.get("sender_login_match"):
+        if ctx.auth_user is None or not ctx.sender_login_match:
             return None
         if mail.address is None:
             return None

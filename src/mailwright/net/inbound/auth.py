@@ -1,6 +1,7 @@
 """The AUTH exchange of an inbound session (RFC 4954), over the core's SASL machines.
 
-Decisions, in order (each a reply, none written here):
+Decisions, in order (each an ``Outcome``: a reply and the reason to log, none
+written here):
 
 1. AUTH not enabled (no user store) -> 503 5.5.1.
 2. Not under TLS and the listener does not allow plaintext AUTH -> 538 5.7.11
@@ -28,10 +29,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from typing import TYPE_CHECKING
 
-from mailwright.accounts.users import UsersUnavailable
+from mailwright.accounts.users import UserStore, UsersUnavailable
 from mailwright.net.authqueue import QueueFull
+from mailwright.net.inbound.outcome import Outcome
+from mailwright.net.inbound.view import SessionView
 from mailwright.smtp import Auth, AuthResponse, Reply
 from mailwright.smtp._sasl import (
     CRAM_MD5,
@@ -46,10 +48,6 @@ from mailwright.smtp._sasl import (
     may_authorize,
     server_mechanism,
 )
-
-if TYPE_CHECKING:
-    from mailwright.accounts.users import UserStore
-    from mailwright.net.inbound import InboundSession
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +66,17 @@ R538_ENCRYPTION_REQUIRED = R(
 )
 
 
-def offered_mechanisms(session: InboundSession) -> tuple[str, ...]:
+# Outcomes of fixed replies (and fixed reasons), built once.
+_OK = Outcome(R235_OK)
+_NOT_ENABLED = Outcome(R503_NOT_ENABLED)
+_UNKNOWN_MECHANISM = Outcome(R504_UNKNOWN_MECHANISM)
+_CANCELLED = Outcome(R501_CANCELLED)
+_MALFORMED = Outcome(R501_MALFORMED)
+_TEMPORARY = Outcome(R454_TEMPORARY)
+_BANNED = Outcome(R454_BANNED, "AUTH from a banned IP")
+
+
+def offered_mechanisms(view: SessionView) -> tuple[str, ...]:
     """Mechanisms to advertise in EHLO now (none before TLS unless allowed).
 
     CRAM-MD5 is offered only while at least one user has opted in: offering a
@@ -76,10 +84,10 @@ def offered_mechanisms(session: InboundSession) -> tuple[str, ...]:
     first whenever it is offered) a round trip.  The other users' CRAM-MD5 attempts
     end in 534 5.7.9 at once, without counting as a failure (``AuthExchange``).
     """
-    users = session.services.users
+    users = view.services.users
     if users is None:
         return ()
-    if not session.conn.tls_active and not session.listener_config.allow_plaintext_auth:
+    if not view.core.tls_active and not view.listener.allow_plaintext_auth:
         return ()
     if _anyone_uses_cram_md5(users):
         return SERVER_MECHANISMS
@@ -95,54 +103,48 @@ def _anyone_uses_cram_md5(users: UserStore) -> bool:
 
 
 class AuthExchange:
-    def __init__(self, session: InboundSession) -> None:
-        self.s = session
+    def __init__(self, view: SessionView) -> None:
+        self.v = view
         self.mechanism: SaslServer | None = None
 
-    async def start(self, event: Auth) -> Reply:
-        s = self.s
-        users = s.services.users
+    async def start(self, event: Auth) -> Outcome:
+        v = self.v
+        users = v.services.users
         if users is None:
-            return R503_NOT_ENABLED
-        if not s.conn.tls_active and not s.listener_config.allow_plaintext_auth:
-            s.reject_reason = "AUTH before TLS"
-            return R538_ENCRYPTION_REQUIRED
-        if s.services.auth_guard.banned(s.ctx.peer_ip):
-            s.reject_reason = "AUTH from a banned IP"
-            return R454_BANNED
+            return _NOT_ENABLED
+        if not v.core.tls_active and not v.listener.allow_plaintext_auth:
+            return Outcome(R538_ENCRYPTION_REQUIRED, "AUTH before TLS")
+        if v.services.auth_guard.banned(v.ctx.peer_ip):
+            return _BANNED
         try:
             users.ensure_readable()  # fail closed: no account is verifiable now
         except UsersUnavailable:  # the store logged which file and why
-            s.reject_reason = "AUTH while the users file is unreadable"
-            return R454_TEMPORARY
-        mechanism = server_mechanism(event.mechanism, users, hostname=s.hostname)
+            return Outcome(R454_TEMPORARY, "AUTH while the users file is unreadable")
+        mechanism = server_mechanism(event.mechanism, users, hostname=v.hostname)
         if mechanism is None:
-            return R504_UNKNOWN_MECHANISM
+            return _UNKNOWN_MECHANISM
         self.mechanism = mechanism
         return await self._answer(mechanism.start(event.initial_response))
 
-    async def respond(self, event: AuthResponse) -> Reply:
+    async def respond(self, event: AuthResponse) -> Outcome:
         mechanism = self.mechanism
         if mechanism is None:  # pragma: no cover - the core only yields this in AUTH
-            return R501_MALFORMED
+            return _MALFORMED
         if event.data is None:
             self.mechanism = None
-            return R501_CANCELLED
-        s = self.s
-        if s.services.auth_guard.banned(s.ctx.peer_ip):
+            return _CANCELLED
+        if self.v.services.auth_guard.banned(self.v.ctx.peer_ip):
             # Banned since the exchange began (its parallel sessions failed): the
             # response would be a guess (LOGIN's password, a CRAM-MD5 digest, a SCRAM
             # proof), so it is not checked.
             self.mechanism = None
-            s.reject_reason = "AUTH from a banned IP"
-            return R454_BANNED
+            return _BANNED
         return await self._answer(mechanism.step(event.data))
 
-    async def _answer(self, step: SaslStep) -> Reply:
-        s = self.s
+    async def _answer(self, step: SaslStep) -> Outcome:
         match step:
             case Challenge(data):
-                return Reply(334, "", (base64.b64encode(data).decode("ascii"),))
+                return Outcome(Reply(334, "", (base64.b64encode(data).decode("ascii"),)))
             case CheckPassword(authcid, password, authzid):
                 return await self._check_password(authcid, password, authzid)
             case Authenticated(authcid, authzid, _):
@@ -152,67 +154,65 @@ class AuthExchange:
             case TooWeak(authcid):
                 name = self.mechanism.mechanism if self.mechanism is not None else "?"
                 self.mechanism = None
-                s.reject_reason = f"AUTH {name} refused for {authcid}: no {name} secret"
-                return R534_TOO_WEAK
+                return Outcome(
+                    R534_TOO_WEAK, f"AUTH {name} refused for {authcid}: no {name} secret"
+                )
             case Failed(reason, malformed, authcid):
                 self.mechanism = None
                 if malformed:
-                    s.reject_reason = f"AUTH malformed: {reason}"
-                    return R501_MALFORMED
+                    return Outcome(R501_MALFORMED, f"AUTH malformed: {reason}")
                 return await self._failure(authcid, reason)
         raise TypeError(f"unexpected SASL step {step!r}")  # pragma: no cover
 
-    async def _check_password(self, authcid: str, password: str, authzid: str) -> Reply:
-        s = self.s
-        users = s.services.users
+    async def _check_password(self, authcid: str, password: str, authzid: str) -> Outcome:
+        v = self.v
+        users = v.services.users
         assert users is not None
-        checks = s.services.password_checks
-        ip = s.ctx.peer_ip
+        checks = v.services.password_checks
+        ip = v.ctx.peer_ip
         try:
             async with checks.turn(ip):
-                if s.services.auth_guard.banned(ip):
+                if v.services.auth_guard.banned(ip):
                     # Its other attempts reached the failure limit while this one waited.
                     self.mechanism = None
-                    s.reject_reason = "AUTH from a banned IP"
-                    return R454_BANNED
+                    return _BANNED
                 try:
                     ok = await checks.run(users.verify_password, authcid, password)
                 except Exception:
                     log.exception("user store failed during AUTH")
                     self.mechanism = None
-                    return R454_TEMPORARY
+                    return _TEMPORARY
                 if ok and may_authorize(authcid, authzid):
                     return self._success(authcid)
                 # Counted before the turn passes on, so the next waiter sees the ban.
-                delay = self._record_failure(authcid, "bad password")
+                failure = self._record_failure(authcid, "bad password")
         except QueueFull:
             self.mechanism = None
-            s.reject_reason = "AUTH refused: too many password checks waiting"
-            return R454_TEMPORARY
-        return await _tarpit(delay)
+            return Outcome(R454_TEMPORARY, "AUTH refused: too many password checks waiting")
+        return await _tarpit(*failure)
 
-    def _success(self, login: str) -> Reply:
-        s = self.s
+    def _success(self, login: str) -> Outcome:
+        v = self.v
         mechanism = self.mechanism.mechanism if self.mechanism is not None else "?"
         self.mechanism = None
-        s.ctx.auth_user = login
-        s.services.auth_guard.success(s.ctx.peer_ip)
-        s.services.maillog.authenticated(s.ctx.session_id, s.ctx.peer_ip, login, mechanism)
-        return R235_OK
+        v.ctx.auth_user = login
+        v.services.auth_guard.success(v.ctx.peer_ip)
+        v.services.maillog.authenticated(v.ctx.session_id, v.ctx.peer_ip, login, mechanism)
+        return _OK
 
-    async def _failure(self, login: str, reason: str) -> Reply:
-        return await _tarpit(self._record_failure(login, reason))
+    async def _failure(self, login: str, reason: str) -> Outcome:
+        return await _tarpit(*self._record_failure(login, reason))
 
-    def _record_failure(self, login: str, reason: str) -> float:
-        """Count the failure against the client IP; how long to delay the 535."""
+    def _record_failure(self, login: str, reason: str) -> tuple[float, Outcome]:
+        """Count the failure against the client IP: how long to delay the 535, and
+        the 535 with its reason."""
         self.mechanism = None
-        s = self.s
-        s.reject_reason = f"AUTH failed for {login or '?'}: {reason}"
-        return s.services.auth_guard.failure(s.ctx.peer_ip)
+        delay = self.v.services.auth_guard.failure(self.v.ctx.peer_ip)
+        return delay, Outcome(R535_BAD_CREDENTIALS, f"AUTH failed for {login or '?'}: {reason}")
 
 
-async def _tarpit(delay: float) -> Reply:
+async def _tarpit(delay: float, outcome: Outcome) -> Outcome:
     if delay > 0:
         # Tarpit the guesser before it may try again (RFC 4954 §15 advises it).
         await asyncio.sleep(delay)
-    return R535_BAD_CREDENTIALS
+    return outcome

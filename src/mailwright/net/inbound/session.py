@@ -1,6 +1,6 @@
 """InboundSession: drives a ``smtp.ServerConnection`` over one asyncio connection.
 
-(Just over ~500 lines: the loop, its fast path and the close are one state machine
+(Over ~500 lines: the loop, its fast path and the close are one state machine
 and read best together; STARTTLS and the log lines already live apart.)
 
 An ``asyncio.Protocol`` (not streams) feeds received bytes straight into the core, so
@@ -9,7 +9,7 @@ there is no second buffer to copy through.  The session advances in ``_advance``
     event = conn.next_event()
     NEED_DATA -> flush replies, wait for input (command or DATA-block timeout)
     DataChunk -> append to the spool body
-    command   -> handler returns a reply -> conn.send(reply) -> write
+    command   -> handler returns an Outcome -> conn.send(outcome.reply) -> write
 
 ``_advance`` is synchronous and runs in two places.  One task per session runs it in
 a loop and does everything that has to wait: the greeting, storing a message, AUTH,
@@ -20,9 +20,12 @@ NOOP, QUIT... when every policy hook is a plain function) is answered right ther
 without two task switches per command.  Whatever needs waiting is handed to the task
 (``_handover``), in order, and the fast path stays off until the task has taken it.
 
-``_reply`` is the only place that writes replies, logs rejections and counts errors
-(DESIGN principle 5).  Replies to pipelined commands are written together once no
-complete command is left in the buffer (RFC 2920 §3.2 lets the server batch them).
+Handlers (``handlers``, ``auth``) return the whole outcome of a command (``Outcome``:
+the reply, the reason to log, whether to close) and see the session only through a
+narrow ``SessionView``; ``_reply`` is the only place that writes replies, logs
+rejections and counts errors (DESIGN principle 5).  Replies to pipelined commands are
+written together once no complete command is left in the buffer (RFC 2920 §3.2 lets
+the server batch them).
 """
 
 from __future__ import annotations
@@ -35,13 +38,15 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
 from mailwright.config import ListenerConfig
-from mailwright.net.auth import AuthExchange
-from mailwright.net.handlers import Answer, Handlers, verdict_reply
-from mailwright.net.sessionlog import log_rejection, log_tls
-from mailwright.net.starttls import upgrade_to_tls
+from mailwright.net.inbound.handlers import Handlers
+from mailwright.net.inbound.outcome import Answer, Outcome, verdict_outcome
+from mailwright.net.inbound.sessionlog import log_rejection, log_tls
+from mailwright.net.inbound.starttls import upgrade_to_tls
+from mailwright.net.inbound.view import SessionView
+from mailwright.net.services import SessionServices
 from mailwright.net.stress import R421_MAKING_ROOM, STRESS_MAX_ERRORS
 from mailwright.net.tls import describe
 from mailwright.policy.context import SessionContext
@@ -60,10 +65,6 @@ from mailwright.smtp import (
     codes,
 )
 from mailwright.smtp.limits import MAX_PIPELINE_BUFFER
-
-if TYPE_CHECKING:
-    from mailwright.net.listener import Listener
-    from mailwright.net.services import SessionServices
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +107,30 @@ class _Later:
 _Handover = _Step | _Later | Exception
 
 
+class SessionHost(Protocol):
+    """What a session needs of the listener that accepted it (``net.listener.Listener``
+    provides it; the listener imports the session, never the other way round)."""
+
+    config: ListenerConfig
+    greeting: Reply  # the 220, built once per listener
+
+    @property
+    def stressed(self) -> bool:
+        """Stress mode (``net.stress``): the error limit is lower."""
+        ...
+
+    def admit(self, session: InboundSession, *, preadmitted: bool) -> Reply | None:
+        """Count the session against the connection caps; the 421 if over one."""
+        ...
+
+    def release(self, session: InboundSession) -> None:
+        """The session's connection is gone: its slot is free."""
+        ...
+
+
 class InboundSession(asyncio.Protocol):
     def __init__(
-        self, services: SessionServices, listener: Listener, *, admitted_ip: str | None = None
+        self, services: SessionServices, listener: SessionHost, *, admitted_ip: str | None = None
     ) -> None:
         # Counted against the connection caps at accept time, under this client IP
         # (implicit TLS, session processes): released under the same IP even if the
@@ -117,19 +139,16 @@ class InboundSession(asyncio.Protocol):
         self.services = services
         self.listener = listener
         self.listener_config: ListenerConfig = listener.config
-        self.hostname = services.config.smtp.hostname
         self.conn = ServerConnection(services.server_options)
-        self.handlers = Handlers(self)
-        self.auth = AuthExchange(self)
+        # Built in connection_made, with the policy context they see.
         self.ctx: SessionContext
+        self.handlers: Handlers
         self.transport: asyncio.Transport | None = None
-        self.reject_reason = ""
-        self.store_failed = False
-        self.close_after_reply = False
+        # The outcome last written asked to close the connection (a Disconnect verdict).
+        self._close_after_reply = False
         self.shutdown_requested = False
         self.quit_answered = False  # 221 sent in reply to QUIT
         self.errors = 0
-        self.messages = 0
         # The session task waits on this future for input; data_received resolves it.
         self._waiter: asyncio.Future[None] | None = None
         # While waiting: the loop time at which the wait times out (0 = not waiting),
@@ -180,6 +199,8 @@ class InboundSession(asyncio.Protocol):
             peer_port=peer[1],
             role=self.listener_config.role,
             local_ip=(transport.get_extra_info("sockname") or ("",))[0],
+            require_auth=self.listener_config.auth_required,
+            sender_login_match=self.listener_config.sender_login_matching,
         )
         ssl_object = (
             transport.get_extra_info("ssl_object") if self.listener_config.implicit_tls else None
@@ -188,8 +209,9 @@ class InboundSession(asyncio.Protocol):
             # Implicit TLS (RFC 8314): the handshake is already done.
             self.conn.start_tls_direct()
             self.ctx.tls = describe(ssl_object)
-        self.ctx.notes["require_auth"] = self.listener_config.auth_required
-        self.ctx.notes["sender_login_match"] = self.listener_config.sender_login_matching
+        self.handlers = Handlers(
+            SessionView(self.ctx, self.conn, self.services, self.listener_config)
+        )
         refusal = self.listener.admit(self, preadmitted=self._admitted_ip is not None)
         if refusal is not None:
             # Over a connection cap: answer 421 4.7.0 without starting a session.
@@ -314,7 +336,7 @@ class InboundSession(asyncio.Protocol):
             if event is PAUSED:  # pragma: no cover - every event is answered
                 raise RuntimeError("session paused with no reply owed")
             answer = handlers.dispatch(event)
-            if not isinstance(answer, Reply) or self._tarpit_delay(answer) > 0:
+            if not isinstance(answer, Outcome) or self._tarpit_delay(answer.reply) > 0:
                 return _Later(event, answer)
             self._reply(event, answer)
             if conn.state is State.TLS:
@@ -385,14 +407,14 @@ class InboundSession(asyncio.Protocol):
                 elif step is _Step.ENDED:
                     break
                 elif step is _Step.STARTTLS:
-                    if not await upgrade_to_tls(self):
+                    if not await self._upgrade_to_tls():
                         break
                     self._start_deadline()  # ready for EHLO once the handshake is done
                 else:
                     assert isinstance(step, _Later)
                     answer = step.answer
-                    reply = answer if isinstance(answer, Reply) else await answer
-                    delay = self._tarpit_delay(reply)
+                    outcome = answer if isinstance(answer, Outcome) else await answer
+                    delay = self._tarpit_delay(outcome.reply)
                     if delay > 0 and not self._peer_gone:
                         # Postfix smtpd_error_sleep_time: slow down a client that errs
                         # (not one that has closed its side: _peer_left ends the sleep
@@ -401,11 +423,11 @@ class InboundSession(asyncio.Protocol):
                     # Written even if the peer has closed its side: it may still read
                     # (a half-close, as `nc -N` or ncat do after the whole dialog), and
                     # a stored message's 250 must not be held back.
-                    self._reply(step.event, reply)
+                    self._reply(step.event, outcome)
                     if self._lost:
                         break
                     if self.conn.state is State.TLS:
-                        if not await upgrade_to_tls(self):
+                        if not await self._upgrade_to_tls():
                             break
                         self._start_deadline()
         except asyncio.CancelledError:
@@ -422,26 +444,24 @@ class InboundSession(asyncio.Protocol):
             services.maillog.disconnect(
                 self.ctx.session_id,
                 self.ctx.peer_ip,
-                {"messages": self.messages, "errors": self.errors},
+                {"messages": self.handlers.messages, "errors": self.errors},
             )
             self._release_references()
 
     def _release_references(self) -> None:
-        """Break the reference cycles a finished session sits in (transport <->
-        protocol, session <-> handlers), so it is freed by reference counting at once.
-        Left to the cycle collector, a dead TLS session kept its SSL object and the
-        transport's read buffer for a long while: RSS climbed under TLS load
-        (bench/tls_load.py found it)."""
+        """Break the reference cycle a finished session sits in (transport <->
+        protocol), so it is freed by reference counting at once.  Left to the cycle
+        collector, a dead TLS session kept its SSL object and the transport's read
+        buffer for a long while: RSS climbed under TLS load (bench/tls_load.py found
+        it).  The handlers see the session through a view that does not point back."""
         self.transport = None
-        self.handlers.s = None  # type: ignore[assignment]
-        self.auth.s = None  # type: ignore[assignment]
 
     @property
     def _open(self) -> bool:
         return (
             self.conn.state is not State.CLOSED
             and not self._lost
-            and not self.close_after_reply
+            and not self._close_after_reply
         )
 
     @property
@@ -453,14 +473,6 @@ class InboundSession(asyncio.Protocol):
         at CPU speed; once the connection is lost (a reset: nobody reads) nothing more
         is answered."""
         return self._lost or self.conn.peer_closed
-
-    @property
-    def starttls_available(self) -> bool:
-        return (
-            self.services.tls is not None
-            and not self.conn.tls_active
-            and not self.listener_config.implicit_tls
-        )
 
     def _tarpit_delay(self, reply: Reply) -> float:
         """Seconds to wait before an error reply (Postfix smtpd_error_sleep_time)."""
@@ -486,25 +498,45 @@ class InboundSession(asyncio.Protocol):
             # before a delayed greeting is a bot that does not wait for replies.
             # Without a delay it is most likely ``printf ... | nc``, which Postfix's
             # smtpd serves too: its commands are answered in turn after the 220.
-            self.reject_reason = "early talker: data sent before greeting"
-            self._reply(None, codes.R554_EARLY_TALKER)
+            self._reply(None, _EARLY_TALKER)
             return
         verdict = self.services.pipeline.run_now(Stage.CONNECT, self.ctx)
         if not isinstance(verdict, Verdict):
             verdict = await verdict
-        reply, self.reject_reason = verdict_reply(verdict, self.listener.greeting)
+        outcome = verdict_outcome(verdict, Outcome.of(self.listener.greeting))
+        reply = outcome.reply
         if reply.is_permanent and reply.code != 554:
             # RFC 5321 §3.1: a server refusing a session greets with 554.
-            reply = Reply(554, "5.7.1", reply.lines)
-        self._reply(None, reply)
+            outcome = Outcome(Reply(554, "5.7.1", reply.lines), outcome.reason, outcome.close)
+        self._reply(None, outcome)
 
-    def _reply(self, event: object, reply: Reply) -> None:
+    async def _upgrade_to_tls(self) -> bool:
+        """After the 220 to STARTTLS: flush what is owed, resume reading, and run the
+        handshake (``starttls``); False when it failed and the session is over."""
+        tls = self.services.tls
+        transport = self.transport
+        assert tls is not None and transport is not None
+        self.flush()
+        self.resume_reading()
+        upgraded = await upgrade_to_tls(
+            transport, self, tls, self.conn, self.ctx, self.services.maillog
+        )
+        if upgraded is None:
+            self._lost = True
+            return False
+        self.transport = upgraded
+        return True
+
+    def _reply(self, event: object, outcome: Outcome) -> None:
         """The one place replies are written, logged and counted."""
-        cfg = self.services.config.smtp
+        reply = outcome.reply
+        if outcome.close:
+            self._close_after_reply = True
         if reply.code >= 400:
+            cfg = self.services.config.smtp
             self.errors += reply.counts_as_error
             max_errors = cfg.max_errors
-            if self.listener.limits.stressed:
+            if self.listener.stressed:
                 max_errors = min(max_errors, STRESS_MAX_ERRORS)
             if (
                 reply.counts_as_error
@@ -512,9 +544,11 @@ class InboundSession(asyncio.Protocol):
                 and reply.code not in (421, 521)
             ):
                 # Postfix smtpd_hard_error_limit: the reply to the last straw is 421.
-                self._log_rejection(event, reply)
+                self._log_rejection(event, reply, outcome.reason)
                 reply = codes.R421_TOO_MANY_ERRORS
-            self._log_rejection(event, reply)
+                self._log_rejection(event, reply, "")
+            else:
+                self._log_rejection(event, reply, outcome.reason)
         self._out.append(self.conn.send(reply))
         self._start_deadline()  # ready for the next command, or for DATA's body
         if reply.code == 221 and type(event) is Quit:
@@ -533,12 +567,11 @@ class InboundSession(asyncio.Protocol):
                 if sock is not None:
                     with contextlib.suppress(OSError):
                         sock.setsockopt(socket.IPPROTO_TCP, _CORK, 1)
-        if self.conn.buffered == 0 or self.conn.state is State.CLOSED or self.close_after_reply:
+        if self.conn.buffered == 0 or self.conn.state is State.CLOSED or self._close_after_reply:
             self.flush()
 
-    def _log_rejection(self, event: object, reply: Reply) -> None:
-        log_rejection(self.services.maillog, self.ctx, self.conn, event, reply, self.reject_reason)
-        self.reject_reason = ""
+    def _log_rejection(self, event: object, reply: Reply, reason: str) -> None:
+        log_rejection(self.services.maillog, self.ctx, self.conn, event, reply, reason)
 
     def _close_with(self, reply: Reply) -> None:
         self.errors += reply.code >= 400
@@ -550,12 +583,6 @@ class InboundSession(asyncio.Protocol):
         if self._reading_paused and self.transport is not None:
             self._reading_paused = False
             self.transport.resume_reading()
-
-    def lose_transport(self, *, abort: bool) -> None:
-        """The connection is unusable (a failed TLS handshake): end the session."""
-        self._lost = True
-        if abort and self.transport is not None:
-            self.transport.abort()
 
     def flush(self) -> None:
         if self._out and self.transport is not None and not self._lost:
@@ -640,5 +667,6 @@ class InboundSession(asyncio.Protocol):
 
 
 R421_LOCAL_ERROR = Reply.of(421, "4.3.0", "Local error, closing connection")
+_EARLY_TALKER = Outcome(codes.R554_EARLY_TALKER, "early talker: data sent before greeting")
 # Waiting for a command in these states is idle (see InboundSession.idle).
 _IDLE_STATES = frozenset({State.NEED_HELO, State.READY, State.AUTH})

@@ -1,24 +1,32 @@
-"""Command handlers of an inbound session: each takes an event and *returns* a reply.
+"""Command handlers of an inbound session: each takes an event and *returns* its whole
+outcome (``outcome.Outcome``: the reply, the reason to log, whether to close).
 
-Handlers never write to the wire, log or count; ``InboundSession`` does all three in
-one place (DESIGN principle 5, chasquid's ``(code, msg)`` handlers).  Dispatch is an
-explicit dict from event type to method (principle 6).
+Handlers never write to the wire, log refusals or count; the session does all three
+in one place (DESIGN principle 5, chasquid's ``(code, msg)`` handlers).  They see the
+session only through ``view.SessionView``.  Dispatch is an explicit dict from event
+type to method (principle 6).
 
-A handler returns an ``Answer``: the ``Reply`` itself when it could decide at once (no
-policy hook to wait for: ``Pipeline.run_now``), else an awaitable of it.  The session
-answers the first kind straight from ``data_received``, without waking its task; the
-second kind (storing a message, AUTH, a coroutine hook) goes to the task.
+A handler returns an ``Answer``: the ``Outcome`` itself when it could decide at once
+(no policy hook to wait for: ``Pipeline.run_now``), else an awaitable of it.  The
+session answers the first kind straight from ``data_received``, without waking its
+task; the second kind (storing a message, AUTH, a coroutine hook) goes to the task.
+The common outcomes are module constants, so answering a command allocates nothing
+the reply alone did not.
+
+The end of a message (``_finish``, after the last body byte and before the spool
+commit) is where the MESSAGE stage will run.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from mailwright.config import VrfyMode
-from mailwright.net.auth import offered_mechanisms
-from mailwright.net.received import protocol_name, received_header
+from mailwright.net.inbound.auth import AuthExchange, offered_mechanisms
+from mailwright.net.inbound.outcome import Answer, Outcome, verdict_outcome
+from mailwright.net.inbound.received import protocol_name, received_header
+from mailwright.net.inbound.view import SessionView
 from mailwright.policy.builtin.from_header import (
     R553_FROM_NOT_OWNED,
     HeaderCollector,
@@ -27,7 +35,7 @@ from mailwright.policy.builtin.from_header import (
 from mailwright.policy.builtin.missing_headers import HeaderSectionHold
 from mailwright.policy.builtin.recipients import envelope_recipient
 from mailwright.policy.pipeline import Stage
-from mailwright.policy.verdict import Accept, Continue, Disconnect, Reject, TempFail, Verdict
+from mailwright.policy.verdict import Verdict
 from mailwright.smtp import (
     COMMANDS,
     Auth,
@@ -55,34 +63,36 @@ from mailwright.smtp import (
 from mailwright.spool.model import BodyType, Envelope, Recipient
 from mailwright.spool.store import MessageWriter, SpoolError
 
-if TYPE_CHECKING:
-    from mailwright.net.inbound import InboundSession
-
 log = logging.getLogger(__name__)
 
-Answer = Reply | Awaitable[Reply]
-
 R = Reply.of
-_HELP = R(214, "2.0.0", "Commands supported:", " ".join(COMMANDS), "See RFC 5321")
-
-
-def verdict_reply(verdict: Verdict, positive: Reply) -> tuple[Reply, str]:
-    """The reply for a stage's verdict, and the private reason for the log."""
-    match verdict:
-        case Continue():
-            return positive, ""
-        case Accept(reply):
-            return reply or positive, ""
-        case Reject(reply, reason) | TempFail(reply, reason) | Disconnect(reply, reason):
-            return reply, reason
-    raise TypeError(f"not a verdict: {verdict!r}")  # pragma: no cover
+_HELP = Outcome.of(R(214, "2.0.0", "Commands supported:", " ".join(COMMANDS), "See RFC 5321"))
+_SENDER_OK = Outcome.of(codes.R250_SENDER_OK)
+_RECIPIENT_OK = Outcome.of(codes.R250_RECIPIENT_OK)
+_START_DATA = Outcome.of(codes.R354_START_DATA)
+_RESET = Outcome.of(codes.R250_RESET)
+_OK = Outcome.of(codes.R250_OK)
+_BYE = Outcome.of(codes.R221_BYE)
+_VRFY_DISABLED = Outcome.of(codes.R502_VRFY_DISABLED)
+_CANNOT_VRFY = Outcome.of(codes.R252_CANNOT_VRFY)
+_NO_SUCH_USER = Outcome.of(codes.R550_NO_SUCH_USER)
+_EXPN_DISABLED = Outcome.of(codes.R502_EXPN_DISABLED)
+_NO_SUCH_LIST = Outcome.of(R(550, "5.1.1", "No such list or address"))
+_STARTTLS_UNAVAILABLE = Outcome.of(R(502, "5.5.1", "STARTTLS not available"))
+_STARTTLS_READY = Outcome.of(R(220, "2.0.0", "Ready to start TLS"))
+_BARE_LINE_ENDING = Outcome(
+    codes.R521_BARE_LINE_ENDING, "bare CR or LF in message data (SMTP smuggling defence)"
+)
+_NUL_IN_DATA = Outcome(codes.R554_NUL_IN_DATA, "NUL in message data outside BINARYMIME")
 
 
 class Handlers:
-    """The per-session command handlers; state lives in the session and its core."""
+    """The per-session command handlers and the message being received; the session
+    state they read is behind ``view``."""
 
-    def __init__(self, session: InboundSession) -> None:
-        self.s = session
+    def __init__(self, view: SessionView) -> None:
+        self.v = view
+        self.auth = AuthExchange(view)
         self.writer: MessageWriter | None = None
         # Set while a message streams in on a listener that checks From: headers.
         self.from_headers: HeaderCollector | None = None
@@ -91,6 +101,10 @@ class Handlers:
         self.header_hold: HeaderSectionHold | None = None
         # The DATA stage passed for the BDAT message in progress (see ``bdat``).
         self.bdat_admitted = False
+        # Why storing the message in progress failed (the reason its 451 logs), or
+        # None: the body is read on to its end and nothing is stored.
+        self.store_error: str | None = None
+        self.messages = 0  # stored in this session, for the disconnect line
 
     def dispatch(self, event: Event) -> Answer:
         """The handler for ``event``'s type (an explicit table: DESIGN principle 6)."""
@@ -98,118 +112,112 @@ class Handlers:
 
     # -- session commands ------------------------------------------------------------
 
-    def _stage(self, stage: Stage, positive: Reply, *args: object) -> Answer:
-        verdict = self.s.services.pipeline.run_now(stage, self.s.ctx, *args)
+    def _stage(self, stage: Stage, positive: Outcome, *args: object) -> Answer:
+        verdict = self.v.services.pipeline.run_now(stage, self.v.ctx, *args)
         if isinstance(verdict, Verdict):
-            return self._decide(verdict, positive)
+            return verdict_outcome(verdict, positive)
         return self._decide_later(verdict, positive)
 
-    async def _decide_later(self, verdict: Awaitable[Verdict], positive: Reply) -> Reply:
-        return self._decide(await verdict, positive)
-
-    def _decide(self, verdict: Verdict, positive: Reply) -> Reply:
-        reply, reason = verdict_reply(verdict, positive)
-        if isinstance(verdict, Disconnect):
-            self.s.close_after_reply = True
-        if not reply.is_positive:
-            self.s.reject_reason = reason
-        return reply
+    async def _decide_later(self, verdict: Awaitable[Verdict], positive: Outcome) -> Outcome:
+        return verdict_outcome(await verdict, positive)
 
     def helo(self, event: Event) -> Answer:
         assert isinstance(event, Helo)
         self.abort_message()
-        self.s.ctx.helo = event.domain
-        return self._stage(Stage.HELO, self.s.services.helo_reply, event)
+        self.v.ctx.helo = event.domain
+        return self._stage(Stage.HELO, Outcome.of(self.v.services.helo_reply), event)
 
     def ehlo(self, event: Event) -> Answer:
         assert isinstance(event, Ehlo)
         self.abort_message()
-        s = self.s
-        s.ctx.helo = event.domain
-        extensions = s.services.server_options.extensions
-        if s.starttls_available:
+        v = self.v
+        v.ctx.helo = event.domain
+        extensions = v.services.server_options.extensions
+        if v.starttls_available:
             extensions = extensions | {"STARTTLS"}
-        mechanisms = offered_mechanisms(s)
+        mechanisms = offered_mechanisms(v)
         if mechanisms:
             extensions = extensions | {"AUTH"}
         # What we advertise is what the parser accepts (RFC 1869 §4: parameters of an
         # extension not offered are refused with 555).
-        s.conn.extensions = extensions
-        positive = s.services.ehlo_reply(extensions, tuple(mechanisms))
+        v.core.extensions = extensions
+        # A handful of distinct EHLO replies exist, each built once and cached by the
+        # services for the server's life: so is its outcome.
+        positive = Outcome.of(v.services.ehlo_reply(extensions, tuple(mechanisms)))
         return self._stage(Stage.HELO, positive, event)
 
     def mail(self, event: Event) -> Answer:
-        return self._stage(Stage.MAIL, codes.R250_SENDER_OK, event)
+        return self._stage(Stage.MAIL, _SENDER_OK, event)
 
     def rcpt(self, event: Event) -> Answer:
-        return self._stage(Stage.RCPT, codes.R250_RECIPIENT_OK, event)
+        return self._stage(Stage.RCPT, _RECIPIENT_OK, event)
 
     def rset(self, event: Event) -> Answer:
         self.abort_message()
-        return codes.R250_RESET
+        return _RESET
 
     def noop(self, event: Event) -> Answer:
-        return codes.R250_OK
+        return _OK
 
     def quit(self, event: Event) -> Answer:
         self.abort_message()
-        return codes.R221_BYE
+        return _BYE
 
     def help(self, event: Event) -> Answer:
         return _HELP
 
     def vrfy(self, event: Event) -> Answer:
         assert isinstance(event, Vrfy)
-        mode = self.s.services.config.smtp.vrfy
+        mode = self.v.services.config.smtp.vrfy
         if mode is VrfyMode.OFF:
-            return codes.R502_VRFY_DISABLED
+            return _VRFY_DISABLED
         if mode is VrfyMode.AMBIGUOUS:
             # RFC 5321 §3.5.3: 252 neither confirms nor denies, so VRFY cannot be
             # used to harvest addresses.
-            return codes.R252_CANNOT_VRFY
+            return _CANNOT_VRFY
         mailboxes = self._lookup(event.argument)
         if not mailboxes:
-            return codes.R550_NO_SUCH_USER
-        return R(250, "2.1.5", f"<{mailboxes[0]}>")
+            return _NO_SUCH_USER
+        return Outcome(R(250, "2.1.5", f"<{mailboxes[0]}>"))
 
     def expn(self, event: Event) -> Answer:
         assert isinstance(event, Expn)
-        if not self.s.services.config.smtp.expn:
-            return codes.R502_EXPN_DISABLED
+        if not self.v.services.config.smtp.expn:
+            return _EXPN_DISABLED
         mailboxes = self._lookup(event.argument)
         if not mailboxes:
-            return R(550, "5.1.1", "No such list or address")
-        return Reply(250, "2.1.5", tuple(f"<{m}>" for m in mailboxes))
+            return _NO_SUCH_LIST
+        return Outcome(Reply(250, "2.1.5", tuple(f"<{m}>" for m in mailboxes)))
 
     def _lookup(self, argument: str) -> list[str]:
         text = argument.strip().removeprefix("<").removesuffix(">")
         if "@" not in text:
-            domains = self.s.services.config.domains
+            domains = self.v.services.config.domains
             if not domains:
                 return []
             text = f"{text}@{domains[0].name}"
-        resolved = self.s.services.directory.resolve(text)
+        resolved = self.v.services.directory.resolve(text)
         return [m.address for m in resolved or ()]
 
     def starttls(self, event: Event) -> Answer:
         # Offered only with a certificate and never on the implicit-TLS role (RFC 3207
         # §4: a server offers STARTTLS only when it can complete it).  A 220 here puts
         # the core in its TLS state; the session loop then runs the handshake.
-        if not self.s.starttls_available:
-            return R(502, "5.5.1", "STARTTLS not available")
-        return R(220, "2.0.0", "Ready to start TLS")
+        if not self.v.starttls_available:
+            return _STARTTLS_UNAVAILABLE
+        return _STARTTLS_READY
 
-    async def auth(self, event: Event) -> Reply:
+    async def auth_start(self, event: Event) -> Outcome:
         assert isinstance(event, Auth)
-        return await self.s.auth.start(event)
+        return await self.auth.start(event)
 
-    async def auth_response(self, event: Event) -> Reply:
+    async def auth_response(self, event: Event) -> Outcome:
         assert isinstance(event, AuthResponse)
-        return await self.s.auth.respond(event)
+        return await self.auth.respond(event)
 
     def command_error(self, event: Event) -> Answer:
         assert isinstance(event, CommandError)
-        return event.reply
+        return Outcome(event.reply)
 
     # -- message data --------------------------------------------------------------
 
@@ -224,53 +232,53 @@ class Handlers:
     def _open_message(self) -> MessageWriter:
         """Start the spool body and write our Received header first (RFC 5321 §4.4)."""
         if self.writer is None:
-            s = self.s
-            writer = s.services.spool.new_message()
-            txn = s.conn.transaction
+            v = self.v
+            core = v.core
+            writer = v.services.spool.new_message()
+            txn = core.transaction
             mail = txn.mail
             header = received_header(
-                helo=s.ctx.helo or "",
-                peer_ip=s.ctx.peer_ip,
-                hostname=s.hostname,
+                helo=v.ctx.helo or "",
+                peer_ip=v.ctx.peer_ip,
+                hostname=v.hostname,
                 protocol=protocol_name(
-                    esmtp=s.conn.esmtp,
-                    tls=s.conn.tls_active,
-                    authenticated=s.conn.authenticated,
+                    esmtp=core.esmtp,
+                    tls=core.tls_active,
+                    authenticated=core.authenticated,
                     smtputf8=bool(mail and mail.params.smtputf8),
                 ),
                 queue_id=writer.queue_id,
                 recipient=str(txn.rcpts[0].address) if len(txn.rcpts) == 1 else None,
-                tls_info=s.ctx.tls,
+                tls_info=v.ctx.tls,
             )
             writer.write(header)
             self.writer = writer
-            if s.listener_config.from_header_match and s.ctx.auth_user is not None:
+            if v.listener.from_header_match and v.ctx.auth_user is not None:
                 self.from_headers = HeaderCollector()
-            if s.listener_config.is_submission:
-                self.header_hold = HeaderSectionHold(hostname=s.hostname, queue_id=writer.queue_id)
+            if v.listener.is_submission:
+                self.header_hold = HeaderSectionHold(hostname=v.hostname, queue_id=writer.queue_id)
         return self.writer
 
     def data(self, event: Event) -> Answer:
-        answer = self._stage(Stage.DATA, codes.R354_START_DATA, event)
-        if isinstance(answer, Reply):
+        answer = self._stage(Stage.DATA, _START_DATA, event)
+        if isinstance(answer, Outcome):
             return self._start_data(answer)
         return self._start_data_later(answer)
 
-    async def _start_data_later(self, answer: Awaitable[Reply]) -> Reply:
+    async def _start_data_later(self, answer: Awaitable[Outcome]) -> Outcome:
         return self._start_data(await answer)
 
-    def _start_data(self, reply: Reply) -> Reply:
-        if reply.code == 354:
+    def _start_data(self, outcome: Outcome) -> Outcome:
+        if outcome.reply.code == 354:
             try:
                 self._open_message()
             except SpoolError as exc:
-                self.s.reject_reason = f"spool: {exc}"
-                return codes.R451_LOCAL_ERROR
-        return reply
+                return Outcome(codes.R451_LOCAL_ERROR, f"spool: {exc}")
+        return outcome
 
     def write_chunk(self, data: bytes) -> None:
         """Append a DataChunk; a failing write turns into 451 at the end of data."""
-        if self.s.store_failed:
+        if self.store_error is not None:
             return  # already failed: read on to the end of the data, store nothing
         try:
             writer = self._open_message()
@@ -279,69 +287,70 @@ class Handlers:
             if out:
                 writer.write(out)
         except SpoolError as exc:
-            self.s.reject_reason = f"spool: {exc}"
             self.abort_message()
-            self.s.store_failed = True
+            self.store_error = f"spool: {exc}"
             return
         if self.from_headers is not None:  # created by _open_message, BDAT included
             self.from_headers.feed(data)
 
-    async def end_of_data(self, event: Event) -> Reply:
+    def _store_failed(self) -> Outcome:
+        """The 451 for a message whose storing failed; the next one starts afresh."""
+        reason, self.store_error = self.store_error, None
+        return Outcome(codes.R451_LOCAL_ERROR, reason or "")
+
+    async def end_of_data(self, event: Event) -> Outcome:
         assert isinstance(event, EndOfData)
         return await self._finish(event.error, event.size)
 
-    async def bdat(self, event: Event) -> Reply:
+    async def bdat(self, event: Event) -> Outcome:
         assert isinstance(event, Bdat)
+        v = self.v
         if event.error is None and not self.bdat_admitted:
             # BDAT has no DATA command: the DATA stage (free space...) runs at the
             # first chunk, so no message gets past it by choosing BDAT.
-            verdict = await self.s.services.pipeline.run(Stage.DATA, self.s.ctx, event)
-            reply = self._decide(verdict, codes.R250_OK)
-            if not reply.is_positive:
+            verdict = await v.services.pipeline.run(Stage.DATA, v.ctx, event)
+            outcome = verdict_outcome(verdict, _OK)
+            if not outcome.reply.is_positive:
                 self.abort_message()
-                return reply
+                return outcome
             self.bdat_admitted = True
         if event.error is not None or event.last:
-            return await self._finish(event.error, self.s.conn.transaction.bdat_size)
-        if not self.s.store_failed:
+            return await self._finish(event.error, v.core.transaction.bdat_size)
+        if self.store_error is None:
             try:
                 self._open_message()
             except SpoolError as exc:
-                self.s.reject_reason = f"spool: {exc}"
-                self.s.store_failed = True
-        if self.s.store_failed:
+                self.store_error = f"spool: {exc}"
+        if self.store_error is not None:
             # RFC 3030 §2: a failed chunk fails the transaction.
-            self.s.store_failed = False
-            return codes.R451_LOCAL_ERROR
-        return R(250, "2.0.0", f"{event.size} octets received")
+            return self._store_failed()
+        return Outcome(R(250, "2.0.0", f"{event.size} octets received"))
 
-    async def _finish(self, error: DataError | None, size: int) -> Reply:
-        s = self.s
+    async def _finish(self, error: DataError | None, size: int) -> Outcome:
+        """After the last body byte, before the spool commit: refuse what the core
+        found wrong with the data, then check and store the message."""
+        v = self.v
         self.bdat_admitted = False
         if error is DataError.BARE_LINE_ENDING:
             self.abort_message()
-            s.reject_reason = "bare CR or LF in message data (SMTP smuggling defence)"
-            return codes.R521_BARE_LINE_ENDING
+            return _BARE_LINE_ENDING
         if error is DataError.NUL:
             self.abort_message()
-            s.reject_reason = "NUL in message data outside BINARYMIME"
-            return codes.R554_NUL_IN_DATA
+            return _NUL_IN_DATA
         if error is DataError.TOO_BIG:
             self.abort_message()
-            s.reject_reason = f"message larger than {s.services.config.smtp.max_message_size}"
-            return codes.R552_TOO_BIG
-        if s.store_failed:
-            s.store_failed = False
-            return codes.R451_LOCAL_ERROR
+            reason = f"message larger than {v.services.config.smtp.max_message_size}"
+            return Outcome(codes.R552_TOO_BIG, reason)
+        if self.store_error is not None:
+            return self._store_failed()
         if self.from_headers is not None:
             collector, self.from_headers = self.from_headers, None
-            users = s.services.users
-            if users is not None and s.ctx.auth_user is not None:
-                problem = check_from_header(users, s.ctx.auth_user, collector.headers)
+            users = v.services.users
+            if users is not None and v.ctx.auth_user is not None:
+                problem = check_from_header(users, v.ctx.auth_user, collector.headers)
                 if problem is not None:
                     self.abort_message()
-                    s.reject_reason = problem
-                    return R553_FROM_NOT_OWNED
+                    return Outcome(R553_FROM_NOT_OWNED, problem)
         writer = self._open_message()
         self.writer = None
         hold, self.header_hold = self.header_hold, None
@@ -351,30 +360,29 @@ class Handlers:
                 writer.write(rest)  # a message without a body: all of it was held
             # Durable before 250: put() returns only after fsync of body, directory
             # and the queue database (DESIGN principle 3).
-            message = await s.services.spool.put(writer, envelope)
+            message = await v.services.spool.put(writer, envelope)
         except SpoolError as exc:
             writer.abort()
-            s.reject_reason = f"spool: {exc}"
-            return codes.R451_LOCAL_ERROR
+            return Outcome(codes.R451_LOCAL_ERROR, f"spool: {exc}")
         except BaseException:
             writer.abort()
             raise
-        s.services.maillog.accepted(
+        v.services.maillog.accepted(
             message.queue_id,
             envelope.mail_from,
             message.size,
             [r.address for r in envelope.recipients],
-            s.ctx.peer_ip,
-            s.ctx.session_id,
-            helo=s.ctx.helo,
+            v.ctx.peer_ip,
+            v.ctx.session_id,
+            helo=v.ctx.helo,
         )
-        s.messages += 1
-        s.services.on_queued(message, writer.body_bytes())
-        return R(250, "2.0.0", f"Ok: queued as {message.queue_id}")
+        self.messages += 1
+        v.services.on_queued(message, writer.body_bytes())
+        return Outcome(R(250, "2.0.0", f"Ok: queued as {message.queue_id}"))
 
     def _envelope(self) -> Envelope:
-        s = self.s
-        txn = s.conn.transaction
+        v = self.v
+        txn = v.core.transaction
         mail = txn.mail
         assert mail is not None
         params = mail.params
@@ -386,13 +394,13 @@ class Handlers:
             smtputf8=params.smtputf8,
             ret=params.ret,
             envid=params.envid,
-            client_address=s.ctx.peer_ip,
-            client_helo=s.ctx.helo or "",
-            auth_user=s.ctx.auth_user,
+            client_address=v.ctx.peer_ip,
+            client_helo=v.ctx.helo or "",
+            auth_user=v.ctx.auth_user,
         )
 
     def _recipient(self, rcpt: RcptTo) -> Recipient:
-        address = envelope_recipient(rcpt.address, self.s.ctx.local_ip)
+        address = envelope_recipient(rcpt.address, self.v.ctx.local_ip)
         orcpt = rcpt.params.orcpt
         if orcpt is None and address != str(rcpt.address):
             # Stored under another address (postmaster@[our IP]): keep what the client
@@ -417,7 +425,7 @@ _DISPATCH: dict[type, Callable[[Handlers, Event], Answer]] = {
     Expn: Handlers.expn,
     Help: Handlers.help,
     StartTls: Handlers.starttls,
-    Auth: Handlers.auth,
+    Auth: Handlers.auth_start,
     AuthResponse: Handlers.auth_response,
     CommandError: Handlers.command_error,
 }
