@@ -8,7 +8,6 @@ import re
 
 import pytest
 
-from mailwright.policy.builtin import missing_headers
 from mailwright.policy.builtin.from_header import MAX_HEADER_SECTION
 from mailwright.policy.builtin.missing_headers import (
     HeaderSectionHold,
@@ -53,13 +52,6 @@ def test_only_what_is_missing() -> None:
     assert MESSAGE_ID_RE.match(added(b"Date: x\r\n"))
     # A continuation line that looks like a field is not one.
     assert field_names(b"Subject: a\r\n Date: no\r\n") == {b"subject"}
-
-
-@pytest.fixture(autouse=True)
-def still_clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every hold in a test sees the same second: outputs compared across feedings
-    must not differ by a Date:/Message-ID: that crossed a second boundary."""
-    monkeypatch.setattr(missing_headers.time, "time", lambda: NOW)
 
 
 def hold_output(message: bytes, pieces: list[bytes]) -> bytes:
