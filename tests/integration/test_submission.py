@@ -32,8 +32,8 @@ from helpers.servers import EXAMPLE, HOST, HOSTNAME
 from helpers.wire import CLIENT_NAME, message, queue_id_of, smtplib_client
 
 
-def secure_server(make_server, **kwargs):
-    return make_server(extra=secure_extra(**kwargs), prepare=write_users)
+def secure_server(make_server, *, worker: bool = False, **kwargs):
+    return make_server(extra=secure_extra(**kwargs), prepare=write_users, worker=worker)
 
 
 def smtplib_login(server, role: str = "submission") -> smtplib.SMTP:
@@ -63,8 +63,11 @@ def test_smtplib_starttls_login_delivers_locally(make_server, role):
     assert f"Subject: local via {role}".encode() in msg
 
 
-def test_smtplib_login_relays_to_remote_domain_queued_then_bounced(make_server):
-    server = secure_server(make_server)
+# The bounce path (a DSN queued by the runner and delivered like any message) also in
+# the production process mode, the runner in a delivery worker process.
+@pytest.mark.parametrize("worker", [False, True], ids=["runner-in-server", "worker-process"])
+def test_smtplib_login_relays_to_remote_domain_queued_then_bounced(make_server, worker):
+    server = secure_server(make_server, worker=worker)
     smtp = smtplib_login(server)
     try:
         smtp.mail(ALICE)
