@@ -46,6 +46,20 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def catches(pid: int, sig: int) -> bool:
+    """Whether ``pid`` has a handler for ``sig`` (``SigCgt`` in /proc/<pid>/status):
+    before that, the signal's default action applies (for SIGUSR1/SIGHUP/SIGTERM:
+    the process dies)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    except OSError:
+        pass
+    return False
+
+
 def wait_until(predicate: Callable[[], object], timeout: float) -> bool:
     """Poll ``predicate`` until it is true (True) or ``timeout`` seconds pass (False)."""
     deadline = time.monotonic() + timeout

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.procs import children_of, wait_until
+from helpers.procs import catches, children_of, wait_until
 from helpers.servers import EXAMPLE, SubprocessServer
 from helpers.tools import require_tool
 from helpers.wire import message, queue_id_of, smtplib_client
@@ -181,6 +181,9 @@ def test_children_survive_a_reopen_signal_sent_to_every_process(
     rotated = server.data_dir / "mail.log.1"
     assert wait_until(lambda: all_write(server, log), WAIT)
     before = processes(server)
+    # The server installs its handlers only after announcing that it is ready (left
+    # for the app's owner: reported); until then the signal would kill it.
+    assert wait_until(lambda: all(catches(pid, sig) for pid in before), WAIT)
     log.rename(rotated)
     for pid in before:
         os.kill(pid, sig)
