@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, Type, extract_parameters
 
 from mailwright.accounts.users import (
     USERS_FILE,
@@ -249,6 +249,13 @@ def test_scram_text_format_round_trip(store: UserStore) -> None:
 
 
 def test_defaults_are_strong(tmp_path: Path) -> None:
+    """What the default store writes (PHC string, SCRAM iteration count), as a
+    verifier reads it back: argon2id with RFC 9106's parameters, SCRAM >= 4096."""
     default = UserStore(tmp_path / USERS_FILE)
-    assert default._hasher.memory_cost >= 65536 and default._hasher.time_cost >= 3
-    assert default._scram_iterations >= 4096
+    default.add("alice@example.com", PASSWORD)
+    [entry] = json.loads((tmp_path / USERS_FILE).read_text("utf-8"))["users"].values()
+    params = extract_parameters(entry["password_hash"])
+    assert params.type is Type.ID
+    assert params.memory_cost >= 65536 and params.time_cost >= 3
+    keys = default.scram_keys("alice@example.com")
+    assert keys is not None and keys.iterations >= 4096

@@ -212,6 +212,8 @@ def test_session_process_that_cannot_start_undoes_the_start(
             await app.start()
         [problem] = info.value.problems
         assert problem.startswith("session processes: session process 0 exited with status 1")
-        assert app._runner_task is not None and app._runner_task.done()
+        # Nothing the start began is left running on the loop (the runner included).
+        left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        assert left == [], left
 
     asyncio.run(start())

@@ -165,11 +165,9 @@ def test_slow_stages_switch_batches_to_parallel_staging(
     first = deliver_all(batcher, [(boxes[0], MESSAGE)])  # one stage: slow, noticed
     assert isinstance(first[0], str) and batcher.parallel
     jobs = [(boxes[i % 2], MESSAGE + b"%d\r\n" % i) for i in range(16)]
-    started = time.monotonic()
     names = deliver_all(batcher, jobs)
-    took = time.monotonic() - started
-    assert most > 1  # stages overlapped
-    assert took < len(jobs) * delay * 0.75, took  # one after the other: 0.32 s
+    # Stages overlapped: counted, not timed (a wall-clock bound flakes on a busy box).
+    assert most > 1
     for (box, data), name in zip(jobs, names, strict=True):
         assert isinstance(name, str)
         assert Path(box.new_dir, name).read_bytes() == data.replace(b"\r\n", b"\n")
@@ -180,7 +178,15 @@ def test_fast_stages_stay_in_one_thread(
     boxes: list[Maildir], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(batch_mod, "SLOW_STAGE", 1.0)  # any real stage is faster
+    threads: set[int] = set()
+    real_stage = Maildir.stage
+
+    def recording(self: Maildir, data: bytes) -> str:
+        threads.add(threading.get_ident())
+        return real_stage(self, data)
+
+    monkeypatch.setattr(Maildir, "stage", recording)
     batcher = MaildirBatcher(lanes=1)
     deliver_all(batcher, [(boxes[0], MESSAGE + b"%d\r\n" % i) for i in range(8)])
     assert not batcher.parallel
-    assert batcher._stage_pool is None
+    assert len(threads) == 1

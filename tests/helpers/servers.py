@@ -20,14 +20,17 @@ import logging
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from helpers.procs import wait_until
 from mailwright.app import App
 from mailwright.config import Config, parse_config
 
@@ -41,6 +44,10 @@ HOSTNAME = "mx.example.test"
 DELIVERY_TIMEOUT = 5.0  # how long a test waits for the queue runner to deliver
 START_TIMEOUT = 15.0  # a subprocess server must announce its port within this
 QUEUED_RE = re.compile(rb"queued as ([0-9A-Z]{16})")
+# Mail-log lines (text format): a message accepted with its recipient count, and a
+# final outcome for one of its recipients.
+ACCEPTED_RE = re.compile(r" ([0-9A-Z]{16}): accepted .*? nrcpt=(\d+) ")
+FINAL_RE = re.compile(r" ([0-9A-Z]{16}): (?:delivered|bounced|expired) ")
 LISTENING_RE = re.compile(r"mailwright: listening on 127\.0\.0\.1:(\d+) \(inbound\)")
 # Every listener's announce line: address, port, role.
 ANY_LISTENING_RE = re.compile(r"mailwright: listening on (\S+):(\d+) \((\w+)\)")
@@ -205,9 +212,52 @@ class DataDir:
             out[sub] = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
         return out
 
-    def assert_nothing_stored(self, settle: float = 0.5) -> None:
-        """After ``settle`` seconds: no message in any Maildir and none in the spool."""
-        time.sleep(settle)
+    def sessions_ended(self) -> bool:
+        """Every session the mail log saw start has logged its end.  A session logs
+        ``disconnect`` last, after it dropped any unfinished message, and logs
+        ``accepted`` for a message before its 250: once it ended, what it stored is
+        in the log."""
+        log = self.mail_log()
+        return log.count(": connect client=") == log.count(": disconnect ")
+
+    def settled(self) -> bool:
+        """Every message the mail log records as accepted has a final outcome
+        (delivered, bounced, expired) for each of its recipients: the queue runner
+        has nothing left of them to deliver."""
+        log = self.mail_log()
+        finals = Counter(m.group(1) for m in FINAL_RE.finditer(log))
+        return all(finals[qid] >= int(n) for qid, n in ACCEPTED_RE.findall(log))
+
+    def wait_settled(self, timeout: float = DELIVERY_TIMEOUT) -> None:
+        """Wait (bounded) until every session ended and every accepted message reached
+        its final outcome: nothing more can land in a Maildir, so a test may assert
+        what did *not* arrive without sleeping."""
+        assert wait_until(lambda: self.sessions_ended() and self.settled(), timeout), (
+            f"sessions or deliveries still open after {timeout}s:\n{self.mail_log()}"
+        )
+
+    def queue_rows(self) -> int:
+        """Messages still in the queue (the embedded spool's table): 0 means the queue
+        runner has nothing left to deliver, now or after a restart."""
+        path = self.data_dir / "spool" / "queue.db"
+        if not path.exists():
+            return 0
+        db = sqlite3.connect(path)
+        try:
+            return db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+        finally:
+            db.close()
+
+    def wait_queue_empty(self, timeout: float = DELIVERY_TIMEOUT) -> None:
+        assert wait_until(lambda: self.queue_rows() == 0, timeout), (
+            f"{self.queue_rows()} messages still queued after {timeout}s"
+        )
+
+    def assert_nothing_stored(self) -> None:
+        """Once every session ended (mail log): nothing accepted, no message in any
+        Maildir and none in the spool."""
+        self.wait_settled()
+        assert self.accepted_count() == 0, self.mail_log()
         assert self.all_mail_files() == []
         assert self.spool_files() == {"tmp": [], "msg": []}
 

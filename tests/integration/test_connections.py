@@ -97,7 +97,7 @@ def test_a_drip_inside_data_is_cut_off_at_the_deadline(
         answer, took = drip_until_reply(raw, b"x")
         assert answer == codes.R421_TIMEOUT.to_bytes(), (answer, took)
         assert took < CUT_OFF_WITHIN
-    server.assert_nothing_stored(settle=0.2)
+    server.assert_nothing_stored()
 
 
 @pytest.mark.parametrize("processes", [0, 2])

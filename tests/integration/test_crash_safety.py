@@ -13,12 +13,12 @@
 from __future__ import annotations
 
 import re
-import sqlite3
 import threading
 import time
 import warnings
 from collections import Counter
 
+from helpers.procs import wait_until
 from helpers.servers import EXAMPLE, SubprocessServer
 from helpers.wire import RawSMTP, message, queue_id_of, smtplib_client
 from mailwright.smtp import codes
@@ -48,7 +48,8 @@ def wait_delivered(
         if set(acked) <= set(ids) or time.monotonic() >= deadline:
             break
         time.sleep(0.05)
-    time.sleep(0.3)  # let late redeliveries land, so duplicates are counted
+    # Once the queue is empty nothing can be redelivered: duplicates are all in.
+    server.wait_queue_empty()
     return delivered_ids(server, box)
 
 
@@ -62,14 +63,6 @@ def assert_all_delivered(server: SubprocessServer, box: str, acked: list[str]) -
         warnings.warn(
             f"at-least-once: duplicate deliveries after SIGKILL: {duplicates}", stacklevel=2
         )
-
-
-def queue_rows(server: SubprocessServer) -> int:
-    db = sqlite3.connect(server.data_dir / "spool" / "queue.db")
-    try:
-        return db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
-    finally:
-        db.close()
 
 
 def send_one(server: SubprocessServer, subject: str, rcpt: str = "alice@example.test") -> str:
@@ -92,11 +85,9 @@ def test_sigkill_right_after_each_250_loses_nothing(make_subprocess_server):
         server.kill()  # the instant the 250 is in: delivery may not have started
     server.start()
     assert_all_delivered(server, "alice", acked)
-    # Once delivered, the messages leave the queue.
-    deadline = time.monotonic() + 5
-    while (queue_rows(server) or server.spool_files()["msg"]) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert queue_rows(server) == 0
+    # Once delivered, the messages leave the queue (assert_all_delivered waited for it).
+    assert server.queue_rows() == 0
+    assert wait_until(lambda: not server.spool_files()["msg"], 5)
     assert server.spool_files() == {"tmp": [], "msg": []}
 
 
@@ -157,10 +148,10 @@ def test_sigkill_in_the_middle_of_data_leaves_nothing_behind(make_subprocess_ser
         server.kill()
         assert raw.closed_by_peer()
     server.start()
-    time.sleep(0.5)  # give a (wrong) delivery every chance to happen
-    assert server.all_mail_files() == []
-    assert server.spool_files() == {"tmp": [], "msg": []}
-    assert queue_rows(server) == 0
-    # The restarted server is healthy.
+    # A marker: the restarted server takes a message and delivers it, and then the
+    # queue is empty.  Had the half-sent message survived, it would have been in the
+    # queue until delivered, so it would be in a Maildir now.
     queue_id = send_one(server, "after-crash")
     assert wait_delivered(server, "alice", [queue_id]) == Counter({queue_id: 1})
+    assert len(server.all_mail_files()) == 1
+    assert wait_until(lambda: server.spool_files() == {"tmp": [], "msg": []}, 5)

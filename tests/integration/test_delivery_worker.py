@@ -84,11 +84,12 @@ def test_worker_ignores_sigint_and_sigterm(make_subprocess_server):
     assert wait_until(lambda: os.sched_getscheduler(worker) == os.SCHED_IDLE, WAIT)
     os.kill(worker, signal.SIGINT)
     os.kill(worker, signal.SIGTERM)
-    time.sleep(0.5)
-    assert alive(worker)
-    assert children_of(server.proc.pid) == [worker]
+    # A marker: a message sent after the signals is delivered by this worker, so the
+    # signals were handled (ignored) before it; a restarted worker would be another.
     qid = send(server)
     assert server.message_with_id(EXAMPLE, "alice", qid)
+    assert alive(worker)
+    assert children_of(server.proc.pid) == [worker]
     # Threads made for the delivery inherited the policy.
     tids = [int(t) for t in os.listdir(f"/proc/{worker}/task")]
     assert len(tids) > 1
@@ -114,6 +115,29 @@ def test_mail_stored_while_the_worker_is_down_is_delivered_by_the_next_one(
     assert worker is not None and worker.pid is not None
     os.kill(worker.pid, signal.SIGKILL)
     qid = send(worker_server)  # its notification goes nowhere
+    assert worker_server.message_with_id(EXAMPLE, "alice", qid)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="found by running delivery in the worker (issue 9 item 8), left for the "
+    "queue-store owner: a restarted worker creates every Maildir at start-up and "
+    "exits on one it cannot create, so it restarts forever and delivers nothing",
+)
+def test_a_mailbox_broken_after_start_does_not_stop_a_restarted_worker(
+    worker_server: InProcessServer,
+):
+    """One broken Maildir (its tmp/ a file) defers that mailbox only, as it does with
+    the runner in the server, also after the worker was restarted."""
+    worker = worker_server.app.worker
+    assert worker is not None and worker.pid is not None
+    assert worker_server.message_with_id(EXAMPLE, "alice", send(worker_server))
+    tmp = worker_server.maildir(EXAMPLE, "bob") / "tmp"
+    tmp.rmdir()
+    tmp.write_bytes(b"")
+    os.kill(worker.pid, signal.SIGKILL)  # a crash, an OOM kill
+    assert wait_until(lambda: worker.starts == 2, WAIT), "the worker was not restarted"
+    qid = send(worker_server, "alice", "after the restart")
     assert worker_server.message_with_id(EXAMPLE, "alice", qid)
 
 

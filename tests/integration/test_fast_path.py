@@ -11,28 +11,36 @@ import pytest
 
 from helpers.servers import InProcessServer
 from helpers.wire import RawSMTP
-from mailwright.net.inbound import handlers as handlers_module
-from mailwright.net.inbound.handlers import Handlers
-from mailwright.smtp import Noop
+from mailwright.policy.pipeline import Stage
 
 
 def test_handler_crash_in_the_fast_path_answers_421_and_closes(
     server: InProcessServer, monkeypatch: pytest.MonkeyPatch
 ):
-    def broken_noop(self: Handlers, event: object) -> None:
-        raise RuntimeError("handler bug")
+    """MAIL with plain-function hooks is answered in the fast path; a bug below the
+    handler (here: the pipeline itself raising, not a hook, which would fail closed
+    with 451) must still end the session with 421 4.3.0."""
+    pipeline = server.app.listeners[0].services.pipeline
+    run_now = pipeline.run_now
 
-    monkeypatch.setitem(handlers_module._DISPATCH, Noop, broken_noop)
+    def broken_at_mail(stage: Stage, ctx: object, *args: object) -> object:
+        if stage is Stage.MAIL:
+            raise RuntimeError("handler bug")
+        return run_now(stage, ctx, *args)
+
+    monkeypatch.setattr(pipeline, "run_now", broken_at_mail)
     with RawSMTP(server.host, server.port) as raw:
         raw.greeting()
         raw.ehlo()
-        reply = raw.cmd("NOOP")
+        reply = raw.cmd("MAIL FROM:<sender@remote.test>")
         assert (reply.code, reply.enhanced) == (421, "4.3.0")
         assert raw.closed_by_peer()
     # Other sessions are unaffected.
+    monkeypatch.undo()
     with RawSMTP(server.host, server.port) as raw:
         raw.greeting()
-        assert raw.cmd("RSET").code == 250
+        raw.ehlo()
+        assert raw.cmd("MAIL FROM:<sender@remote.test>").code == 250
 
 
 def test_command_timeout_restarts_with_each_command_answered_in_the_fast_path(

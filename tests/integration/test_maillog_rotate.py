@@ -181,6 +181,9 @@ def test_children_survive_a_reopen_signal_sent_to_every_process(
     rotated = server.data_dir / "mail.log.1"
     assert wait_until(lambda: all_write(server, log), WAIT)
     before = processes(server)
+    # No wait for the handlers: the server has them before it announces it is ready
+    # (test_a_reopen_signal_as_the_server_becomes_ready_does_not_kill_it), and each
+    # child installs them as it opens the mail log, which all_write saw.
     log.rename(rotated)
     for pid in before:
         os.kill(pid, sig)

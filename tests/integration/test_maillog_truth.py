@@ -102,14 +102,21 @@ def _parse_ts(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def test_deferred_line_names_the_next_attempt_recorded_in_the_spool(make_server) -> None:
-    server = make_server()
+@pytest.mark.parametrize("worker", [False, True], ids=["runner-in-server", "worker-process"])
+def test_deferred_line_names_the_next_attempt_recorded_in_the_spool(
+    make_server, worker: bool
+) -> None:
+    server = make_server(worker=worker)
+    # First a delivery, so the runner (a worker starts in the background) is past its
+    # start-up, where it creates every Maildir: see test_delivery_worker.py.
+    first = send_one(server, 0)
+    assert server.message_with_id(EXAMPLE, "alice", first)
     # Alice's Maildir cannot be written: its tmp/ is a file, so the delivery fails
     # with a temporary error (ENOTDIR) and the message is deferred.
     tmp = server.maildir(EXAMPLE, "alice") / "tmp"
     tmp.rmdir()
     tmp.write_bytes(b"")
-    qid = send_one(server, 0)
+    qid = send_one(server, 1)
     assert wait_until(lambda: f"{qid}: deferred " in server.mail_log(), DRAIN_TIMEOUT)
     logged_at, _, next_text = next(m for m in DEFERRED_RE.findall(server.mail_log()) if m[1] == qid)
 

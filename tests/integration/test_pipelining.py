@@ -116,7 +116,7 @@ def test_pipelined_rset_and_noop_keep_order(server: InProcessServer):
             codes.R221_BYE.to_bytes(),
         ]
         assert raw.closed_by_peer()
-    server.assert_nothing_stored(settle=0.2)
+    server.assert_nothing_stored()
 
 
 def test_concurrent_aiosmtplib_sessions_each_get_their_own_queue_id(server: InProcessServer):

@@ -90,7 +90,7 @@ DELIVERY_WAIT = 15.0  # stored mail reaches the Maildir (the worker is woken per
 # by the worker's next periodic scan, should the wake-up have died with the process.
 DELIVERY_AFTER_CRASH = MAX_IDLE_SLEEP + 10.0
 STOP_TIMEOUT = 15.0  # SIGTERM to exit: shutdown_grace (3 s in the test config) + margin
-BAN_SETTLE = 1.0  # a ban goes process -> server -> every process over local sockets
+BAN_WAIT = 10.0  # a ban goes process -> server -> every process over local sockets
 
 
 # -- /proc -------------------------------------------------------------------------
@@ -582,7 +582,21 @@ def test_auth_ban_holds_across_session_processes(start_server):
     finally:
         for conn in opened:
             conn.close()
-    time.sleep(BAN_SETTLE)
+    # Poll (bounded) until every process refuses AUTH unchecked; a wrong password
+    # asks without risking a success while the ban is still on its way.
+    deadline = time.monotonic() + BAN_WAIT
+    while True:
+        by_pid, opened = on_every_process(server, lambda: connect(server, "submission"))
+        try:
+            replies = {
+                pid: conn.sasl("PLAIN", ALICE, WRONG_PASSWORD) for pid, conn in by_pid.items()
+            }
+        finally:
+            for conn in opened:
+                conn.close()
+        if all(reply.code == 454 for reply in replies.values()):
+            break
+        assert time.monotonic() < deadline, f"the ban did not reach every process: {replies}"
 
     by_pid, opened = on_every_process(server, lambda: connect(server, "submission"))
     try:

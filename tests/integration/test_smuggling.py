@@ -9,8 +9,6 @@ nothing at all: neither the carrier message nor the smuggled one.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from helpers.servers import InProcessServer, in_maildir
@@ -63,7 +61,7 @@ def test_smuggled_transaction_is_refused_and_nothing_is_stored(
         # Closed right after the 521: the smuggled commands were never answered.
         assert raw.closed_by_peer()
         assert raw.buf == b""
-    server.assert_nothing_stored(settle=0.5)
+    server.assert_nothing_stored()
     log = server.mail_log()
     assert " accepted " not in log
 
@@ -95,7 +93,7 @@ def test_bare_cr_command_after_an_empty_message_is_not_a_transaction(server: InP
         assert all(r.code >= 500 for r in rest[:-1]) and rest[-1].matches(codes.R221_BYE)
     [delivered] = server.maildir_messages("example.test", "alice")
     assert delivered.endswith(b" +0000\n")  # our trace headers only: the body is empty
-    time.sleep(0.3)
+    server.wait_settled()  # the session ended and its one message was delivered
     assert server.message_files("example.test", "bob") == []
     assert server.accepted_count() == 1
 
@@ -139,7 +137,7 @@ def test_bdat_body_with_bare_lf_is_refused_and_nothing_is_stored(server: InProce
         assert mail.matches(codes.R250_SENDER_OK) and rcpt.matches(codes.R250_RECIPIENT_OK)
         assert verdict.matches(codes.R521_BARE_LINE_ENDING)  # the same answer as DATA
         assert raw.closed_by_peer()
-    server.assert_nothing_stored(settle=0.5)
+    server.assert_nothing_stored()
     assert " accepted " not in server.mail_log()
 
 
@@ -159,5 +157,5 @@ def test_nul_in_message_is_refused_and_nothing_is_stored(server: InProcessServer
         # The stream stayed in step: the session goes on.
         assert raw.cmd("NOOP").matches(codes.R250_OK)
         assert raw.cmd("QUIT").matches(codes.R221_BYE)
-    server.assert_nothing_stored(settle=0.5)
+    server.assert_nothing_stored()
     assert " accepted " not in server.mail_log()

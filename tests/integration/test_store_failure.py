@@ -3,8 +3,6 @@ the message and retries, nothing is delivered, and the session goes on."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from helpers.servers import EXAMPLE, InProcessServer
@@ -44,7 +42,7 @@ def test_store_failure_answers_451_and_delivers_nothing(server, failing_put, mon
         queue_id = queue_id_of(text)
     [delivered] = server.maildir_messages(EXAMPLE, "bob")
     assert f"id {queue_id}".encode() in delivered and b"Subject: retried" in delivered
-    time.sleep(0.3)
+    server.wait_settled()
     assert server.message_files(EXAMPLE, "alice") == []  # the 451'd message went nowhere
     assert server.spool_files() == {"tmp": [], "msg": []}  # its temporary body is gone
     assert f"{failing_put[0]}: delivered" not in server.mail_log()
@@ -62,7 +60,7 @@ def test_store_failure_after_bdat_last_answers_451(server, failing_put):
         )
         assert raw.replies(3)[-1].matches(codes.R451_LOCAL_ERROR)
         assert raw.cmd("NOOP").matches(codes.R250_OK)  # still in session
-    server.assert_nothing_stored(settle=0.3)
+    server.assert_nothing_stored()
 
 
 def test_spool_unavailable_at_data_answers_451(server, monkeypatch):
@@ -78,4 +76,4 @@ def test_spool_unavailable_at_data_answers_451(server, monkeypatch):
         # No 354, so the client sends no body; the transaction can be reset and reused.
         expect(client.rset(), codes.R250_RESET)
         expect(client.noop(), codes.R250_OK)
-    server.assert_nothing_stored(settle=0.3)
+    server.assert_nothing_stored()

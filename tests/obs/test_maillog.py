@@ -277,11 +277,18 @@ class RecordingPipe(io.TextIOWrapper):
         return super().write(text)
 
 
-def batch_of_lines(count: int) -> list[str]:
-    return [
-        f"2026-01-01T00:00:00.000Z Q{n:015d}: delivered to=<{'x' * 60}@example.test>\n"
-        for n in range(count)
-    ]
+def log_deliveries(log: MailLog, count: int) -> list[str]:
+    """``count`` delivered lines through the public API; their queue ids, in order."""
+    ids = [f"Q{n:015d}" for n in range(count)]
+    for queue_id in ids:
+        log.delivered(queue_id, f"{'x' * 60}@example.test", "250 2.0.0 Ok")
+    return ids
+
+
+def assert_lines_in_order(text: str, ids: list[str]) -> None:
+    lines = text.splitlines(keepends=True)
+    assert [line.split()[1].rstrip(":") for line in lines] == ids
+    assert all(line.endswith("\n") and " delivered to=<" in line for line in lines)
 
 
 def test_batches_to_a_pipe_go_out_in_whole_lines_of_at_most_pipe_buf(tmp_path: Path) -> None:
@@ -290,13 +297,11 @@ def test_batches_to_a_pipe_go_out_in_whole_lines_of_at_most_pipe_buf(tmp_path: P
     read_fd, write_fd = os.pipe()
     pipe = RecordingPipe(write_fd)
     log = MailLog(pipe, buffered=True)
-    lines = batch_of_lines(100)  # about 10 KB: more than PIPE_BUF, less than the pipe holds
-    for line in lines:
-        log._add(line)
+    ids = log_deliveries(log, 100)  # about 13 KB: more than PIPE_BUF, less than a pipe holds
     log.flush()
     pipe.close()
     with open(read_fd, "rb") as reader:
-        assert reader.read().decode() == "".join(lines)
+        assert_lines_in_order(reader.read().decode(), ids)
     assert len(pipe.writes) > 1
     for text in pipe.writes:
         assert text.endswith("\n")
@@ -308,13 +313,12 @@ def test_batches_to_a_file_go_out_in_one_write(tmp_path: Path) -> None:
     path = tmp_path / "maillog"
     stream = RecordingPipe(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND))
     log = MailLog(stream, buffered=True)
-    lines = batch_of_lines(100)
-    for line in lines:
-        log._add(line)
+    ids = log_deliveries(log, 100)
     log.flush()
     stream.close()
-    assert stream.writes == ["".join(lines)]
-    assert path.read_text() == "".join(lines)
+    assert len(stream.writes) == 1
+    assert path.read_text() == stream.writes[0]
+    assert_lines_in_order(stream.writes[0], ids)
 
 
 def test_a_line_longer_than_pipe_buf_is_written_alone() -> None:

@@ -56,8 +56,7 @@ def test_only_what_is_missing() -> None:
 
 def hold_output(message: bytes, pieces: list[bytes]) -> bytes:
     hold = HeaderSectionHold(hostname=HOST, queue_id=QUEUE_ID, now=NOW)
-    out = b"".join(hold.feed(p) for p in pieces) + hold.finish()
-    return out
+    return b"".join(hold.feed(p) for p in pieces) + hold.finish()
 
 
 def split_everywhere(message: bytes) -> list[list[bytes]]:

@@ -117,4 +117,4 @@ def test_submission_requires_auth_in_every_process_mode(submission_server: Any):
     # The inbound listener does not ask for AUTH.
     with connect(server, "inbound", tls=False) as c:
         assert c.cmd(f"MAIL FROM:<{ALICE}>").code == 250
-    server.assert_nothing_stored(settle=0.1)
+    server.assert_nothing_stored()
