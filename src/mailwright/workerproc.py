@@ -143,7 +143,7 @@ async def run_worker(config: Config) -> None:
         lock.release()
         raise WorkerError(str(exc)) from exc
     maillog = MailLog.from_config(config.log, config.data_dir)
-    runner, agent = build_queue_runner(config, spool, maillog, build_directory(config))
+    runner, _agent = build_queue_runner(config, spool, maillog, build_directory(config))
     loop = asyncio.get_running_loop()
     for sig in REOPEN_SIGNALS:
         loop.add_signal_handler(sig, maillog.reopen)
@@ -151,7 +151,11 @@ async def run_worker(config: Config) -> None:
     if maillog.buffered:
         flusher = loop.create_task(flush_periodically(maillog, config.log.flush_interval))
     try:
-        await asyncio.to_thread(agent.ensure_all)
+        # No agent.ensure_all() here: the server created every Maildir before it
+        # started the worker (a problem is a start-up error there), and a worker that
+        # is restarted after a Maildir broke must not exit on it, over and over,
+        # delivering nothing: each delivery creates its Maildir lazily, and a broken
+        # one defers that mailbox only.
         eof = asyncio.Event()
         # Kept referenced for the whole run: uvloop does not hold on to the file object,
         # and a collected file object would close fd 0 under the transport.

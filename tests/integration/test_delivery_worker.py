@@ -118,17 +118,13 @@ def test_mail_stored_while_the_worker_is_down_is_delivered_by_the_next_one(
     assert worker_server.message_with_id(EXAMPLE, "alice", qid)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by running delivery in the worker (issue 9 item 8), left for the "
-    "queue-store owner: a restarted worker creates every Maildir at start-up and "
-    "exits on one it cannot create, so it restarts forever and delivers nothing",
-)
 def test_a_mailbox_broken_after_start_does_not_stop_a_restarted_worker(
     worker_server: InProcessServer,
 ):
     """One broken Maildir (its tmp/ a file) defers that mailbox only, as it does with
-    the runner in the server, also after the worker was restarted."""
+    the runner in the server, also after the worker was restarted.  Regression: the
+    restarted worker created every Maildir at start-up and exited on the broken one,
+    so it was restarted forever and delivered nothing."""
     worker = worker_server.app.worker
     assert worker is not None and worker.pid is not None
     assert worker_server.message_with_id(EXAMPLE, "alice", send(worker_server))
