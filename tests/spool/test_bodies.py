@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from spoolkit import BIG, BODY, Clock, envelope, listing, put, run, settle, spilled
 
+from helpers.spoolkit import BIG, BODY, Clock, envelope, listing, put, run, settle, spilled
 from mailwright.spool import _db
 from mailwright.spool._writer import INLINE_BODY_MAX, SPILL_MEMORY_MAX, BodyWriter
 from mailwright.spool.embedded import EmbeddedSpool

@@ -9,8 +9,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from spoolkit import BIG, BODY, Clock, envelope, listing, put, run, spilled
 
+from helpers.spoolkit import BIG, BODY, Clock, envelope, listing, put, run, spilled
 from mailwright.spool import _commit, _db, embedded
 from mailwright.spool.embedded import EmbeddedSpool
 from mailwright.spool.model import (

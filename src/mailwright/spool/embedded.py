@@ -51,7 +51,7 @@ acknowledged message:
 
 * such a batch only records progress on messages that are already durable; if a power
   cut drops it, those messages revert to their previous, still pending state and are
-  delivered again — a duplicate, which the at-least-once contract (see ``scheduler``)
+  delivered again — a duplicate, which the at-least-once contract (see ``queue.runner``)
   already allows; a lost removal of an inline message takes its body row back with it,
   so the message is whole again;
 * SQLite's WAL is a log: frames are appended in order and recovery stops at the first

@@ -1,4 +1,4 @@
-"""The ``SpoolStore`` protocol: the seam between the server, the scheduler and storage.
+"""The ``SpoolStore`` protocol: the seam between the server, the queue runner and storage.
 
 Contract (every backend keeps it):
 

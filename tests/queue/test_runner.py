@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from spoolkit import (
+
+from helpers.spoolkit import (
     BODY,
     BUSY,
     CONFIG,
@@ -22,12 +23,11 @@ from spoolkit import (
     put,
     run,
 )
-
 from mailwright.config import DeliveryConfig
+from mailwright.queue.retry import JITTER_FRACTION, retry_delay
+from mailwright.queue.runner import FRESH_HOLD, QueueRunner
 from mailwright.spool.embedded import EmbeddedSpool
 from mailwright.spool.model import Envelope, Recipient, RecipientStatus, SpooledMessage
-from mailwright.spool.retry import JITTER_FRACTION, retry_delay
-from mailwright.spool.scheduler import FRESH_HOLD, QueueRunner
 from mailwright.spool.store import SpoolError
 
 

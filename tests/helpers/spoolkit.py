@@ -1,4 +1,4 @@
-"""Helpers for the spool tests (imported as ``spoolkit``; unique name on sys.path)."""
+"""Helpers for the spool and queue tests: bodies, envelopes, a settable clock, a fake agent."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from mailwright.config import DeliveryConfig
-from mailwright.delivery.base import DeliveryResult
+from mailwright.queue.agent import DeliveryResult
 from mailwright.smtp import Reply
 from mailwright.spool._writer import INLINE_BODY_MAX, BodyWriter
 from mailwright.spool.embedded import EmbeddedSpool
@@ -72,7 +72,7 @@ def listing(path: Path) -> list[str]:
     return sorted(p.name for p in path.iterdir()) if path.exists() else []
 
 
-# -- delivery fakes (scheduler tests) ----------------------------------------------------
+# -- delivery fakes (queue runner tests) ----------------------------------------------------
 
 OK = Reply.of(250, "2.0.0", "Delivered")
 BUSY = Reply.of(451, "4.2.0", "Mailbox busy")

@@ -23,7 +23,7 @@ Internationalised mail (RFC 6533): when an address or diagnostic is not ASCII, t
 report uses ``message/global-delivery-status`` and ``utf-8`` address types, and the
 original header part becomes ``message/global-headers``.
 
-The bounce is sent ``MAIL FROM:<>`` (set by the scheduler) and carries
+The bounce is sent ``MAIL FROM:<>`` (set by the queue runner) and carries
 ``Auto-Submitted: auto-replied`` (RFC 3834) so vacation responders stay quiet.
 """
 

@@ -8,6 +8,12 @@ import email.policy
 
 import pytest
 
+from mailwright.queue.dsn import (
+    build_bounce,
+    split_headers,
+    status_of,
+    wants_failure_notice,
+)
 from mailwright.smtp import (
     NEED_DATA,
     Ehlo,
@@ -17,12 +23,6 @@ from mailwright.smtp import (
     ServerConnection,
     codes,
     ehlo_reply,
-)
-from mailwright.spool.dsn import (
-    build_bounce,
-    split_headers,
-    status_of,
-    wants_failure_notice,
 )
 from mailwright.spool.model import (
     BodyType,

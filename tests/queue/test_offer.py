@@ -9,12 +9,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from spoolkit import BIG, BODY, BUSY, CONFIG, FakeAgent, envelope, put, run
 
+from helpers.spoolkit import BIG, BODY, BUSY, CONFIG, FakeAgent, envelope, put, run
 from mailwright.config import DeliveryConfig
+from mailwright.queue.runner import QueueRunner
 from mailwright.spool.embedded import EmbeddedSpool
 from mailwright.spool.model import SpooledMessage
-from mailwright.spool.scheduler import QueueRunner
 
 
 def spy(store: EmbeddedSpool, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:

@@ -9,11 +9,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from spoolkit import BIG, BODY, CONFIG, Clock, FakeAgent, put, run
 
+from helpers.spoolkit import BIG, BODY, CONFIG, Clock, FakeAgent, put, run
 from mailwright.config import DeliveryConfig
+from mailwright.queue.runner import QueueRunner
 from mailwright.spool.embedded import EmbeddedSpool
-from mailwright.spool.scheduler import QueueRunner
 
 
 def count_calls(

@@ -79,10 +79,11 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from mailwright.config import DeliveryConfig
-from mailwright.delivery.base import DeliveryAgent, DeliveryResult
+from mailwright.queue.agent import DeliveryAgent, DeliveryResult
+from mailwright.queue.dsn import bounce_body_type, build_bounce, split_headers
+from mailwright.queue.dsn import wants_failure_notice as _wants_failure_notice
+from mailwright.queue.retry import JITTER_FRACTION, expired_reply, retry_delay
 from mailwright.smtp import Reply
-from mailwright.spool.dsn import bounce_body_type, build_bounce, split_headers
-from mailwright.spool.dsn import wants_failure_notice as _wants_failure_notice
 from mailwright.spool.model import (
     Envelope,
     Recipient,
@@ -90,10 +91,9 @@ from mailwright.spool.model import (
     RecipientStatus,
     SpooledMessage,
 )
-from mailwright.spool.retry import JITTER_FRACTION, expired_reply, retry_delay
 from mailwright.spool.store import BodyPrefetchStore, SpoolError, SpoolStore
 
-log = logging.getLogger("mailwright.spool.scheduler")
+log = logging.getLogger("mailwright.queue.runner")
 
 # Longest sleep between queue scans, even when nothing seems due.
 MAX_IDLE_SLEEP = 30.0
