@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections import Counter
 from pathlib import Path
@@ -15,6 +14,7 @@ from mailwright.config import DeliveryConfig
 from mailwright.queue.runner import QueueRunner
 from mailwright.spool.embedded import EmbeddedSpool
 from mailwright.spool.model import SpooledMessage
+from mailwright.spool.store import SpoolStore
 
 
 def spy(store: EmbeddedSpool, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
@@ -46,12 +46,9 @@ async def idle(runner: QueueRunner, timeout: float = 5) -> None:
     assert not runner._tasks
 
 
-def rows(tmp_path: Path) -> int:
-    conn = sqlite3.connect(tmp_path / "spool" / "queue.db")
-    try:
-        return conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
-    finally:
-        conn.close()
+async def rows(store: SpoolStore) -> int:
+    """Messages still queued, through the store's API."""
+    return len([m async for m in store.iterate()])
 
 
 @pytest.mark.parametrize("body", [BODY, BIG], ids=["inline", "spilled"])
@@ -73,7 +70,7 @@ def test_offer_delivers_without_queue_reads(
         await idle(runner)
         assert agent.calls[0][0].queue_id == message.queue_id
         assert agent.calls[0][1] == body
-        assert rows(tmp_path) == 0  # delivered and removed
+        assert await rows(store) == 0  # delivered and removed
         # Inline: no read at all.  Spilled: the body file, but never a queue scan.
         assert calls == (Counter() if body is BODY else Counter(read_body=1))
         # The runner worked on a copy: the caller's object is untouched.
@@ -99,9 +96,9 @@ def test_offer_when_all_slots_are_busy_just_kicks(tmp_path: Path) -> None:
             runner.offer(message, data)
         assert len(runner._tasks) == 2
         deadline = time.monotonic() + 5
-        while rows(tmp_path) and time.monotonic() < deadline:
+        while await rows(store) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        assert rows(tmp_path) == 0
+        assert await rows(store) == 0
         delivered = Counter(call[0].queue_id for call in agent.calls)
         assert delivered == Counter({m.queue_id: 1 for m, _ in offered})
         assert agent.max_active <= 2
@@ -212,7 +209,7 @@ def test_offer_of_a_fetched_waiting_message_does_not_duplicate_it(tmp_path: Path
         runner.offer(second, data)
         assert len(runner._tasks) == 1
         deadline = time.monotonic() + 5
-        while rows(tmp_path) and time.monotonic() < deadline:
+        while await rows(store) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         assert [c[0].queue_id for c in agent.calls] == [first.queue_id, second.queue_id]
         await runner.stop()
@@ -252,9 +249,9 @@ def test_backlog_is_fetched_in_few_scans(tmp_path: Path, monkeypatch: pytest.Mon
         runner = QueueRunner(store, agent, DeliveryConfig(concurrency=4))
         task = asyncio.create_task(runner.run())
         deadline = time.monotonic() + 10
-        while rows(tmp_path) and time.monotonic() < deadline:
+        while await rows(store) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        assert rows(tmp_path) == 0
+        assert await rows(store) == 0
         assert sorted(c[0].queue_id for c in agent.calls) == sorted(ids)
         assert agent.max_active <= 4
         assert calls["due"] <= 6, calls

@@ -513,12 +513,9 @@ class QueueRunner:
             body_type=bounce_body_type(data),
             smtputf8=not sender.isascii(),
         )
-        writer = self._store.new_message()
         try:
-            writer.write(data)
-            bounce = await self._store.put(writer, envelope)
+            bounce = await self._store.put(data, envelope)
         except SpoolError as exc:
-            writer.abort()
             log.error("%s: cannot queue bounce to <%s>, will retry: %s", qid, sender, exc)
             return False
         self.bounces_sent += 1

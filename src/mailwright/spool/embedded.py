@@ -331,17 +331,28 @@ class EmbeddedSpool:
             raise RuntimeError("spool is closed")
         return self._file_pool.submit(create_exclusive, path)
 
-    async def put(self, writer: MessageWriter, envelope: Envelope) -> SpooledMessage:
+    async def put(self, body: MessageWriter | bytes, envelope: Envelope) -> SpooledMessage:
         """Make body and envelope durable, then return (group-committed).
 
+        ``body`` is a writer from ``new_message`` or the whole body as bytes (written
+        through a writer of our own, so it takes the same inline/spill path).
         Afterwards ``writer.body_bytes()`` returns the stored body if it was inline
         (None if it was spilled to a file): the server can hand it to the queue
         runner (``QueueRunner.offer``) without reading it back.
         """
-        if not isinstance(writer, BodyWriter) or writer.store is not self:
-            raise ValueError("writer was not created by this spool")
         if not envelope.recipients:
             raise ValueError("an envelope needs at least one recipient")
+        if isinstance(body, bytes):
+            writer: MessageWriter = self.new_message()
+            try:
+                writer.write(body)
+            except SpoolError:
+                writer.abort()
+                raise
+        else:
+            writer = body
+        if not isinstance(writer, BodyWriter) or writer.store is not self:
+            raise ValueError("writer was not created by this spool")
         if not self._open or self._closing:
             writer.abort()
             raise SpoolError(f"{writer.queue_id}: spool is closed")

@@ -5,12 +5,15 @@ Contract (every backend keeps it):
 * ``new_message()`` allocates a queue id and a *temporary* body that the session
   writes into as DATA/BDAT arrives.  Nothing about it is durable or visible to
   ``due``/``iterate`` yet.
-* ``await put(writer, envelope)`` makes body and envelope durable (a body file and
+* ``await put(body, envelope)`` makes body and envelope durable (a body file and
   its directory fsynced, or the body committed in the same database transaction as
   the envelope) and only then returns.  The server sends 250 after it
   returns and never before (DESIGN principle 3).  If it raises ``SpoolError`` the
   server answers 451 4.3.0 and the temporary body is gone.  Concurrent ``put`` calls
-  share fsyncs and commits (group commit).
+  share fsyncs and commits (group commit).  ``body`` is either a writer from this
+  store's ``new_message`` (the streaming path: the session writes the body while DATA
+  arrives, never holding a large one in memory) or the whole body as ``bytes`` (a
+  bounce, an import, a message moved from another store): any backend takes both.
 * ``writer.body_bytes()`` (once ``put`` returned) is the stored body when the backend
   holds it in memory anyway (the embedded store: bodies up to ``INLINE_BODY_MAX``),
   else None.  The server passes it with the ``SpooledMessage`` that ``put`` returned to
@@ -59,7 +62,8 @@ class SpoolStore(Protocol):
 
     def new_message(self) -> MessageWriter: ...
 
-    async def put(self, writer: MessageWriter, envelope: Envelope) -> SpooledMessage: ...
+    async def put(self, body: MessageWriter | bytes, envelope: Envelope) -> SpooledMessage:
+        """Store ``body`` (a writer from ``new_message``, or bytes) with ``envelope``."""
 
     async def load(self, queue_id: str) -> SpooledMessage | None: ...
 
