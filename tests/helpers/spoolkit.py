@@ -47,9 +47,7 @@ def envelope(*addresses: str, mail_from: str = "alice@example.com", **kwargs: ob
     return Envelope(mail_from=mail_from, recipients=rcpts, **kwargs)  # type: ignore[arg-type]
 
 
-async def put(
-    store: SpoolStore, env: Envelope | None = None, body: bytes = BODY
-) -> SpooledMessage:
+async def put(store: SpoolStore, env: Envelope | None = None, body: bytes = BODY) -> SpooledMessage:
     writer = store.new_message()
     writer.write(body)
     return await store.put(writer, env or envelope())
