@@ -29,7 +29,13 @@ from mailwright.config import DeliveryConfig
 from mailwright.queue.retry import JITTER_FRACTION, retry_delay
 from mailwright.queue.runner import FRESH_HOLD, QueueRunner
 from mailwright.spool.embedded import EmbeddedSpool
-from mailwright.spool.model import Envelope, Recipient, RecipientStatus, SpooledMessage
+from mailwright.spool.model import (
+    Envelope,
+    Recipient,
+    RecipientStatus,
+    RemoteReply,
+    SpooledMessage,
+)
 from mailwright.spool.store import SpoolError
 
 
@@ -92,7 +98,7 @@ def test_temporary_failure_is_deferred_with_backoff(stores: StoreFactory, clock:
         state = loaded.recipients[0]
         assert state.status is RecipientStatus.PENDING
         assert state.attempts == 1 and loaded.attempts == 1
-        assert state.last_reply == "451 4.2.0 Mailbox busy"
+        assert state.last_reply == RemoteReply(451, "4.2.0", "Mailbox busy")
         assert clock.now + 60 <= loaded.next_attempt <= clock.now + 60 * (1 + JITTER_FRACTION)
         assert h.events == [("deferred", message.queue_id, "bob@example.net", str(BUSY))]
 
@@ -154,7 +160,9 @@ def test_agent_exception_is_temporary(stores: StoreFactory, clock: Clock) -> Non
         loaded = await h.store.load(message.queue_id)
         assert loaded is not None
         assert [r.status for r in loaded.recipients] == [RecipientStatus.PENDING] * 2
-        assert all(r.last_reply and r.last_reply.startswith("451 4.3.0") for r in loaded.recipients)
+        assert all(
+            r.last_reply and str(r.last_reply).startswith("451 4.3.0") for r in loaded.recipients
+        )
         assert await h.bounces() == []
         await h.store.close()
 
@@ -197,7 +205,7 @@ def test_partial_results(stores: StoreFactory, clock: Clock) -> None:
             RecipientStatus.PENDING,  # no result reported: temporary
         ]
         assert loaded.recipients[3].last_reply is not None
-        assert loaded.recipients[3].last_reply.startswith("451")
+        assert loaded.recipients[3].last_reply.code == 451
         assert len(await h.bounces()) == 1  # bad@ bounced now, not after the others finish
 
         # Next attempt: only the pending recipients are offered again.
@@ -457,8 +465,8 @@ class ScanSignallingSpool(EmbeddedSpool):
 
     scanned: asyncio.Event
 
-    async def due_with_bodies(self, *args: Any, **kwargs: Any) -> Any:
-        result = await super().due_with_bodies(*args, **kwargs)
+    async def claim(self, *args: Any, **kwargs: Any) -> Any:
+        result = await super().claim(*args, **kwargs)
         self.scanned.set()
         return result
 

@@ -380,7 +380,7 @@ def test_version_1_database_is_migrated(tmp_path: Path, clock: Clock) -> None:
         await store.close()
 
     run(main())
-    assert db_value(tmp_path, "PRAGMA user_version") == _db.SCHEMA_VERSION == 2
+    assert db_value(tmp_path, "PRAGMA user_version") == _db.SCHEMA_VERSION == 3
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -391,7 +391,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
 
     async def main() -> None:
         store = EmbeddedSpool(tmp_path)
-        with pytest.raises(SpoolError, match="schema version 99, expected 2"):
+        with pytest.raises(SpoolError, match="schema version 99, expected 3"):
             await store.open()
 
     run(main())

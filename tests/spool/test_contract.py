@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 
 from helpers.spoolkit import BACKENDS, BIG, BODY, Clock, StoreFactory, envelope, put, run
-from mailwright.spool.model import BodyType, Envelope, Recipient, RecipientStatus
+from mailwright.spool.model import (
+    Attempt,
+    BodyType,
+    Envelope,
+    Recipient,
+    RecipientStatus,
+    RemoteReply,
+)
 from mailwright.spool.store import SpoolError, SpoolStore
 
 
@@ -125,7 +132,7 @@ def test_contract_due_order_limit_and_update(stores: StoreFactory, clock: Clock)
         first.attempts = 1
         first.next_attempt = clock.now + 60
         first.recipients[0].attempts = 1
-        first.recipients[0].last_reply = "451 4.2.0 Mailbox busy"
+        first.recipients[0].last_reply = RemoteReply(451, "4.2.0", "Mailbox busy")
         await store.update(first)
         assert [m.queue_id for m in await store.due(clock.now, 10)] == [
             second.queue_id,
@@ -218,7 +225,7 @@ def test_contract_recovery_after_restart(stores: StoreFactory, clock: Clock) -> 
         small.next_attempt = clock.now + 300
         small.recipients[0].status = RecipientStatus.DELIVERED
         small.recipients[1].attempts = 1
-        small.recipients[1].last_reply = "451 4.4.1 No answer"
+        small.recipients[1].last_reply = RemoteReply(451, "4.4.1", "No answer")
         await store.update(small)
         await store.close()
 
@@ -261,5 +268,172 @@ def test_contract_closed_store_refuses_work(stores: StoreFactory, clock: Clock) 
         closed = store.new_message()  # never raises itself: write/put do
         with pytest.raises(SpoolError):
             closed.write(BODY)
+
+    run(main())
+
+
+# -- leases ------------------------------------------------------------------------------
+
+
+def test_contract_claim_is_exclusive(stores: StoreFactory, clock: Clock) -> None:
+    """Two claimers — on one store object and on two over the same place — never get
+    the same message while its lease runs, also when they claim at the same time."""
+
+    async def main() -> None:
+        store = await opened(stores, clock)
+        other = await opened(stores, clock)
+        ids = [(await put(store)).queue_id for _ in range(30)]
+        first, second, third = await asyncio.gather(
+            store.claim(clock.now, 12, 60, "runner-a"),
+            other.claim(clock.now, 12, 60, "runner-b"),
+            store.claim(clock.now, 12, 60, "runner-c"),
+        )
+        claimed = [c.message.queue_id for c in (*first, *second, *third)]
+        assert sorted(claimed) == sorted(ids)  # every message once, none twice
+        assert all(c.lease_until == clock.now + 60 for c in (*first, *second, *third))
+        assert await store.claim(clock.now, 10, 60, "runner-a") == []
+        assert await other.claim(clock.now + 59, 10, 60, "runner-b") == []
+        await other.close()
+        await store.close()
+
+    run(main())
+
+
+def test_contract_claim_takes_due_messages_in_order_with_bodies(
+    stores: StoreFactory, clock: Clock
+) -> None:
+    async def main() -> None:
+        store = await opened(stores, clock)
+        first = await put(store)
+        clock.advance(1)
+        large = await put(store, body=BIG)
+        clock.advance(1)
+        later = await put(store)
+        later.next_attempt = clock.now + 100
+        await store.update(later)
+        claimed = await store.claim(clock.now, 10, 60, "runner")
+        assert [c.message for c in claimed] == [first, large]  # `later` is not due
+        for c in claimed:  # the body, or None: then read_body serves it
+            assert c.body in (None, await store.read_body(c.message.queue_id))
+        assert await store.next_due(clock.now) == later.next_attempt
+        assert await store.claim(clock.now, 0, 60, "runner") == []
+        await store.close()
+
+    run(main())
+
+
+def test_contract_lease_expires(stores: StoreFactory, clock: Clock) -> None:
+    """A runner that died: its lease runs out and another runner gets the message."""
+
+    async def main() -> None:
+        store = await opened(stores, clock)
+        message = await put(store)
+        assert len(await store.claim(clock.now, 10, 60, "dead")) == 1
+        assert await store.claim(clock.now + 59.9, 10, 60, "alive") == []
+        taken = await store.claim(clock.now + 60, 10, 60, "alive")
+        assert [c.message.queue_id for c in taken] == [message.queue_id]
+        assert taken[0].lease_until == clock.now + 120
+        await store.close()
+
+    run(main())
+
+
+def test_contract_renew_and_release(stores: StoreFactory, clock: Clock) -> None:
+    async def main() -> None:
+        store = await opened(stores, clock)
+        for _ in range(3):
+            await put(store)
+        a, b = [c.message.queue_id for c in await store.claim(clock.now, 2, 60, "mine")]
+        (c,) = [c.message.queue_id for c in await store.claim(clock.now, 1, 60, "theirs")]
+        # Only the holder renews; an unknown id is ignored.
+        renewed = await store.renew([a, b, c, "0000000000000000"], "mine", clock.now + 600)
+        assert sorted(renewed) == sorted([a, b])
+        # At +300 c's lease ran out, a's and b's (renewed) did not.
+        later = await store.claim(clock.now + 300, 10, 60, "theirs")
+        assert [m.message.queue_id for m in later] == [c]
+        # Only the holder releases: "theirs" releasing a changes nothing.
+        await store.release("theirs", [a])
+        assert await store.claim(clock.now, 10, 60, "x") == []
+        await store.release("mine", [a])
+        assert [m.message.queue_id for m in await store.claim(clock.now, 10, 60, "x")] == [a]
+        # release(owner) with no ids: every lease it holds (a restarted runner).
+        await store.release("theirs")
+        assert [m.message.queue_id for m in await store.claim(clock.now, 10, 60, "y")] == [c]
+        await store.close()
+        restarted = await opened(stores, clock)  # leases are stored state: b is still held
+        assert await restarted.claim(clock.now, 10, 60, "z") == []
+        await restarted.release("mine")
+        assert [m.message.queue_id for m in await restarted.claim(clock.now, 10, 60, "z")] == [b]
+        await restarted.close()
+
+    run(main())
+
+
+# -- attempts ----------------------------------------------------------------------------
+
+
+def test_contract_attempt_history_order_and_content(stores: StoreFactory, clock: Clock) -> None:
+    """``record_attempt``: the recipients' state, the history rows in order with their
+    structured replies and remote hosts, and the end of the recorder's lease."""
+    busy = RemoteReply(451, "4.2.0", "Mailbox busy")
+    unknown = RemoteReply(550, "5.1.1", "User unknown")
+    ok = RemoteReply(250, "2.0.0", "Ok: queued as 1234")
+
+    async def main() -> None:
+        store = await opened(stores, clock)
+        message = await put(store, envelope("a@example.net", "b@example.org"))
+        assert await store.attempts(message.queue_id) == []
+        (claimed,) = await store.claim(clock.now, 10, 600, "runner")
+        m = claimed.message
+        m.attempts = 1
+        m.next_attempt = clock.now + 60
+        m.recipients[0].attempts = m.recipients[1].attempts = 1
+        m.recipients[0].last_reply = busy
+        m.recipients[1].status = RecipientStatus.FAILED
+        m.recipients[1].last_reply = unknown
+        first = [
+            Attempt(0, clock.now, RecipientStatus.PENDING, busy, "mx1.example.net"),
+            Attempt(1, clock.now, RecipientStatus.FAILED, unknown, None),
+        ]
+        await store.record_attempt(m, first, "runner")
+        assert await store.load(m.queue_id) == m
+        clock.advance(60)
+        # The lease ended with the record: due again, anyone may claim it.
+        (again,) = await store.claim(clock.now, 10, 600, "other")
+        m = again.message
+        m.attempts = 2
+        m.recipients[0].attempts = 2
+        m.recipients[0].status = RecipientStatus.DELIVERED
+        m.recipients[0].last_reply = ok
+        second = [Attempt(0, clock.now, RecipientStatus.DELIVERED, ok, "mx2.example.net")]
+        await store.record_attempt(m, second, "other")
+        assert await store.attempts(m.queue_id) == first + second
+        loaded = await store.load(m.queue_id)
+        assert loaded is not None and loaded.recipients[0].last_reply == ok
+        assert loaded.recipients[1].last_reply == unknown
+        await store.close()
+        restarted = await opened(stores, clock)
+        assert await restarted.attempts(m.queue_id) == first + second
+        await restarted.remove(m.queue_id)  # the history goes with the message
+        assert await restarted.attempts(m.queue_id) == []
+        await restarted.close()
+
+    run(main())
+
+
+def test_contract_record_attempt_of_a_removed_message_fails(
+    stores: StoreFactory, clock: Clock
+) -> None:
+    async def main() -> None:
+        store = await opened(stores, clock)
+        message = await put(store)
+        await store.remove(message.queue_id)
+        reply = RemoteReply(451, "4.4.1", "No answer")
+        with pytest.raises(SpoolError):
+            await store.record_attempt(
+                message, [Attempt(0, clock.now, RecipientStatus.PENDING, reply)], "runner"
+            )
+        assert await store.attempts(message.queue_id) == []
+        await store.close()
 
     run(main())

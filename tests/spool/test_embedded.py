@@ -18,6 +18,7 @@ from mailwright.spool.model import (
     Envelope,
     Recipient,
     RecipientStatus,
+    RemoteReply,
 )
 from mailwright.spool.queueid import is_queue_id
 from mailwright.spool.store import SpoolError
@@ -115,9 +116,9 @@ def test_update_due_remove(tmp_path: Path, clock: Clock) -> None:
         assert await store.due(clock.now - 10, 10) == []
 
         second.recipients[0].status = RecipientStatus.DELIVERED
-        second.recipients[0].last_reply = "250 2.0.0 ok"
+        second.recipients[0].last_reply = RemoteReply(250, "2.0.0", "ok")
         second.recipients[1].attempts = 1
-        second.recipients[1].last_reply = "451 4.2.0 busy"
+        second.recipients[1].last_reply = RemoteReply(451, "4.2.0", "busy")
         second.attempts = 1
         second.next_attempt = clock.now + 300
         await store.update(second)

@@ -21,6 +21,7 @@ from mailwright.spool.model import Recipient, SpooledMessage
 class DeliveryResult:
     reply: Reply  # what we report (in the mail log, in a DSN)
     reason: str = ""  # private detail for the log only
+    remote_host: str | None = None  # who gave ``reply`` (a relay's MX); None: ourselves
 
     @property
     def ok(self) -> bool:

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from mailwright.spool.model import Envelope, RecipientState, SpooledMessage
+from mailwright.spool.model import Attempt, Claimed, Envelope, RecipientState, SpooledMessage
 from mailwright.spool.queueid import is_queue_id, new_queue_id
 from mailwright.spool.store import MessageWriter, SpoolError
 
@@ -35,6 +35,8 @@ class MemoryState:
 
     messages: dict[str, SpooledMessage] = field(default_factory=dict)
     bodies: dict[str, bytes] = field(default_factory=dict)
+    leases: dict[str, tuple[str, float]] = field(default_factory=dict)  # id -> (owner, until)
+    history: dict[str, list[Attempt]] = field(default_factory=dict)
 
 
 class MemoryWriter:
@@ -167,10 +169,72 @@ class MemorySpool:
         due.sort(key=lambda m: (m.next_attempt, m.queue_id))
         return [_copy(m) for m in due[:limit]]
 
+    def _leased(self, queue_id: str, now: float) -> bool:
+        lease = self.state.leases.get(queue_id)
+        return lease is not None and lease[1] > now
+
+    async def claim(self, now: float, limit: int, lease: float, owner: str) -> list[Claimed]:
+        self._check_open()
+        if limit <= 0:
+            return []
+        due = [
+            m
+            for m in self.state.messages.values()
+            if m.pending and m.next_attempt <= now and not self._leased(m.queue_id, now)
+        ]
+        due.sort(key=lambda m: (m.next_attempt, m.queue_id))
+        until = now + lease
+        claimed = []
+        for message in due[:limit]:
+            self.state.leases[message.queue_id] = (owner, until)
+            claimed.append(Claimed(_copy(message), self.state.bodies[message.queue_id], until))
+        return claimed
+
+    async def renew(self, queue_ids: Sequence[str], owner: str, until: float) -> list[str]:
+        self._check_open()
+        renewed = []
+        for queue_id in queue_ids:
+            lease = self.state.leases.get(queue_id)
+            if lease is not None and lease[0] == owner:
+                self.state.leases[queue_id] = (owner, until)
+                renewed.append(queue_id)
+        return renewed
+
+    async def release(self, owner: str, queue_ids: Sequence[str] | None = None) -> None:
+        self._check_open()
+        leases = self.state.leases
+        for queue_id in list(leases) if queue_ids is None else queue_ids:
+            lease = leases.get(queue_id)
+            if lease is not None and lease[0] == owner:
+                del leases[queue_id]
+
+    async def next_due(self, now: float) -> float | None:
+        self._check_open()
+        times = [
+            m.next_attempt
+            for m in self.state.messages.values()
+            if m.pending and not self._leased(m.queue_id, now)
+        ]
+        return min(times, default=None)
+
+    async def record_attempt(
+        self, message: SpooledMessage, attempts: Sequence[Attempt], owner: str | None = None
+    ) -> None:
+        await self.update(message)
+        self.state.history.setdefault(message.queue_id, []).extend(attempts)
+        if owner is not None:
+            await self.release(owner, [message.queue_id])
+
+    async def attempts(self, queue_id: str) -> list[Attempt]:
+        self._check_open()
+        return list(self.state.history.get(queue_id, ()))
+
     async def remove(self, queue_id: str) -> None:
         self._check_open()
         self.state.messages.pop(queue_id, None)
         self.state.bodies.pop(queue_id, None)
+        self.state.leases.pop(queue_id, None)
+        self.state.history.pop(queue_id, None)
 
     async def iterate(self) -> AsyncIterator[SpooledMessage]:
         self._check_open()
