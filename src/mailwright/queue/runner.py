@@ -315,7 +315,9 @@ class QueueRunner:
         if self._stopping or self._ready or len(self._tasks) >= concurrency:
             self._more_due = True  # a finishing task starts the backlog or wakes us
             return self._backlog_sleep()
-        limit = concurrency * FETCH_AHEAD
+        # Offered messages in flight hold no lease, so a claim may return them (and
+        # they are skipped): room for them, as many useful ones as a full claim.
+        limit = concurrency * FETCH_AHEAD + len(self._inflight)
         finished: set[str] = set()
         self._finished = finished
         try:
