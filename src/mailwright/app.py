@@ -52,10 +52,10 @@ from mailwright.policy.builtin.recipients import LocalRecipients
 from mailwright.policy.builtin.relay import RelayAccess, parse_networks
 from mailwright.policy.builtin.submission import RequireAuth, SenderLoginMatch
 from mailwright.policy.pipeline import Pipeline, Stage
+from mailwright.queue.runner import FRESH_HOLD, EventCallback, QueueRunner
 from mailwright.spool.embedded import SPOOL_DIR, EmbeddedSpool
 from mailwright.spool.model import SpooledMessage
 from mailwright.spool.runnerlock import RunnerLock
-from mailwright.spool.scheduler import FRESH_HOLD, EventCallback, QueueRunner
 from mailwright.supervisor import DeliveryWorker
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ The pipe to the worker's standard input carries, in order (``workerproc`` reads 
    worker attempts a fresh message once told about it (``QueueRunner.announce``), so
    its ``delivered`` line cannot come before the ``accepted`` line.  A line lost with
    a dying worker or skipped under back-pressure (``NOTIFY_BUFFER_MAX``) delays the
-   message by at most ``spool.scheduler.FRESH_HOLD`` (its scan finds it anyway).
+   message by at most ``queue.runner.FRESH_HOLD`` (its scan finds it anyway).
    Among the ids, ``REOPEN_LINE`` (``reopen_log``): reopen the mail log, the server
    got SIGUSR1 or SIGHUP (a line, not a signal: a worker still starting up would die
    of a signal it does not handle yet);

@@ -67,8 +67,8 @@ from helpers.servers import (
     to_toml,
 )
 from helpers.wire import CLIENT_NAME, RawSMTP, message, queue_id_of, smtplib_client
+from mailwright.queue.runner import MAX_IDLE_SLEEP
 from mailwright.smtp import codes
-from mailwright.spool.scheduler import MAX_IDLE_SLEEP
 
 PROCESSES = 2
 SENDER = "sender@remote.test"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from spoolkit import Clock
+
+from helpers.spoolkit import Clock
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from spoolkit import BIG, BODY, Clock, envelope, listing, put, run, spilled
 
+from helpers.spoolkit import BIG, BODY, Clock, envelope, listing, put, run, spilled
 from mailwright.spool import _commit, _db, embedded
 from mailwright.spool.embedded import EmbeddedSpool
 from mailwright.spool.model import (
@@ -18,18 +18,21 @@ from mailwright.spool.model import (
     Envelope,
     Recipient,
     RecipientStatus,
+    RemoteReply,
 )
 from mailwright.spool.queueid import is_queue_id
 from mailwright.spool.store import SpoolError
 
 
-def db_rows(tmp_path: Path, sql: str) -> list[tuple[object, ...]]:
-    """Read the queue database with an independent connection (what is on disk)."""
-    conn = sqlite3.connect(tmp_path / "spool" / "queue.db")
+async def on_disk(tmp_path: Path) -> list[str]:
+    """The queue as an independent store over the same folder reads it (what is on
+    disk), through the store's API: tests do not open ``queue.db`` themselves."""
+    other = EmbeddedSpool(tmp_path, recover=False)
+    await other.open()
     try:
-        return conn.execute(sql).fetchall()
+        return [m.queue_id async for m in other.iterate()]
     finally:
-        conn.close()
+        await other.close()
 
 
 @pytest.mark.parametrize("body", [BODY, BIG], ids=["inline", "spilled"])
@@ -39,26 +42,41 @@ def test_put_makes_body_and_rows_durable(tmp_path: Path, clock: Clock, body: byt
         await store.open()
         message = await put(store, envelope("bob@example.net", "carol@example.org"), body)
         # Checked while the store is still open: durable means on disk *now*, read
-        # here by an independent connection.
+        # here by an independent store (its own database connections).
         assert listing(store.tmp_dir) == []
-        inline = db_rows(tmp_path, "SELECT queue_id, data FROM bodies")
-        if body is BODY:
+        assert (store.root / "queue.db-wal").exists()  # journal_mode=WAL
+        other = EmbeddedSpool(tmp_path, recover=False)
+        await other.open()
+        assert await other.load(message.queue_id) == message
+        assert await other.read_body(message.queue_id) == body
+        await other.close()
+        if body is BODY:  # inline: in the database, no file
             assert listing(store.msg_dir) == []
-            assert inline == [(message.queue_id, BODY)]
         else:
             assert (store.msg_dir / message.queue_id).read_bytes() == BIG
-            assert inline == []
         await store.close()
         return message.queue_id
 
     qid = run(main())
     assert is_queue_id(qid)
-    rows = db_rows(tmp_path, "SELECT queue_id, mail_from, size, pending FROM messages")
-    assert rows == [(qid, "alice@example.com", len(body), 2)]
-    rcpts = db_rows(tmp_path, "SELECT address, status FROM recipients ORDER BY position")
-    assert rcpts == [("bob@example.net", "pending"), ("carol@example.org", "pending")]
-    mode = db_rows(tmp_path, "PRAGMA journal_mode")[0][0]
-    assert mode == "wal"
+
+    async def reopened() -> None:
+        store = EmbeddedSpool(tmp_path, clock=clock)
+        await store.open()
+        loaded = await store.load(qid)
+        assert loaded is not None
+        assert (loaded.envelope.mail_from, loaded.size, len(loaded.pending)) == (
+            "alice@example.com",
+            len(body),
+            2,
+        )
+        assert [(r.recipient.address, r.status) for r in loaded.recipients] == [
+            ("bob@example.net", RecipientStatus.PENDING),
+            ("carol@example.org", RecipientStatus.PENDING),
+        ]
+        await store.close()
+
+    run(reopened())
 
 
 def test_load_and_read_body_round_trip(tmp_path: Path, clock: Clock) -> None:
@@ -115,9 +133,9 @@ def test_update_due_remove(tmp_path: Path, clock: Clock) -> None:
         assert await store.due(clock.now - 10, 10) == []
 
         second.recipients[0].status = RecipientStatus.DELIVERED
-        second.recipients[0].last_reply = "250 2.0.0 ok"
+        second.recipients[0].last_reply = RemoteReply(250, "2.0.0", "ok")
         second.recipients[1].attempts = 1
-        second.recipients[1].last_reply = "451 4.2.0 busy"
+        second.recipients[1].last_reply = RemoteReply(451, "4.2.0", "busy")
         second.attempts = 1
         second.next_attempt = clock.now + 300
         await store.update(second)
@@ -220,7 +238,7 @@ def test_unfinished_writer_is_cleaned_on_reopen(tmp_path: Path) -> None:
 
     qid = run(crash())
     assert listing(tmp_path / "spool" / "tmp") == [qid]
-    assert len(db_rows(tmp_path, "SELECT * FROM messages")) == 0
+    assert run(on_disk(tmp_path)) == []
 
     async def reopen() -> None:
         store = EmbeddedSpool(tmp_path)
@@ -415,7 +433,6 @@ def test_db_commit_failure_fails_batch_and_removes_bodies(
         await store.open()
         kept = await put(store, body=BIG)
         kept_inline = await put(store)
-        before = db_rows(tmp_path, "SELECT queue_id FROM bodies")
         monkeypatch.setattr(_db, "insert", disk_full)
         bodies = [BODY, BIG] * 3
         results = await asyncio.gather(
@@ -429,7 +446,7 @@ def test_db_commit_failure_fails_batch_and_removes_bodies(
         assert sorted([m.queue_id async for m in store.iterate()]) == sorted(
             [kept.queue_id, kept_inline.queue_id]
         )
-        assert db_rows(tmp_path, "SELECT queue_id FROM bodies") == before
+        assert await store.read_body(kept_inline.queue_id) == BODY
         # The store keeps working after the failure.
         again = await put(store)
         assert await store.load(again.queue_id) is not None
@@ -469,7 +486,7 @@ def test_commit_failure_at_commit_time_leaves_nothing(
         assert all(isinstance(r, SpoolError) and "disk I/O error" in str(r) for r in results)
         assert listing(store.msg_dir) == [] and listing(store.tmp_dir) == []
         assert [m async for m in store.iterate()] == []
-        assert db_rows(tmp_path, "SELECT * FROM bodies") == []
+        assert await on_disk(tmp_path) == []
         await store.close()
 
     run(main())

@@ -1,35 +1,11 @@
 """The delivery seam: ``deliver(message, recipients) -> {address: DeliveryResult}``.
 
-Every agent reports per recipient, and every result says whether a failure is
-permanent.  An agent that raises is treated by the scheduler as a temporary failure
-for all the recipients it was given (unknown errors count as temporary, DESIGN
-principle 4).
+The protocol and result type live in ``queue.agent`` (the queue runner calls agents;
+imports go ``delivery`` -> ``queue``); they are re-exported here for the agents.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from mailwright.queue.agent import DeliveryAgent, DeliveryResult
 
-from mailwright.smtp import Reply
-from mailwright.spool.model import Recipient, SpooledMessage
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryResult:
-    reply: Reply  # what we report (in the mail log, in a DSN)
-    reason: str = ""  # private detail for the log only
-
-    @property
-    def ok(self) -> bool:
-        return self.reply.code < 400
-
-    @property
-    def permanent(self) -> bool:
-        return self.reply.code >= 500
-
-
-class DeliveryAgent(Protocol):
-    async def deliver(
-        self, message: SpooledMessage, body: bytes, recipients: list[Recipient]
-    ) -> dict[str, DeliveryResult]: ...
+__all__ = ["DeliveryAgent", "DeliveryResult"]

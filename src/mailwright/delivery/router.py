@@ -1,6 +1,6 @@
 """Routing: which delivery agent handles which recipient.
 
-The ``Router`` is itself a ``DeliveryAgent``: the scheduler hands it a message and its
+The ``Router`` is itself a ``DeliveryAgent``: the queue runner hands it a message and its
 pending recipients; it splits them by route, calls each route's agent once with its
 share (concurrently), and merges the per-recipient results.  Adding the SMTP relay
 (MX lookup or smarthost) later means passing it as ``remote``; nothing else changes.

@@ -28,7 +28,7 @@ before its ``accepted`` line is in the file: whoever tells the queue runner abou
 mail flushes this log first (``supervisor.DeliveryWorker``, ``sessionproc.Reports``;
 in one process the runner writes to the same buffer, after the line), and the runner
 leaves a fresh message that a due scan finds before it was told about it alone for
-``spool.scheduler.FRESH_HOLD`` seconds.
+``queue.runner.FRESH_HOLD`` seconds.
 
 Rotation: ``reopen()`` writes what is buffered to the file it has, then opens the
 configured path again, so after a rename (logrotate without ``copytruncate``) lines go

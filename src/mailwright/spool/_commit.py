@@ -62,6 +62,29 @@ class Update:
     pending: int
     states: list[tuple[object, ...]]
     future: asyncio.Future[None]
+    history: list[tuple[object, ...]] = field(default_factory=list)  # attempt rows
+    release_owner: str | None = None  # end this owner's lease (``record_attempt``)
+
+
+@dataclass(slots=True)
+class Claim:
+    now: float
+    limit: int
+    until: float
+    owner: str
+    future: asyncio.Future[None]
+    ids: list[str] = field(default_factory=list)  # set by the commit: leased, in due order
+
+
+@dataclass(slots=True)
+class Lease:
+    """Renew (``until`` set) or release (``until`` None) ``owner``'s leases."""
+
+    queue_ids: list[str] | None  # None: every lease ``owner`` holds
+    owner: str
+    until: float | None
+    future: asyncio.Future[None]
+    changed: list[str] = field(default_factory=list)  # set by the commit
 
 
 @dataclass(slots=True)
@@ -70,7 +93,7 @@ class Remove:
     future: asyncio.Future[None]
 
 
-Op = Put | Update | Remove
+Op = Put | Update | Remove | Claim | Lease
 
 
 @dataclass(slots=True)
@@ -169,6 +192,15 @@ class BatchCommitter:
             )
             if not found:
                 result.outcomes[i] = SpoolError(f"{op.queue_id}: no such message")
+                return
+            if op.history:
+                _db.insert_attempts(conn, op.history)
+            if op.release_owner is not None:
+                _db.set_lease(conn, [op.queue_id], op.release_owner, None)
+        elif isinstance(op, Claim):
+            op.ids = _db.claim(conn, op.now, op.limit, op.until, op.owner)
+        elif isinstance(op, Lease):
+            op.changed = _db.set_lease(conn, op.queue_ids, op.owner, op.until)
         else:
             had_inline_body = _db.delete_body(conn, op.queue_id)
             _db.delete(conn, op.queue_id)

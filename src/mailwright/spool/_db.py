@@ -12,13 +12,22 @@ Settings, and why:
   every concurrent session.  (``embedded`` lowers it to NORMAL for batches that store
   nothing new; its module docstring argues why that cannot lose a message.)
 * ``foreign_keys=ON`` so deleting a message deletes its recipient rows and body.
-* ``user_version`` records the schema version.  Older versions are migrated in one
-  transaction (``_MIGRATIONS``); a newer, unknown version refuses to open rather than
-  guessing.
+* ``user_version`` records the schema version.  Older versions are migrated in place,
+  in one transaction, when the store opens (``_MIGRATIONS``): a queue written by the
+  previous release keeps every message.  A newer, unknown version refuses to open
+  rather than guessing.
 
 Tables: ``messages`` (envelope, timing, a ``pending`` recipient count),
 ``recipients`` (one row per RCPT with its delivery state) and, since version 2,
-``bodies`` (the bytes of *inline* bodies, see ``embedded``).  A separate recipients
+``bodies`` (the bytes of *inline* bodies, see ``embedded``) and, since version 3,
+``attempts`` (the delivery history: one row per recipient per attempt, with the
+structured reply and the remote host), the lease columns of ``messages``
+(``lease_owner``, ``lease_until``: see ``SpoolStore``) and the structured last reply
+of ``recipients`` (``reply_code``, ``reply_enhanced``, ``reply_text``; the version-2
+``last_reply`` string is converted once by the migration and no longer written).
+``attempts`` is an ordinary rowid table: the rowid gives the order of the history
+and the ``attempts_message`` index serves both reading it and the cascading delete.
+A separate recipients
 table lets ``update`` touch only state columns and lets the queue CLI search by
 recipient.  The partial index ``messages_due(next_attempt) WHERE pending > 0`` serves
 ``due``: finished messages (removed soon anyway) never clutter it.  ``messages`` and
@@ -32,20 +41,23 @@ transaction).
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import sys
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from mailwright.spool.model import (
+    Attempt,
     BodyType,
     Envelope,
     Recipient,
     RecipientState,
     RecipientStatus,
+    RemoteReply,
     SpooledMessage,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 10_000
 # After a checkpoint, truncate the WAL back to this size instead of letting it grow.
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
@@ -92,15 +104,66 @@ CREATE TABLE IF NOT EXISTS bodies (
 );
 """
 
-# from_version -> statements that bring a database of that version to the next one.
-_MIGRATIONS: dict[int, str] = {1: _BODIES}
+# Version 2 -> 3: leases, structured replies, the attempt history.
+_V3 = """
+ALTER TABLE messages ADD COLUMN lease_owner TEXT;
+ALTER TABLE messages ADD COLUMN lease_until REAL;
+ALTER TABLE recipients ADD COLUMN reply_code INTEGER;
+ALTER TABLE recipients ADD COLUMN reply_enhanced TEXT;
+ALTER TABLE recipients ADD COLUMN reply_text TEXT;
+CREATE TABLE IF NOT EXISTS attempts (
+    queue_id       TEXT NOT NULL REFERENCES messages (queue_id) ON DELETE CASCADE,
+    position       INTEGER NOT NULL,
+    at             REAL NOT NULL,
+    status         TEXT NOT NULL,
+    reply_code     INTEGER NOT NULL,
+    reply_enhanced TEXT NOT NULL,
+    reply_text     TEXT NOT NULL,
+    remote_host    TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_message ON attempts (queue_id)
+"""
+
+# The version-2 ``last_reply`` strings were written by ``str(Reply)``: "451 4.2.0 text"
+# or "451 text".  Read once, by the migration; nothing parses replies after it.
+_V2_REPLY = re.compile(r"^([245]\d\d)(?: ([245]\.\d{1,3}\.\d{1,3}))?(?: (.*))?$", re.S)
+
+
+def _structure_v2_replies(conn: sqlite3.Connection) -> None:
+    rows = conn.execute(
+        "SELECT queue_id, position, last_reply FROM recipients WHERE last_reply IS NOT NULL"
+    ).fetchall()
+    updates = []
+    for queue_id, position, text in rows:
+        match = _V2_REPLY.match(str(text))
+        if match is None:  # not ours: keep the words, as a temporary failure
+            code, enhanced, rest = 451, "", str(text)
+        else:
+            code, enhanced, rest = int(match[1]), match[2] or "", match[3] or ""
+        updates.append((code, enhanced, rest, queue_id, position))
+    conn.executemany(
+        "UPDATE recipients SET reply_code = ?, reply_enhanced = ?, reply_text = ?,"
+        " last_reply = NULL WHERE queue_id = ? AND position = ?",
+        updates,
+    )
+
+
+# from_version -> what brings a database of that version to the next one: statements,
+# then an optional data conversion.
+_MIGRATIONS: dict[int, tuple[str, Callable[[sqlite3.Connection], None] | None]] = {
+    1: (_BODIES, None),
+    2: (_V3, _structure_v2_replies),
+}
 
 _MESSAGE_COLUMNS = (
     "queue_id, mail_from, body_type, smtputf8, ret, envid, client_address, client_helo,"
     " auth_user, size, received_at, next_attempt, attempts"
 )
-_DUE_COLUMNS = ", ".join(f"m.{c.strip()}" for c in _MESSAGE_COLUMNS.split(","))
 _RECIPIENT_COLUMNS = "queue_id, position, address, notify, orcpt, status, attempts, last_reply"
+_RECIPIENT_READ = (
+    "queue_id, position, address, notify, orcpt, status, attempts,"
+    " reply_code, reply_enhanced, reply_text"
+)
 
 # Row tuples, built on the event loop and handed to the DB thread (immutable).
 MessageRow = tuple[object, ...]
@@ -157,10 +220,13 @@ def create_schema(conn: sqlite3.Connection) -> int:
     conn.execute("BEGIN IMMEDIATE")
     try:
         if version == 0:
-            _run_script(conn, SCHEMA_V1 + _BODIES)
+            _run_script(conn, SCHEMA_V1 + _BODIES + ";" + _V3)
         else:
             for step in range(version, SCHEMA_VERSION):
-                _run_script(conn, _MIGRATIONS[step])
+                script, convert = _MIGRATIONS[step]
+                _run_script(conn, script)
+                if convert is not None:
+                    convert(conn)
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
@@ -209,17 +275,47 @@ def recipient_rows(message: SpooledMessage) -> list[RecipientRow]:
             state.recipient.orcpt,
             str(state.status),
             state.attempts,
-            state.last_reply,
+            None,  # version-2 column, no longer written (see the module docstring)
         )
         for position, state in enumerate(message.recipients)
     ]
 
 
 def state_rows(message: SpooledMessage) -> list[tuple[object, ...]]:
-    """(status, attempts, last_reply, queue_id, position) for ``update``."""
+    """(status, attempts, reply code, enhanced, text, queue_id, position) for ``update``."""
+    rows: list[tuple[object, ...]] = []
+    for position, s in enumerate(message.recipients):
+        reply = s.last_reply
+        if reply is None:
+            rows.append((str(s.status), s.attempts, None, None, None, message.queue_id, position))
+        else:
+            rows.append(
+                (
+                    str(s.status),
+                    s.attempts,
+                    reply.code,
+                    reply.enhanced,
+                    reply.text,
+                    message.queue_id,
+                    position,
+                )
+            )
+    return rows
+
+
+def attempt_rows(queue_id: str, attempts: Iterable[Attempt]) -> list[tuple[object, ...]]:
     return [
-        (str(s.status), s.attempts, s.last_reply, message.queue_id, position)
-        for position, s in enumerate(message.recipients)
+        (
+            queue_id,
+            a.position,
+            a.at,
+            str(a.status),
+            a.reply.code,
+            a.reply.enhanced,
+            a.reply.text,
+            a.remote_host,
+        )
+        for a in attempts
     ]
 
 
@@ -248,7 +344,9 @@ def _build(row: Sequence[object], recipients: list[Sequence[object]]) -> Spooled
             ),
             status=RecipientStatus(str(r[5])),
             attempts=int(r[6]),  # type: ignore[call-overload]
-            last_reply=None if r[7] is None else str(r[7]),
+            last_reply=None
+            if r[7] is None
+            else RemoteReply(int(r[7]), str(r[8] or ""), str(r[9] or "")),  # type: ignore[call-overload]
         )
         for r in recipients
     ]
@@ -283,7 +381,7 @@ def _with_recipients(
         chunk = ids[start : start + MAX_IN_PARAMS]
         marks = ",".join("?" * len(chunk))
         for r in conn.execute(
-            f"SELECT {_RECIPIENT_COLUMNS} FROM recipients WHERE queue_id IN ({marks})"
+            f"SELECT {_RECIPIENT_READ} FROM recipients WHERE queue_id IN ({marks})"
             " ORDER BY queue_id, position",
             chunk,
         ):
@@ -348,11 +446,111 @@ def update(
     if cur.rowcount == 0:
         return False
     conn.executemany(
-        "UPDATE recipients SET status = ?, attempts = ?, last_reply = ?"
-        " WHERE queue_id = ? AND position = ?",
+        "UPDATE recipients SET status = ?, attempts = ?, reply_code = ?, reply_enhanced = ?,"
+        " reply_text = ? WHERE queue_id = ? AND position = ?",
         states,
     )
     return True
+
+
+def insert_attempts(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> None:
+    conn.executemany(
+        "INSERT INTO attempts (queue_id, position, at, status, reply_code, reply_enhanced,"
+        " reply_text, remote_host) VALUES (?,?,?,?,?,?,?,?)",
+        rows,
+    )
+
+
+def attempts(conn: sqlite3.Connection, queue_id: str) -> list[Attempt]:
+    return [
+        Attempt(
+            position=int(r[0]),
+            at=float(r[1]),
+            status=RecipientStatus(str(r[2])),
+            reply=RemoteReply(int(r[3]), str(r[4]), str(r[5])),
+            remote_host=None if r[6] is None else str(r[6]),
+        )
+        for r in conn.execute(
+            "SELECT position, at, status, reply_code, reply_enhanced, reply_text, remote_host"
+            " FROM attempts WHERE queue_id = ? ORDER BY rowid",
+            (queue_id,),
+        )
+    ]
+
+
+def claim(conn: sqlite3.Connection, now: float, limit: int, until: float, owner: str) -> list[str]:
+    """Writer thread, in a transaction: lease the due, unleased messages; their ids in
+    due order.  Only ids: the messages are read afterwards on the reader connection,
+    so the batch's transaction (and the 250s waiting on it) stays short."""
+    ids = [
+        str(r[0])
+        for r in conn.execute(
+            "SELECT queue_id FROM messages WHERE pending > 0 AND next_attempt <= ?"
+            " AND (lease_until IS NULL OR lease_until <= ?)"
+            " ORDER BY next_attempt, queue_id LIMIT ?",
+            (now, now, limit),
+        )
+    ]
+    conn.executemany(
+        "UPDATE messages SET lease_owner = ?, lease_until = ? WHERE queue_id = ?",
+        ((owner, until, qid) for qid in ids),
+    )
+    return ids
+
+
+def set_lease(
+    conn: sqlite3.Connection, queue_ids: Sequence[str] | None, owner: str, until: float | None
+) -> list[str]:
+    """Renew (``until`` set) or release (None) ``owner``'s leases; the ids changed."""
+    owner_until = None if until is None else owner
+    if queue_ids is None:
+        rows = conn.execute(
+            "UPDATE messages SET lease_owner = ?, lease_until = ? WHERE lease_owner = ?"
+            " RETURNING queue_id",
+            (owner_until, until, owner),
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+    changed = []
+    for qid in queue_ids:
+        cur = conn.execute(
+            "UPDATE messages SET lease_owner = ?, lease_until = ?"
+            " WHERE queue_id = ? AND lease_owner = ?",
+            (owner_until, until, qid, owner),
+        )
+        if cur.rowcount:
+            changed.append(qid)
+    return changed
+
+
+def with_bodies(
+    conn: sqlite3.Connection, queue_ids: Sequence[str]
+) -> list[tuple[SpooledMessage, bytes | None]]:
+    """Reader: the messages ``queue_ids`` (in that order, missing ones left out) with
+    their inline bodies, one query for all bodies."""
+    rows: list[Sequence[object]] = []
+    bodies: dict[str, bytes] = {}
+    for start in range(0, len(queue_ids), MAX_IN_PARAMS):
+        chunk = list(queue_ids[start : start + MAX_IN_PARAMS])
+        marks = ",".join("?" * len(chunk))
+        rows += conn.execute(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE queue_id IN ({marks})", chunk
+        ).fetchall()
+        for qid, data in conn.execute(
+            f"SELECT queue_id, data FROM bodies WHERE queue_id IN ({marks})", chunk
+        ):
+            bodies[str(qid)] = bytes(data)
+    order = {qid: i for i, qid in enumerate(queue_ids)}
+    rows.sort(key=lambda row: order[str(row[0])])
+    return [(m, bodies.get(m.queue_id)) for m in _with_recipients(conn, rows)]
+
+
+def next_due(conn: sqlite3.Connection, now: float) -> float | None:
+    row = conn.execute(  # walks the messages_due index, stops at the first unleased
+        "SELECT next_attempt FROM messages WHERE pending > 0"
+        " AND (lease_until IS NULL OR lease_until <= ?) ORDER BY next_attempt LIMIT 1",
+        (now,),
+    ).fetchone()
+    return None if row is None else float(row[0])
 
 
 def delete(conn: sqlite3.Connection, queue_id: str) -> None:
@@ -377,33 +575,6 @@ def due(conn: sqlite3.Connection, now: float, limit: int) -> list[SpooledMessage
         (now, limit),
     ).fetchall()
     return _with_recipients(conn, rows)
-
-
-def due_with_bodies(
-    conn: sqlite3.Connection,
-    horizon: float,
-    limit: int,
-    now: float,
-    skip: Container[str],
-) -> tuple[int, list[tuple[SpooledMessage, bytes | None]]]:
-    """``due(horizon, limit)`` plus the inline body of each message due by ``now``.
-
-    One query instead of one ``inline_body`` per message (the LEFT JOIN is a primary-key
-    lookup per row; the ``messages_due`` index still gives the order).  Rows whose id is
-    in ``skip`` are counted but not built: the caller is delivering them already.
-    Returns (rows the query returned, [(message, body or None)] in due order).
-    """
-    rows = conn.execute(
-        f"SELECT {_DUE_COLUMNS}, b.data FROM messages m LEFT JOIN bodies b"
-        " ON b.queue_id = m.queue_id AND m.next_attempt <= ?"
-        " WHERE m.pending > 0 AND m.next_attempt <= ?"
-        " ORDER BY m.next_attempt, m.queue_id LIMIT ?",
-        (now, horizon, limit),
-    ).fetchall()
-    wanted = [row for row in rows if row[0] not in skip]
-    messages = _with_recipients(conn, [row[:-1] for row in wanted])
-    bodies = [None if row[-1] is None else bytes(row[-1]) for row in wanted]
-    return len(rows), list(zip(messages, bodies, strict=True))
 
 
 def page(conn: sqlite3.Connection, after: str, limit: int) -> list[SpooledMessage]:

@@ -51,7 +51,7 @@ acknowledged message:
 
 * such a batch only records progress on messages that are already durable; if a power
   cut drops it, those messages revert to their previous, still pending state and are
-  delivered again — a duplicate, which the at-least-once contract (see ``scheduler``)
+  delivered again — a duplicate, which the at-least-once contract (see ``queue.runner``)
   already allows; a lost removal of an inline message takes its body row back with it,
   so the message is whole again;
 * SQLite's WAL is a log: frames are appended in order and recovery stops at the first
@@ -92,18 +92,18 @@ import os
 import sqlite3
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Container
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from mailwright.spool import _db
-from mailwright.spool._commit import BatchCommitter, Op, Put, Remove, Update
+from mailwright.spool._commit import BatchCommitter, Claim, Lease, Op, Put, Remove, Update
 from mailwright.spool._errors import spool_error
 from mailwright.spool._writer import INLINE_BODY_MAX, BodyWriter
 from mailwright.spool.atomic import create_exclusive, ensure_dir
-from mailwright.spool.model import Envelope, RecipientState, SpooledMessage
+from mailwright.spool.model import Attempt, Claimed, Envelope, RecipientState, SpooledMessage
 from mailwright.spool.queueid import is_queue_id, new_queue_id
 from mailwright.spool.store import MessageWriter, SpoolError
 
@@ -331,17 +331,28 @@ class EmbeddedSpool:
             raise RuntimeError("spool is closed")
         return self._file_pool.submit(create_exclusive, path)
 
-    async def put(self, writer: MessageWriter, envelope: Envelope) -> SpooledMessage:
+    async def put(self, body: MessageWriter | bytes, envelope: Envelope) -> SpooledMessage:
         """Make body and envelope durable, then return (group-committed).
 
+        ``body`` is a writer from ``new_message`` or the whole body as bytes (written
+        through a writer of our own, so it takes the same inline/spill path).
         Afterwards ``writer.body_bytes()`` returns the stored body if it was inline
         (None if it was spilled to a file): the server can hand it to the queue
         runner (``QueueRunner.offer``) without reading it back.
         """
-        if not isinstance(writer, BodyWriter) or writer.store is not self:
-            raise ValueError("writer was not created by this spool")
         if not envelope.recipients:
             raise ValueError("an envelope needs at least one recipient")
+        if isinstance(body, bytes):
+            writer: MessageWriter = self.new_message()
+            try:
+                writer.write(body)
+            except SpoolError:
+                writer.abort()
+                raise
+        else:
+            writer = body
+        if not isinstance(writer, BodyWriter) or writer.store is not self:
+            raise ValueError("writer was not created by this spool")
         if not self._open or self._closing:
             writer.abort()
             raise SpoolError(f"{writer.queue_id}: spool is closed")
@@ -366,6 +377,13 @@ class EmbeddedSpool:
 
     async def update(self, message: SpooledMessage) -> None:
         """Persist recipients' state, ``attempts`` and ``next_attempt`` (group-committed)."""
+        await self.record_attempt(message, ())
+
+    async def record_attempt(
+        self, message: SpooledMessage, attempts: Sequence[Attempt], owner: str | None = None
+    ) -> None:
+        """``update`` plus the history rows and the end of ``owner``'s lease, in the same
+        group-committed transaction (NORMAL sync: see "Durability of updates")."""
         self._check_open()
         future = asyncio.get_running_loop().create_future()
         await self._submit(
@@ -376,8 +394,58 @@ class EmbeddedSpool:
                 len(message.pending),
                 _db.state_rows(message),
                 future,
+                _db.attempt_rows(message.queue_id, attempts),
+                owner,
             )
         )
+
+    async def attempts(self, queue_id: str) -> list[Attempt]:
+        if not is_queue_id(queue_id):
+            return []
+        return await self._query(_db.attempts, queue_id)
+
+    # -- leases --------------------------------------------------------------------------
+
+    async def claim(self, now: float, limit: int, lease: float, owner: str) -> list[Claimed]:
+        """Lease due messages to ``owner`` (see ``SpoolStore``), with inline bodies.
+
+        The lease is taken in a group-committed write transaction — ``BEGIN IMMEDIATE``
+        holds SQLite's write lock, so two claimers, in one process or several, never
+        get the same message — and committed NORMAL like an update (a lease lost in a
+        power cut only lets the message be claimed again).  The messages and their
+        inline bodies are then read on the reader connection, off the writer thread.
+        """
+        self._check_open()
+        if limit <= 0:
+            return []
+        until = now + lease
+        op = Claim(now, limit, until, owner, asyncio.get_running_loop().create_future())
+        await self._submit(op)
+        if not op.ids:
+            return []
+        found = await self._query(_db.with_bodies, op.ids)
+        return [Claimed(message, body, until) for message, body in found]
+
+    async def renew(self, queue_ids: Sequence[str], owner: str, until: float) -> list[str]:
+        self._check_open()
+        if not queue_ids:
+            return []
+        return await self._lease(list(queue_ids), owner, until)
+
+    async def release(self, owner: str, queue_ids: Sequence[str] | None = None) -> None:
+        self._check_open()
+        if queue_ids is None or queue_ids:
+            await self._lease(None if queue_ids is None else list(queue_ids), owner, None)
+
+    async def _lease(
+        self, queue_ids: list[str] | None, owner: str, until: float | None
+    ) -> list[str]:
+        op = Lease(queue_ids, owner, until, asyncio.get_running_loop().create_future())
+        await self._submit(op)
+        return op.changed
+
+    async def next_due(self, now: float) -> float | None:
+        return await self._query(_db.next_due, now)
 
     async def remove(self, queue_id: str) -> None:
         """Delete the row and inline body (committed), then any body file.  Idempotent."""
@@ -403,16 +471,6 @@ class EmbeddedSpool:
         if limit <= 0:
             return []
         return await self._query(_db.due, now, limit)
-
-    async def due_with_bodies(
-        self, horizon: float, limit: int, *, now: float, skip: Container[str] = ()
-    ) -> tuple[int, list[tuple[SpooledMessage, bytes | None]]]:
-        """``due(horizon, limit)`` for the queue runner, with the inline bodies of the
-        messages due by ``now`` in the same query (no ``read_body`` each), and rows in
-        ``skip`` (being delivered) not built.  Returns (rows found, [(message, body)])."""
-        if limit <= 0:
-            return 0, []
-        return await self._query(_db.due_with_bodies, horizon, limit, now, frozenset(skip))
 
     async def iterate(self) -> AsyncIterator[SpooledMessage]:
         """Every committed message in queue-id (arrival) order, one page at a time."""

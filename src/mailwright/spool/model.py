@@ -42,12 +42,38 @@ class RecipientStatus(StrEnum):
     FAILED = "failed"  # permanent failure (or expired); a bounce was produced
 
 
+@dataclass(frozen=True, slots=True)
+class RemoteReply:
+    """A delivery reply as stored: kept structured, so nobody parses it back from text
+    (a DSN's Status field is ``enhanced``, its Diagnostic-Code ``str(reply)``)."""
+
+    code: int  # RFC 5321 reply code, 200..599
+    enhanced: str  # RFC 3463 enhanced status code, "" if the reply had none
+    text: str  # the reply text, lines joined by a space
+
+    def __str__(self) -> str:
+        prefix = f"{self.enhanced} " if self.enhanced else ""
+        return f"{self.code} {prefix}{self.text}"
+
+
 @dataclass(slots=True)
 class RecipientState:
     recipient: Recipient
     status: RecipientStatus = RecipientStatus.PENDING
     attempts: int = 0
-    last_reply: str | None = None  # the last delivery reply, "451 4.3.0 ..."
+    last_reply: RemoteReply | None = None  # the reply of the last delivery attempt
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One delivery attempt for one recipient: a row of the per-recipient history
+    (``SpoolStore.attempts``), oldest first; the API's timeline reads these."""
+
+    position: int  # the recipient's index in the envelope
+    at: float  # unix time the attempt ended
+    status: RecipientStatus  # the recipient's state after this attempt
+    reply: RemoteReply
+    remote_host: str | None = None  # the host that gave the reply; None: delivered locally
 
 
 @dataclass(slots=True)
@@ -65,3 +91,15 @@ class SpooledMessage:
     @property
     def pending(self) -> list[RecipientState]:
         return [r for r in self.recipients if r.status is RecipientStatus.PENDING]
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A due message leased to one runner (``SpoolStore.claim``) until ``lease_until``.
+
+    ``body`` is the stored body if the backend read it in the same round trip (the
+    embedded store's inline bodies), else None: the runner then calls ``read_body``."""
+
+    message: SpooledMessage
+    body: bytes | None
+    lease_until: float

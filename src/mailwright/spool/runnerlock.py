@@ -7,6 +7,14 @@ messages twice; a recovery running beside a live runner could delete the body of
 bounce that runner is storing.  The lock makes both impossible, also when a worker
 outlives its server for a moment or two servers are pointed at one data folder.
 
+Leases (``SpoolStore.claim``) already keep two runners from attempting one *queued*
+message at once; the lock is still needed for what leases do not cover on one host:
+the recovery in ``open`` deletes files no lease protects (a bounce's body being
+stored by a live runner looks like debris), and the server hands fresh mail to its
+runner without a lease (``QueueRunner.offer``, no store write before delivery), which
+is only exclusive if no second runner serves the same spool.  A shared backend
+(several nodes) has no local debris to remove and would lease fresh mail at ``put``.
+
 ``flock(2)`` on ``spool/runner.lock``: the kernel releases it when the holder dies, even
 by SIGKILL, so a crash never leaves the spool locked.  The holder's pid is written into
 the file only to name it in the error message.

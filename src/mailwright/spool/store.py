@@ -1,16 +1,19 @@
-"""The ``SpoolStore`` protocol: the seam between the server, the scheduler and storage.
+"""The ``SpoolStore`` protocol: the seam between the server, the queue runner and storage.
 
 Contract (every backend keeps it):
 
 * ``new_message()`` allocates a queue id and a *temporary* body that the session
   writes into as DATA/BDAT arrives.  Nothing about it is durable or visible to
   ``due``/``iterate`` yet.
-* ``await put(writer, envelope)`` makes body and envelope durable (a body file and
+* ``await put(body, envelope)`` makes body and envelope durable (a body file and
   its directory fsynced, or the body committed in the same database transaction as
   the envelope) and only then returns.  The server sends 250 after it
   returns and never before (DESIGN principle 3).  If it raises ``SpoolError`` the
   server answers 451 4.3.0 and the temporary body is gone.  Concurrent ``put`` calls
-  share fsyncs and commits (group commit).
+  share fsyncs and commits (group commit).  ``body`` is either a writer from this
+  store's ``new_message`` (the streaming path: the session writes the body while DATA
+  arrives, never holding a large one in memory) or the whole body as ``bytes`` (a
+  bounce, an import, a message moved from another store): any backend takes both.
 * ``writer.body_bytes()`` (once ``put`` returned) is the stored body when the backend
   holds it in memory anyway (the embedded store: bodies up to ``INLINE_BODY_MAX``),
   else None.  The server passes it with the ``SpooledMessage`` that ``put`` returned to
@@ -19,18 +22,38 @@ Contract (every backend keeps it):
 * ``writer.abort()`` discards a temporary body (client vanished, size exceeded,
   smuggling).  A crash before ``put`` returns leaves at most a temporary file that
   ``open`` removes at start-up: nothing half-written survives a restart.
-* ``load``/``due``/``iterate`` return committed messages; ``update`` persists the
-  per-recipient state after a delivery attempt; ``remove`` deletes a finished message.
+* ``load``/``due``/``iterate`` return committed messages (fresh copies: mutating one
+  changes nothing stored); ``update`` persists the per-recipient state; ``remove``
+  deletes a finished message.
 * ``read_body`` returns the message bytes exactly as accepted (with our Received
   header first).
+
+**Leases** make runners exclusive, whether they share one process, one host or (with
+a shared backend) one database: ``claim(now, limit, lease, owner)`` atomically takes
+up to ``limit`` due messages (pending, ``next_attempt <= now``) that no one holds — or
+whose lease expired (``lease_until <= now``) — earliest due first, and leases them to
+``owner`` until ``now + lease``.  A second claimer never gets a message while its lease
+runs; after expiry anyone may claim it (the holder died: at-least-once delivery).
+``renew`` extends the leases ``owner`` still holds, ``release`` gives them back (all of
+``owner``'s when no ids are given: a restarted runner frees what it held before).
+Owners are compared as strings; a node-stable owner lets a restart take its own
+leases back at once.
+
+**Attempts.**  ``record_attempt(message, attempts, owner)`` persists the message's
+state as ``update`` does, appends ``attempts`` (one ``Attempt`` per recipient tried:
+time, structured reply, remote host) to its history and ends ``owner``'s lease, in one
+commit.  ``attempts(queue_id)`` returns the history oldest first; it goes with the
+message when it is removed.  Lease and history writes need not be synced to disk at
+once: losing the last ones in a power cut re-delivers a message (allowed) and never
+loses one.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Container
-from typing import Protocol, runtime_checkable
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
 
-from mailwright.spool.model import Envelope, SpooledMessage
+from mailwright.spool.model import Attempt, Claimed, Envelope, SpooledMessage
 
 
 class SpoolError(Exception):
@@ -59,7 +82,8 @@ class SpoolStore(Protocol):
 
     def new_message(self) -> MessageWriter: ...
 
-    async def put(self, writer: MessageWriter, envelope: Envelope) -> SpooledMessage: ...
+    async def put(self, body: MessageWriter | bytes, envelope: Envelope) -> SpooledMessage:
+        """Store ``body`` (a writer from ``new_message``, or bytes) with ``envelope``."""
 
     async def load(self, queue_id: str) -> SpooledMessage | None: ...
 
@@ -71,18 +95,27 @@ class SpoolStore(Protocol):
     async def due(self, now: float, limit: int) -> list[SpooledMessage]:
         """Messages with pending recipients whose ``next_attempt`` <= now, oldest first."""
 
+    async def claim(self, now: float, limit: int, lease: float, owner: str) -> list[Claimed]:
+        """Lease up to ``limit`` due, unleased messages to ``owner`` until ``now + lease``."""
+
+    async def renew(self, queue_ids: Sequence[str], owner: str, until: float) -> list[str]:
+        """Extend ``owner``'s leases on ``queue_ids`` to ``until``; return the ids renewed."""
+
+    async def release(self, owner: str, queue_ids: Sequence[str] | None = None) -> None:
+        """End ``owner``'s leases on ``queue_ids`` (None: every lease ``owner`` holds)."""
+
+    async def next_due(self, now: float) -> float | None:
+        """The earliest ``next_attempt`` of a pending message no live lease holds."""
+
+    async def record_attempt(
+        self, message: SpooledMessage, attempts: Sequence[Attempt], owner: str | None = None
+    ) -> None:
+        """``update(message)``, append ``attempts`` to its history, end ``owner``'s lease."""
+
+    async def attempts(self, queue_id: str) -> list[Attempt]:
+        """The message's delivery history, oldest first ([] if unknown)."""
+
     async def remove(self, queue_id: str) -> None: ...
 
     def iterate(self) -> AsyncIterator[SpooledMessage]:
         """Every committed message (for `queue list` and recovery)."""
-
-
-@runtime_checkable
-class BodyPrefetchStore(Protocol):
-    """Optional store capability: a due scan that also returns inline bodies
-    (``EmbeddedSpool.due_with_bodies``), so the queue runner needs no ``read_body`` per
-    delivery.  Other stores get ``read_body`` per message."""
-
-    async def due_with_bodies(
-        self, horizon: float, limit: int, *, now: float, skip: Container[str] = ()
-    ) -> tuple[int, list[tuple[SpooledMessage, bytes | None]]]: ...

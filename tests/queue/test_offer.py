@@ -3,24 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
-from spoolkit import BIG, BODY, BUSY, CONFIG, FakeAgent, envelope, put, run
 
+from helpers.spoolkit import BIG, BODY, BUSY, CONFIG, FakeAgent, envelope, put, run
 from mailwright.config import DeliveryConfig
+from mailwright.queue.runner import QueueRunner
 from mailwright.spool.embedded import EmbeddedSpool
-from mailwright.spool.model import SpooledMessage
-from mailwright.spool.scheduler import QueueRunner
+from mailwright.spool.model import Claimed, SpooledMessage
+from mailwright.spool.store import SpoolStore
 
 
 def spy(store: EmbeddedSpool, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     """Count the store's read calls (the DB round trips ``offer`` is meant to avoid)."""
     calls: Counter[str] = Counter()
-    for name in ("due", "due_with_bodies", "load", "read_body"):
+    for name in ("due", "claim", "next_due", "load", "read_body"):
         real = getattr(store, name)
 
         def counted(*args: object, _real=real, _name=name, **kwargs: object):  # type: ignore[no-untyped-def]
@@ -46,12 +48,9 @@ async def idle(runner: QueueRunner, timeout: float = 5) -> None:
     assert not runner._tasks
 
 
-def rows(tmp_path: Path) -> int:
-    conn = sqlite3.connect(tmp_path / "spool" / "queue.db")
-    try:
-        return conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
-    finally:
-        conn.close()
+async def rows(store: SpoolStore) -> int:
+    """Messages still queued, through the store's API."""
+    return len([m async for m in store.iterate()])
 
 
 @pytest.mark.parametrize("body", [BODY, BIG], ids=["inline", "spilled"])
@@ -73,7 +72,7 @@ def test_offer_delivers_without_queue_reads(
         await idle(runner)
         assert agent.calls[0][0].queue_id == message.queue_id
         assert agent.calls[0][1] == body
-        assert rows(tmp_path) == 0  # delivered and removed
+        assert await rows(store) == 0  # delivered and removed
         # Inline: no read at all.  Spilled: the body file, but never a queue scan.
         assert calls == (Counter() if body is BODY else Counter(read_body=1))
         # The runner worked on a copy: the caller's object is untouched.
@@ -99,9 +98,9 @@ def test_offer_when_all_slots_are_busy_just_kicks(tmp_path: Path) -> None:
             runner.offer(message, data)
         assert len(runner._tasks) == 2
         deadline = time.monotonic() + 5
-        while rows(tmp_path) and time.monotonic() < deadline:
+        while await rows(store) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        assert rows(tmp_path) == 0
+        assert await rows(store) == 0
         delivered = Counter(call[0].queue_id for call in agent.calls)
         assert delivered == Counter({m.queue_id: 1 for m, _ in offered})
         assert agent.max_active <= 2
@@ -113,39 +112,41 @@ def test_offer_when_all_slots_are_busy_just_kicks(tmp_path: Path) -> None:
 
 
 class PlainStore:
-    """The store without the optional ``due_with_bodies``: the runner's generic path."""
+    """A store whose claims carry no bodies: the runner's ``read_body`` path."""
 
     def __init__(self, store: EmbeddedSpool) -> None:
         self._store = store
 
+    async def claim(self, *args: Any) -> list[Claimed]:
+        return [replace(c, body=None) for c in await self._store.claim(*args)]
+
     def __getattr__(self, name: str) -> object:
-        if name == "due_with_bodies":
-            raise AttributeError(name)
         return getattr(self._store, name)
 
 
-@pytest.mark.parametrize("scan", ["due_with_bodies", "due"])
+@pytest.mark.parametrize("bodies", [True, False], ids=["with-bodies", "read-body"])
 def test_offer_racing_a_scan_that_saw_the_message_delivers_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scan: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bodies: bool
 ) -> None:
-    """The scan's snapshot predates the offered attempt's update: it must not retry it.
+    """The scan claimed the message before the offered attempt's record: it must not
+    retry it.
 
     The agent defers (451), so the message stays queued; a second attempt from the
-    stale snapshot would be visible as a second agent call.  Both scan paths: the
-    embedded store's (with bodies) and a store's plain ``due``.
+    stale claim would be visible as a second agent call.  Both claim forms: with the
+    bodies (the embedded store's inline ones) and without.
     """
     agent = FakeAgent({"bob@example.net": BUSY})
 
     async def main() -> None:
         store = EmbeddedSpool(tmp_path)
         await store.open()
-        view = store if scan == "due_with_bodies" else PlainStore(store)
+        view = store if bodies else PlainStore(store)
         runner = QueueRunner(view, agent, CONFIG)  # type: ignore[arg-type]
         task = asyncio.create_task(runner.run())
         await asyncio.sleep(0.05)
         message, data = await stored(store)
 
-        real_scan = getattr(store, scan)
+        real_scan = store.claim
         entered, gate = asyncio.Event(), asyncio.Event()
 
         async def slow_scan(*args: object, **kwargs: object) -> object:
@@ -154,7 +155,7 @@ def test_offer_racing_a_scan_that_saw_the_message_delivers_once(
             await gate.wait()  # ... delivered to the runner only later
             return result
 
-        monkeypatch.setattr(store, scan, slow_scan)
+        monkeypatch.setattr(store, "claim", slow_scan)
         runner.kick()
         await asyncio.wait_for(entered.wait(), 2)
         runner.offer(message, data)  # starts at once, defers, updates
@@ -166,6 +167,8 @@ def test_offer_racing_a_scan_that_saw_the_message_delivers_once(
         assert [c[0].queue_id for c in agent.calls] == [message.queue_id]
         loaded = await store.load(message.queue_id)
         assert loaded is not None and loaded.attempts == 1
+        # The attempt's record ended the scan's lease: once due again, it is claimable.
+        assert len(await store.claim(loaded.next_attempt, 10, 60, "other")) == 1
         await runner.stop()
         await task
         await store.close()
@@ -212,7 +215,7 @@ def test_offer_of_a_fetched_waiting_message_does_not_duplicate_it(tmp_path: Path
         runner.offer(second, data)
         assert len(runner._tasks) == 1
         deadline = time.monotonic() + 5
-        while rows(tmp_path) and time.monotonic() < deadline:
+        while await rows(store) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         assert [c[0].queue_id for c in agent.calls] == [first.queue_id, second.queue_id]
         await runner.stop()
@@ -252,12 +255,12 @@ def test_backlog_is_fetched_in_few_scans(tmp_path: Path, monkeypatch: pytest.Mon
         runner = QueueRunner(store, agent, DeliveryConfig(concurrency=4))
         task = asyncio.create_task(runner.run())
         deadline = time.monotonic() + 10
-        while rows(tmp_path) and time.monotonic() < deadline:
+        while await rows(store) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        assert rows(tmp_path) == 0
+        assert await rows(store) == 0
         assert sorted(c[0].queue_id for c in agent.calls) == sorted(ids)
         assert agent.max_active <= 4
-        assert calls["due"] <= 6, calls
+        assert calls["claim"] <= 6 and calls["due"] == 0, calls
         await runner.stop()
         await task
         await store.close()

@@ -1,18 +1,21 @@
-"""Helpers for the spool tests (imported as ``spoolkit``; unique name on sys.path)."""
+"""Helpers for the spool and queue tests: bodies, envelopes, a settable clock, a fake agent."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
 from mailwright.config import DeliveryConfig
-from mailwright.delivery.base import DeliveryResult
+from mailwright.queue.agent import DeliveryResult
 from mailwright.smtp import Reply
 from mailwright.spool._writer import INLINE_BODY_MAX, BodyWriter
 from mailwright.spool.embedded import EmbeddedSpool
+from mailwright.spool.memory import MemorySpool, MemoryState
 from mailwright.spool.model import Envelope, Recipient, SpooledMessage
+from mailwright.spool.store import SpoolStore
 
 T = TypeVar("T")
 
@@ -44,9 +47,7 @@ def envelope(*addresses: str, mail_from: str = "alice@example.com", **kwargs: ob
     return Envelope(mail_from=mail_from, recipients=rcpts, **kwargs)  # type: ignore[arg-type]
 
 
-async def put(
-    store: EmbeddedSpool, env: Envelope | None = None, body: bytes = BODY
-) -> SpooledMessage:
+async def put(store: SpoolStore, env: Envelope | None = None, body: bytes = BODY) -> SpooledMessage:
     writer = store.new_message()
     writer.write(body)
     return await store.put(writer, env or envelope())
@@ -72,7 +73,7 @@ def listing(path: Path) -> list[str]:
     return sorted(p.name for p in path.iterdir()) if path.exists() else []
 
 
-# -- delivery fakes (scheduler tests) ----------------------------------------------------
+# -- delivery fakes (queue runner tests) ----------------------------------------------------
 
 OK = Reply.of(250, "2.0.0", "Delivered")
 BUSY = Reply.of(451, "4.2.0", "Mailbox busy")
@@ -114,3 +115,27 @@ class FakeAgent:
             }
         finally:
             self.active -= 1
+
+
+# -- backends (the contract suite and the queue runner tests run over each) ------------
+
+BACKENDS = ("embedded", "memory")
+
+
+class StoreFactory:
+    """Makes stores of one backend over one place: each call is a (re)start of the
+    same spool — the same data folder, or the same shared ``MemoryState``."""
+
+    def __init__(self, kind: str, tmp_path: Path) -> None:
+        self.kind = kind
+        self.tmp_path = tmp_path
+        self.state = MemoryState()
+
+    def __call__(self, clock: Callable[[], float] = time.time) -> SpoolStore:
+        if self.kind == "embedded":
+            return EmbeddedSpool(self.tmp_path, clock=clock)
+        return MemorySpool(clock=clock, state=self.state)
+
+    @property
+    def durable(self) -> bool:
+        return self.kind == "embedded"

@@ -1,4 +1,5 @@
-"""QueueRunner against a real EmbeddedSpool and a scripted fake delivery agent."""
+"""QueueRunner against every real ``SpoolStore`` backend (embedded, memory) and a
+scripted fake delivery agent: the runner uses only the protocol, so it runs unchanged."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from spoolkit import (
+
+from helpers.spoolkit import (
     BODY,
     BUSY,
     CONFIG,
@@ -17,23 +19,29 @@ from spoolkit import (
     Clock,
     Event,
     FakeAgent,
+    StoreFactory,
     envelope,
     listing,
     put,
     run,
 )
-
 from mailwright.config import DeliveryConfig
+from mailwright.queue.retry import JITTER_FRACTION, retry_delay
+from mailwright.queue.runner import FRESH_HOLD, QueueRunner
 from mailwright.spool.embedded import EmbeddedSpool
-from mailwright.spool.model import Envelope, Recipient, RecipientStatus, SpooledMessage
-from mailwright.spool.retry import JITTER_FRACTION, retry_delay
-from mailwright.spool.scheduler import FRESH_HOLD, QueueRunner
+from mailwright.spool.model import (
+    Envelope,
+    Recipient,
+    RecipientStatus,
+    RemoteReply,
+    SpooledMessage,
+)
 from mailwright.spool.store import SpoolError
 
 
 class Harness:
-    def __init__(self, tmp_path: Path, clock: Clock, agent: FakeAgent, **kw: object) -> None:
-        self.store = EmbeddedSpool(tmp_path, clock=clock)
+    def __init__(self, stores: StoreFactory, clock: Clock, agent: FakeAgent, **kw: object) -> None:
+        self.store = stores(clock)
         self.events: list[Event] = []
         self.runner = QueueRunner(
             self.store,
@@ -57,16 +65,17 @@ def test_retry_delay_doubles_and_caps() -> None:
     assert retry_delay(7, CONFIG) == 3600 and retry_delay(10_000, CONFIG) == 3600
 
 
-def test_success_removes_message(tmp_path: Path, clock: Clock) -> None:
+def test_success_removes_message(stores: StoreFactory, clock: Clock) -> None:
     agent = FakeAgent()
 
     async def main() -> None:
-        h = Harness(tmp_path, clock, agent)
+        h = Harness(stores, clock, agent)
         await h.store.open()
         message = await put(h.store, envelope("bob@example.net", "carol@example.net"))
         assert await h.runner.run_once() == 1
         assert await h.all() == []
-        assert listing(h.store.msg_dir) == []
+        if isinstance(h.store, EmbeddedSpool):
+            assert listing(h.store.msg_dir) == []
         assert agent.calls[0][1] == BODY
         assert agent.calls[0][2] == ["bob@example.net", "carol@example.net"]
         assert [e[0] for e in h.events] == ["delivered", "delivered"]
@@ -76,11 +85,11 @@ def test_success_removes_message(tmp_path: Path, clock: Clock) -> None:
     run(main())
 
 
-def test_temporary_failure_is_deferred_with_backoff(tmp_path: Path, clock: Clock) -> None:
+def test_temporary_failure_is_deferred_with_backoff(stores: StoreFactory, clock: Clock) -> None:
     agent = FakeAgent({"bob@example.net": BUSY})
 
     async def main() -> None:
-        h = Harness(tmp_path, clock, agent)
+        h = Harness(stores, clock, agent)
         await h.store.open()
         message = await put(h.store)
         await h.runner.run_once()
@@ -89,7 +98,7 @@ def test_temporary_failure_is_deferred_with_backoff(tmp_path: Path, clock: Clock
         state = loaded.recipients[0]
         assert state.status is RecipientStatus.PENDING
         assert state.attempts == 1 and loaded.attempts == 1
-        assert state.last_reply == "451 4.2.0 Mailbox busy"
+        assert state.last_reply == RemoteReply(451, "4.2.0", "Mailbox busy")
         assert clock.now + 60 <= loaded.next_attempt <= clock.now + 60 * (1 + JITTER_FRACTION)
         assert h.events == [("deferred", message.queue_id, "bob@example.net", str(BUSY))]
 
@@ -104,12 +113,12 @@ def test_temporary_failure_is_deferred_with_backoff(tmp_path: Path, clock: Clock
     run(main())
 
 
-def test_permanent_failure_produces_bounce(tmp_path: Path, clock: Clock) -> None:
+def test_permanent_failure_produces_bounce(stores: StoreFactory, clock: Clock) -> None:
     # The bounce goes to alice; defer her so the bounce stays in the store to inspect.
     agent = FakeAgent({"bad@example.net": UNKNOWN, "alice@example.com": BUSY})
 
     async def main() -> None:
-        h = Harness(tmp_path, clock, agent)
+        h = Harness(stores, clock, agent)
         await h.store.open()
         original = await put(h.store, envelope("bob@example.net", "bad@example.net"))
         await h.runner.run_once()
@@ -139,30 +148,32 @@ def test_permanent_failure_produces_bounce(tmp_path: Path, clock: Clock) -> None
     run(main())
 
 
-def test_agent_exception_is_temporary(tmp_path: Path, clock: Clock) -> None:
+def test_agent_exception_is_temporary(stores: StoreFactory, clock: Clock) -> None:
     agent = FakeAgent()
     agent.error = ConnectionResetError("peer went away")
 
     async def main() -> None:
-        h = Harness(tmp_path, clock, agent)
+        h = Harness(stores, clock, agent)
         await h.store.open()
         message = await put(h.store, envelope("bob@example.net", "carol@example.net"))
         await h.runner.run_once()
         loaded = await h.store.load(message.queue_id)
         assert loaded is not None
         assert [r.status for r in loaded.recipients] == [RecipientStatus.PENDING] * 2
-        assert all(r.last_reply and r.last_reply.startswith("451 4.3.0") for r in loaded.recipients)
+        assert all(
+            r.last_reply and str(r.last_reply).startswith("451 4.3.0") for r in loaded.recipients
+        )
         assert await h.bounces() == []
         await h.store.close()
 
     run(main())
 
 
-def test_agent_timeout_is_temporary(tmp_path: Path, clock: Clock) -> None:
+def test_agent_timeout_is_temporary(stores: StoreFactory, clock: Clock) -> None:
     agent = FakeAgent(delay=5)
 
     async def main() -> None:
-        h = Harness(tmp_path, clock, agent, attempt_timeout=0.05)
+        h = Harness(stores, clock, agent, attempt_timeout=0.05)
         await h.store.open()
         message = await put(h.store)
         await h.runner.run_once()
@@ -173,14 +184,14 @@ def test_agent_timeout_is_temporary(tmp_path: Path, clock: Clock) -> None:
     run(main())
 
 
-def test_partial_results(tmp_path: Path, clock: Clock) -> None:
+def test_partial_results(stores: StoreFactory, clock: Clock) -> None:
     agent = FakeAgent(
         {"busy@example.net": BUSY, "bad@example.net": UNKNOWN, "alice@example.com": BUSY}
     )
     agent.skip = {"lost@example.net"}
 
     async def main() -> None:
-        h = Harness(tmp_path, clock, agent)
+        h = Harness(stores, clock, agent)
         await h.store.open()
         rcpts = ("ok@example.net", "busy@example.net", "bad@example.net", "lost@example.net")
         message = await put(h.store, envelope(*rcpts))
@@ -194,7 +205,7 @@ def test_partial_results(tmp_path: Path, clock: Clock) -> None:
             RecipientStatus.PENDING,  # no result reported: temporary
         ]
         assert loaded.recipients[3].last_reply is not None
-        assert loaded.recipients[3].last_reply.startswith("451")
+        assert loaded.recipients[3].last_reply.code == 451
         assert len(await h.bounces()) == 1  # bad@ bounced now, not after the others finish
 
         # Next attempt: only the pending recipients are offered again.
@@ -210,11 +221,11 @@ def test_partial_results(tmp_path: Path, clock: Clock) -> None:
     run(main())
 
 
-def test_expiry_fails_pending_and_bounces(tmp_path: Path, clock: Clock) -> None:
+def test_expiry_fails_pending_and_bounces(stores: StoreFactory, clock: Clock) -> None:
     agent = FakeAgent({"bob@example.net": BUSY, "alice@example.com": BUSY})
 
     async def main() -> None:
-        h = Harness(tmp_path, clock, agent)
+        h = Harness(stores, clock, agent)
         await h.store.open()
         message = await put(h.store)
         await h.runner.run_once()
@@ -235,11 +246,11 @@ def test_expiry_fails_pending_and_bounces(tmp_path: Path, clock: Clock) -> None:
     run(main())
 
 
-def test_null_sender_is_never_bounced(tmp_path: Path, clock: Clock) -> None:
+def test_null_sender_is_never_bounced(stores: StoreFactory, clock: Clock) -> None:
     agent = FakeAgent({"bob@example.net": UNKNOWN})
 
     async def main() -> None:
-        h = Harness(tmp_path, clock, agent)
+        h = Harness(stores, clock, agent)
         await h.store.open()
         await put(h.store, envelope("bob@example.net", mail_from=""))
         await h.runner.run_once()
@@ -256,12 +267,12 @@ def test_null_sender_is_never_bounced(tmp_path: Path, clock: Clock) -> None:
     [(("NEVER",), False), (("SUCCESS", "DELAY"), False), (("FAILURE",), True)],
 )
 def test_notify_is_respected(
-    tmp_path: Path, clock: Clock, notify: tuple[str, ...], bounced: bool
+    stores: StoreFactory, clock: Clock, notify: tuple[str, ...], bounced: bool
 ) -> None:
     agent = FakeAgent({"bob@example.net": UNKNOWN, "alice@example.com": BUSY})
 
     async def main() -> None:
-        h = Harness(tmp_path, clock, agent)
+        h = Harness(stores, clock, agent)
         await h.store.open()
         env = Envelope("alice@example.com", (Recipient("bob@example.net", notify),))
         await put(h.store, env)
@@ -274,27 +285,27 @@ def test_notify_is_respected(
 
 
 def test_failed_bounce_store_keeps_recipient_pending(
-    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+    stores: StoreFactory, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     agent = FakeAgent({"bob@example.net": UNKNOWN})
 
     async def main() -> None:
-        h = Harness(tmp_path, clock, agent)
+        h = Harness(stores, clock, agent)
         await h.store.open()
         message = await put(h.store)
         real_put = h.store.put
 
-        async def failing_put(writer, env):  # type: ignore[no-untyped-def]
-            if env.mail_from == "":
-                writer.abort()
+        async def failing_put(body, env):  # type: ignore[no-untyped-def]
+            if env.mail_from == "":  # the bounce (its body is bytes: nothing to abort)
                 raise SpoolError("disk full")
-            return await real_put(writer, env)
+            return await real_put(body, env)
 
         monkeypatch.setattr(h.store, "put", failing_put)
         await h.runner.run_once()
         loaded = await h.store.load(message.queue_id)
         assert loaded is not None and loaded.recipients[0].status is RecipientStatus.PENDING
-        assert listing(h.store.tmp_dir) == []
+        if isinstance(h.store, EmbeddedSpool):
+            assert listing(h.store.tmp_dir) == []
         monkeypatch.undo()
         clock.advance(100)
         await h.runner.run_once()
@@ -305,9 +316,9 @@ def test_failed_bounce_store_keeps_recipient_pending(
     run(main())
 
 
-def test_recovery_after_restart(tmp_path: Path, clock: Clock) -> None:
+def test_recovery_after_restart(stores: StoreFactory, clock: Clock) -> None:
     async def before_crash() -> list[str]:
-        store = EmbeddedSpool(tmp_path, clock=clock)
+        store = stores(clock)
         await store.open()
         ids = [(await put(store)).queue_id for _ in range(3)]
         await store.close()
@@ -317,7 +328,7 @@ def test_recovery_after_restart(tmp_path: Path, clock: Clock) -> None:
     agent = FakeAgent()
 
     async def after_restart() -> None:
-        h = Harness(tmp_path, clock, agent)
+        h = Harness(stores, clock, agent)
         await h.store.open()
         assert await h.runner.run_once() == 3
         assert sorted(c[0].queue_id for c in agent.calls) == sorted(ids)
@@ -327,12 +338,12 @@ def test_recovery_after_restart(tmp_path: Path, clock: Clock) -> None:
     run(after_restart())
 
 
-def test_stop_before_the_run_task_started_still_ends_it(tmp_path: Path) -> None:
+def test_stop_before_the_run_task_started_still_ends_it(stores: StoreFactory) -> None:
     """A server stopped right after start: stop() runs before run() was first
     scheduled.  run() must then return at once instead of idling forever."""
 
     async def main() -> None:
-        store = EmbeddedSpool(tmp_path)
+        store = stores()
         runner = QueueRunner(store, FakeAgent(), DeliveryConfig())
         await store.open()
         task = asyncio.create_task(runner.run())
@@ -343,12 +354,12 @@ def test_stop_before_the_run_task_started_still_ends_it(tmp_path: Path) -> None:
     run(main())
 
 
-def test_run_kick_concurrency_and_stop(tmp_path: Path) -> None:
+def test_run_kick_concurrency_and_stop(stores: StoreFactory) -> None:
     agent = FakeAgent(delay=0.05)
     config = DeliveryConfig(retry_initial=60, concurrency=3)
 
     async def main() -> None:
-        store = EmbeddedSpool(tmp_path)
+        store = stores()
         runner = QueueRunner(store, agent, config)
         await store.open()
         task = asyncio.create_task(runner.run())
@@ -378,9 +389,9 @@ def test_run_kick_concurrency_and_stop(tmp_path: Path) -> None:
     run(main())
 
 
-def test_stop_waits_for_inflight_then_cancels(tmp_path: Path) -> None:
+def test_stop_waits_for_inflight_then_cancels(stores: StoreFactory) -> None:
     async def main() -> None:
-        store = EmbeddedSpool(tmp_path)
+        store = stores()
         await store.open()
         slow = FakeAgent(delay=0.2)
         runner = QueueRunner(store, slow, CONFIG)
@@ -406,12 +417,12 @@ def test_stop_waits_for_inflight_then_cancels(tmp_path: Path) -> None:
     run(main())
 
 
-def test_event_callback_errors_do_not_stop_delivery(tmp_path: Path, clock: Clock) -> None:
+def test_event_callback_errors_do_not_stop_delivery(stores: StoreFactory, clock: Clock) -> None:
     def broken(*_args: object) -> None:
         raise RuntimeError("mail log is broken")
 
     async def main() -> None:
-        store = EmbeddedSpool(tmp_path, clock=clock)
+        store = stores(clock)
         await store.open()
         runner = QueueRunner(store, FakeAgent(), CONFIG, on_event=broken, clock=clock)
         await put(store)
@@ -423,14 +434,14 @@ def test_event_callback_errors_do_not_stop_delivery(tmp_path: Path, clock: Clock
 
 
 def test_deferred_event_carries_the_next_attempt_the_spool_records(
-    tmp_path: Path, clock: Clock
+    stores: StoreFactory, clock: Clock
 ) -> None:
     """Regression (issue 8.9): the mail log's ``next=`` was the arrival time, because
     the event was reported before the next attempt was computed."""
     seen: list[float] = []
 
     async def main() -> None:
-        store = EmbeddedSpool(tmp_path, clock=clock)
+        store = stores(clock)
         await store.open()
         agent = FakeAgent({"bob@example.net": BUSY})
 
@@ -454,8 +465,8 @@ class ScanSignallingSpool(EmbeddedSpool):
 
     scanned: asyncio.Event
 
-    async def due_with_bodies(self, *args: Any, **kwargs: Any) -> Any:
-        result = await super().due_with_bodies(*args, **kwargs)
+    async def claim(self, *args: Any, **kwargs: Any) -> Any:
+        result = await super().claim(*args, **kwargs)
         self.scanned.set()
         return result
 

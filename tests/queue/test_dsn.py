@@ -8,6 +8,12 @@ import email.policy
 
 import pytest
 
+from mailwright.queue.dsn import (
+    build_bounce,
+    split_headers,
+    status_of,
+    wants_failure_notice,
+)
 from mailwright.smtp import (
     NEED_DATA,
     Ehlo,
@@ -18,18 +24,13 @@ from mailwright.smtp import (
     codes,
     ehlo_reply,
 )
-from mailwright.spool.dsn import (
-    build_bounce,
-    split_headers,
-    status_of,
-    wants_failure_notice,
-)
 from mailwright.spool.model import (
     BodyType,
     Envelope,
     Recipient,
     RecipientState,
     RecipientStatus,
+    RemoteReply,
     SpooledMessage,
 )
 
@@ -59,7 +60,7 @@ def message(*states: RecipientState, **env: object) -> SpooledMessage:
     )
 
 
-def failed(address: str, reply: str | None, **kw: object) -> RecipientState:
+def failed(address: str, reply: RemoteReply | None, **kw: object) -> RecipientState:
     return RecipientState(
         Recipient(address, **kw),  # type: ignore[arg-type]
         status=RecipientStatus.FAILED,
@@ -83,8 +84,8 @@ def report_blocks(msg: email.message.Message) -> list[email.message.Message]:
 
 def test_bounce_is_a_parseable_multipart_report() -> None:
     states = [
-        failed("bob@example.net", "550 5.1.1 <bob@example.net>: user unknown"),
-        failed("carol@example.org", "552 5.2.2 mailbox full"),
+        failed("bob@example.net", RemoteReply(550, "5.1.1", "<bob@example.net>: user unknown")),
+        failed("carol@example.org", RemoteReply(552, "5.2.2", "mailbox full")),
     ]
     msg = message(*states, envid="ENV-42")
     data = build_bounce(
@@ -126,7 +127,7 @@ def test_bounce_is_a_parseable_multipart_report() -> None:
 
 
 def test_ret_hdrs_returns_only_headers() -> None:
-    state = failed("bob@example.net", "550 5.1.1 no")
+    state = failed("bob@example.net", RemoteReply(550, "5.1.1", "no"))
     msg = message(state, ret="HDRS")
     data = build_bounce(msg, [state], split_headers(ORIGINAL), "mx", NOW, original=ORIGINAL)
     parts = parse(data).get_payload()
@@ -138,7 +139,7 @@ def test_ret_hdrs_returns_only_headers() -> None:
 
 
 def test_ret_full_returns_message_and_large_default_returns_headers() -> None:
-    state = failed("bob@example.net", "550 5.1.1 no")
+    state = failed("bob@example.net", RemoteReply(550, "5.1.1", "no"))
     full = message(state, ret="FULL")
     data = build_bounce(full, [state], split_headers(ORIGINAL), "mx", NOW, original=ORIGINAL)
     parts = parse(data).get_payload()
@@ -157,9 +158,8 @@ def test_ret_full_returns_message_and_large_default_returns_headers() -> None:
 
 
 def test_expired_recipient_reports_4_4_7() -> None:
-    state = failed(
-        "bob@example.net", "451 4.4.7 Message expired after 5 days in queue; last error: x"
-    )
+    expired = RemoteReply(451, "4.4.7", "Message expired after 5 days in queue; last error: x")
+    state = failed("bob@example.net", expired)
     data = build_bounce(message(state), [state], b"Subject: s\r\n", "mx", NOW)
     _, block = report_blocks(parse(data))
     assert block["Action"] == "failed"
@@ -167,7 +167,7 @@ def test_expired_recipient_reports_4_4_7() -> None:
 
 
 def test_international_addresses_use_global_types() -> None:
-    state = failed("dörte@exämple.de", "550 5.1.1 unknown")
+    state = failed("dörte@exämple.de", RemoteReply(550, "5.1.1", "unknown"))
     msg = message(state, smtputf8=True, mail_from="jürgen@example.de")
     data = build_bounce(msg, [state], b"Subject: s\r\n", "mx", NOW)
     parsed = email.message_from_bytes(data, policy=email.policy.SMTPUTF8)
@@ -177,7 +177,7 @@ def test_international_addresses_use_global_types() -> None:
 
 
 def test_refuses_null_sender_and_empty_list() -> None:
-    state = failed("bob@example.net", "550 5.1.1 no")
+    state = failed("bob@example.net", RemoteReply(550, "5.1.1", "no"))
     with pytest.raises(ValueError, match="null reverse-path"):
         build_bounce(message(state, mail_from=""), [state], b"", "mx", NOW)
     with pytest.raises(ValueError):
@@ -201,12 +201,13 @@ def test_wants_failure_notice(notify: tuple[str, ...], wanted: bool) -> None:
 
 
 def test_helpers() -> None:
-    assert status_of("550 5.7.1 relaying denied") == ("5.7.1", "550 5.7.1 relaying denied")
-    assert status_of("554 transaction failed")[0] == "5.0.0"
-    assert status_of("421 4.4.2 timeout")[0] == "4.4.2"
-    assert status_of("connection refused") == ("5.0.0", "connection refused")
+    denied = RemoteReply(550, "5.7.1", "relaying denied")
+    assert status_of(denied) == ("5.7.1", "550 5.7.1 relaying denied")
+    assert status_of(RemoteReply(554, "", "transaction failed"))[0] == "5.0.0"
+    assert status_of(RemoteReply(421, "4.4.2", "timeout"))[0] == "4.4.2"
     assert status_of(None) == ("5.0.0", None)
-    assert status_of("550 5.1.1 bad\r\nInjected: header")[1] == "550 5.1.1 bad Injected: header"
+    injected = RemoteReply(550, "5.1.1", "bad\r\nInjected: header")
+    assert status_of(injected)[1] == "550 5.1.1 bad Injected: header"
     assert split_headers(ORIGINAL).endswith(b"quarterly numbers\r\n")
     assert split_headers(b"A: b\n\nbody") == b"A: b\n"
     assert split_headers(b"no body") == b"no body"
@@ -240,7 +241,10 @@ def test_original_recipient_is_xtext_decoded_once() -> None:
         b"RCPT TO:<x@remote.example> NOTIFY=FAILURE ORCPT=rfc822;user+2B41@example.org\r\n"
     )
     state = RecipientState(
-        recipient, status=RecipientStatus.FAILED, attempts=1, last_reply="550 5.1.1 unknown"
+        recipient,
+        status=RecipientStatus.FAILED,
+        attempts=1,
+        last_reply=RemoteReply(550, "5.1.1", "unknown"),
     )
     data = build_bounce(message(state), [state], split_headers(ORIGINAL), "mx", NOW)
     _, block = report_blocks(parse(data))

@@ -9,11 +9,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from spoolkit import BIG, BODY, CONFIG, Clock, FakeAgent, put, run
 
+from helpers.spoolkit import BIG, BODY, CONFIG, Clock, FakeAgent, put, run
 from mailwright.config import DeliveryConfig
+from mailwright.queue.runner import QueueRunner
 from mailwright.spool.embedded import EmbeddedSpool
-from mailwright.spool.scheduler import QueueRunner
 
 
 def count_calls(
@@ -48,7 +48,7 @@ def test_scan_carries_inline_bodies(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         await store.open()
         inline = [await put(store, body=BODY + b"%d\r\n" % i) for i in range(5)]
         spilled = await put(store, body=BIG)
-        calls = count_calls(store, ("due", "due_with_bodies", "read_body"), monkeypatch)
+        calls = count_calls(store, ("due", "claim", "read_body"), monkeypatch)
         runner = QueueRunner(store, agent, CONFIG)
         task = asyncio.create_task(runner.run())
         await drained(store)
@@ -58,7 +58,7 @@ def test_scan_carries_inline_bodies(tmp_path: Path, monkeypatch: pytest.MonkeyPa
             spilled.queue_id: BIG,
         }
         assert calls["read_body"] == 1
-        assert calls["due"] == 0 and calls["due_with_bodies"] >= 1
+        assert calls["due"] == 0 and calls["claim"] >= 1
         await runner.stop()
         await task
         await store.close()
@@ -66,7 +66,7 @@ def test_scan_carries_inline_bodies(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     run(main())
 
 
-def test_due_with_bodies(tmp_path: Path) -> None:
+def test_claim_carries_inline_bodies(tmp_path: Path) -> None:
     clock = Clock()
 
     async def main() -> None:
@@ -79,21 +79,14 @@ def test_due_with_bodies(tmp_path: Path) -> None:
         later = await put(store)
         later.next_attempt = clock.now + 100
         await store.update(later)
-        # All three within the horizon, the last not yet due: no body for it.
-        found, batch = await store.due_with_bodies(clock.now + 1000, 10, now=clock.now)
-        assert found == 3
-        assert [(m.queue_id, body) for m, body in batch] == [
+        claimed = await store.claim(clock.now, 10, 60, "runner")
+        assert [(c.message.queue_id, c.body) for c in claimed] == [
             (first.queue_id, BODY),
             (second.queue_id, None),  # a file: read_body reads it
-            (later.queue_id, None),  # not due by `now`
         ]
-        assert batch[0][0].recipients == first.recipients
-        # Skipped rows are counted (the limit applies to them) but not returned.
-        found, batch = await store.due_with_bodies(
-            clock.now + 1000, 2, now=clock.now, skip={first.queue_id}
-        )
-        assert found == 2 and [m.queue_id for m, _ in batch] == [second.queue_id]
-        assert await store.due_with_bodies(clock.now, 0, now=clock.now) == (0, [])
+        assert claimed[0].message == first and claimed[0].lease_until == clock.now + 60
+        assert await store.next_due(clock.now) == later.next_attempt
+        assert await store.claim(clock.now, 0, 60, "runner") == []
         await store.close()
 
     run(main())

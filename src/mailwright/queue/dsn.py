@@ -23,17 +23,22 @@ Internationalised mail (RFC 6533): when an address or diagnostic is not ASCII, t
 report uses ``message/global-delivery-status`` and ``utf-8`` address types, and the
 original header part becomes ``message/global-headers``.
 
-The bounce is sent ``MAIL FROM:<>`` (set by the scheduler) and carries
+The bounce is sent ``MAIL FROM:<>`` (set by the queue runner) and carries
 ``Auto-Submitted: auto-replied`` (RFC 3834) so vacation responders stay quiet.
 """
 
 from __future__ import annotations
 
-import re
 import secrets
 from email.utils import formatdate
 
-from mailwright.spool.model import BodyType, Recipient, RecipientState, SpooledMessage
+from mailwright.spool.model import (
+    BodyType,
+    Recipient,
+    RecipientState,
+    RemoteReply,
+    SpooledMessage,
+)
 
 # Postfix's bounce_size_limit: above this only the header is returned without RET=FULL.
 FULL_BODY_LIMIT = 50_000
@@ -44,7 +49,6 @@ MAX_FIELD_TEXT = 900
 SUBJECT = "Undelivered Mail Returned to Sender"
 DEFAULT_FAILURE_STATUS = "5.0.0"  # RFC 3463 "other undefined status"
 
-_REPLY_RE = re.compile(r"^([245])\d\d(?:[ -]+([245]\.\d{1,3}\.\d{1,3}))?(?=\s|$)")
 CRLF = b"\r\n"
 
 
@@ -56,16 +60,12 @@ def wants_failure_notice(recipient: Recipient) -> bool:
     return "FAILURE" in notify and "NEVER" not in notify
 
 
-def status_of(last_reply: str | None) -> tuple[str, str | None]:
-    """(RFC 3463 status, Diagnostic-Code text or None) from a stored reply string."""
-    if not last_reply:
+def status_of(reply: RemoteReply | None) -> tuple[str, str | None]:
+    """(RFC 3463 status, Diagnostic-Code text or None) from the stored reply: its
+    enhanced code, or only the class (X.0.0, RFC 3463 §2) when the reply had none."""
+    if reply is None:
         return DEFAULT_FAILURE_STATUS, None
-    text = _clean(last_reply)
-    match = _REPLY_RE.match(text)
-    if match is None:
-        return DEFAULT_FAILURE_STATUS, text
-    klass, enhanced = match.groups()
-    return enhanced or f"{klass}.0.0", text
+    return reply.enhanced or f"{reply.code // 100}.0.0", _clean(str(reply)) or None
 
 
 def split_headers(message: bytes) -> bytes:

@@ -3,19 +3,23 @@
 Separate from storage (DESIGN "spool" seam): it only uses the ``SpoolStore`` protocol
 and a ``DeliveryAgent``, so the same runner drives the embedded and a shared backend.
 
-Loop: fetch ``due(now + MAX_IDLE_SLEEP)`` — one query gives both the messages due now
-and the earliest next due time — and start one task per due message up to
-``config.concurrency``; the rest of the fetch (up to ``FETCH_AHEAD`` times the
-concurrency) waits in memory and a finishing task starts the next one directly, so a
-backlog costs one query per ``FETCH_AHEAD * concurrency`` deliveries, not two per
-delivery.  A store that offers ``due_with_bodies`` (the embedded one) returns the
-inline bodies of the due messages in the same query, so such a backlog costs no
-``read_body`` per message either.  Then sleep until the earliest future
-``next_attempt`` (at most ``MAX_IDLE_SLEEP``, so a missed wake-up costs seconds, not
-hours) or until ``kick()`` (a no-op while every slot is busy and more is due: a
-finishing attempt continues with the backlog or wakes the loop itself).
-At start-up the first fetch naturally returns everything left from before a restart:
-every acknowledged, undelivered message is retried.
+Loop: ``claim`` the due messages (a lease of ``LEASE`` seconds for this runner's
+``owner``: another runner on the same store, in this process, another one or on
+another node, does not get them while it runs) and start one task per claimed
+message up to ``config.concurrency``; the rest of the claim (up to ``FETCH_AHEAD``
+times the concurrency) waits in memory and a finishing task starts the next one
+directly, so a backlog costs one claim per ``FETCH_AHEAD * concurrency`` deliveries,
+not two queries per delivery.  A store that reads bodies with the claim (the embedded
+one: inline bodies) saves the ``read_body`` per message too.  Each attempt's
+``record_attempt`` ends its lease; the loop renews the leases of what it still holds
+every ``LEASE / LEASE_RENEWALS`` seconds, so a long attempt never loses its message,
+and a runner that dies loses its leases after at most ``LEASE``.  When the claim was
+not full, ``next_due`` says when to look again; sleep until then (at most
+``MAX_IDLE_SLEEP``, so a missed wake-up costs seconds, not hours) or until ``kick()``
+(a no-op while every slot is busy and more is due: a finishing attempt continues
+with the backlog or wakes the loop itself).  At start-up the runner releases the
+leases its ``owner`` held before a restart, so the first claim returns everything
+left: every acknowledged, undelivered message is retried at once.
 
 **Fresh mail** skips the queue scan: the server calls ``offer(message, body)`` right
 after ``put`` returns, with the ``SpooledMessage`` it returned and
@@ -23,29 +27,24 @@ after ``put`` returns, with the ``SpooledMessage`` it returned and
 memory — no ``due``, ``load`` or ``read_body`` round trip (``body`` None: one
 ``read_body``); otherwise ``offer`` is a ``kick()`` and the message is found by the next
 scan, in due order.  A message is never attempted twice at once: ``_inflight`` holds
-the ids being attempted, fetched-but-waiting ones are in ``_ready``, and a scan ignores
-every id whose attempt *finished while the scan's query ran* (its snapshot may predate
-the attempt's ``update``/``remove``).  So ``offer`` racing a scan, in any order, ends in
-one attempt — also with a store whose reads are not ordered after its commits.
+the ids being attempted, claimed-but-waiting ones are in ``_ready`` (or ``_held``), and
+a scan ignores every id whose attempt *finished while the claim ran*.  So ``offer``
+racing a scan, in any order, ends in one attempt.  An offered message is not leased
+(that would cost a store write per message before its delivery): it is exclusive
+because one runner serves the store that the server which offers it writes to —
+``spool.runnerlock`` on one host; a shared backend's server would have to ``put`` its
+fresh mail leased to its own runner.  If a scan claims a message that is being
+attempted from an offer, the attempt's ``record_attempt`` ends that lease.
 
-One attempt, per message (RFC 5321 §4.5.4.1 retry strategy):
-
-* ``agent.deliver`` for the pending recipients; an exception, a timeout or a missing
-  result counts as a *temporary* failure (DESIGN principle 4);
-* 2xx -> DELIVERED; 5xx -> FAILED; 4xx -> stays PENDING with ``attempts + 1``; the
-  message's next attempt is ``min(retry_initial * 2**(attempts-1), retry_max)`` plus
-  up to ``JITTER_FRACTION`` of random jitter, so a burst deferred together does not
-  retry in lockstep against the same remote host;
-* a temporary failure after ``max_queue_lifetime`` since arrival becomes FAILED with
-  status 4.4.7 (RFC 3463 "delivery time expired"); the message always gets its
-  attempt first, as in Postfix, so a long outage of *ours* does not bounce mail that
-  could be delivered now;
-* recipients that failed in this attempt are bounced *now*, in one RFC 3464 DSN (see
-  ``dsn``), even if others are still deferred — the sender learns about a typo in
-  minutes, not after days.  The DSN is queued in the same store
-  (``MAIL FROM:<>``) and delivered like any message.  No DSN for a null sender (logged
-  only), nor for NOTIFY=NEVER / NOTIFY without FAILURE;
-* no recipient pending -> ``remove``; otherwise ``update``.
+One attempt, per message (RFC 5321 §4.5.4.1 retry strategy): ``agent.deliver`` for
+the pending recipients (an exception, a timeout or a missing result counts as a
+*temporary* failure, DESIGN principle 4); the results applied to the message with
+backoff, jitter and expiry (``outcome``); recipients that failed now bounced *now*,
+in one RFC 3464 DSN queued in the same store (``bounces``), even if others are still
+deferred — the sender learns about a typo in minutes, not after days; then no
+recipient pending -> ``remove``, otherwise ``record_attempt``: the recipients' state,
+one history row per recipient tried (time, structured reply, remote host), the end
+of the lease.
 
 Delivery is **at-least-once**, the standard MTA trade-off: the queue entry changes only
 after the agent returns, so a crash (or a failed store write) mid-attempt leaves the
@@ -58,14 +57,13 @@ non-delivery report is ever silently lost.
 the commit that makes it visible here, maybe in another process with its own log
 buffer; the line is in the file before the server tells the runner (``offer``,
 ``announce``).  So that no ``delivered`` line can precede it, a runner built with
-``fresh_hold`` (the server's and the worker's: ``FRESH_HOLD``) leaves a first-attempt
-message that a scan finds before it was told about it alone until it is told, or
-until ``fresh_hold`` seconds after its arrival — a session process that died between
-its commit and its report never tells, and its mail must still go out.
+``fresh_hold`` (the server's and the worker's: ``FRESH_HOLD``) keeps a first-attempt
+message that a scan claims before it was told about it in ``_held`` (leased, not
+started) until it is told, or until ``fresh_hold`` seconds after its arrival — a
+session process that died between its commit and its report never tells, and its
+mail must still go out.
 
-``on_event(kind, message, address, result)`` reports each outcome ("delivered",
-"deferred", "bounced", "expired") to the mail log; it is a plain callable so this module
-does not depend on ``obs``.  Exceptions it raises are logged and ignored.
+``on_event`` reports each recipient's outcome (``events``).
 """
 
 from __future__ import annotations
@@ -74,26 +72,26 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 
 from mailwright.config import DeliveryConfig
-from mailwright.delivery.base import DeliveryAgent, DeliveryResult
+from mailwright.queue.agent import DeliveryAgent, DeliveryResult
+from mailwright.queue.bounces import BounceNotStored, queue_bounce
+from mailwright.queue.events import EventCallback
+from mailwright.queue.outcome import apply_results, history
 from mailwright.smtp import Reply
-from mailwright.spool.dsn import bounce_body_type, build_bounce, split_headers
-from mailwright.spool.dsn import wants_failure_notice as _wants_failure_notice
 from mailwright.spool.model import (
-    Envelope,
-    Recipient,
+    Claimed,
     RecipientState,
     RecipientStatus,
     SpooledMessage,
 )
-from mailwright.spool.retry import JITTER_FRACTION, expired_reply, retry_delay
-from mailwright.spool.store import BodyPrefetchStore, SpoolError, SpoolStore
+from mailwright.spool.store import SpoolError, SpoolStore
 
-log = logging.getLogger("mailwright.spool.scheduler")
+log = logging.getLogger("mailwright.queue.runner")
 
 # Longest sleep between queue scans, even when nothing seems due.
 MAX_IDLE_SLEEP = 30.0
@@ -113,11 +111,20 @@ ATTEMPT_TIMEOUT = 30 * 60.0
 # short enough that mail of a session process that died in between is not held long.
 FRESH_HOLD = 2.0
 
+# A claimed message is this runner's for LEASE seconds unless renewed: the longest a
+# message waits after its runner died (Postfix's qmgr has no peer to wait for; this
+# is the price of letting several runners share a queue).  Renewed LEASE_RENEWALS
+# times per lease, so a renewal delayed by a busy loop or a slow store never lets a
+# live attempt's lease run out.
+LEASE = 300.0
+LEASE_RENEWALS = 5
+# Who holds a lease: stable across restarts of this node, so a restarted runner takes
+# its own leases back at once (``release(owner)``) instead of waiting out LEASE.
+DEFAULT_OWNER = socket.gethostname() or "localhost"
+
 AGENT_FAILED = Reply.of(451, "4.3.0", "Temporary delivery failure, will retry")
 NO_RESULT = Reply.of(451, "4.3.0", "Delivery agent gave no result, will retry")
 BODY_UNREADABLE = Reply.of(451, "4.3.0", "Queued message unreadable, will retry")
-
-EventCallback = Callable[[str, SpooledMessage, str, DeliveryResult], None]
 
 
 class QueueRunner:
@@ -135,6 +142,8 @@ class QueueRunner:
         attempt_timeout: float = ATTEMPT_TIMEOUT,
         jitter: Callable[[], float] = random.random,
         fresh_hold: float = 0.0,
+        owner: str = DEFAULT_OWNER,
+        lease: float = LEASE,
     ) -> None:
         self._store = store
         self._agent = agent
@@ -145,6 +154,9 @@ class QueueRunner:
         self._attempt_timeout = attempt_timeout
         self._jitter = jitter
         self._fresh_hold = fresh_hold
+        self._owner = owner
+        self._lease = lease
+        self._renew_at = 0.0  # when the held leases are renewed next
         # Ids the server announced (offer/announce) -> when; in announcement order,
         # forgotten once attempted or ``fresh_hold`` old (the hold is over anyway).
         self._announced: dict[str, float] = {}
@@ -154,6 +166,8 @@ class QueueRunner:
         # Fetched, due, not yet started (in due order, with the body if the scan had
         # it); started as slots free up.
         self._ready: OrderedDict[str, tuple[SpooledMessage, bytes | None]] = OrderedDict()
+        # Claimed first attempts the server has not announced yet ("Told before found").
+        self._held: dict[str, tuple[SpooledMessage, bytes | None]] = {}
         # While a scan's query runs: ids whose attempt finished meanwhile (stale in it).
         self._finished: set[str] | None = None
         self._more_due = False  # the queue may hold due messages not fetched yet
@@ -181,6 +195,10 @@ class QueueRunner:
         if self._fresh_hold > 0:
             self._announced.pop(queue_id, None)  # keep the dict in announcement order
             self._announced[queue_id] = self._clock()
+        held = self._held.pop(queue_id, None)
+        if held is not None:
+            self._ready[queue_id] = held
+            self._start_ready()
         self.kick()
 
     def offer(self, message: SpooledMessage, body: bytes | None = None) -> None:
@@ -208,6 +226,7 @@ class QueueRunner:
                 self._wake.set()
             return
         self._ready.pop(qid, None)
+        self._held.pop(qid, None)
         self._start(_copy(message), body)
 
     async def run(self) -> None:
@@ -219,6 +238,7 @@ class QueueRunner:
         self._running = True
         self._stopped.clear()
         try:
+            await self._release(None)  # what this owner held before a restart
             while not self._stopping:
                 self._wake.clear()
                 delay = await self._fill()
@@ -228,6 +248,11 @@ class QueueRunner:
                     async with asyncio.timeout(min(max(delay, 0.0), MAX_IDLE_SLEEP)):
                         await self._wake.wait()
         finally:
+            held = [*self._ready, *self._held]  # claimed, never started: give them back
+            self._ready.clear()
+            self._held.clear()
+            if held:
+                await self._release(held)
             self._running = False
             self._stopped.set()
 
@@ -260,10 +285,13 @@ class QueueRunner:
                 await self._process(message)
 
         while True:
-            limit = self._config.concurrency * 4 + len(seen)
-            batch = await self._store.due(self._clock(), limit)
+            limit = self._config.concurrency * FETCH_AHEAD
+            batch = await self._store.claim(self._clock(), limit, self._lease, self._owner)
             skip = seen | self._inflight
-            fresh = [m for m in batch if m.queue_id not in skip]
+            fresh = [c.message for c in batch if c.message.queue_id not in skip]
+            skipped = [c.message.queue_id for c in batch if c.message.queue_id in skip]
+            if skipped:
+                await self._release(skipped)
             if not fresh:
                 return len(seen)
             seen.update(m.queue_id for m in fresh)
@@ -277,45 +305,90 @@ class QueueRunner:
         if now < self._paused_until:
             return self._paused_until - now
         concurrency = self._config.concurrency
+        self._forget_announcements(now)
+        self._unhold(now)
+        try:
+            await self._renew(now)
+        except SpoolError as exc:
+            return self._store_failed("lease renewal", exc)
         self._start_ready()
         if self._stopping or self._ready or len(self._tasks) >= concurrency:
             self._more_due = True  # a finishing task starts the backlog or wakes us
             return self._backlog_sleep()
+        # Offered messages in flight hold no lease, so a claim may return them (and
+        # they are skipped): room for them, as many useful ones as a full claim.
         limit = concurrency * FETCH_AHEAD + len(self._inflight)
-        self._forget_announcements(now)
         finished: set[str] = set()
         self._finished = finished
         try:
-            found, batch = await self._scan(now, limit)
+            batch = await self._store.claim(now, limit, self._lease, self._owner)
+            upcoming = None if len(batch) >= limit else await self._store.next_due(now)
         except SpoolError as exc:
-            log.error("queue scan failed, pausing %.0f s: %s", STORE_ERROR_PAUSE, exc)
-            self._paused_until = self._clock() + STORE_ERROR_PAUSE
-            return STORE_ERROR_PAUSE
+            return self._store_failed("queue scan", exc)
         finally:
             self._finished = None
-        upcoming: float | None = None
-        held_until: float | None = None
-        for message, body in batch:  # earliest due first
-            qid = message.queue_id
-            if message.next_attempt > now:
-                upcoming = message.next_attempt
-                break
-            if self._unannounced(message, now):
-                until = message.received_at + self._fresh_hold
-                held_until = until if held_until is None else min(held_until, until)
-                continue
-            if qid not in self._inflight and qid not in finished and qid not in self._ready:
-                self._ready[qid] = (message, body)
-        self._more_due = found >= limit and upcoming is None
+        self._take(batch, now, finished)
+        self._more_due = len(batch) >= limit
         self._start_ready()
         if self._ready:
             self._more_due = True
             return self._backlog_sleep()
-        if held_until is not None:
-            upcoming = held_until if upcoming is None else min(upcoming, held_until)
+        if upcoming is not None and upcoming <= now:
+            upcoming = None  # only messages being attempted (offered) or leased elsewhere
+        for message, _ in self._held.values():
+            until = message.received_at + self._fresh_hold
+            upcoming = until if upcoming is None else min(upcoming, until)
         if upcoming is None:
             return MAX_IDLE_SLEEP
         return upcoming - self._clock()
+
+    def _take(self, batch: list[Claimed], now: float, finished: set[str]) -> None:
+        """Sort a claim into ready and held messages (earliest due first)."""
+        for claimed in batch:
+            message, qid = claimed.message, claimed.message.queue_id
+            if qid in self._inflight or qid in finished or qid in self._ready:
+                continue  # its attempt's record_attempt ends the lease (or already did)
+            if self._unannounced(message, now):
+                self._held[qid] = (message, claimed.body)
+            else:
+                self._held.pop(qid, None)
+                self._ready[qid] = (message, claimed.body)
+
+    def _unhold(self, now: float) -> None:
+        """Held messages whose hold is over are ready (announced or not)."""
+        for qid, (message, body) in list(self._held.items()):
+            if now - message.received_at >= self._fresh_hold:
+                del self._held[qid]
+                self._ready[qid] = (message, body)
+
+    async def _renew(self, now: float) -> None:
+        """Renew the leases this runner holds, every ``LEASE / LEASE_RENEWALS`` s."""
+        if now < self._renew_at:
+            return
+        self._renew_at = now + self._lease / LEASE_RENEWALS
+        held = [*self._inflight, *self._ready, *self._held]
+        if not held:
+            return
+        renewed = set(await self._store.renew(held, self._owner, now + self._lease))
+        for qid in held:
+            if qid in renewed or qid in self._inflight:
+                continue  # an offered message in flight holds no lease: nothing lost
+            # The lease ran out and someone else may have it: not ours to start.
+            log.warning("%s: lease lost before the attempt started", qid)
+            self._ready.pop(qid, None)
+            self._held.pop(qid, None)
+
+    async def _release(self, queue_ids: list[str] | None) -> None:
+        """Give leases back (best effort: they expire anyway)."""
+        try:
+            await self._store.release(self._owner, queue_ids)
+        except SpoolError as exc:
+            log.warning("cannot release queue leases (they expire by themselves): %s", exc)
+
+    def _store_failed(self, what: str, exc: SpoolError) -> float:
+        log.error("%s failed, pausing %.0f s: %s", what, STORE_ERROR_PAUSE, exc)
+        self._paused_until = self._clock() + STORE_ERROR_PAUSE
+        return STORE_ERROR_PAUSE
 
     def _unannounced(self, message: SpooledMessage, now: float) -> bool:
         """A first attempt the server has not announced yet, within ``fresh_hold``."""
@@ -334,22 +407,6 @@ class QueueRunner:
             if now - when < self._fresh_hold:
                 return
             del announced[qid]
-
-    async def _scan(
-        self, now: float, limit: int
-    ) -> tuple[int, list[tuple[SpooledMessage, bytes | None]]]:
-        """``due(now + MAX_IDLE_SLEEP, limit)``: (rows found, [(message, body or None)]).
-
-        A ``BodyPrefetchStore`` also returns the inline bodies (no ``read_body`` per
-        delivery) and skips the rows being attempted, which are due now, so skipping
-        them hides no upcoming due time."""
-        horizon = now + MAX_IDLE_SLEEP
-        if isinstance(self._store, BodyPrefetchStore):
-            return await self._store.due_with_bodies(
-                horizon, limit, now=now, skip=frozenset(self._inflight)
-            )
-        messages = await self._store.due(horizon, limit)
-        return len(messages), [(message, None) for message in messages]
 
     def _backlog_sleep(self) -> float:
         """Sleep while every slot is busy: a finishing task wakes us, or the pause ends
@@ -394,6 +451,7 @@ class QueueRunner:
         except Exception:  # never let one message kill the runner; it stays PENDING
             log.exception("%s: unexpected error during delivery", message.queue_id)
             self._paused_until = self._clock() + STORE_ERROR_PAUSE
+            await self._release([message.queue_id])  # retried after the pause, not LEASE
 
     async def _attempt(self, message: SpooledMessage, body: bytes | None = None) -> None:
         qid = message.queue_id
@@ -409,18 +467,30 @@ class QueueRunner:
                 fallback = DeliveryResult(BODY_UNREADABLE, str(exc))
             else:
                 results, fallback = await self._deliver(message, body, pending)
-        newly_failed = self._apply(message, pending, results, fallback)
+        tried = apply_results(
+            message,
+            pending,
+            results,
+            fallback,
+            now=self._clock(),
+            config=self._config,
+            jitter=self._jitter,
+            on_event=self._on_event,
+        )
+        newly_failed = [state for state, _ in tried if state.status is RecipientStatus.FAILED]
         if newly_failed and not await self._bounce(message, newly_failed, body):
             for state in newly_failed:  # retry later rather than lose the report
                 state.status = RecipientStatus.PENDING
         try:
             if message.pending:
-                await self._store.update(message)
+                rows = history(message, tried, self._clock())
+                await self._store.record_attempt(message, rows, self._owner)
             else:
                 await self._store.remove(qid)
         except SpoolError as exc:
             log.error("%s: cannot record delivery state (will retry): %s", qid, exc)
             self._paused_until = self._clock() + STORE_ERROR_PAUSE
+            await self._release([qid])
 
     async def _deliver(
         self, message: SpooledMessage, body: bytes, pending: list[RecipientState]
@@ -441,100 +511,20 @@ class QueueRunner:
             return {}, DeliveryResult(AGENT_FAILED, f"agent returned {type(results).__name__}")
         return results, DeliveryResult(NO_RESULT, "no result for this recipient")
 
-    def _apply(
-        self,
-        message: SpooledMessage,
-        pending: list[RecipientState],
-        results: dict[str, DeliveryResult],
-        fallback: DeliveryResult,
-    ) -> list[RecipientState]:
-        """Record the outcome in ``message``; return the recipients that failed now."""
-        now = self._clock()
-        expired = now >= message.received_at + self._config.max_queue_lifetime
-        lowered = {address.lower(): r for address, r in results.items()}
-        newly_failed: list[RecipientState] = []
-        if pending:
-            message.attempts += 1
-        # Before the outcomes are reported: a "deferred" line names this next attempt
-        # (it named the previous one, the arrival time on a first attempt).
-        delay = retry_delay(max(message.attempts, 1), self._config)
-        message.next_attempt = now + delay * (1.0 + JITTER_FRACTION * self._jitter())
-        for state in pending:
-            address = state.recipient.address
-            result = results.get(address) or lowered.get(address.lower())
-            if not isinstance(result, DeliveryResult):
-                result = fallback
-            state.attempts += 1
-            state.last_reply = str(result.reply)
-            if result.ok:
-                state.status = RecipientStatus.DELIVERED
-                self._emit("delivered", message, address, result)
-            elif result.permanent:
-                state.status = RecipientStatus.FAILED
-                newly_failed.append(state)
-                self._emit("bounced", message, address, result)
-            elif expired:
-                reply = expired_reply(result.reply, self._config.max_queue_lifetime)
-                state.status = RecipientStatus.FAILED
-                state.last_reply = str(reply)
-                newly_failed.append(state)
-                self._emit("expired", message, address, DeliveryResult(reply, result.reason))
-            else:
-                self._emit("deferred", message, address, result)
-        return newly_failed
-
     async def _bounce(
         self, message: SpooledMessage, failed: list[RecipientState], body: bytes | None
     ) -> bool:
         """Queue a DSN for ``failed``; False only if it should have been sent but was not."""
-        qid = message.queue_id
-        sender = message.envelope.mail_from
-        report = [s for s in failed if _wants_failure_notice(s.recipient)]
-        if not report:
-            return True
-        if not sender:
-            addresses = ", ".join(s.recipient.address for s in report)
-            log.info("%s: null sender, no bounce for failed recipients: %s", qid, addresses)
-            return True
-        if body is None:
-            with contextlib.suppress(SpoolError):
-                body = await self._store.read_body(qid)
-        data = build_bounce(
-            message,
-            report,
-            split_headers(body or b""),
-            self._reporting_mta,
-            self._clock(),
-            original=body,
-        )
-        envelope = Envelope(
-            mail_from="",
-            recipients=(Recipient(sender),),
-            body_type=bounce_body_type(data),
-            smtputf8=not sender.isascii(),
-        )
-        writer = self._store.new_message()
         try:
-            writer.write(data)
-            bounce = await self._store.put(writer, envelope)
-        except SpoolError as exc:
-            writer.abort()
-            log.error("%s: cannot queue bounce to <%s>, will retry: %s", qid, sender, exc)
+            queued = await queue_bounce(
+                self._store, message, failed, body, self._reporting_mta, self._clock()
+            )
+        except BounceNotStored:
             return False
-        self.bounces_sent += 1
-        log.info("%s: sender non-delivery notification: %s", qid, bounce.queue_id)
-        self.offer(bounce, data)
+        if queued is not None:
+            self.bounces_sent += 1
+            self.offer(*queued)
         return True
-
-    def _emit(
-        self, kind: str, message: SpooledMessage, address: str, result: DeliveryResult
-    ) -> None:
-        if self._on_event is None:
-            return
-        try:
-            self._on_event(kind, message, address, result)
-        except Exception:
-            log.exception("on_event callback failed for %s %s", kind, message.queue_id)
 
 
 def _copy(message: SpooledMessage) -> SpooledMessage:

@@ -1,0 +1,38 @@
+"""The delivery seam as the queue runner sees it:
+``deliver(message, body, recipients) -> {address: DeliveryResult}``.
+
+Defined here, not in ``delivery``, so that imports go one way (``delivery`` -> ``queue``
+-> ``spool``): the runner needs the shape of an agent, the agents implement it.
+Every agent reports per recipient, and every result says whether a failure is
+permanent.  An agent that raises is treated by the runner as a temporary failure for
+all the recipients it was given (unknown errors count as temporary, DESIGN principle 4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from mailwright.smtp import Reply
+from mailwright.spool.model import Recipient, SpooledMessage
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    reply: Reply  # what we report (in the mail log, in a DSN)
+    reason: str = ""  # private detail for the log only
+    remote_host: str | None = None  # who gave ``reply`` (a relay's MX); None: ourselves
+
+    @property
+    def ok(self) -> bool:
+        return self.reply.code < 400
+
+    @property
+    def permanent(self) -> bool:
+        return self.reply.code >= 500
+
+
+class DeliveryAgent(Protocol):
+    async def deliver(
+        self, message: SpooledMessage, body: bytes, recipients: list[Recipient]
+    ) -> dict[str, DeliveryResult]: ...

@@ -1,0 +1,91 @@
+"""One attempt's results applied to a queued message (RFC 5321 §4.5.4.1), and the
+history rows they leave.
+
+* 2xx -> DELIVERED; 5xx -> FAILED; 4xx -> stays PENDING; a recipient the agent did not
+  report gets ``fallback`` (a temporary failure: DESIGN principle 4);
+* a temporary failure after ``max_queue_lifetime`` since arrival becomes FAILED with
+  status 4.4.7 (``retry.expired_reply``) — the message always gets its attempt first;
+* the message's next attempt is the backoff (``retry.retry_delay``) plus up to
+  ``JITTER_FRACTION`` of random jitter, computed *before* the events are emitted, so
+  a "deferred" event names the attempt the store will record;
+* replies are stored structured (``RemoteReply``): a DSN's Status and the history
+  read the enhanced code, nothing parses the text back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from mailwright.config import DeliveryConfig
+from mailwright.queue.agent import DeliveryResult
+from mailwright.queue.events import EventCallback, emit
+from mailwright.queue.retry import JITTER_FRACTION, expired_reply, retry_delay
+from mailwright.smtp import Reply
+from mailwright.spool.model import (
+    Attempt,
+    RecipientState,
+    RecipientStatus,
+    RemoteReply,
+    SpooledMessage,
+)
+
+# A recipient tried in this attempt, with the host that answered (None: local).
+Tried = tuple[RecipientState, str | None]
+
+
+def stored_reply(reply: Reply) -> RemoteReply:
+    """The structured form the store keeps (and DSNs and the history read)."""
+    return RemoteReply(reply.code, reply.enhanced, reply.text)
+
+
+def apply_results(
+    message: SpooledMessage,
+    pending: list[RecipientState],
+    results: dict[str, DeliveryResult],
+    fallback: DeliveryResult,
+    *,
+    now: float,
+    config: DeliveryConfig,
+    jitter: Callable[[], float],
+    on_event: EventCallback | None,
+) -> list[Tried]:
+    """Record the outcome in ``message``; return the recipients tried."""
+    expired = now >= message.received_at + config.max_queue_lifetime
+    lowered = {address.lower(): r for address, r in results.items()}
+    tried: list[Tried] = []
+    if pending:
+        message.attempts += 1
+    delay = retry_delay(max(message.attempts, 1), config)
+    message.next_attempt = now + delay * (1.0 + JITTER_FRACTION * jitter())
+    for state in pending:
+        address = state.recipient.address
+        result = results.get(address) or lowered.get(address.lower())
+        if not isinstance(result, DeliveryResult):
+            result = fallback
+        state.attempts += 1
+        state.last_reply = stored_reply(result.reply)
+        tried.append((state, result.remote_host))
+        if result.ok:
+            state.status = RecipientStatus.DELIVERED
+            emit(on_event, "delivered", message, address, result)
+        elif result.permanent:
+            state.status = RecipientStatus.FAILED
+            emit(on_event, "bounced", message, address, result)
+        elif expired:
+            reply = expired_reply(result.reply, config.max_queue_lifetime)
+            state.status = RecipientStatus.FAILED
+            state.last_reply = stored_reply(reply)
+            emit(on_event, "expired", message, address, DeliveryResult(reply, result.reason))
+        else:
+            emit(on_event, "deferred", message, address, result)
+    return tried
+
+
+def history(message: SpooledMessage, tried: list[Tried], now: float) -> list[Attempt]:
+    """One history row per recipient tried, in its final state (after the bounce)."""
+    position = {id(state): i for i, state in enumerate(message.recipients)}
+    return [
+        Attempt(position[id(state)], now, state.status, state.last_reply, host)
+        for state, host in tried
+        if state.last_reply is not None
+    ]

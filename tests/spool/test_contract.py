@@ -1,0 +1,439 @@
+"""The ``SpoolStore`` contract, backend-neutral: every backend passes every test here.
+
+Parametrised over the embedded backend (SQLite + files) and the in-memory one; a shared
+backend (PostgreSQL) joins ``BACKENDS`` and must pass the same suite.  Only the
+protocol is used — no backend's files or tables are looked at.  A "restart" is a new
+store object over the same place (``StoreFactory``): the same data folder, or the
+same ``MemoryState`` (the memory backend is not durable across processes; its
+restarts keep what was committed, which is what these tests check).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from helpers.spoolkit import BACKENDS, BIG, BODY, Clock, StoreFactory, envelope, put, run
+from mailwright.spool.model import (
+    Attempt,
+    BodyType,
+    Envelope,
+    Recipient,
+    RecipientStatus,
+    RemoteReply,
+)
+from mailwright.spool.store import SpoolError, SpoolStore
+
+
+@pytest.fixture(params=BACKENDS)
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+    return StoreFactory(request.param, tmp_path)
+
+
+async def opened(stores: StoreFactory, clock: Clock) -> SpoolStore:
+    store = stores(clock)
+    await store.open()
+    return store
+
+
+async def queued(store: SpoolStore) -> list[str]:
+    return [m.queue_id async for m in store.iterate()]
+
+
+@pytest.mark.parametrize("body", [BODY, BIG], ids=["small", "large"])
+def test_contract_put_is_durable_before_it_returns(
+    stores: StoreFactory, clock: Clock, body: bytes
+) -> None:
+    """Read back by a *second* store over the same place while the first is still
+    open and was never closed: what ``put`` returned for is already committed."""
+
+    async def main() -> None:
+        store = await opened(stores, clock)
+        message = await put(store, envelope("bob@example.net", "carol@example.org"), body)
+        other = await opened(stores, clock)
+        loaded = await other.load(message.queue_id)
+        assert loaded == message
+        assert await other.read_body(message.queue_id) == body
+        await other.close()
+        await store.close()
+
+    run(main())
+
+
+def test_contract_put_takes_bytes_or_its_writer(stores: StoreFactory, clock: Clock) -> None:
+    async def main() -> None:
+        store = await opened(stores, clock)
+        env = envelope("bob@example.net")
+        from_bytes = await store.put(BIG, env)
+        writer = store.new_message()
+        writer.write(BODY)
+        from_writer = await store.put(writer, env)
+        assert writer.body_bytes() in (BODY, None)  # None: the backend did not keep it
+        assert from_bytes.size == len(BIG) and from_writer.size == len(BODY)
+        assert await store.read_body(from_bytes.queue_id) == BIG
+        assert await store.read_body(from_writer.queue_id) == BODY
+        assert sorted(await queued(store)) == sorted([from_bytes.queue_id, from_writer.queue_id])
+        with pytest.raises(ValueError, match="at least one recipient"):
+            await store.put(BODY, Envelope(mail_from="", recipients=()))
+        await store.close()
+
+    run(main())
+
+
+def test_contract_envelope_round_trip(stores: StoreFactory, clock: Clock) -> None:
+    env = Envelope(
+        mail_from="",
+        recipients=(
+            Recipient("bob@example.net", ("SUCCESS", "FAILURE"), "rfc822;bob@example.net"),
+            Recipient("Postmaster"),
+        ),
+        body_type=BodyType.BINARY_MIME,
+        smtputf8=True,
+        ret="HDRS",
+        envid="env 1",
+        client_address="192.0.2.1",
+        client_helo="client.example",
+        auth_user="alice",
+    )
+
+    async def main() -> None:
+        store = await opened(stores, clock)
+        message = await store.put(BODY, env)
+        assert message.received_at == message.next_attempt == clock.now
+        assert [r.status for r in message.recipients] == [RecipientStatus.PENDING] * 2
+        loaded = await store.load(message.queue_id)
+        assert loaded is not None and loaded.envelope == env and loaded == message
+        assert await store.load("0000000000000000") is None
+        assert await store.load("../etc/passwd") is None
+        await store.close()
+
+    run(main())
+
+
+def test_contract_due_order_limit_and_update(stores: StoreFactory, clock: Clock) -> None:
+    async def main() -> None:
+        store = await opened(stores, clock)
+        first = await put(store)
+        clock.advance(1)
+        second = await put(store)
+        clock.advance(1)
+        third = await put(store)
+        due = await store.due(clock.now, 10)
+        assert [m.queue_id for m in due] == [first.queue_id, second.queue_id, third.queue_id]
+        assert [m.queue_id for m in await store.due(clock.now, 2)] == [
+            first.queue_id,
+            second.queue_id,
+        ]
+        assert await store.due(clock.now, 0) == []
+
+        # Deferred: no longer due now; due again at its next attempt, after the others.
+        first.attempts = 1
+        first.next_attempt = clock.now + 60
+        first.recipients[0].attempts = 1
+        first.recipients[0].last_reply = RemoteReply(451, "4.2.0", "Mailbox busy")
+        await store.update(first)
+        assert [m.queue_id for m in await store.due(clock.now, 10)] == [
+            second.queue_id,
+            third.queue_id,
+        ]
+        later = await store.due(clock.now + 60, 10)
+        assert [m.queue_id for m in later][-1] == first.queue_id
+        loaded = await store.load(first.queue_id)
+        assert loaded == first
+
+        # Nothing pending: never due, still listed until removed.
+        second.recipients[0].status = RecipientStatus.DELIVERED
+        await store.update(second)
+        assert second.queue_id not in [m.queue_id for m in await store.due(clock.now + 99, 10)]
+        assert second.queue_id in await queued(store)
+        await store.remove(second.queue_id)
+        await store.remove(second.queue_id)  # idempotent
+        assert await store.load(second.queue_id) is None
+        with pytest.raises(SpoolError):
+            await store.read_body(second.queue_id)
+        with pytest.raises(SpoolError):
+            await store.update(second)  # gone: an update cannot resurrect it
+        await store.close()
+
+    run(main())
+
+
+def test_contract_returned_messages_are_copies(stores: StoreFactory, clock: Clock) -> None:
+    """Mutating a returned message changes nothing stored until ``update``."""
+
+    async def main() -> None:
+        store = await opened(stores, clock)
+        message = await put(store)
+        loaded = await store.load(message.queue_id)
+        assert loaded is not None
+        loaded.recipients[0].status = RecipientStatus.DELIVERED
+        loaded.next_attempt += 1000
+        again = await store.load(message.queue_id)
+        assert again == message
+        await store.close()
+
+    run(main())
+
+
+def test_contract_iterate_lists_everything_in_arrival_order(
+    stores: StoreFactory, clock: Clock
+) -> None:
+    async def main() -> None:
+        store = await opened(stores, clock)
+        ids = []
+        for _ in range(300):  # more than one page of the embedded store's iteration
+            ids.append((await put(store)).queue_id)
+            clock.advance(0.01)  # queue ids have millisecond resolution
+        assert await queued(store) == ids
+        await store.close()
+
+    run(main())
+
+
+def test_contract_aborted_or_unfinished_writers_leave_nothing(
+    stores: StoreFactory, clock: Clock
+) -> None:
+    async def main() -> None:
+        store = await opened(stores, clock)
+        aborted = store.new_message()
+        aborted.write(BIG)
+        aborted.abort()
+        aborted.abort()  # idempotent
+        with pytest.raises((SpoolError, ValueError)):
+            await store.put(aborted, envelope())
+        unfinished = store.new_message()
+        unfinished.write(BODY)  # the client vanished; the store restarts
+        kept = await put(store)
+        await store.close()
+        restarted = await opened(stores, clock)
+        assert await queued(restarted) == [kept.queue_id]
+        await restarted.close()
+
+    run(main())
+
+
+def test_contract_recovery_after_restart(stores: StoreFactory, clock: Clock) -> None:
+    """Every committed message, with its delivery state, survives a restart."""
+
+    async def main() -> None:
+        store = await opened(stores, clock)
+        small = await put(store, envelope("a@example.net", "b@example.net"))
+        large = await put(store, body=BIG)
+        small.attempts = 1
+        small.next_attempt = clock.now + 300
+        small.recipients[0].status = RecipientStatus.DELIVERED
+        small.recipients[1].attempts = 1
+        small.recipients[1].last_reply = RemoteReply(451, "4.4.1", "No answer")
+        await store.update(small)
+        await store.close()
+
+        restarted = await opened(stores, clock)
+        assert await restarted.load(small.queue_id) == small
+        assert await restarted.load(large.queue_id) == large
+        assert await restarted.read_body(large.queue_id) == BIG
+        assert await restarted.read_body(small.queue_id) == BODY
+        assert [m.queue_id for m in await restarted.due(clock.now, 10)] == [large.queue_id]
+        await restarted.close()
+
+    run(main())
+
+
+def test_contract_concurrent_puts_all_commit(stores: StoreFactory, clock: Clock) -> None:
+    async def main() -> None:
+        store = await opened(stores, clock)
+        messages = await asyncio.gather(*(put(store) for _ in range(50)))
+        assert sorted(await queued(store)) == sorted(m.queue_id for m in messages)
+        await store.close()
+
+    run(main())
+
+
+def test_contract_closed_store_refuses_work(stores: StoreFactory, clock: Clock) -> None:
+    async def main() -> None:
+        store = await opened(stores, clock)
+        message = await put(store)
+        writer = store.new_message()
+        await store.close()
+        with pytest.raises(SpoolError):
+            writer.write(BODY)
+            await store.put(writer, envelope())
+        with pytest.raises(SpoolError):
+            await store.put(BODY, envelope())
+        with pytest.raises(SpoolError):
+            await store.load(message.queue_id)
+        with pytest.raises(SpoolError):
+            await store.due(clock.now, 10)
+        closed = store.new_message()  # never raises itself: write/put do
+        with pytest.raises(SpoolError):
+            closed.write(BODY)
+
+    run(main())
+
+
+# -- leases ------------------------------------------------------------------------------
+
+
+def test_contract_claim_is_exclusive(stores: StoreFactory, clock: Clock) -> None:
+    """Two claimers — on one store object and on two over the same place — never get
+    the same message while its lease runs, also when they claim at the same time."""
+
+    async def main() -> None:
+        store = await opened(stores, clock)
+        other = await opened(stores, clock)
+        ids = [(await put(store)).queue_id for _ in range(30)]
+        first, second, third = await asyncio.gather(
+            store.claim(clock.now, 12, 60, "runner-a"),
+            other.claim(clock.now, 12, 60, "runner-b"),
+            store.claim(clock.now, 12, 60, "runner-c"),
+        )
+        claimed = [c.message.queue_id for c in (*first, *second, *third)]
+        assert sorted(claimed) == sorted(ids)  # every message once, none twice
+        assert all(c.lease_until == clock.now + 60 for c in (*first, *second, *third))
+        assert await store.claim(clock.now, 10, 60, "runner-a") == []
+        assert await other.claim(clock.now + 59, 10, 60, "runner-b") == []
+        await other.close()
+        await store.close()
+
+    run(main())
+
+
+def test_contract_claim_takes_due_messages_in_order_with_bodies(
+    stores: StoreFactory, clock: Clock
+) -> None:
+    async def main() -> None:
+        store = await opened(stores, clock)
+        first = await put(store)
+        clock.advance(1)
+        large = await put(store, body=BIG)
+        clock.advance(1)
+        later = await put(store)
+        later.next_attempt = clock.now + 100
+        await store.update(later)
+        claimed = await store.claim(clock.now, 10, 60, "runner")
+        assert [c.message for c in claimed] == [first, large]  # `later` is not due
+        for c in claimed:  # the body, or None: then read_body serves it
+            assert c.body in (None, await store.read_body(c.message.queue_id))
+        assert await store.next_due(clock.now) == later.next_attempt
+        assert await store.claim(clock.now, 0, 60, "runner") == []
+        await store.close()
+
+    run(main())
+
+
+def test_contract_lease_expires(stores: StoreFactory, clock: Clock) -> None:
+    """A runner that died: its lease runs out and another runner gets the message."""
+
+    async def main() -> None:
+        store = await opened(stores, clock)
+        message = await put(store)
+        assert len(await store.claim(clock.now, 10, 60, "dead")) == 1
+        assert await store.claim(clock.now + 59.9, 10, 60, "alive") == []
+        taken = await store.claim(clock.now + 60, 10, 60, "alive")
+        assert [c.message.queue_id for c in taken] == [message.queue_id]
+        assert taken[0].lease_until == clock.now + 120
+        await store.close()
+
+    run(main())
+
+
+def test_contract_renew_and_release(stores: StoreFactory, clock: Clock) -> None:
+    async def main() -> None:
+        store = await opened(stores, clock)
+        for _ in range(3):
+            await put(store)
+        a, b = [c.message.queue_id for c in await store.claim(clock.now, 2, 60, "mine")]
+        (c,) = [c.message.queue_id for c in await store.claim(clock.now, 1, 60, "theirs")]
+        # Only the holder renews; an unknown id is ignored.
+        renewed = await store.renew([a, b, c, "0000000000000000"], "mine", clock.now + 600)
+        assert sorted(renewed) == sorted([a, b])
+        # At +300 c's lease ran out, a's and b's (renewed) did not.
+        later = await store.claim(clock.now + 300, 10, 60, "theirs")
+        assert [m.message.queue_id for m in later] == [c]
+        # Only the holder releases: "theirs" releasing a changes nothing.
+        await store.release("theirs", [a])
+        assert await store.claim(clock.now, 10, 60, "x") == []
+        await store.release("mine", [a])
+        assert [m.message.queue_id for m in await store.claim(clock.now, 10, 60, "x")] == [a]
+        # release(owner) with no ids: every lease it holds (a restarted runner).
+        await store.release("theirs")
+        assert [m.message.queue_id for m in await store.claim(clock.now, 10, 60, "y")] == [c]
+        await store.close()
+        restarted = await opened(stores, clock)  # leases are stored state: b is still held
+        assert await restarted.claim(clock.now, 10, 60, "z") == []
+        await restarted.release("mine")
+        assert [m.message.queue_id for m in await restarted.claim(clock.now, 10, 60, "z")] == [b]
+        await restarted.close()
+
+    run(main())
+
+
+# -- attempts ----------------------------------------------------------------------------
+
+
+def test_contract_attempt_history_order_and_content(stores: StoreFactory, clock: Clock) -> None:
+    """``record_attempt``: the recipients' state, the history rows in order with their
+    structured replies and remote hosts, and the end of the recorder's lease."""
+    busy = RemoteReply(451, "4.2.0", "Mailbox busy")
+    unknown = RemoteReply(550, "5.1.1", "User unknown")
+    ok = RemoteReply(250, "2.0.0", "Ok: queued as 1234")
+
+    async def main() -> None:
+        store = await opened(stores, clock)
+        message = await put(store, envelope("a@example.net", "b@example.org"))
+        assert await store.attempts(message.queue_id) == []
+        (claimed,) = await store.claim(clock.now, 10, 600, "runner")
+        m = claimed.message
+        m.attempts = 1
+        m.next_attempt = clock.now + 60
+        m.recipients[0].attempts = m.recipients[1].attempts = 1
+        m.recipients[0].last_reply = busy
+        m.recipients[1].status = RecipientStatus.FAILED
+        m.recipients[1].last_reply = unknown
+        first = [
+            Attempt(0, clock.now, RecipientStatus.PENDING, busy, "mx1.example.net"),
+            Attempt(1, clock.now, RecipientStatus.FAILED, unknown, None),
+        ]
+        await store.record_attempt(m, first, "runner")
+        assert await store.load(m.queue_id) == m
+        clock.advance(60)
+        # The lease ended with the record: due again, anyone may claim it.
+        (again,) = await store.claim(clock.now, 10, 600, "other")
+        m = again.message
+        m.attempts = 2
+        m.recipients[0].attempts = 2
+        m.recipients[0].status = RecipientStatus.DELIVERED
+        m.recipients[0].last_reply = ok
+        second = [Attempt(0, clock.now, RecipientStatus.DELIVERED, ok, "mx2.example.net")]
+        await store.record_attempt(m, second, "other")
+        assert await store.attempts(m.queue_id) == first + second
+        loaded = await store.load(m.queue_id)
+        assert loaded is not None and loaded.recipients[0].last_reply == ok
+        assert loaded.recipients[1].last_reply == unknown
+        await store.close()
+        restarted = await opened(stores, clock)
+        assert await restarted.attempts(m.queue_id) == first + second
+        await restarted.remove(m.queue_id)  # the history goes with the message
+        assert await restarted.attempts(m.queue_id) == []
+        await restarted.close()
+
+    run(main())
+
+
+def test_contract_record_attempt_of_a_removed_message_fails(
+    stores: StoreFactory, clock: Clock
+) -> None:
+    async def main() -> None:
+        store = await opened(stores, clock)
+        message = await put(store)
+        await store.remove(message.queue_id)
+        reply = RemoteReply(451, "4.4.1", "No answer")
+        with pytest.raises(SpoolError):
+            await store.record_attempt(
+                message, [Attempt(0, clock.now, RecipientStatus.PENDING, reply)], "runner"
+            )
+        assert await store.attempts(message.queue_id) == []
+        await store.close()
+
+    run(main())
