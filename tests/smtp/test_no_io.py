@@ -55,6 +55,7 @@ FORBIDDEN_IMPORTS = FORBIDDEN_AT_RUNTIME | {
     "aiosmtpd",
     "mailwright.net",
     "mailwright.spool",
+    "mailwright.queue",
     "mailwright.delivery",
     "mailwright.config",
     "mailwright.app",
