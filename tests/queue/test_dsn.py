@@ -215,7 +215,7 @@ def test_helpers() -> None:
 
 def recipient_from_rcpt_line(line: bytes) -> Recipient:
     """Parse ``line`` with the server core, as a session does, and build the spool
-    Recipient from the RcptTo event the way ``net.handlers`` builds the envelope."""
+    Recipient from the RcptTo event the way ``net.inbound.handlers`` builds the envelope."""
     conn = ServerConnection()
     conn.send(Reply.of(220, "", "mx.example.com ESMTP"))  # the greeting
     conn.receive_data(b"EHLO client.example\r\nMAIL FROM:<alice@example.com>\r\n" + line)
