@@ -52,7 +52,8 @@ from mailwright.policy.builtin.recipients import LocalRecipients
 from mailwright.policy.builtin.relay import RelayAccess, parse_networks
 from mailwright.policy.builtin.submission import RequireAuth, SenderLoginMatch
 from mailwright.policy.pipeline import Pipeline, Stage
-from mailwright.queue.runner import FRESH_HOLD, EventCallback, QueueRunner
+from mailwright.queue.events import EventCallback
+from mailwright.queue.runner import FRESH_HOLD, QueueRunner
 from mailwright.spool.embedded import SPOOL_DIR, EmbeddedSpool
 from mailwright.spool.model import SpooledMessage
 from mailwright.spool.runnerlock import RunnerLock
@@ -224,7 +225,8 @@ class App:
         """Best effort, each step on its own: a step that fails must not keep the
         later ones (closing the spool, releasing the lock) from running."""
         handovers = self.processes.listeners if self.processes is not None else []
-        for listener in [*self.listeners, *handovers]:
+        listeners: list[Listener | HandoverListener] = [*self.listeners, *handovers]
+        for listener in listeners:
             with contextlib.suppress(Exception):
                 listener.stop_accepting()
         if self.processes is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -517,7 +518,7 @@ _PLAIN_MESSAGES = {
 _MAX_SHOWN_INPUT = 60
 
 
-def _format_error(err: dict[str, Any]) -> str:
+def _format_error(err: Mapping[str, Any]) -> str:
     location = ".".join(str(part) for part in err["loc"]) or "(top level)"
     kind, value = err["type"], err.get("input")
     if kind == "list_type" and isinstance(value, dict) and isinstance(err["loc"][-1], str):

@@ -143,7 +143,7 @@ class ReportedLimits(ConnectionLimits):
     """The main process admitted every connection; an ended one is reported to it.
     It also decides stress mode (``S`` lines): here it is a plain flag."""
 
-    stressed: bool = False  # type: ignore[assignment]  # set from the main process
+    stressed: bool = False  # set from the main process
 
     def __init__(self, reports: Reports) -> None:
         super().__init__(max_total=0, max_per_ip=0)

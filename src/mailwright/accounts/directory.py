@@ -231,7 +231,7 @@ class LocalDirectory:
         seen.add((dom.ascii_name, alias))
         for target in dom.aliases[alias]:
             target_local, at, target_domain = target.rpartition("@")
-            target_dom = dom
+            target_dom: _Domain | None = dom
             if at:
                 target_dom = self._domains.get(normalize_domain(target_domain))
             else:

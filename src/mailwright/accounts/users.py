@@ -184,7 +184,7 @@ def _prepare_password(password: str) -> str:
     from scramp.utils import saslprep  # scramp's own, so the keys and hashes agree
 
     try:
-        prepared = saslprep(password)
+        prepared: str = saslprep(password)  # scramp is untyped
     except Exception:  # scramp raises ScramException (not a ValueError)
         raise ValueError("password contains characters SASLprep prohibits") from None
     if not prepared:
@@ -398,7 +398,7 @@ class UserStore:
             prepared = None
         target = user.password_hash if user is not None else self._dummy()
         try:
-            ok = self._hasher.verify(target, prepared if prepared is not None else password)
+            ok: bool = self._hasher.verify(target, prepared if prepared is not None else password)
         except (VerificationError, InvalidHashError):
             ok = False
         return ok and user is not None and prepared is not None

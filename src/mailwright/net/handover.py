@@ -409,7 +409,8 @@ class HandoverListener:
     @property
     def port(self) -> int:
         assert self._socket is not None
-        return self._socket.getsockname()[1]
+        port: int = self._socket.getsockname()[1]  # getsockname() is Any
+        return port
 
     def resume(self) -> None:
         if self._socket is not None and not self._reading:

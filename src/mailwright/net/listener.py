@@ -262,9 +262,11 @@ class Listener:
     def port(self) -> int:
         """The bound port (differs from the configured one when that was 0)."""
         if self._socket is not None:
-            return self._socket.getsockname()[1]
+            bound: int = self._socket.getsockname()[1]  # getsockname() is Any
+            return bound
         assert self._server is not None
-        return self._server.sockets[0].getsockname()[1]
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
 
     def admit(self, session: InboundSession, *, preadmitted: bool = False) -> Reply | None:
         refusal = None if preadmitted else self.limits.acquire(session.ctx.peer_ip)

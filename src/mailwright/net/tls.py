@@ -286,7 +286,7 @@ class TlsManager:
         """The stored self-signed pair, or a new one and the reason it was generated."""
         directory = self._data_dir / SELF_SIGNED_DIR
         cert_path, key_path = directory / SELF_SIGNED_CERT, directory / SELF_SIGNED_KEY
-        reason = "none found"
+        reason: str | None = "none found"
         if cert_path.exists() or key_path.exists():
             try:
                 material = _read_material(cert_path, key_path)

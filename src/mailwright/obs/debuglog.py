@@ -35,7 +35,9 @@ _HANDLER_MARK = "_mailwright_debuglog"  # lets a second setup replace our handle
 class SafeFormatter(logging.Formatter):
     """Formats in UTC and escapes control characters in the message text."""
 
-    converter = time.gmtime
+    # mypy binds a function stored on a class as a method (dropping its first
+    # parameter); a builtin is not bound, so logging calls gmtime(secs) as intended.
+    converter = time.gmtime  # type: ignore[assignment]
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = escape_control(record.message)

@@ -53,7 +53,7 @@ class AuthGuard:
         """Whether ``ip`` failed AUTH within the window (its password checks then wait
         behind those of clean addresses, ``net.authqueue``)."""
         times = self._failures.get(ip)
-        return bool(times) and self._clock() - times[-1] <= self.window
+        return times is not None and bool(times) and self._clock() - times[-1] <= self.window
 
     def failure(self, ip: str) -> float:
         """Record a failure; return how long to delay the 535 reply."""
@@ -73,7 +73,9 @@ class AuthGuard:
             self._banned_until[ip] = now + self.ban_time
             times.clear()
             return self.max_delay
-        return min(self.base_delay * 2 ** (len(times) - 1), self.max_delay)
+        # An int power is Any to mypy (a negative exponent would make it a float).
+        delay: float = self.base_delay * 2 ** (len(times) - 1)
+        return min(delay, self.max_delay)
 
     def ban(self, ip: str, seconds: float) -> None:
         """Ban ``ip`` for ``seconds``: a ban decided by the main process for every

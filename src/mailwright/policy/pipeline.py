@@ -81,6 +81,7 @@ class Pipeline:
     async def run(self, stage: Stage, ctx: SessionContext, *args: Any) -> Verdict:
         if self._sync[stage]:
             return self.run_now(stage, ctx, *args)  # type: ignore[return-value]
+        verdict: Verdict | None
         for name, hook, is_async in self._hooks[stage]:
             try:
                 if is_async:

@@ -61,7 +61,7 @@ def _error(code: int, enhanced: str, text: str, line: bytes) -> CommandError:
     return CommandError(Reply.of(code, enhanced, text), line)
 
 
-def _parse_helo(arg: str, line: bytes, ctx: ParseContext, cls: type) -> Event:
+def _parse_helo(arg: str, line: bytes, ctx: ParseContext, cls: type[Helo | Ehlo]) -> Event:
     domain = arg.strip()
     if not domain or " " in domain:
         name = "EHLO" if cls is Ehlo else "HELO"

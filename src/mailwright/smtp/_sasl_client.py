@@ -93,7 +93,8 @@ class ScramSha256Client:
         if self._stage != "first":
             raise SaslError("SCRAM: initial response already sent")
         self._stage = "server-first"
-        return self._client.get_client_first().encode("utf-8")
+        first: str = self._client.get_client_first()  # scramp is untyped
+        return first.encode("utf-8")
 
     def respond(self, challenge: bytes) -> bytes:
         from scramp import ScramException
@@ -107,7 +108,8 @@ class ScramSha256Client:
             if self._stage == "server-first":
                 self._client.set_server_first(text)
                 self._stage = "server-final"
-                return self._client.get_client_final().encode("utf-8")
+                final: str = self._client.get_client_final()
+                return final.encode("utf-8")
             if self._stage == "server-final":
                 self._client.set_server_final(text)
                 self._stage = "done"

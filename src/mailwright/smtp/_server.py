@@ -131,7 +131,7 @@ class ServerConnection:
         self._discarding_line = False
         # BDAT chunk being read: remaining octets and what to yield when it is done.
         self._bdat_remaining = 0
-        self._bdat_event: Bdat | CommandError | None = None
+        self._bdat_event: Event | None = None
         self._close_after_reply = False  # set when the stream can no longer be framed
         # The transport has handed the connection to TLS (begin_tls): input from now
         # on came through TLS, even before the handshake is reported complete.
@@ -206,7 +206,7 @@ class ServerConnection:
             return PAUSED
         if self.state is State.DATA:
             assert self._data is not None
-            event = self._data.read(self._buf)
+            event: Event | None = self._data.read(self._buf)
             if event is None:
                 return ConnectionClosed() if self._eof else NEED_DATA
             if isinstance(event, EndOfData):

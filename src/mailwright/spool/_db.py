@@ -211,7 +211,7 @@ def create_schema(conn: sqlite3.Connection) -> int:
 
     Everything happens in one transaction: a failed migration leaves the old schema.
     """
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
     if version == SCHEMA_VERSION:
         return version
     if version != 0 and version not in _MIGRATIONS:

@@ -47,7 +47,8 @@ def fsync_file(fd: int) -> None:
         import fcntl
 
         try:
-            fcntl.fcntl(fd, fcntl.F_FULLFSYNC)
+            # Typeshed declares F_FULLFSYNC for darwin only; mypy checks as Linux.
+            fcntl.fcntl(fd, fcntl.F_FULLFSYNC)  # type: ignore[attr-defined]
             return
         except OSError:
             pass  # not supported by this file system: fall back to fsync

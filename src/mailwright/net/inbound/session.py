@@ -189,7 +189,7 @@ class InboundSession(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement the interface without subclassing it.
-        self.transport = cast(asyncio.Transport, transport)
+        self.transport = transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername") or ("", 0)
         if self._admitted_ip is not None:
             peer = (self._admitted_ip, peer[1])
@@ -242,7 +242,7 @@ class InboundSession(asyncio.Protocol):
         """The fast path: the task waits for a command, so answer here what can be
         answered at once, and hand the rest to the task (see the module docstring)."""
         try:
-            step = self._advance()
+            step: _Step | _Later | Exception = self._advance()
         except Exception as exc:  # the task raises it in its own handler: 421, logged
             step = exc
         if step is _Step.INPUT:
@@ -335,9 +335,10 @@ class InboundSession(asyncio.Protocol):
                 return _Step.ENDED
             if event is PAUSED:  # pragma: no cover - every event is answered
                 raise RuntimeError("session paused with no reply owed")
-            answer = handlers.dispatch(event)
+            # `is` on the NEED_DATA/PAUSED instances does not narrow Event | _Sentinel.
+            answer = handlers.dispatch(event)  # type: ignore[arg-type]
             if not isinstance(answer, Outcome) or self._tarpit_delay(answer.reply) > 0:
-                return _Later(event, answer)
+                return _Later(event, answer)  # type: ignore[arg-type]
             self._reply(event, answer)
             if conn.state is State.TLS:
                 return _Step.STARTTLS

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import cast
 
 from mailwright.net.inbound.sessionlog import log_tls
 from mailwright.net.tls import TlsManager, describe
@@ -64,4 +63,4 @@ async def upgrade_to_tls(
     ctx.helo = None
     ctx.auth_user = None
     log_tls(maillog, ctx)
-    return cast(asyncio.Transport, upgraded)
+    return upgraded
