@@ -19,10 +19,10 @@ behind any of them still couples the two modules.  Two rules:
    > ``net``
    > ``supervisor`` | ``policy`` | ``obs`` | ``delivery``
    > ``queue``
-   > ``accounts``
-   > ``spool``
+   > ``spool`` | ``accounts``
    > ``config``
-   > ``smtp`` (the sans-IO protocol core imports nothing of ours)
+   > ``smtp`` (the sans-IO protocol core imports nothing of ours) | ``fs`` (durable
+     writes, used by spool, delivery, accounts and TLS; knows nothing of mail)
    > ``__init__`` (the package itself: version)
 
 Inside a unit, modules may import each other as long as there is no cycle.
@@ -48,10 +48,9 @@ LAYERS: list[set[str]] = [
     {"net"},
     {"supervisor", "policy", "obs", "delivery"},
     {"queue"},
-    {"accounts"},
-    {"spool"},
+    {"spool", "accounts"},
     {"config"},
-    {"smtp"},
+    {"smtp", "fs"},
     {"__init__"},
 ]
 RANK = {unit: rank for rank, layer in enumerate(LAYERS) for unit in layer}

@@ -33,7 +33,7 @@ File format: ``<data_dir>/users.json``, mode 0600::
 Why one JSON file: user lists are small (hundreds, not millions), the file is
 human-inspectable and diffable, its secret formats are the ones Dovecot (``{ARGON2ID}``)
 and PostgreSQL/LDAP (RFC 5803) read, and rewriting it whole through
-``mailwright.spool.atomic.write_atomic`` gives atomic, durable updates with no
+``mailwright.fs.durable.write_atomic`` gives atomic, durable updates with no
 database.  Writers (``mailwright user ...``) serialise through an ``flock`` on
 ``users.json.lock`` and re-read the file under the lock, so two concurrent commands
 cannot lose each other's change.  The running server calls ``_refresh`` before each
@@ -77,6 +77,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from mailwright.fs.durable import FILE_MODE, ensure_dir, write_atomic
 from mailwright.smtp._address import AddressError, parse_path
 from mailwright.smtp._sasl import (
     CRAM_MD5,
@@ -89,7 +90,6 @@ from mailwright.smtp._sasl import (
     make_scram_keys,
     normalize_username,
 )
-from mailwright.spool.atomic import FILE_MODE, ensure_dir, write_atomic
 
 log = logging.getLogger(__name__)
 

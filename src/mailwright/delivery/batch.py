@@ -45,7 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from mailwright.delivery.maildir import Maildir
-from mailwright.spool.atomic import fsync_dir
+from mailwright.fs.durable import fsync_dir
 
 # Batches in flight at once.  A lane fsyncs its files one after the other, so one
 # lane would cap throughput at 1 / fsync latency on a slow disk; two keep the disk

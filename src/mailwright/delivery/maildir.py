@@ -4,7 +4,7 @@ A delivery creates a uniquely named file in ``tmp/``, writes and fsyncs it, hard
 it into ``new/`` (falling back to ``rename`` on file systems without hard links),
 removes the ``tmp/`` name and fsyncs ``new/``.  Only then does ``deliver`` return, so
 the delivery agent reports success only for mail that survives a crash (DESIGN
-principle 3).  The fsyncs go through ``mailwright.spool.atomic``, the one helper for
+principle 3).  The fsyncs go through ``mailwright.fs.durable``, the one helper for
 durable writes.
 
 **Line endings.**  A Maildir file holds the message with LF line endings, as Postfix's
@@ -52,7 +52,7 @@ import threading
 import time
 from pathlib import Path
 
-from mailwright.spool.atomic import DIR_MODE, FILE_MODE, ensure_dir, fsync_dir, write_durable
+from mailwright.fs.durable import DIR_MODE, FILE_MODE, ensure_dir, fsync_dir, write_durable
 
 MAILDIR_SUBDIRS = ("tmp", "new", "cur")
 RANDOM_BITS = 64  # in the R field, as 16 hex digits

@@ -69,7 +69,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mailwright.config import TlsConfig
-from mailwright.spool.atomic import ensure_dir, write_atomic
+from mailwright.fs.durable import ensure_dir, write_atomic
 
 __all__ = [
     "MODERN_TLS12_CIPHERS",
