@@ -26,6 +26,10 @@ behind any of them still couples the two modules.  Two rules:
    > ``__init__`` (the package itself: version)
 
 Inside a unit, modules may import each other as long as there is no cycle.
+
+3. A private module (``smtp._sasl``, ``spool._db``) is imported only inside its own
+   package; other units use the package's public names (``from mailwright.smtp import
+   normalize_username``).
 """
 
 from __future__ import annotations
@@ -143,6 +147,24 @@ def test_imports_follow_the_layer_order():
     assert against == [], "\n".join(against)
 
 
+def private_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Imports of a ``_private`` module from outside the package that holds it."""
+    return sorted(
+        f"{name} imports {target}"
+        for name, targets in graph.items()
+        for target in targets
+        if target.rpartition(".")[2].startswith("_")
+        and not target.endswith("__")
+        and not name.startswith(target.rpartition(".")[0] + ".")
+        and name != target.rpartition(".")[0]
+    )
+
+
+def test_private_modules_stay_inside_their_package():
+    found = private_imports(import_graph())
+    assert found == [], "\n".join(found)
+
+
 def test_the_contract_sees_a_cycle_and_an_upward_import():
     """The checks themselves can fail: made-up graphs with each defect."""
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}
@@ -154,3 +176,10 @@ def test_the_contract_sees_a_cycle_and_an_upward_import():
     ]
     sideways = {"mailwright.obs.maillog": {"mailwright.policy.context"}}
     assert against_layers(sideways) != []
+    private = {"mailwright.accounts.users": {"mailwright.smtp._sasl"}}
+    assert private_imports(private) == ["mailwright.accounts.users imports mailwright.smtp._sasl"]
+    inside = {
+        "mailwright.smtp": {"mailwright.smtp._sasl"},
+        "mailwright.smtp.codes": {"mailwright.smtp._replies"},
+    }
+    assert private_imports(inside) == []

@@ -3,7 +3,7 @@
 A user has a login, which is its primary address, and optionally more addresses
 (aliases it may use as sender: sender-login matching asks ``owns_address``).  An
 address belongs to at most one user, so ``user_for_address`` is unambiguous.  Logins
-and addresses are normalised with ``mailwright.smtp._sasl.normalize_username`` (NFC,
+and addresses are normalised with ``mailwright.smtp.normalize_username`` (NFC,
 lower case, IDNA A-label domain) so the store and the SASL mechanisms agree.
 
 Secrets, per user (nothing here is the plaintext password, except the opt-in CRAM-MD5
@@ -78,17 +78,18 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from mailwright.fs.durable import FILE_MODE, ensure_dir, write_atomic
-from mailwright.smtp._address import AddressError, parse_path
-from mailwright.smtp._sasl import (
+from mailwright.smtp import (
     CRAM_MD5,
     DEFAULT_SCRAM_ITERATIONS,
     LOGIN,
     MAX_SASL_FIELD,
     PLAIN,
     SCRAM_SHA_256,
+    AddressError,
     ScramKeys,
     make_scram_keys,
     normalize_username,
+    parse_path,
 )
 
 log = logging.getLogger(__name__)

@@ -34,14 +34,16 @@ from mailwright.accounts.users import UserStore, UsersUnavailable
 from mailwright.net.authqueue import QueueFull
 from mailwright.net.inbound.outcome import Outcome
 from mailwright.net.inbound.view import SessionView
-from mailwright.smtp import Auth, AuthResponse, Reply
-from mailwright.smtp._sasl import (
+from mailwright.smtp import (
     CRAM_MD5,
     SERVER_MECHANISMS,
+    Auth,
     Authenticated,
+    AuthResponse,
     Challenge,
     CheckPassword,
     Failed,
+    Reply,
     SaslServer,
     SaslStep,
     TooWeak,
