@@ -21,14 +21,13 @@ from mailwright.config import ListenerConfig
 from mailwright.net.inbound.session import InboundSession
 from mailwright.net.services import SessionServices
 from mailwright.net.stress import MAX_EVICTIONS_IN_FLIGHT, STRESS_THRESHOLD
+from mailwright.net.tls import TLS_HANDSHAKE_TIMEOUT
 from mailwright.smtp import Reply, codes
 
 log = logging.getLogger(__name__)
 
 # The kernel's accept queue; Postfix uses 100 by default, busy MXs raise it.
 LISTEN_BACKLOG = 1024
-# The implicit-TLS handshake must finish within this (RFC 8314 gives no figure).
-TLS_HANDSHAKE_TIMEOUT = 60.0
 # After a failed accept() (e.g. EMFILE) wait this long before the next one.
 ACCEPT_ERROR_PAUSE = 0.1
 # The timeout watchdog runs every quarter of the shortest timeout, within these bounds.
