@@ -56,15 +56,6 @@ def test_write_durable_is_exclusive(tmp_path: Path) -> None:
     assert path.read_bytes() == b"x" * 100_000
 
 
-def test_rename_durable_across_directories(tmp_path: Path) -> None:
-    (tmp_path / "tmp").mkdir()
-    (tmp_path / "new").mkdir()
-    durable.write_durable(tmp_path / "tmp" / "m1", b"mail")
-    durable.rename_durable(tmp_path / "tmp" / "m1", tmp_path / "new" / "m1")
-    assert (tmp_path / "new" / "m1").read_bytes() == b"mail"
-    assert not (tmp_path / "tmp" / "m1").exists()
-
-
 def test_ensure_dir(tmp_path: Path) -> None:
     deep = tmp_path / "a" / "b" / "c"
     assert durable.ensure_dir(deep) is True

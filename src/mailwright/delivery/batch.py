@@ -13,7 +13,7 @@ spool's group commit does (DESIGN principle 7):
   fsynced, linked into ``new/``) and then fsyncs each ``new/`` it touched *once*;
 * while the lanes are busy, jobs accumulate into the next batch, so a burst costs a
   few hops and directory fsyncs per batch, not per message, and a lone message pays
-  the same two fsyncs as ``Maildir.deliver``.
+  two fsyncs (its file, then ``new/``).
 
 **Durability** (DESIGN principle 3): a job's future resolves with its file name only
 after its own file was fsynced before the link (``stage``) *and* an fsync of its

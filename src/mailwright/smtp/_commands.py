@@ -220,10 +220,6 @@ COMMANDS = tuple(_PARSERS)
 EXTENDED_VERBS = frozenset({"MAIL", "RCPT"})
 
 
-def command_verb(line: bytes) -> str:
-    return line.split(b" ", 1)[0].decode("ascii", "replace").upper()
-
-
 def parse_command(line: bytes, ctx: ParseContext) -> Event:
     """One command line (without CRLF) -> an Event, or a CommandError to send back."""
     try:

@@ -42,8 +42,6 @@ R452_INSUFFICIENT_STORAGE = R(452, "4.3.1", "Insufficient system storage", count
 R500_UNRECOGNIZED = R(500, "5.5.1", "Command unrecognized")
 R500_LINE_TOO_LONG = R(500, "5.5.2", "Line too long")
 R500_BAD_ENCODING = R(500, "5.5.2", "Invalid characters in command (bare CR or invalid UTF-8)")
-R501_SYNTAX = R(501, "5.5.2", "Syntax error")
-R502_NOT_IMPLEMENTED = R(502, "5.5.1", "Command not implemented")
 R502_EXPN_DISABLED = R(502, "5.5.1", "EXPN not available")
 R502_VRFY_DISABLED = R(502, "5.5.1", "VRFY not available")
 R503_BAD_SEQUENCE = R(503, "5.5.1", "Bad sequence of commands")
@@ -66,4 +64,3 @@ R554_EARLY_TALKER = R(554, "5.5.1", "Error: protocol violation: data sent before
 R554_NO_VALID_RECIPIENTS = R(554, "5.5.1", "Error: no valid recipients")
 # RFC 3463 X.6.0 "other or undefined media error": the content cannot travel as text.
 R554_NUL_IN_DATA = R(554, "5.6.0", "Error: NUL octet in message data (allowed only in BINARYMIME)")
-R555_UNKNOWN_PARAMETER = R(555, "5.5.4", "Unsupported parameter")
