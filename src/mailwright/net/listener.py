@@ -66,7 +66,7 @@ class ConnectionLimits:
         if full and self.total >= self.max_total + MAX_EVICTIONS_IN_FLIGHT:
             return codes.R421_TOO_MANY_CONNECTIONS
         if self.per_ip[ip] >= self.max_per_ip:
-            return Reply.of(421, "4.7.0", "Too many connections from your address")
+            return codes.R421_TOO_MANY_FROM_ADDRESS
         # Checked last: closing a session for a client refused anyway would be a loss.
         if full and not self.make_room():
             return codes.R421_TOO_MANY_CONNECTIONS
