@@ -27,17 +27,22 @@ def _builds_reply(call: ast.Call) -> bool:
     return isinstance(func, ast.Name) and func.id in {"Reply", "R"}
 
 
+def _is_name(call: ast.Call, name: str) -> bool:
+    return isinstance(call.func, ast.Name) and call.func.id == name
+
+
 def fixed_replies_outside_codes() -> list[str]:
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
         if path in HOME:
             continue
         for node in ast.walk(ast.parse(path.read_text("utf-8"), str(path))):
-            if (
-                isinstance(node, ast.Call)
-                and _builds_reply(node)
-                and node.args
-                and all(isinstance(arg, ast.Constant) for arg in node.args)
+            if not isinstance(node, ast.Call):
+                continue
+            # _commands._error(code, enhanced, text, line): a reply plus the command line.
+            args = node.args[:3] if _is_name(node, "_error") else node.args
+            if (_builds_reply(node) or _is_name(node, "_error")) and (
+                args and all(isinstance(arg, ast.Constant) for arg in args)
             ):
                 found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
     return found
