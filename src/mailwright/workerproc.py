@@ -43,7 +43,6 @@ from mailwright.supervisor import CONFIG_HEADER, REOPEN_LINE
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 STDIN_FD = 0
-READ_SIZE = 64 * 1024
 # Signals that make a process reopen its mail log (SIGHUP: the server also reloads
 # its certificates); ignored until the log exists, so an early one does not kill us.
 REOPEN_SIGNALS = (signal.SIGUSR1, signal.SIGHUP)

@@ -3,17 +3,20 @@ sizes, readable by other software."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import mailbox
 import os
 import re
 import stat
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import pytest
 
-from mailwright.delivery import maildir as maildir_mod
+from mailwright.delivery import batch as batch_mod
+from mailwright.delivery.batch import MaildirBatcher
 from mailwright.delivery.maildir import (
     Maildir,
     maildir_form,
@@ -30,6 +33,12 @@ NAME_RE = re.compile(
     r"^(?P<sec>\d+)\.M(?P<usec>\d{1,6})P(?P<pid>\d+)Q(?P<q>\d+)R(?P<rand>[0-9a-f]{16})"
     r"\.(?P<host>[^/:,]+),S=(?P<size>\d+),W=(?P<vsize>\d+)$"
 )
+
+
+def deliver(md: Maildir, data: bytes) -> str:
+    """One delivery as the local agent makes it: ``Maildir.stage`` in a batch, then the
+    batch's fsync of ``new/``; the file name once that sync is done."""
+    return asyncio.run(MaildirBatcher().deliver(md, partial(md.stage, data)))
 
 
 @pytest.fixture
@@ -50,7 +59,7 @@ def test_ensure_creates_private_dirs(tmp_path: Path) -> None:
 
 
 def test_deliver_lands_in_new(md: Maildir) -> None:
-    name = md.deliver(MESSAGE)
+    name = deliver(md, MESSAGE)
     path = md.root / "new" / name
     assert path.read_bytes() == MESSAGE_LF
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -59,7 +68,7 @@ def test_deliver_lands_in_new(md: Maildir) -> None:
 
 
 def test_name_parses_and_carries_size(md: Maildir) -> None:
-    name = md.deliver(MESSAGE)
+    name = deliver(md, MESSAGE)
     match = NAME_RE.match(name)
     assert match, name
     assert int(match["size"]) == len(MESSAGE_LF) == (md.root / "new" / name).stat().st_size
@@ -84,7 +93,7 @@ EXACT_FILE = (
 
 def test_maildir_file_has_lf_line_endings(md: Maildir) -> None:
     """Issue 8 item 2: every CRLF of the wire form becomes LF, every other octet stays."""
-    name = md.deliver(EXACT_WIRE)
+    name = deliver(md, EXACT_WIRE)
     assert (md.root / "new" / name).read_bytes() == EXACT_FILE
     assert maildir_form(MESSAGE) == MESSAGE_LF
 
@@ -92,7 +101,7 @@ def test_maildir_file_has_lf_line_endings(md: Maildir) -> None:
 def test_maildir_name_carries_file_size_and_crlf_size(md: Maildir) -> None:
     """``S=`` is the size of the LF file, ``W=`` the RFC822.SIZE: the CRLF size."""
     for wire in (MESSAGE, EXACT_WIRE, b"Subject: empty body\r\n\r\n", b"x"):
-        name = md.deliver(wire)
+        name = deliver(md, wire)
         match = NAME_RE.match(name)
         assert match, name
         size = (md.root / "new" / name).stat().st_size
@@ -106,7 +115,7 @@ def test_bare_line_endings_from_bdat_are_kept(md: Maildir) -> None:
     are converted; a bare LF or CR stays as it came, and ``W=`` counts the file as
     Dovecot does: each LF without a CR before it is one more octet."""
     wire = b"Subject: b\r\n\r\nbare\nlf\rcr\r\r\nend\r\n"
-    name = md.deliver(wire)
+    name = deliver(md, wire)
     data = (md.root / "new" / name).read_bytes()
     assert data == b"Subject: b\n\nbare\nlf\rcr\r\nend\n"
     # As IMAP shows it: Subject: b CRLF CRLF bare CRLF lf CR cr CRLF end CRLF.
@@ -141,15 +150,15 @@ def test_hostname_escaped() -> None:
 def test_unique_names_for_rapid_deliveries(md: Maildir, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "fsync", lambda fd: None)  # names, not disks, are under test
     with ThreadPoolExecutor(8) as pool:
-        names = list(pool.map(lambda i: md.deliver(b"msg %d\r\n" % i), range(1000)))
+        names = list(pool.map(lambda i: md.stage(b"msg %d\r\n" % i), range(1000)))
     assert len(set(names)) == 1000
     assert len(os.listdir(md.root / "new")) == 1000
     assert os.listdir(md.root / "tmp") == []
 
 
 def test_readable_by_stdlib_mailbox(md: Maildir) -> None:
-    first = md.deliver(MESSAGE)
-    md.deliver(b"Subject: second\r\n\r\nBody 2\r\n")
+    first = deliver(md, MESSAGE)
+    deliver(md, b"Subject: second\r\n\r\nBody 2\r\n")
     reader = mailbox.Maildir(str(md.root), factory=None, create=False)
     keys = sorted(reader.keys())
     assert len(keys) == 2
@@ -173,7 +182,7 @@ def test_fsync_failure_leaves_no_debris(md: Maildir, monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(os, "fsync", enospc)
     with pytest.raises(OSError) as info:
-        md.deliver(MESSAGE)
+        deliver(md, MESSAGE)
     assert info.value.errno == errno.ENOSPC
     _assert_clean(md)
 
@@ -184,7 +193,7 @@ def test_write_failure_leaves_no_debris(md: Maildir, monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(os, "write", eio)
     with pytest.raises(OSError):
-        md.deliver(MESSAGE)
+        deliver(md, MESSAGE)
     _assert_clean(md)
 
 
@@ -194,7 +203,7 @@ def test_link_failure_leaves_no_debris(md: Maildir, monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(os, "link", eio)
     with pytest.raises(OSError):
-        md.deliver(MESSAGE)
+        deliver(md, MESSAGE)
     _assert_clean(md)
 
 
@@ -202,9 +211,9 @@ def test_dir_fsync_failure_removes_new_file(md: Maildir, monkeypatch: pytest.Mon
     def eio(path: object) -> None:
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(maildir_mod, "fsync_dir", eio)
+    monkeypatch.setattr(batch_mod, "fsync_dir", eio)
     with pytest.raises(OSError):
-        md.deliver(MESSAGE)
+        deliver(md, MESSAGE)
     _assert_clean(md)  # a retry must not produce a duplicate
 
 
@@ -213,7 +222,7 @@ def test_no_hard_links_falls_back_to_rename(md: Maildir, monkeypatch: pytest.Mon
         raise OSError(errno.EPERM, "Operation not permitted")
 
     monkeypatch.setattr(os, "link", eperm)
-    name = md.deliver(MESSAGE)
+    name = deliver(md, MESSAGE)
     assert (md.root / "new" / name).read_bytes() == MESSAGE_LF
     assert os.listdir(md.root / "tmp") == []
 

@@ -26,7 +26,6 @@ from helpers.procs import wait_until
 from helpers.servers import EXAMPLE, HOST, SubprocessServer, in_maildir
 from helpers.wire import READ_TIMEOUT, RawSMTP, message
 from mailwright.net.fdlimit import fds_needed
-from mailwright.net.stress import R421_MAKING_ROOM
 from mailwright.smtp import codes
 
 SENDER = "sender@remote.test"
@@ -199,7 +198,7 @@ def test_idle_sessions_make_room_for_a_new_client_at_the_cap(
             assert newcomer.cmd("QUIT").matches(codes.R221_BYE)
         closed = [i for i, raw in enumerate(held) if unsolicited(raw, 0.2)]
         assert len(closed) == 1, [held[i].buf for i in closed]
-        assert held[closed[0]].buf == R421_MAKING_ROOM.to_bytes()
+        assert held[closed[0]].buf == codes.R421_MAKING_ROOM.to_bytes()
         assert held[closed[0]].closed_by_peer()
         if not processes:  # one process: exactly the oldest idle one
             assert closed == [1]

@@ -17,11 +17,10 @@ from helpers.servers import build_config
 from mailwright.accounts.users import UserStore
 from mailwright.app import build_directory, build_pipeline
 from mailwright.config import ListenerConfig, ListenerRole
-from mailwright.policy.builtin.submission import R530_AUTH_REQUIRED, R553_SENDER_NOT_OWNED
 from mailwright.policy.context import SessionContext
 from mailwright.policy.pipeline import Pipeline, Stage
 from mailwright.policy.verdict import Continue, Reject, Verdict
-from mailwright.smtp import Address, MailFrom
+from mailwright.smtp import Address, MailFrom, codes
 
 LOGIN = "alice@example.test"
 EXTRA_ADDRESS = "a.smith@example.test"
@@ -68,7 +67,7 @@ def test_mail_before_auth_on_a_submission_listener_is_530_5_7_0(
     pipeline: Pipeline, listener: ListenerConfig
 ) -> None:
     verdict = mail(pipeline, listener_session(listener), "alice@example.test")
-    assert isinstance(verdict, Reject) and verdict.reply == R530_AUTH_REQUIRED
+    assert isinstance(verdict, Reject) and verdict.reply == codes.R530_AUTH_REQUIRED
     assert verdict.reply.enhanced == "5.7.0"
 
 
@@ -82,7 +81,7 @@ def test_require_auth_follows_the_listener_setting(pipeline: Pipeline) -> None:
     assert isinstance(verdict, Continue)
     strict_inbound = ListenerConfig(role=ListenerRole.INBOUND, require_auth=True)
     verdict = mail(pipeline, listener_session(strict_inbound), "x@remote.test")
-    assert isinstance(verdict, Reject) and verdict.reply == R530_AUTH_REQUIRED
+    assert isinstance(verdict, Reject) and verdict.reply == codes.R530_AUTH_REQUIRED
 
 
 @pytest.mark.parametrize("sender", [LOGIN, "ALICE@Example.Test", EXTRA_ADDRESS, None])
@@ -96,7 +95,7 @@ def test_a_user_may_send_as_its_own_addresses_and_the_null_sender(
 @pytest.mark.parametrize("sender", ["bob@example.test", "alice@elsewhere.test"])
 def test_a_user_may_not_send_as_someone_else(pipeline: Pipeline, sender: str) -> None:
     verdict = mail(pipeline, listener_session(SUBMISSION, auth_user=LOGIN), sender)
-    assert isinstance(verdict, Reject) and verdict.reply == R553_SENDER_NOT_OWNED
+    assert isinstance(verdict, Reject) and verdict.reply == codes.R553_SENDER_NOT_OWNED
     assert verdict.reply.code == 553 and verdict.reply.enhanced == "5.7.1"
     assert verdict.reason == f"{LOGIN} may not send as {sender}"
 

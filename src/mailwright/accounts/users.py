@@ -3,7 +3,7 @@
 A user has a login, which is its primary address, and optionally more addresses
 (aliases it may use as sender: sender-login matching asks ``owns_address``).  An
 address belongs to at most one user, so ``user_for_address`` is unambiguous.  Logins
-and addresses are normalised with ``mailwright.smtp._sasl.normalize_username`` (NFC,
+and addresses are normalised with ``mailwright.smtp.normalize_username`` (NFC,
 lower case, IDNA A-label domain) so the store and the SASL mechanisms agree.
 
 Secrets, per user (nothing here is the plaintext password, except the opt-in CRAM-MD5
@@ -33,7 +33,7 @@ File format: ``<data_dir>/users.json``, mode 0600::
 Why one JSON file: user lists are small (hundreds, not millions), the file is
 human-inspectable and diffable, its secret formats are the ones Dovecot (``{ARGON2ID}``)
 and PostgreSQL/LDAP (RFC 5803) read, and rewriting it whole through
-``mailwright.spool.atomic.write_atomic`` gives atomic, durable updates with no
+``mailwright.fs.durable.write_atomic`` gives atomic, durable updates with no
 database.  Writers (``mailwright user ...``) serialise through an ``flock`` on
 ``users.json.lock`` and re-read the file under the lock, so two concurrent commands
 cannot lose each other's change.  The running server calls ``_refresh`` before each
@@ -77,19 +77,20 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from mailwright.smtp._address import AddressError, parse_path
-from mailwright.smtp._sasl import (
+from mailwright.fs.durable import FILE_MODE, ensure_dir, write_atomic
+from mailwright.smtp import (
     CRAM_MD5,
     DEFAULT_SCRAM_ITERATIONS,
     LOGIN,
     MAX_SASL_FIELD,
     PLAIN,
     SCRAM_SHA_256,
+    AddressError,
     ScramKeys,
     make_scram_keys,
     normalize_username,
+    parse_path,
 )
-from mailwright.spool.atomic import FILE_MODE, ensure_dir, write_atomic
 
 log = logging.getLogger(__name__)
 

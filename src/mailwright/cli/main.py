@@ -9,21 +9,8 @@ from pathlib import Path
 import click
 
 from mailwright import __version__
-from mailwright.config import Config, ConfigError, load_config, parse_listen, with_overrides
-
-# Exit status for configuration errors (as sysexits' EX_USAGE family; the issue asks 2).
-EXIT_CONFIG = 2
-
-
-def load_or_exit(path: Path | None) -> Config:
-    if path is None:
-        return Config.embedded()
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        for line in str(exc).splitlines():
-            click.echo(f"mailwright: {line}", err=True)
-        sys.exit(EXIT_CONFIG)
+from mailwright.cli.configload import EXIT_CONFIG, load_or_exit
+from mailwright.config import Config, ConfigError, parse_listen, with_overrides
 
 
 def _override_or_exit(config: Config, listen: tuple[str, ...], data_dir: Path | None) -> Config:

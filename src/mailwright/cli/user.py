@@ -24,6 +24,7 @@ from typing import NoReturn
 import click
 
 from mailwright.accounts.users import UserError, UserStore
+from mailwright.cli.configload import EXIT_CONFIG, load_or_exit
 from mailwright.net.privileges import PrivilegeError, account_ids
 
 CRAM_HELP = (
@@ -49,15 +50,11 @@ stdin_option = click.option(
 
 
 def _fail(message: str) -> NoReturn:
-    from mailwright.cli.main import EXIT_CONFIG  # here: main imports this module
-
     click.echo(f"mailwright: {message}", err=True)
     sys.exit(EXIT_CONFIG)
 
 
 def _store(config_path: Path | None) -> UserStore:
-    from mailwright.cli.main import load_or_exit  # here: main imports this module
-
     config = load_or_exit(config_path)
     try:
         owner = account_ids(config.process) if os.geteuid() == 0 else None

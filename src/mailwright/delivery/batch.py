@@ -13,7 +13,7 @@ spool's group commit does (DESIGN principle 7):
   fsynced, linked into ``new/``) and then fsyncs each ``new/`` it touched *once*;
 * while the lanes are busy, jobs accumulate into the next batch, so a burst costs a
   few hops and directory fsyncs per batch, not per message, and a lone message pays
-  the same two fsyncs as ``Maildir.deliver``.
+  two fsyncs (its file, then ``new/``).
 
 **Durability** (DESIGN principle 3): a job's future resolves with its file name only
 after its own file was fsynced before the link (``stage``) *and* an fsync of its
@@ -45,7 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from mailwright.delivery.maildir import Maildir
-from mailwright.spool.atomic import fsync_dir
+from mailwright.fs.durable import fsync_dir
 
 # Batches in flight at once.  A lane fsyncs its files one after the other, so one
 # lane would cap throughput at 1 / fsync latency on a slow disk; two keep the disk

@@ -39,7 +39,7 @@ from mailwright.accounts.directory import LocalDirectory, Mailbox
 from mailwright.delivery.base import DeliveryResult
 from mailwright.delivery.batch import MaildirBatcher
 from mailwright.delivery.maildir import Maildir, maildir_path
-from mailwright.smtp import Reply
+from mailwright.smtp import Reply, codes
 from mailwright.spool.model import Recipient, SpooledMessage
 
 log = logging.getLogger(__name__)
@@ -48,12 +48,6 @@ MAIL_SUBDIR = "mail"  # Maildirs live in <data_dir>/mail/<domain>/<mailbox>
 # Maildir objects kept per mailbox; beyond this (a huge catch-all) they are rebuilt.
 MAILDIR_CACHE_MAX = 10_000
 
-REPLY_DELIVERED = Reply.of(250, "2.0.0", "Delivered to maildir")
-REPLY_UNKNOWN_USER = Reply.of(550, "5.1.1", "No such user here")
-REPLY_NOT_LOCAL = Reply.of(550, "5.1.2", "Domain is not handled by local delivery")
-REPLY_MAILBOX_FULL = Reply.of(452, "4.2.2", "Mailbox full, will retry")
-REPLY_SYSTEM_FULL = Reply.of(452, "4.3.1", "Mail system full, will retry")
-REPLY_LOCAL_ERROR = Reply.of(451, "4.3.0", "Local delivery failed, will retry")
 
 _QUOTA_ERRNOS = frozenset({getattr(errno, "EDQUOT", -1)})
 _FULL_ERRNOS = frozenset({errno.ENOSPC})
@@ -68,10 +62,10 @@ def failure_reply(exc: BaseException) -> Reply:
     """The temporary reply for a storage error; unknown errors are temporary too."""
     err = getattr(exc, "errno", None)
     if err in _QUOTA_ERRNOS:
-        return REPLY_MAILBOX_FULL
+        return codes.R452_MAILBOX_FULL
     if err in _FULL_ERRNOS:
-        return REPLY_SYSTEM_FULL
-    return REPLY_LOCAL_ERROR
+        return codes.R452_SYSTEM_FULL
+    return codes.R451_DELIVERY_FAILED
 
 
 def _header_value(value: str) -> str:
@@ -139,7 +133,7 @@ class LocalDeliveryAgent:
         except Exception as exc:  # never raise for one mailbox: report it
             log.warning("delivery to %s failed: %r", mailbox.address, exc)
             return DeliveryResult(failure_reply(exc), f"{mailbox.address}: {exc}")
-        return DeliveryResult(REPLY_DELIVERED, os.path.join(maildir.new_dir, name))
+        return DeliveryResult(codes.R250_DELIVERED, os.path.join(maildir.new_dir, name))
 
     async def deliver(
         self, message: SpooledMessage, body: bytes, recipients: list[Recipient]
@@ -152,11 +146,11 @@ class LocalDeliveryAgent:
                 continue  # the same RCPT twice: one result
             domain = address.rpartition("@")[2] if "@" in address else None
             if domain is not None and not self.directory.is_local_domain(domain):
-                results[address] = DeliveryResult(REPLY_NOT_LOCAL, f"{domain} is not local")
+                results[address] = DeliveryResult(codes.R550_NOT_LOCAL, f"{domain} is not local")
                 continue
             mailboxes = self.directory.resolve(address)
             if mailboxes is None:
-                results[address] = DeliveryResult(REPLY_UNKNOWN_USER, "unknown recipient")
+                results[address] = DeliveryResult(codes.R550_UNKNOWN_MAILBOX, "unknown recipient")
             else:
                 plan[address] = mailboxes
 
@@ -177,6 +171,6 @@ class LocalDeliveryAgent:
                 results[address] = failed[0]
             else:
                 results[address] = DeliveryResult(
-                    REPLY_DELIVERED, " ".join(r.reason for r in outcomes)
+                    codes.R250_DELIVERED, " ".join(r.reason for r in outcomes)
                 )
         return results

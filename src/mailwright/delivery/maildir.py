@@ -2,9 +2,9 @@
 
 A delivery creates a uniquely named file in ``tmp/``, writes and fsyncs it, hard-links
 it into ``new/`` (falling back to ``rename`` on file systems without hard links),
-removes the ``tmp/`` name and fsyncs ``new/``.  Only then does ``deliver`` return, so
+removes the ``tmp/`` name and fsyncs ``new/``.  Only then is it delivered, so
 the delivery agent reports success only for mail that survives a crash (DESIGN
-principle 3).  The fsyncs go through ``mailwright.spool.atomic``, the one helper for
+principle 3).  The fsyncs go through ``mailwright.fs.durable``, the one helper for
 durable writes.
 
 **Line endings.**  A Maildir file holds the message with LF line endings, as Postfix's
@@ -52,7 +52,7 @@ import threading
 import time
 from pathlib import Path
 
-from mailwright.spool.atomic import DIR_MODE, FILE_MODE, ensure_dir, fsync_dir, write_durable
+from mailwright.fs.durable import DIR_MODE, FILE_MODE, ensure_dir, write_durable
 
 MAILDIR_SUBDIRS = ("tmp", "new", "cur")
 RANDOM_BITS = 64  # in the R field, as 16 hex digits
@@ -142,31 +142,14 @@ class Maildir:
         for sub in MAILDIR_SUBDIRS:
             ensure_dir(self.root / sub, DIR_MODE)
 
-    def deliver(self, data: bytes) -> str:
-        """Store message ``data`` (wire form, CRLF) durably in ``new/`` with LF line
-        endings and return the file name.
-
-        ``stage`` then one fsync of ``new/``.  Raises OSError (ENOSPC, EDQUOT, EIO,
-        EACCES...) on failure, after removing what it wrote: a failed delivery leaves
-        nothing in ``tmp/`` and nothing in ``new/`` (the caller will retry, and a retry
-        must not create a duplicate).
-        """
-        name = self.stage(data)
-        try:
-            fsync_dir(self.new_dir)
-        except BaseException:
-            self.unstage(name)
-            raise
-        return name
-
     def stage(self, data: bytes) -> str:
         """Write message ``data`` (wire form, CRLF) to ``tmp/`` with LF line endings,
         fsync it, link it into ``new/``; return its name.
 
         Everything but the final fsync of ``new/``: the message is *not* durable yet,
         and must not be reported delivered until a ``fsync_dir(new_dir)`` that starts
-        after this returns has succeeded (``deliver``, or ``batch.MaildirBatcher``
-        which syncs ``new/`` once for every message staged into it meanwhile).  If that
+        after this returns has succeeded (``batch.MaildirBatcher`` syncs ``new/`` once
+        for every message staged into it meanwhile).  If that
         sync fails, ``unstage`` the name.  On failure here nothing is left in ``tmp/``
         or ``new/``.  The file is fsynced *before* the link, as the spec requires: a
         crash never leaves a partial file in ``new/``, where readers would see it.

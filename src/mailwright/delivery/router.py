@@ -22,12 +22,10 @@ from enum import StrEnum
 
 from mailwright.accounts.directory import LocalDirectory
 from mailwright.delivery.base import DeliveryAgent, DeliveryResult
-from mailwright.smtp import Reply
+from mailwright.smtp import Reply, codes
 from mailwright.spool.model import Recipient, SpooledMessage
 
 log = logging.getLogger(__name__)
-
-REPLY_AGENT_ERROR = Reply.of(451, "4.3.0", "Delivery agent error, will retry")
 
 
 class Route(StrEnum):
@@ -108,7 +106,7 @@ class Router:
         merged: dict[str, DeliveryResult] = {}
         for rcpt in recipients:
             merged[rcpt.address] = results.get(rcpt.address) or DeliveryResult(
-                REPLY_AGENT_ERROR, reason
+                codes.R451_AGENT_ERROR, reason
             )
         return merged
 

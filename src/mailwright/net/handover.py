@@ -62,7 +62,7 @@ from mailwright.config import Config, ListenerConfig
 from mailwright.net.listener import LISTEN_BACKLOG, ConnectionLimits
 from mailwright.obs.maillog import MailLog
 from mailwright.policy.authguard import AuthGuard
-from mailwright.smtp import Reply
+from mailwright.smtp import Reply, codes
 from mailwright.supervisor import HEALTHY_AFTER, RESTART_DELAYS, config_frame
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,6 @@ START_TIMEOUT = 30.0
 # After the shutdown grace: how long session processes may take to exit before SIGKILL.
 STOP_MARGIN = 10.0
 # No session process could take the connection (all busy restarting or not reading).
-R421_NO_SESSION_PROCESS = Reply.of(421, "4.3.2", "Service not available, try again later")
 
 
 class HandoverError(Exception):
@@ -456,7 +455,9 @@ class HandoverListener:
             left = self.processes.hand_over(self.index, admitted, over_cap=over_cap)
             for conn, ip in left:
                 self.limits.release(ip)
-                self._refuse(conn, ip, R421_NO_SESSION_PROCESS, "no session process available")
+                self._refuse(
+                    conn, ip, codes.R421_NO_SESSION_PROCESS, "no session process available"
+                )
 
     def _refuse(self, conn: socket.socket, ip: str, refusal: Reply, reason: str) -> None:
         conn.setblocking(False)

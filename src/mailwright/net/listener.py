@@ -21,14 +21,13 @@ from mailwright.config import ListenerConfig
 from mailwright.net.inbound.session import InboundSession
 from mailwright.net.services import SessionServices
 from mailwright.net.stress import MAX_EVICTIONS_IN_FLIGHT, STRESS_THRESHOLD
+from mailwright.net.tls import TLS_HANDSHAKE_TIMEOUT
 from mailwright.smtp import Reply, codes
 
 log = logging.getLogger(__name__)
 
 # The kernel's accept queue; Postfix uses 100 by default, busy MXs raise it.
 LISTEN_BACKLOG = 1024
-# The implicit-TLS handshake must finish within this (RFC 8314 gives no figure).
-TLS_HANDSHAKE_TIMEOUT = 60.0
 # After a failed accept() (e.g. EMFILE) wait this long before the next one.
 ACCEPT_ERROR_PAUSE = 0.1
 # The timeout watchdog runs every quarter of the shortest timeout, within these bounds.
@@ -67,7 +66,7 @@ class ConnectionLimits:
         if full and self.total >= self.max_total + MAX_EVICTIONS_IN_FLIGHT:
             return codes.R421_TOO_MANY_CONNECTIONS
         if self.per_ip[ip] >= self.max_per_ip:
-            return Reply.of(421, "4.7.0", "Too many connections from your address")
+            return codes.R421_TOO_MANY_FROM_ADDRESS
         # Checked last: closing a session for a client refused anyway would be a loss.
         if full and not self.make_room():
             return codes.R421_TOO_MANY_CONNECTIONS

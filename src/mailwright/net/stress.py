@@ -15,8 +15,6 @@ over with the request to make room for it.
 
 from __future__ import annotations
 
-from mailwright.smtp import Reply
-
 # Stress mode while open connections >= this share of smtp.max_connections.
 STRESS_THRESHOLD = 0.8
 # Under stress, the error reply that reaches this count is 421 and closes (Postfix's
@@ -26,6 +24,3 @@ STRESS_MAX_ERRORS = 2
 # them; each of those closes releases a slot within moments (at most the lingering
 # close, inbound.LINGER_SECONDS).  Beyond it, new clients are refused as before.
 MAX_EVICTIONS_IN_FLIGHT = 8
-
-# RFC 5321 §3.8: a server closing a session it cannot continue says 421.
-R421_MAKING_ROOM = Reply.of(421, "4.7.0", "Server busy, closing idle connection")

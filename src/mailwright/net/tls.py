@@ -69,7 +69,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mailwright.config import TlsConfig
-from mailwright.spool.atomic import ensure_dir, write_atomic
+from mailwright.fs.durable import ensure_dir, write_atomic
 
 __all__ = [
     "MODERN_TLS12_CIPHERS",
@@ -97,6 +97,10 @@ _OPTIONS = (
     | getattr(ssl, "OP_NO_RENEGOTIATION", 0)
 )
 
+# How long a TLS handshake may take, for STARTTLS (RFC 3207) and implicit TLS (RFC
+# 8314) alike; neither RFC gives a figure.  Postfix's smtpd_starttls_timeout is 300 s:
+# a minute is plenty on today's links and frees the slot sooner.
+TLS_HANDSHAKE_TIMEOUT = 60.0
 SELF_SIGNED_DIR = "tls"
 SELF_SIGNED_KEY = "selfsigned.key"
 SELF_SIGNED_CERT = "selfsigned.crt"

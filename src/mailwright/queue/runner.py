@@ -82,7 +82,7 @@ from mailwright.queue.agent import DeliveryAgent, DeliveryResult
 from mailwright.queue.bounces import BounceNotStored, queue_bounce
 from mailwright.queue.events import EventCallback
 from mailwright.queue.outcome import apply_results, history
-from mailwright.smtp import Reply
+from mailwright.smtp import codes
 from mailwright.spool.model import (
     Claimed,
     RecipientState,
@@ -121,10 +121,6 @@ LEASE_RENEWALS = 5
 # Who holds a lease: stable across restarts of this node, so a restarted runner takes
 # its own leases back at once (``release(owner)``) instead of waiting out LEASE.
 DEFAULT_OWNER = socket.gethostname() or "localhost"
-
-AGENT_FAILED = Reply.of(451, "4.3.0", "Temporary delivery failure, will retry")
-NO_RESULT = Reply.of(451, "4.3.0", "Delivery agent gave no result, will retry")
-BODY_UNREADABLE = Reply.of(451, "4.3.0", "Queued message unreadable, will retry")
 
 
 class QueueRunner:
@@ -457,14 +453,14 @@ class QueueRunner:
         qid = message.queue_id
         pending = message.pending
         results: dict[str, DeliveryResult] = {}
-        fallback = DeliveryResult(AGENT_FAILED)
+        fallback = DeliveryResult(codes.R451_AGENT_FAILED)
         if pending:
             try:
                 if body is None:
                     body = await self._store.read_body(qid)
             except SpoolError as exc:
                 log.error("%s: %s", qid, exc)
-                fallback = DeliveryResult(BODY_UNREADABLE, str(exc))
+                fallback = DeliveryResult(codes.R451_BODY_UNREADABLE, str(exc))
             else:
                 results, fallback = await self._deliver(message, body, pending)
         tried = apply_results(
@@ -503,13 +499,15 @@ class QueueRunner:
                 )
         except TimeoutError:
             reason = f"delivery attempt timed out after {self._attempt_timeout:.0f} s"
-            return {}, DeliveryResult(AGENT_FAILED, reason)
+            return {}, DeliveryResult(codes.R451_AGENT_FAILED, reason)
         except Exception as exc:
             log.warning("%s: delivery agent raised %r", message.queue_id, exc)
-            return {}, DeliveryResult(AGENT_FAILED, f"agent error: {exc!r}")
+            return {}, DeliveryResult(codes.R451_AGENT_FAILED, f"agent error: {exc!r}")
         if not isinstance(results, dict):
-            return {}, DeliveryResult(AGENT_FAILED, f"agent returned {type(results).__name__}")
-        return results, DeliveryResult(NO_RESULT, "no result for this recipient")
+            return {}, DeliveryResult(
+                codes.R451_AGENT_FAILED, f"agent returned {type(results).__name__}"
+            )
+        return results, DeliveryResult(codes.R451_NO_RESULT, "no result for this recipient")
 
     async def _bounce(
         self, message: SpooledMessage, failed: list[RecipientState], body: bytes | None

@@ -103,7 +103,7 @@ def _param_error(exc: ParamError, line: bytes) -> CommandError:
 def _parse_mail(arg: str, line: bytes, ctx: ParseContext) -> Event:
     parts = _split_path_and_params(arg, "FROM:")
     if parts is None:
-        return _error(501, "5.5.4", "Syntax: MAIL FROM:<address>", line)
+        return CommandError(codes.R501_MAIL_SYNTAX, line)
     try:
         params = parse_mail_params(parts[1], ctx.extensions)
     except ParamError as exc:
@@ -120,7 +120,7 @@ def _parse_mail(arg: str, line: bytes, ctx: ParseContext) -> Event:
 def _parse_rcpt(arg: str, line: bytes, ctx: ParseContext) -> Event:
     parts = _split_path_and_params(arg, "TO:")
     if parts is None:
-        return _error(501, "5.5.4", "Syntax: RCPT TO:<address>", line)
+        return CommandError(codes.R501_RCPT_SYNTAX, line)
     try:
         params = parse_rcpt_params(parts[1], ctx.extensions)
     except ParamError as exc:
@@ -147,12 +147,12 @@ def _parse_bdat(arg: str, line: bytes, ctx: ParseContext) -> Event:
     # how many octets follow, so it cannot stay in step (RFC 3030 §2).
     words = arg.split()
     if not 1 <= len(words) <= 2 or not _is_number(words[0]) or len(words[0]) > 10:
-        return _error(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]", line)
+        return CommandError(codes.R501_BDAT_SYNTAX, line)
     if len(words) == 2 and words[1].upper() != "LAST":
-        return _error(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]", line)
+        return CommandError(codes.R501_BDAT_SYNTAX, line)
     size = int(words[0])
     if size > MAX_BDAT_CHUNK:
-        return _error(552, "5.3.4", "BDAT chunk too large", line)
+        return CommandError(codes.R552_BDAT_TOO_LARGE, line)
     return Bdat(size, last=len(words) == 2)
 
 
@@ -163,7 +163,7 @@ def _is_number(text: str) -> bool:
 def _parse_auth(arg: str, line: bytes, ctx: ParseContext) -> Event:
     words = arg.split()
     if not 1 <= len(words) <= 2:
-        return _error(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]", line)
+        return CommandError(codes.R501_AUTH_SYNTAX, line)
     initial: bytes | None = None
     if len(words) == 2:
         if words[1] == "=":
@@ -171,7 +171,7 @@ def _parse_auth(arg: str, line: bytes, ctx: ParseContext) -> Event:
         else:
             decoded = decode_base64(words[1])
             if decoded is None:
-                return _error(501, "5.5.2", "Invalid base64 in initial response", line)
+                return CommandError(codes.R501_BAD_INITIAL_RESPONSE, line)
             initial = decoded
     return Auth(words[0].upper(), initial)
 
@@ -190,7 +190,7 @@ def parse_auth_response(line: bytes) -> Event:
         return AuthResponse(None)
     decoded = decode_base64(text)
     if decoded is None:
-        return _error(501, "5.5.2", "Invalid base64 in AUTH response", line)
+        return CommandError(codes.R501_BAD_AUTH_RESPONSE, line)
     return AuthResponse(decoded)
 
 
@@ -206,10 +206,10 @@ _PARSERS: dict[str, Callable[[str, bytes, ParseContext], Event]] = {
     "STARTTLS": _no_argument(StartTls(), "STARTTLS"),
     "NOOP": lambda a, line, c: Noop(a.strip()),
     "VRFY": lambda a, line, c: (
-        Vrfy(a.strip()) if a.strip() else _error(501, "5.5.4", "Syntax: VRFY address", line)
+        Vrfy(a.strip()) if a.strip() else CommandError(codes.R501_VRFY_SYNTAX, line)
     ),
     "EXPN": lambda a, line, c: (
-        Expn(a.strip()) if a.strip() else _error(501, "5.5.4", "Syntax: EXPN mailing-list", line)
+        Expn(a.strip()) if a.strip() else CommandError(codes.R501_EXPN_SYNTAX, line)
     ),
     "HELP": lambda a, line, c: Help(a.strip()),
     "AUTH": _parse_auth,
@@ -218,10 +218,6 @@ _PARSERS: dict[str, Callable[[str, bytes, ParseContext], Event]] = {
 COMMANDS = tuple(_PARSERS)
 # RFC 5321 §4.5.3.1.4: only MAIL and RCPT carry extension parameters.
 EXTENDED_VERBS = frozenset({"MAIL", "RCPT"})
-
-
-def command_verb(line: bytes) -> str:
-    return line.split(b" ", 1)[0].decode("ascii", "replace").upper()
 
 
 def parse_command(line: bytes, ctx: ParseContext) -> Event:

@@ -10,6 +10,7 @@ from mailwright.smtp._replies import Reply
 R = Reply.of
 
 # 2xx
+R220_STARTTLS_READY = R(220, "2.0.0", "Ready to start TLS")
 R221_BYE = R(221, "2.0.0", "Bye")
 R235_AUTH_OK = R(235, "2.7.0", "Authentication successful")
 R250_OK = R(250, "2.0.0", "Ok")
@@ -24,7 +25,13 @@ R354_START_DATA = R(354, "", "End data with <CR><LF>.<CR><LF>")
 R421_SHUTTING_DOWN = R(421, "4.3.2", "Server shutting down, try again later")
 R421_TOO_MANY_ERRORS = R(421, "4.7.0", "Too many errors, closing connection")
 R421_TOO_MANY_CONNECTIONS = R(421, "4.7.0", "Too many connections, try again later")
+R421_TOO_MANY_FROM_ADDRESS = R(421, "4.7.0", "Too many connections from your address")
 R421_TIMEOUT = R(421, "4.4.2", "Timeout, closing connection")
+R421_NO_SESSION_PROCESS = R(421, "4.3.2", "Service not available, try again later")
+# RFC 5321 §3.8: a server closing a session it cannot continue says 421 (stress mode
+# closes an idle session to make room for a new client).
+R421_MAKING_ROOM = R(421, "4.7.0", "Server busy, closing idle connection")
+R421_LOCAL_ERROR = R(421, "4.3.0", "Local error, closing connection")
 R451_LOCAL_ERROR = R(451, "4.3.0", "Failed to queue message, try again later")
 R451_TEMP_POLICY = R(451, "4.3.0", "Temporary policy failure, try again later")
 # RFC 5321 §4.5.3.1.10: a client that meets the recipient limit is to send the rest in
@@ -37,13 +44,24 @@ R452_TOO_MANY_RECIPIENTS = R(452, "4.5.3", "Too many recipients", counts_as_erro
 # RFC 5321 §4.2.2, RFC 3463 X.3.1 "mail system full" (Postfix queue_minfree).  Our disk,
 # not the client's mistake: not counted, not tarpitted.
 R452_INSUFFICIENT_STORAGE = R(452, "4.3.1", "Insufficient system storage", counts_as_error=False)
+R454_AUTH_BANNED = R(454, "4.7.0", "Too many authentication failures, try again later")
+R454_AUTH_TEMPORARY = R(454, "4.7.0", "Temporary authentication failure")
 
 # 5xx
 R500_UNRECOGNIZED = R(500, "5.5.1", "Command unrecognized")
 R500_LINE_TOO_LONG = R(500, "5.5.2", "Line too long")
 R500_BAD_ENCODING = R(500, "5.5.2", "Invalid characters in command (bare CR or invalid UTF-8)")
-R501_SYNTAX = R(501, "5.5.2", "Syntax error")
-R502_NOT_IMPLEMENTED = R(502, "5.5.1", "Command not implemented")
+R501_AUTH_CANCELLED = R(501, "5.7.0", "Authentication cancelled")
+R501_AUTH_MALFORMED = R(501, "5.5.2", "Malformed authentication response")
+R501_MAIL_SYNTAX = R(501, "5.5.4", "Syntax: MAIL FROM:<address>")
+R501_RCPT_SYNTAX = R(501, "5.5.4", "Syntax: RCPT TO:<address>")
+R501_BDAT_SYNTAX = R(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]")
+R501_AUTH_SYNTAX = R(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]")
+R501_BAD_INITIAL_RESPONSE = R(501, "5.5.2", "Invalid base64 in initial response")
+R501_BAD_AUTH_RESPONSE = R(501, "5.5.2", "Invalid base64 in AUTH response")
+R501_VRFY_SYNTAX = R(501, "5.5.4", "Syntax: VRFY address")
+R501_EXPN_SYNTAX = R(501, "5.5.4", "Syntax: EXPN mailing-list")
+R502_STARTTLS_UNAVAILABLE = R(502, "5.5.1", "STARTTLS not available")
 R502_EXPN_DISABLED = R(502, "5.5.1", "EXPN not available")
 R502_VRFY_DISABLED = R(502, "5.5.1", "VRFY not available")
 R503_BAD_SEQUENCE = R(503, "5.5.1", "Bad sequence of commands")
@@ -55,15 +73,39 @@ R503_ALREADY_AUTHENTICATED = R(503, "5.5.1", "Error: already authenticated")
 R503_TLS_ACTIVE = R(503, "5.5.1", "Error: TLS already active")
 R503_BINARYMIME_NEEDS_BDAT = R(503, "5.5.1", "Error: BODY=BINARYMIME requires BDAT")
 R503_DATA_AFTER_BDAT = R(503, "5.5.1", "Error: DATA not allowed after BDAT")
+R503_AUTH_NOT_ENABLED = R(503, "5.5.1", "Error: authentication not enabled")
+R504_UNKNOWN_MECHANISM = R(504, "5.5.4", "Unrecognized authentication mechanism")
 R521_BARE_LINE_ENDING = R(
     521, "5.5.2", "Error: bare CR or LF in message data (see RFC 5321 section 2.3.8)"
 )
+R530_AUTH_REQUIRED = R(530, "5.7.0", "Authentication required")
+R534_AUTH_TOO_WEAK = R(534, "5.7.9", "Authentication mechanism is too weak for this user")
+R535_BAD_CREDENTIALS = R(535, "5.7.8", "Authentication credentials invalid")
+R538_ENCRYPTION_REQUIRED = R(
+    538, "5.7.11", "Encryption required for requested authentication mechanism"
+)
 R550_NO_SUCH_USER = R(550, "5.1.1", "Recipient address rejected: user unknown")
+R550_NO_SUCH_LIST = R(550, "5.1.1", "No such list or address")
 R550_RELAY_DENIED = R(550, "5.7.1", "Relay access denied")
 R552_TOO_BIG = R(552, "5.3.4", "Message size exceeds fixed maximum message size")
+R552_BDAT_TOO_LARGE = R(552, "5.3.4", "BDAT chunk too large")
 R553_UTF8_NOT_ALLOWED = R(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")
+R553_SENDER_NOT_OWNED = R(553, "5.7.1", "Sender address rejected: not owned by user")
+R553_FROM_NOT_OWNED = R(553, "5.7.1", "From: header address not owned by user")
 R554_EARLY_TALKER = R(554, "5.5.1", "Error: protocol violation: data sent before greeting")
 R554_NO_VALID_RECIPIENTS = R(554, "5.5.1", "Error: no valid recipients")
 # RFC 3463 X.6.0 "other or undefined media error": the content cannot travel as text.
 R554_NUL_IN_DATA = R(554, "5.6.0", "Error: NUL octet in message data (allowed only in BINARYMIME)")
-R555_UNKNOWN_PARAMETER = R(555, "5.5.4", "Unsupported parameter")
+
+# Delivery results (queue runner and delivery agents): they reach the mail log and
+# DSNs (RFC 3464 Diagnostic-Code), never the inbound SMTP wire.
+R250_DELIVERED = R(250, "2.0.0", "Delivered to maildir")
+R451_AGENT_ERROR = R(451, "4.3.0", "Delivery agent error, will retry")
+R451_DELIVERY_FAILED = R(451, "4.3.0", "Local delivery failed, will retry")
+R451_AGENT_FAILED = R(451, "4.3.0", "Temporary delivery failure, will retry")
+R451_NO_RESULT = R(451, "4.3.0", "Delivery agent gave no result, will retry")
+R451_BODY_UNREADABLE = R(451, "4.3.0", "Queued message unreadable, will retry")
+R452_MAILBOX_FULL = R(452, "4.2.2", "Mailbox full, will retry")
+R452_SYSTEM_FULL = R(452, "4.3.1", "Mail system full, will retry")
+R550_UNKNOWN_MAILBOX = R(550, "5.1.1", "No such user here")
+R550_NOT_LOCAL = R(550, "5.1.2", "Domain is not handled by local delivery")

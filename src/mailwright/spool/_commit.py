@@ -37,10 +37,10 @@ from concurrent.futures import wait as wait_all
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mailwright.fs.durable import fsync_dir
 from mailwright.spool import _db
 from mailwright.spool._errors import spool_error
 from mailwright.spool._writer import BodyWriter
-from mailwright.spool.atomic import fsync_dir
 from mailwright.spool.store import SpoolError
 
 log = logging.getLogger("mailwright.spool")

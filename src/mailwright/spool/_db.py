@@ -185,7 +185,7 @@ def connect(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
-    if sys.platform == "darwin":  # pragma: no cover - see atomic.fsync_file
+    if sys.platform == "darwin":  # pragma: no cover - see fs.durable.fsync_file
         conn.execute("PRAGMA fullfsync=ON")
         conn.execute("PRAGMA checkpoint_fullfsync=ON")
     return conn

@@ -46,8 +46,8 @@ from enum import Enum
 from pathlib import Path
 from typing import BinaryIO, NoReturn
 
+from mailwright.fs.durable import fsync_file
 from mailwright.spool._errors import spool_error
-from mailwright.spool.atomic import fsync_file
 from mailwright.spool.store import SpoolError
 
 # Bodies up to this size are kept in memory and stored in the queue database.

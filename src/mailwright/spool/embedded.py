@@ -98,11 +98,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mailwright.fs.durable import create_exclusive, ensure_dir
 from mailwright.spool import _db
 from mailwright.spool._commit import BatchCommitter, Claim, Lease, Op, Put, Remove, Update
 from mailwright.spool._errors import spool_error
 from mailwright.spool._writer import INLINE_BODY_MAX, BodyWriter
-from mailwright.spool.atomic import create_exclusive, ensure_dir
 from mailwright.spool.model import Attempt, Claimed, Envelope, RecipientState, SpooledMessage
 from mailwright.spool.queueid import is_queue_id, new_queue_id
 from mailwright.spool.store import MessageWriter, SpoolError

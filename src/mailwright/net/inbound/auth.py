@@ -34,46 +34,36 @@ from mailwright.accounts.users import UserStore, UsersUnavailable
 from mailwright.net.authqueue import QueueFull
 from mailwright.net.inbound.outcome import Outcome
 from mailwright.net.inbound.view import SessionView
-from mailwright.smtp import Auth, AuthResponse, Reply
-from mailwright.smtp._sasl import (
+from mailwright.smtp import (
     CRAM_MD5,
     SERVER_MECHANISMS,
+    Auth,
     Authenticated,
+    AuthResponse,
     Challenge,
     CheckPassword,
     Failed,
+    Reply,
     SaslServer,
     SaslStep,
     TooWeak,
+    codes,
     may_authorize,
     server_mechanism,
 )
 
 log = logging.getLogger(__name__)
 
-R = Reply.of
-R235_OK = R(235, "2.7.0", "Authentication successful")
-R454_BANNED = R(454, "4.7.0", "Too many authentication failures, try again later")
-R454_TEMPORARY = R(454, "4.7.0", "Temporary authentication failure")
-R501_CANCELLED = R(501, "5.7.0", "Authentication cancelled")
-R501_MALFORMED = R(501, "5.5.2", "Malformed authentication response")
-R503_NOT_ENABLED = R(503, "5.5.1", "Error: authentication not enabled")
-R504_UNKNOWN_MECHANISM = R(504, "5.5.4", "Unrecognized authentication mechanism")
-R534_TOO_WEAK = R(534, "5.7.9", "Authentication mechanism is too weak for this user")
-R535_BAD_CREDENTIALS = R(535, "5.7.8", "Authentication credentials invalid")
-R538_ENCRYPTION_REQUIRED = R(
-    538, "5.7.11", "Encryption required for requested authentication mechanism"
-)
 
 
 # Outcomes of fixed replies (and fixed reasons), built once.
-_OK = Outcome(R235_OK)
-_NOT_ENABLED = Outcome(R503_NOT_ENABLED)
-_UNKNOWN_MECHANISM = Outcome(R504_UNKNOWN_MECHANISM)
-_CANCELLED = Outcome(R501_CANCELLED)
-_MALFORMED = Outcome(R501_MALFORMED)
-_TEMPORARY = Outcome(R454_TEMPORARY)
-_BANNED = Outcome(R454_BANNED, "AUTH from a banned IP")
+_OK = Outcome(codes.R235_AUTH_OK)
+_NOT_ENABLED = Outcome(codes.R503_AUTH_NOT_ENABLED)
+_UNKNOWN_MECHANISM = Outcome(codes.R504_UNKNOWN_MECHANISM)
+_CANCELLED = Outcome(codes.R501_AUTH_CANCELLED)
+_MALFORMED = Outcome(codes.R501_AUTH_MALFORMED)
+_TEMPORARY = Outcome(codes.R454_AUTH_TEMPORARY)
+_BANNED = Outcome(codes.R454_AUTH_BANNED, "AUTH from a banned IP")
 
 
 def offered_mechanisms(view: SessionView) -> tuple[str, ...]:
@@ -113,13 +103,13 @@ class AuthExchange:
         if users is None:
             return _NOT_ENABLED
         if not v.core.tls_active and not v.listener.allow_plaintext_auth:
-            return Outcome(R538_ENCRYPTION_REQUIRED, "AUTH before TLS")
+            return Outcome(codes.R538_ENCRYPTION_REQUIRED, "AUTH before TLS")
         if v.services.auth_guard.banned(v.ctx.peer_ip):
             return _BANNED
         try:
             users.ensure_readable()  # fail closed: no account is verifiable now
         except UsersUnavailable:  # the store logged which file and why
-            return Outcome(R454_TEMPORARY, "AUTH while the users file is unreadable")
+            return Outcome(codes.R454_AUTH_TEMPORARY, "AUTH while the users file is unreadable")
         mechanism = server_mechanism(event.mechanism, users, hostname=v.hostname)
         if mechanism is None:
             return _UNKNOWN_MECHANISM
@@ -155,12 +145,12 @@ class AuthExchange:
                 name = self.mechanism.mechanism if self.mechanism is not None else "?"
                 self.mechanism = None
                 return Outcome(
-                    R534_TOO_WEAK, f"AUTH {name} refused for {authcid}: no {name} secret"
+                    codes.R534_AUTH_TOO_WEAK, f"AUTH {name} refused for {authcid}: no {name} secret"
                 )
             case Failed(reason, malformed, authcid):
                 self.mechanism = None
                 if malformed:
-                    return Outcome(R501_MALFORMED, f"AUTH malformed: {reason}")
+                    return Outcome(codes.R501_AUTH_MALFORMED, f"AUTH malformed: {reason}")
                 return await self._failure(authcid, reason)
         raise TypeError(f"unexpected SASL step {step!r}")  # pragma: no cover
 
@@ -188,7 +178,9 @@ class AuthExchange:
                 failure = self._record_failure(authcid, "bad password")
         except QueueFull:
             self.mechanism = None
-            return Outcome(R454_TEMPORARY, "AUTH refused: too many password checks waiting")
+            return Outcome(
+                codes.R454_AUTH_TEMPORARY, "AUTH refused: too many password checks waiting"
+            )
         return await _tarpit(*failure)
 
     def _success(self, login: str) -> Outcome:
@@ -208,7 +200,9 @@ class AuthExchange:
         the 535 with its reason."""
         self.mechanism = None
         delay = self.v.services.auth_guard.failure(self.v.ctx.peer_ip)
-        return delay, Outcome(R535_BAD_CREDENTIALS, f"AUTH failed for {login or '?'}: {reason}")
+        return delay, Outcome(
+            codes.R535_BAD_CREDENTIALS, f"AUTH failed for {login or '?'}: {reason}"
+        )
 
 
 async def _tarpit(delay: float, outcome: Outcome) -> Outcome:

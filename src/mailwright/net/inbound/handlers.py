@@ -28,7 +28,6 @@ from mailwright.net.inbound.outcome import Answer, Outcome, verdict_outcome
 from mailwright.net.inbound.received import protocol_name, received_header
 from mailwright.net.inbound.view import SessionView
 from mailwright.policy.builtin.from_header import (
-    R553_FROM_NOT_OWNED,
     HeaderCollector,
     check_from_header,
 )
@@ -77,9 +76,9 @@ _VRFY_DISABLED = Outcome.of(codes.R502_VRFY_DISABLED)
 _CANNOT_VRFY = Outcome.of(codes.R252_CANNOT_VRFY)
 _NO_SUCH_USER = Outcome.of(codes.R550_NO_SUCH_USER)
 _EXPN_DISABLED = Outcome.of(codes.R502_EXPN_DISABLED)
-_NO_SUCH_LIST = Outcome.of(R(550, "5.1.1", "No such list or address"))
-_STARTTLS_UNAVAILABLE = Outcome.of(R(502, "5.5.1", "STARTTLS not available"))
-_STARTTLS_READY = Outcome.of(R(220, "2.0.0", "Ready to start TLS"))
+_NO_SUCH_LIST = Outcome.of(codes.R550_NO_SUCH_LIST)
+_STARTTLS_UNAVAILABLE = Outcome.of(codes.R502_STARTTLS_UNAVAILABLE)
+_STARTTLS_READY = Outcome.of(codes.R220_STARTTLS_READY)
 _BARE_LINE_ENDING = Outcome(
     codes.R521_BARE_LINE_ENDING, "bare CR or LF in message data (SMTP smuggling defence)"
 )
@@ -350,7 +349,7 @@ class Handlers:
                 problem = check_from_header(users, v.ctx.auth_user, collector.headers)
                 if problem is not None:
                     self.abort_message()
-                    return Outcome(R553_FROM_NOT_OWNED, problem)
+                    return Outcome(codes.R553_FROM_NOT_OWNED, problem)
         writer = self._open_message()
         self.writer = None
         hold, self.header_hold = self.header_hold, None

@@ -47,7 +47,7 @@ from mailwright.net.inbound.sessionlog import log_rejection, log_tls
 from mailwright.net.inbound.starttls import upgrade_to_tls
 from mailwright.net.inbound.view import SessionView
 from mailwright.net.services import SessionServices
-from mailwright.net.stress import R421_MAKING_ROOM, STRESS_MAX_ERRORS
+from mailwright.net.stress import STRESS_MAX_ERRORS
 from mailwright.net.tls import describe
 from mailwright.policy.context import SessionContext
 from mailwright.policy.pipeline import Stage
@@ -399,7 +399,7 @@ class InboundSession(asyncio.Protocol):
                         self._deadline, self._stress_deadline, parked=True
                     ):
                         self._close_with(
-                            R421_MAKING_ROOM if self.closing_for_room else codes.R421_TIMEOUT
+                            codes.R421_MAKING_ROOM if self.closing_for_room else codes.R421_TIMEOUT
                         )
                         break
                 elif step is _Step.SHUTDOWN:
@@ -437,7 +437,7 @@ class InboundSession(asyncio.Protocol):
         except Exception:
             log.exception("session %s failed", self.ctx.session_id)
             if not self._lost and self.conn.state is not State.CLOSED:
-                self._close_with(R421_LOCAL_ERROR)
+                self._close_with(codes.R421_LOCAL_ERROR)
         finally:
             self._discard_handover()
             self.handlers.abort_message()
@@ -667,7 +667,6 @@ class InboundSession(asyncio.Protocol):
         transport.close()
 
 
-R421_LOCAL_ERROR = Reply.of(421, "4.3.0", "Local error, closing connection")
 _EARLY_TALKER = Outcome(codes.R554_EARLY_TALKER, "early talker: data sent before greeting")
 # Waiting for a command in these states is idle (see InboundSession.idle).
 _IDLE_STATES = frozenset({State.NEED_HELO, State.READY, State.AUTH})

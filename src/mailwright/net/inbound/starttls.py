@@ -13,14 +13,10 @@ import asyncio
 import ssl
 
 from mailwright.net.inbound.sessionlog import log_tls
-from mailwright.net.tls import TlsManager, describe
+from mailwright.net.tls import TLS_HANDSHAKE_TIMEOUT, TlsManager, describe
 from mailwright.obs.maillog import MailLog
 from mailwright.policy.context import SessionContext
 from mailwright.smtp import ServerConnection
-
-# RFC 5321 §4.5.3.2 has no TLS figure; Postfix's smtpd_starttls_timeout is 300 s, a
-# minute is plenty on today's links and frees the slot sooner.
-TLS_HANDSHAKE_TIMEOUT = 60.0
 
 
 async def upgrade_to_tls(

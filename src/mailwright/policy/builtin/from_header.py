@@ -17,13 +17,10 @@ from email.policy import SMTPUTF8
 from email.utils import getaddresses
 
 from mailwright.policy.builtin.submission import AddressOwners
-from mailwright.smtp import Reply
 
 # Header sections beyond this are not searched further (RFC 5322 sets no limit; real
 # header sections are a few KiB, this bounds the memory a session may hold for it).
 MAX_HEADER_SECTION = 64 * 1024
-
-R553_FROM_NOT_OWNED = Reply.of(553, "5.7.1", "From: header address not owned by user")
 
 
 class HeaderCollector:

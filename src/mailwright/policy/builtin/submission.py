@@ -14,10 +14,7 @@ from typing import Protocol
 
 from mailwright.policy.context import SessionContext
 from mailwright.policy.verdict import Reject, Verdict
-from mailwright.smtp import MailFrom, Reply
-
-R530_AUTH_REQUIRED = Reply.of(530, "5.7.0", "Authentication required")
-R553_SENDER_NOT_OWNED = Reply.of(553, "5.7.1", "Sender address rejected: not owned by user")
+from mailwright.smtp import MailFrom, codes
 
 
 class AddressOwners(Protocol):
@@ -29,7 +26,7 @@ class RequireAuth:
 
     def on_mail(self, ctx: SessionContext, mail: MailFrom) -> Verdict | None:
         if ctx.auth_user is None and ctx.require_auth:
-            return Reject(R530_AUTH_REQUIRED, "MAIL before AUTH on a submission listener")
+            return Reject(codes.R530_AUTH_REQUIRED, "MAIL before AUTH on a submission listener")
         return None
 
 
@@ -46,4 +43,6 @@ class SenderLoginMatch:
             return None
         if self._owners.owns_address(ctx.auth_user, str(mail.address)):
             return None
-        return Reject(R553_SENDER_NOT_OWNED, f"{ctx.auth_user} may not send as {mail.address}")
+        return Reject(
+            codes.R553_SENDER_NOT_OWNED, f"{ctx.auth_user} may not send as {mail.address}"
+        )

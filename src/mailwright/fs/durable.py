@@ -90,7 +90,8 @@ def write_durable(
 ) -> None:
     """Create a *new* file with ``data`` and fsync it; the directory is not fsynced.
 
-    Use this for the first half of a tmp -> final move (then ``rename_durable``).  On
+    Use this for the first half of a tmp -> final move (then link or rename it and
+    ``fsync_dir`` the final directory, as Maildir delivery does).  On
     failure the partial file is removed and the ``OSError`` re-raised.  ``owner``
     (uid, gid) hands the file over before anyone can see it under its final name;
     ``mode`` is then set exactly, whatever the umask.
@@ -108,19 +109,6 @@ def write_durable(
             os.unlink(path)
         raise
     os.close(fd)
-
-
-def rename_durable(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
-    """Rename ``src`` to ``dst`` (atomic, same file system) and fsync the directories.
-
-    The destination directory always; the source directory too when it differs, so the
-    old entry cannot reappear after a crash.
-    """
-    src_path, dst_path = Path(src), Path(dst)
-    os.rename(src_path, dst_path)
-    fsync_dir(dst_path.parent)
-    if src_path.parent.resolve() != dst_path.parent.resolve():
-        fsync_dir(src_path.parent)
 
 
 def write_atomic(

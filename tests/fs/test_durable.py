@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from mailwright.spool import atomic
+from mailwright.fs import durable
 
 
 def test_write_atomic_creates_and_replaces(tmp_path: Path) -> None:
     target = tmp_path / "state"
-    atomic.write_atomic(target, b"one")
+    durable.write_atomic(target, b"one")
     assert target.read_bytes() == b"one"
-    assert target.stat().st_mode & 0o777 == atomic.FILE_MODE
-    atomic.write_atomic(target, b"two")
+    assert target.stat().st_mode & 0o777 == durable.FILE_MODE
+    durable.write_atomic(target, b"two")
     assert target.read_bytes() == b"two"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state"]
 
@@ -25,14 +25,14 @@ def test_write_atomic_failure_keeps_old_content(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     target = tmp_path / "state"
-    atomic.write_atomic(target, b"old")
+    durable.write_atomic(target, b"old")
 
     def broken(_fd: int) -> None:
         raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(os, "fsync", broken)
     with pytest.raises(OSError, match="Input/output"):
-        atomic.write_atomic(target, b"new")
+        durable.write_atomic(target, b"new")
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state"]  # no temp debris
 
@@ -41,32 +41,23 @@ def test_fsync_dir_and_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     synced: list[int] = []
     real = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd)))
-    atomic.fsync_dir(tmp_path)
+    durable.fsync_dir(tmp_path)
     assert len(synced) == 1
     with pytest.raises(FileNotFoundError):
-        atomic.fsync_dir(tmp_path / "missing")
+        durable.fsync_dir(tmp_path / "missing")
 
 
 def test_write_durable_is_exclusive(tmp_path: Path) -> None:
     path = tmp_path / "msg"
-    atomic.write_durable(path, b"x" * 100_000)
+    durable.write_durable(path, b"x" * 100_000)
     assert path.read_bytes() == b"x" * 100_000
     with pytest.raises(FileExistsError):
-        atomic.write_durable(path, b"other")
+        durable.write_durable(path, b"other")
     assert path.read_bytes() == b"x" * 100_000
-
-
-def test_rename_durable_across_directories(tmp_path: Path) -> None:
-    (tmp_path / "tmp").mkdir()
-    (tmp_path / "new").mkdir()
-    atomic.write_durable(tmp_path / "tmp" / "m1", b"mail")
-    atomic.rename_durable(tmp_path / "tmp" / "m1", tmp_path / "new" / "m1")
-    assert (tmp_path / "new" / "m1").read_bytes() == b"mail"
-    assert not (tmp_path / "tmp" / "m1").exists()
 
 
 def test_ensure_dir(tmp_path: Path) -> None:
     deep = tmp_path / "a" / "b" / "c"
-    assert atomic.ensure_dir(deep) is True
-    assert deep.is_dir() and deep.stat().st_mode & 0o777 == atomic.DIR_MODE
-    assert atomic.ensure_dir(deep) is False
+    assert durable.ensure_dir(deep) is True
+    assert deep.is_dir() and deep.stat().st_mode & 0o777 == durable.DIR_MODE
+    assert durable.ensure_dir(deep) is False
