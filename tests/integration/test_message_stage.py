@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from helpers.servers import EXAMPLE, InProcessServer
+import pytest
+
+from helpers.fixtures import MakeServer
+from helpers.servers import EXAMPLE, InProcessServer, in_maildir
 from helpers.wire import RawSMTP, WireReply, message
 from mailwright.policy.message import MessageTransaction
 from mailwright.policy.pipeline import Stage
@@ -61,3 +64,31 @@ def test_message_hook_that_waits_can_temp_fail(server: InProcessServer):
     assert (final.code, final.enhanced) == (451, "4.7.1")
     server.assert_nothing_stored()
     assert server.message_files(EXAMPLE, "alice") == []
+
+
+@pytest.mark.parametrize("worker", [False, True], ids=["in-process", "worker"])
+def test_message_hook_header_is_delivered_above_received_with_the_body_unchanged(
+    make_server: MakeServer, worker: bool
+):
+    """The Done-when of issue 9 item 3: the added field is in the Maildir file, on top
+    (RFC 8601 §5, RFC 7208 §9.1), and everything from our Received on is the message
+    as it was stored without the stage: the body file is never rewritten.  Delivered
+    by the server's own runner (from memory) and by a worker (read from the spool)."""
+    server = make_server(worker=worker)
+
+    def add(ctx, txn: MessageTransaction):
+        txn.add_field("X-Test", "yes")
+
+    server.app.listeners[0].services.pipeline.register(Stage.MESSAGE, "add", add)
+    body = message("with an added field", body=b"line one\r\n..dot-stuffed\r\nlast\r\n")
+    *_, final, _ = send_raw(server, body)
+    assert final.code == 250
+    [delivered] = server.maildir_messages(EXAMPLE, "alice")
+    sent = in_maildir(body.replace(b"\r\n..", b"\r\n."))
+    top, received_and_rest = delivered.split(b"\nReceived: ", 1)
+    assert top.endswith(b"X-Test: yes") and b"X-Test" not in received_and_rest
+    assert received_and_rest.endswith(sent)
+    # Between them only our Received: its first line and its folded continuations.
+    received = received_and_rest[: -len(sent)]
+    first, *folded = received.removesuffix(b"\n").split(b"\n")
+    assert first.startswith(b"from ") and all(line.startswith(b"\t") for line in folded)

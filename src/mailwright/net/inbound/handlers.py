@@ -345,6 +345,7 @@ class Handlers:
             return self._store_failed()
         envelope = self._envelope()
         writer = self._open_message()  # a BDAT LAST with no chunk before opens it here
+        header_block = b""
         if self.header_section is not None:
             collector, self.header_section = self.header_section, None
             txn = MessageTransaction(envelope, collector.headers, size)
@@ -353,6 +354,9 @@ class Handlers:
             if not outcome.reply.is_positive:
                 self.abort_message()
                 return outcome
+            # Stored with the spool row and prepended on read, above our Received
+            # (RFC 8601 §5, RFC 7208 §9.1): the body file stays write-once.
+            header_block = b"".join(txn.added_fields)
         self.writer = None
         hold, self.header_hold = self.header_hold, None
         try:
@@ -360,7 +364,7 @@ class Handlers:
                 writer.write(rest)  # a message without a body: all of it was held
             # Durable before 250: put() returns only after fsync of body, directory
             # and the queue database (DESIGN principle 3).
-            message = await v.services.spool.put(writer, envelope)
+            message = await v.services.spool.put(writer, envelope, header_block)
         except SpoolError as exc:
             writer.abort()
             return Outcome(codes.R451_LOCAL_ERROR, f"spool: {exc}")
@@ -377,7 +381,8 @@ class Handlers:
             helo=v.ctx.helo,
         )
         self.messages += 1
-        v.services.on_queued(message, writer.body_bytes())
+        body = writer.body_bytes()
+        v.services.on_queued(message, None if body is None else header_block + body)
         return Outcome(R(250, "2.0.0", f"Ok: queued as {message.queue_id}"))
 
     def _envelope(self) -> Envelope:
