@@ -34,6 +34,10 @@ def test_add_field_keeps_whole_crlf_lines_in_order() -> None:
         b"Authentication-Results: mx.example.test;\r\n\tspf=pass\r\n",
         b"X-Test: yes\r\n",
     ]
+    # Each goes on top of those before it, as trace fields are prepended.
+    assert txn.header_block == (
+        b"X-Test: yes\r\nAuthentication-Results: mx.example.test;\r\n\tspf=pass\r\n"
+    )
 
 
 @pytest.mark.parametrize(

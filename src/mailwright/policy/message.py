@@ -36,10 +36,16 @@ class MessageTransaction:
     # What hooks found, keyed by the check's name ("spf", "dkim", ...), for the
     # hooks after them and for Authentication-Results.
     results: dict[str, object] = field(default_factory=dict)
-    # Whole header fields (name, colon, value, CRLF) in the order added; the first
-    # added ends up on top of the stored message.
+    # Whole header fields (name, colon, value, CRLF) in the order added.  Each is
+    # prepended as a trace field is (RFC 5321 §4.4), so the last added ends up on top:
+    # a DKIM-Signature added after an Authentication-Results sits above it.
     added_fields: list[bytes] = field(default_factory=list)
     _fields: list[tuple[str, str]] | None = None
+
+    @property
+    def header_block(self) -> bytes:
+        """The added fields as they go above the message: the last added first."""
+        return b"".join(reversed(self.added_fields))
 
     @property
     def fields(self) -> list[tuple[str, str]]:

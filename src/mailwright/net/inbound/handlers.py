@@ -356,7 +356,7 @@ class Handlers:
                 return outcome
             # Stored with the spool row and prepended on read, above our Received
             # (RFC 8601 §5, RFC 7208 §9.1): the body file stays write-once.
-            header_block = b"".join(txn.added_fields)
+            header_block = txn.header_block
         self.writer = None
         hold, self.header_hold = self.header_hold, None
         try:
