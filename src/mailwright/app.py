@@ -47,6 +47,7 @@ from mailwright.obs.debuglog import setup_debug_log
 from mailwright.obs.maillog import MailLog
 from mailwright.policy.authguard import AuthGuard
 from mailwright.policy.builtin.freespace import FreeSpace
+from mailwright.policy.builtin.from_header import FromHeaderMatch
 from mailwright.policy.builtin.ratelimit import RateLimits
 from mailwright.policy.builtin.recipients import LocalRecipients
 from mailwright.policy.builtin.relay import RelayAccess, parse_networks
@@ -70,6 +71,7 @@ def build_pipeline(config: Config, directory: LocalDirectory, users: UserStore) 
     relay access (authenticated users, trusted networks).  A recipient nobody
     accepted gets 550 5.7.1 from the pipeline: never an open relay.
     Free space on the spool: last at MAIL, and at DATA (and the first BDAT chunk).
+    MESSAGE (after the last body byte): From: header matching where a listener asks.
     """
     pipeline = Pipeline()
     require_auth = RequireAuth()
@@ -96,6 +98,8 @@ def build_pipeline(config: Config, directory: LocalDirectory, users: UserStore) 
     pipeline.register(Stage.RCPT, local.name, local.on_rcpt)
     relay = RelayAccess(parse_networks(config.relay.trusted_networks))
     pipeline.register(Stage.RCPT, relay.name, relay.on_rcpt)
+    from_header = FromHeaderMatch(users)
+    pipeline.register(Stage.MESSAGE, from_header.name, from_header.on_message)
     return pipeline
 
 

@@ -18,7 +18,7 @@ def failing_put(server: InProcessServer, monkeypatch: pytest.MonkeyPatch) -> lis
     """Make ``spool.put`` fail like a full disk; returns the queue ids it refused."""
     refused: list[str] = []
 
-    async def put(writer, envelope):
+    async def put(writer, envelope, header_block=b""):
         refused.append(writer.queue_id)
         raise SpoolError(f"{writer.queue_id}: cannot write body: No space left on device")
 

@@ -20,6 +20,7 @@ def ctx() -> SessionContext:
         role="inbound",
         require_auth=False,
         sender_login_match=False,
+        from_header_match=False,
     )
 
 

@@ -25,6 +25,7 @@ def session(ip: str = "192.0.2.1", user: str | None = None) -> SessionContext:
         auth_user=user,
         require_auth=False,
         sender_login_match=False,
+        from_header_match=False,
     )
 
 

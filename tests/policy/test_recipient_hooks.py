@@ -21,7 +21,7 @@ from mailwright.policy.verdict import Accept, Reject, Verdict
 from mailwright.smtp import Address, RcptTo, codes
 
 # An inbound (port 25) listener's policy: no AUTH required, no sender-login match.
-INBOUND = {"require_auth": False, "sender_login_match": False}
+INBOUND = {"require_auth": False, "sender_login_match": False, "from_header_match": False}
 
 TRUSTED = ["192.0.2.0/24", "2001:db8::/32"]
 OUTSIDE_IP = "203.0.113.5"

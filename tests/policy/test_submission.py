@@ -28,6 +28,7 @@ def submission_ctx(**policy: bool) -> SessionContext:
         role="submission",
         require_auth=policy.get("require_auth", True),
         sender_login_match=policy.get("sender_login_match", True),
+        from_header_match=False,
     )
 
 

@@ -37,6 +37,7 @@ def listener_session(listener: ListenerConfig, auth_user: str | None = None) -> 
         auth_user=auth_user,
         require_auth=listener.auth_required,
         sender_login_match=listener.sender_login_matching,
+        from_header_match=listener.from_header_match,
     )
 
 

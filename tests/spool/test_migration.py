@@ -1,4 +1,4 @@
-"""An embedded queue written by the previous release (schema version 2) opens and
+"""An embedded queue written by an earlier release (schema version 2 or 3) opens and
 keeps every message: migrated in place at start-up, checked through the store's API.
 
 The old database is built here from the version-2 schema *as that release shipped
@@ -137,5 +137,98 @@ def test_version_2_queue_is_migrated_in_place_and_loses_nothing(
         ]
         assert await reopened.attempts(INLINE) == done
         await reopened.close()
+
+    run(main())
+
+
+# Version 3 as that release shipped it: version 2 plus these statements (verbatim).
+SCHEMA_V3_ADDED = """
+ALTER TABLE messages ADD COLUMN lease_owner TEXT;
+ALTER TABLE messages ADD COLUMN lease_until REAL;
+ALTER TABLE recipients ADD COLUMN reply_code INTEGER;
+ALTER TABLE recipients ADD COLUMN reply_enhanced TEXT;
+ALTER TABLE recipients ADD COLUMN reply_text TEXT;
+CREATE TABLE IF NOT EXISTS attempts (
+    queue_id       TEXT NOT NULL REFERENCES messages (queue_id) ON DELETE CASCADE,
+    position       INTEGER NOT NULL,
+    at             REAL NOT NULL,
+    status         TEXT NOT NULL,
+    reply_code     INTEGER NOT NULL,
+    reply_enhanced TEXT NOT NULL,
+    reply_text     TEXT NOT NULL,
+    remote_host    TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_message ON attempts (queue_id);
+PRAGMA user_version=3;
+"""
+
+
+def version_3_database(root: Path, now: float) -> None:
+    spool = root / "spool"
+    (spool / "msg").mkdir(parents=True)
+    (spool / "tmp").mkdir()
+    conn = sqlite3.connect(spool / "queue.db")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.executescript(SCHEMA_V2 + SCHEMA_V3_ADDED)
+    conn.execute(
+        "INSERT INTO messages VALUES (?, 'a@example.com', '7BIT', 0, NULL, NULL,"
+        " '192.0.2.1', 'client.example', NULL, ?, ?, ?, 1, 1, 'old-runner', ?)",
+        (INLINE, len(BODY), now - 600, now - 1, now - 30),
+    )
+    conn.execute(
+        "INSERT INTO recipients VALUES (?, 0, 'b@example.net', '', NULL, 'pending', 1,"
+        " NULL, 451, '4.2.0', 'Mailbox busy')",
+        (INLINE,),
+    )
+    conn.execute("INSERT INTO bodies VALUES (?, ?)", (INLINE, BODY))
+    conn.execute(
+        "INSERT INTO messages VALUES (?, 'a@example.com', '7BIT', 0, NULL, NULL,"
+        " '192.0.2.1', 'client.example', NULL, ?, ?, ?, 0, 1, NULL, NULL)",
+        (FILED, len(BIG), now - 5, now - 5),
+    )
+    conn.execute(
+        "INSERT INTO recipients VALUES (?, 0, 'd@example.net', '', NULL, 'pending', 0,"
+        " NULL, NULL, NULL, NULL)",
+        (FILED,),
+    )
+    conn.commit()
+    conn.close()
+    (spool / "msg" / FILED).write_bytes(BIG)
+
+
+def test_version_3_queue_gains_the_header_block_column_and_loses_nothing(
+    tmp_path: Path, clock: Clock
+) -> None:
+    version_3_database(tmp_path, clock.now)
+    block = b"X-Test: yes\r\n"
+
+    async def main() -> None:
+        store = EmbeddedSpool(tmp_path, clock=clock)
+        await store.open()
+        assert [m.queue_id async for m in store.iterate()] == [INLINE, FILED]
+        inline = await store.load(INLINE)
+        assert inline is not None and inline.header_block == b"" and inline.size == len(BODY)
+        assert inline.recipients[0].last_reply == RemoteReply(451, "4.2.0", "Mailbox busy")
+        # Old rows have no header block: their bytes are read back unchanged.
+        claimed = await store.claim(clock.now, 10, 60, "runner")
+        assert {c.message.queue_id for c in claimed} == {INLINE, FILED}
+        assert await store.read_body(INLINE) == BODY
+        assert await store.read_body(FILED) == BIG
+        writer = store.new_message()
+        writer.write(BODY)
+        fresh = await store.put(writer, inline.envelope, block)
+        await store.close()
+
+        reopened = EmbeddedSpool(tmp_path, clock=clock)  # a second start: nothing to do
+        await reopened.open()
+        assert [m.queue_id async for m in reopened.iterate()] == [INLINE, FILED, fresh.queue_id]
+        assert await reopened.read_body(fresh.queue_id) == block + BODY
+        assert await reopened.read_body(INLINE) == BODY
+        await reopened.close()
+        conn = sqlite3.connect(tmp_path / "spool" / "queue.db")
+        try:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        finally:
+            conn.close()
 
     run(main())

@@ -24,10 +24,12 @@ class SessionContext:
     helo: str | None = None
     tls: str | None = None  # e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384" once TLS is on
     auth_user: str | None = None
-    # The listener's policy (config.ListenerConfig.auth_required and
-    # .sender_login_matching), keyword-only and required: see the module docstring.
+    # The listener's policy (config.ListenerConfig.auth_required,
+    # .sender_login_matching and .from_header_match), keyword-only and required: see
+    # the module docstring.
     require_auth: bool = field(kw_only=True)
     sender_login_match: bool = field(kw_only=True)
+    from_header_match: bool = field(kw_only=True)
     # Hooks' own scratch data, shared within a session (Haraka's connection.notes);
     # never the listener's policy (the typed fields above).
     notes: dict[str, Any] = field(default_factory=dict)

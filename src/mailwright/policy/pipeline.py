@@ -2,7 +2,7 @@
 
 Rules (Haraka's, made fail-closed as DESIGN asks):
 
-* Stages: connect, helo, mail, rcpt, data.  Hooks are registered explicitly, in
+* Stages: connect, helo, mail, rcpt, data, message.  Hooks are registered explicitly, in
   configuration order; nothing is discovered by name.
 * The first verdict other than Continue ends the stage.
 * A hook that raises or exceeds ``HOOK_TIMEOUT`` yields TempFail 451 4.3.0: a broken
@@ -15,6 +15,9 @@ Rules (Haraka's, made fail-closed as DESIGN asks):
 * At ``rcpt``, Continue from every hook means *nobody accepted*: the recipient is
   refused with 550 5.7.1.  Accepting a recipient always takes an explicit Accept
   (from the local-recipient hook now, from relay and trusted-network hooks later).
+* ``message`` runs after the last body byte and before the spool commit, with a
+  ``message.MessageTransaction`` (envelope, header section, size, results); its hooks
+  may add header fields to it and reject or temp-fail the message.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class Stage(StrEnum):
     MAIL = "mail"
     RCPT = "rcpt"
     DATA = "data"
+    MESSAGE = "message"
 
 
 class Pipeline:

@@ -24,7 +24,9 @@ Tables: ``messages`` (envelope, timing, a ``pending`` recipient count),
 structured reply and the remote host), the lease columns of ``messages``
 (``lease_owner``, ``lease_until``: see ``SpoolStore``) and the structured last reply
 of ``recipients`` (``reply_code``, ``reply_enhanced``, ``reply_text``; the version-2
-``last_reply`` string is converted once by the migration and no longer written).
+``last_reply`` string is converted once by the migration and no longer written);
+since version 4, ``messages.header_block`` (the header fields the MESSAGE stage
+added, prepended on read; NULL when none, as for every message stored before).
 ``attempts`` is an ordinary rowid table: the rowid gives the order of the history
 and the ``attempts_message`` index serves both reading it and the cascading delete.
 A separate recipients
@@ -57,7 +59,7 @@ from mailwright.spool.model import (
     SpooledMessage,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_MS = 10_000
 # After a checkpoint, truncate the WAL back to this size instead of letting it grow.
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
@@ -124,6 +126,11 @@ CREATE TABLE IF NOT EXISTS attempts (
 CREATE INDEX IF NOT EXISTS attempts_message ON attempts (queue_id)
 """
 
+# Version 3 -> 4: the header block the MESSAGE stage added (see ``SpoolStore``).
+_V4 = """
+ALTER TABLE messages ADD COLUMN header_block BLOB
+"""
+
 # The version-2 ``last_reply`` strings were written by ``str(Reply)``: "451 4.2.0 text"
 # or "451 text".  Read once, by the migration; nothing parses replies after it.
 _V2_REPLY = re.compile(r"^([245]\d\d)(?: ([245]\.\d{1,3}\.\d{1,3}))?(?: (.*))?$", re.S)
@@ -153,11 +160,12 @@ def _structure_v2_replies(conn: sqlite3.Connection) -> None:
 _MIGRATIONS: dict[int, tuple[str, Callable[[sqlite3.Connection], None] | None]] = {
     1: (_BODIES, None),
     2: (_V3, _structure_v2_replies),
+    3: (_V4, None),
 }
 
 _MESSAGE_COLUMNS = (
     "queue_id, mail_from, body_type, smtputf8, ret, envid, client_address, client_helo,"
-    " auth_user, size, received_at, next_attempt, attempts"
+    " auth_user, size, received_at, next_attempt, attempts, header_block"
 )
 _RECIPIENT_COLUMNS = "queue_id, position, address, notify, orcpt, status, attempts, last_reply"
 _RECIPIENT_READ = (
@@ -220,7 +228,7 @@ def create_schema(conn: sqlite3.Connection) -> int:
     conn.execute("BEGIN IMMEDIATE")
     try:
         if version == 0:
-            _run_script(conn, SCHEMA_V1 + _BODIES + ";" + _V3)
+            _run_script(conn, SCHEMA_V1 + _BODIES + ";" + _V3 + ";" + _V4)
         else:
             for step in range(version, SCHEMA_VERSION):
                 script, convert = _MIGRATIONS[step]
@@ -261,6 +269,7 @@ def message_row(message: SpooledMessage) -> MessageRow:
         message.received_at,
         message.next_attempt,
         message.attempts,
+        message.header_block or None,  # NULL: none added (and every pre-v4 row)
         len(message.pending),
     )
 
@@ -334,6 +343,7 @@ def _build(row: Sequence[object], recipients: list[Sequence[object]]) -> Spooled
         received_at,
         next_attempt,
         attempts,
+        header_block,
     ) = row
     states = [
         RecipientState(
@@ -369,6 +379,7 @@ def _build(row: Sequence[object], recipients: list[Sequence[object]]) -> Spooled
         next_attempt=float(next_attempt),  # type: ignore[arg-type]
         attempts=int(attempts),  # type: ignore[call-overload]
         recipients=states,
+        header_block=b"" if header_block is None else bytes(header_block),  # type: ignore[call-overload]
     )
 
 
@@ -393,7 +404,7 @@ def _with_recipients(
 
 
 def insert(conn: sqlite3.Connection, row: MessageRow, recipients: Iterable[RecipientRow]) -> None:
-    conn.execute(f"INSERT INTO messages ({_MESSAGE_COLUMNS}, pending) VALUES ({'?,' * 13}?)", row)
+    conn.execute(f"INSERT INTO messages ({_MESSAGE_COLUMNS}, pending) VALUES ({'?,' * 14}?)", row)
     conn.executemany(
         f"INSERT INTO recipients ({_RECIPIENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", recipients
     )
@@ -406,6 +417,14 @@ def insert_body(conn: sqlite3.Connection, queue_id: str, data: bytes) -> None:
 def delete_body(conn: sqlite3.Connection, queue_id: str) -> bool:
     """Delete an inline body; False if the message has none (its body is a file)."""
     return conn.execute("DELETE FROM bodies WHERE queue_id = ?", (queue_id,)).rowcount > 0
+
+
+def header_block(conn: sqlite3.Connection, queue_id: str) -> bytes:
+    """The stored header block of ``queue_id`` (b"" if none, or no such message)."""
+    row = conn.execute(
+        "SELECT header_block FROM messages WHERE queue_id = ?", (queue_id,)
+    ).fetchone()
+    return b"" if row is None or row[0] is None else bytes(row[0])
 
 
 def inline_body(conn: sqlite3.Connection, queue_id: str) -> bytes | None:
@@ -526,7 +545,7 @@ def with_bodies(
     conn: sqlite3.Connection, queue_ids: Sequence[str]
 ) -> list[tuple[SpooledMessage, bytes | None]]:
     """Reader: the messages ``queue_ids`` (in that order, missing ones left out) with
-    their inline bodies, one query for all bodies."""
+    their inline bodies (after their header block), one query for all bodies."""
     rows: list[Sequence[object]] = []
     bodies: dict[str, bytes] = {}
     for start in range(0, len(queue_ids), MAX_IN_PARAMS):
@@ -541,7 +560,10 @@ def with_bodies(
             bodies[str(qid)] = bytes(data)
     order = {qid: i for i, qid in enumerate(queue_ids)}
     rows.sort(key=lambda row: order[str(row[0])])
-    return [(m, bodies.get(m.queue_id)) for m in _with_recipients(conn, rows)]
+    return [
+        (m, None if (body := bodies.get(m.queue_id)) is None else m.header_block + body)
+        for m in _with_recipients(conn, rows)
+    ]
 
 
 def next_due(conn: sqlite3.Connection, now: float) -> float | None:

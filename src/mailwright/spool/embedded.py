@@ -331,7 +331,9 @@ class EmbeddedSpool:
             raise RuntimeError("spool is closed")
         return self._file_pool.submit(create_exclusive, path)
 
-    async def put(self, body: MessageWriter | bytes, envelope: Envelope) -> SpooledMessage:
+    async def put(
+        self, body: MessageWriter | bytes, envelope: Envelope, header_block: bytes = b""
+    ) -> SpooledMessage:
         """Make body and envelope durable, then return (group-committed).
 
         ``body`` is a writer from ``new_message`` or the whole body as bytes (written
@@ -362,10 +364,11 @@ class EmbeddedSpool:
         message = SpooledMessage(
             queue_id=writer.queue_id,
             envelope=envelope,
-            size=writer.size,
+            size=len(header_block) + writer.size,
             received_at=now,
             next_attempt=now,
             recipients=[RecipientState(r) for r in envelope.recipients],
+            header_block=header_block,
         )
         future = asyncio.get_running_loop().create_future()
         await self._submit(
@@ -484,7 +487,8 @@ class EmbeddedSpool:
             after = page[-1].queue_id
 
     async def read_body(self, queue_id: str) -> bytes:
-        """The body as accepted: the inline BLOB, or else the file in ``msg/``."""
+        """The message as accepted: its header block, then the inline BLOB or else
+        the file in ``msg/``."""
         if not is_queue_id(queue_id):
             raise SpoolError(f"{queue_id!r} is not a queue id")
         self._check_open()
@@ -495,13 +499,14 @@ class EmbeddedSpool:
             if conn is None:
                 raise SpoolError("spool is closed")
             try:
+                block = _db.header_block(conn, queue_id)
                 data = _db.inline_body(conn, queue_id)
             except sqlite3.Error as exc:
                 raise spool_error(f"{queue_id}: cannot read body", exc) from exc
             if data is not None:
-                return data
+                return block + data
             try:
-                return path.read_bytes()
+                return block + path.read_bytes()
             except OSError as exc:
                 raise spool_error(f"{queue_id}: cannot read body", exc) from exc
 

@@ -35,6 +35,7 @@ class MemoryState:
 
     messages: dict[str, SpooledMessage] = field(default_factory=dict)
     bodies: dict[str, bytes] = field(default_factory=dict)
+    headers: dict[str, bytes] = field(default_factory=dict)  # id -> header_block
     leases: dict[str, tuple[str, float]] = field(default_factory=dict)  # id -> (owner, until)
     history: dict[str, list[Attempt]] = field(default_factory=dict)
 
@@ -106,7 +107,9 @@ class MemorySpool:
             return MemoryWriter(self, qid, SpoolError("spool is closed"))
         return MemoryWriter(self, qid)
 
-    async def put(self, body: MessageWriter | bytes, envelope: Envelope) -> SpooledMessage:
+    async def put(
+        self, body: MessageWriter | bytes, envelope: Envelope, header_block: bytes = b""
+    ) -> SpooledMessage:
         if isinstance(body, bytes):
             writer = MemoryWriter(self, new_queue_id(self._clock()))
             writer.write(body)
@@ -128,12 +131,15 @@ class MemorySpool:
         message = SpooledMessage(
             queue_id=writer.queue_id,
             envelope=envelope,
-            size=len(data),
+            size=len(header_block) + len(data),
             received_at=now,
             next_attempt=now,
             recipients=[RecipientState(r) for r in envelope.recipients],
+            header_block=header_block,
         )
         self.state.messages[message.queue_id] = _copy(message)
+        # Kept apart from the body, as a real backend keeps it, and joined on read.
+        self.state.headers[message.queue_id] = header_block
         self.state.bodies[message.queue_id] = data
         writer.stored(data)
         return message
@@ -146,7 +152,7 @@ class MemorySpool:
     async def read_body(self, queue_id: str) -> bytes:
         self._check_open()
         try:
-            return self.state.bodies[queue_id]
+            return self.state.headers[queue_id] + self.state.bodies[queue_id]
         except KeyError:
             if not is_queue_id(queue_id):
                 raise SpoolError(f"{queue_id!r} is not a queue id") from None
@@ -187,7 +193,9 @@ class MemorySpool:
         claimed = []
         for message in due[:limit]:
             self.state.leases[message.queue_id] = (owner, until)
-            claimed.append(Claimed(_copy(message), self.state.bodies[message.queue_id], until))
+            qid = message.queue_id
+            body = self.state.headers[qid] + self.state.bodies[qid]
+            claimed.append(Claimed(_copy(message), body, until))
         return claimed
 
     async def renew(self, queue_ids: Sequence[str], owner: str, until: float) -> list[str]:
@@ -233,6 +241,7 @@ class MemorySpool:
         self._check_open()
         self.state.messages.pop(queue_id, None)
         self.state.bodies.pop(queue_id, None)
+        self.state.headers.pop(queue_id, None)
         self.state.leases.pop(queue_id, None)
         self.state.history.pop(queue_id, None)
 

@@ -87,6 +87,9 @@ class SpooledMessage:
     next_attempt: float  # unix time of the next delivery attempt
     attempts: int = 0
     recipients: list[RecipientState] = field(default_factory=list)
+    # Header fields the MESSAGE stage added (whole CRLF lines), stored with the row
+    # and prepended on read: the body stays write-once.  Counted in ``size``.
+    header_block: bytes = b""
 
     @property
     def pending(self) -> list[RecipientState]:

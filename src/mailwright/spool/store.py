@@ -25,8 +25,14 @@ Contract (every backend keeps it):
 * ``load``/``due``/``iterate`` return committed messages (fresh copies: mutating one
   changes nothing stored); ``update`` persists the per-recipient state; ``remove``
   deletes a finished message.
-* ``read_body`` returns the message bytes exactly as accepted (with our Received
-  header first).
+* ``put(..., header_block=)`` stores the header fields the MESSAGE stage added
+  with the row (``SpooledMessage.header_block``), never in the body, which stays
+  write-once.  Everything that returns a message's bytes (``read_body``,
+  ``Claimed.body``, and what the server hands the runner) returns the header block
+  first: RFC 8601 §5 and RFC 7208 §9.1 put Authentication-Results and Received-SPF
+  above the Received field of the host that adds them.  ``size`` counts it.
+* ``read_body`` returns the message bytes exactly as accepted (the header block,
+  then our Received header first).
 
 **Leases** make runners exclusive, whether they share one process, one host or (with
 a shared backend) one database: ``claim(now, limit, lease, owner)`` atomically takes
@@ -82,8 +88,11 @@ class SpoolStore(Protocol):
 
     def new_message(self) -> MessageWriter: ...
 
-    async def put(self, body: MessageWriter | bytes, envelope: Envelope) -> SpooledMessage:
-        """Store ``body`` (a writer from ``new_message``, or bytes) with ``envelope``."""
+    async def put(
+        self, body: MessageWriter | bytes, envelope: Envelope, header_block: bytes = b""
+    ) -> SpooledMessage:
+        """Store ``body`` (a writer from ``new_message``, or bytes) with ``envelope`` and
+        the ``header_block`` to prepend on read."""
 
     async def load(self, queue_id: str) -> SpooledMessage | None: ...
 

@@ -14,7 +14,9 @@ The common outcomes are module constants, so answering a command allocates nothi
 the reply alone did not.
 
 The end of a message (``_finish``, after the last body byte and before the spool
-commit) is where the MESSAGE stage will run.
+commit) runs the MESSAGE stage with a ``policy.message.MessageTransaction``: the
+header section kept while the body streamed in (``HeaderCollector``), the envelope
+and the size.
 """
 
 from __future__ import annotations
@@ -27,12 +29,10 @@ from mailwright.net.inbound.auth import AuthExchange, offered_mechanisms
 from mailwright.net.inbound.outcome import Answer, Outcome, verdict_outcome
 from mailwright.net.inbound.received import protocol_name, received_header
 from mailwright.net.inbound.view import SessionView
-from mailwright.policy.builtin.from_header import (
-    HeaderCollector,
-    check_from_header,
-)
+from mailwright.policy.builtin.from_header import HeaderCollector
 from mailwright.policy.builtin.missing_headers import HeaderSectionHold
 from mailwright.policy.builtin.recipients import envelope_recipient
+from mailwright.policy.message import MessageTransaction
 from mailwright.policy.pipeline import Stage
 from mailwright.policy.verdict import Verdict
 from mailwright.smtp import (
@@ -93,8 +93,9 @@ class Handlers:
         self.v = view
         self.auth = AuthExchange(view)
         self.writer: MessageWriter | None = None
-        # Set while a message streams in on a listener that checks From: headers.
-        self.from_headers: HeaderCollector | None = None
+        # Set while a message streams in when the MESSAGE stage has hooks: keeps the
+        # header section they read.
+        self.header_section: HeaderCollector | None = None
         # Set while a message streams in on a submission listener: holds its header
         # section until Date:/Message-ID: can be added if missing (RFC 6409 §8).
         self.header_hold: HeaderSectionHold | None = None
@@ -221,7 +222,7 @@ class Handlers:
     # -- message data --------------------------------------------------------------
 
     def abort_message(self) -> None:
-        self.from_headers = None
+        self.header_section = None
         self.header_hold = None
         self.bdat_admitted = False
         if self.writer is not None:
@@ -252,8 +253,8 @@ class Handlers:
             )
             writer.write(header)
             self.writer = writer
-            if v.listener.from_header_match and v.ctx.auth_user is not None:
-                self.from_headers = HeaderCollector()
+            if v.services.pipeline.hooks(Stage.MESSAGE):
+                self.header_section = HeaderCollector()
             if v.listener.is_submission:
                 self.header_hold = HeaderSectionHold(hostname=v.hostname, queue_id=writer.queue_id)
         return self.writer
@@ -289,8 +290,8 @@ class Handlers:
             self.abort_message()
             self.store_error = f"spool: {exc}"
             return
-        if self.from_headers is not None:  # created by _open_message, BDAT included
-            self.from_headers.feed(data)
+        if self.header_section is not None:  # created by _open_message, BDAT included
+            self.header_section.feed(data)
 
     def _store_failed(self) -> Outcome:
         """The 451 for a message whose storing failed; the next one starts afresh."""
@@ -342,24 +343,28 @@ class Handlers:
             return Outcome(codes.R552_TOO_BIG, reason)
         if self.store_error is not None:
             return self._store_failed()
-        if self.from_headers is not None:
-            collector, self.from_headers = self.from_headers, None
-            users = v.services.users
-            if users is not None and v.ctx.auth_user is not None:
-                problem = check_from_header(users, v.ctx.auth_user, collector.headers)
-                if problem is not None:
-                    self.abort_message()
-                    return Outcome(codes.R553_FROM_NOT_OWNED, problem)
-        writer = self._open_message()
+        envelope = self._envelope()
+        writer = self._open_message()  # a BDAT LAST with no chunk before opens it here
+        header_block = b""
+        if self.header_section is not None:
+            collector, self.header_section = self.header_section, None
+            txn = MessageTransaction(envelope, collector.headers, size)
+            verdict = await v.services.pipeline.run(Stage.MESSAGE, v.ctx, txn)
+            outcome = verdict_outcome(verdict, _OK)
+            if not outcome.reply.is_positive:
+                self.abort_message()
+                return outcome
+            # Stored with the spool row and prepended on read, above our Received
+            # (RFC 8601 §5, RFC 7208 §9.1): the body file stays write-once.
+            header_block = txn.header_block
         self.writer = None
         hold, self.header_hold = self.header_hold, None
-        envelope = self._envelope()
         try:
             if hold is not None and (rest := hold.finish()):
                 writer.write(rest)  # a message without a body: all of it was held
             # Durable before 250: put() returns only after fsync of body, directory
             # and the queue database (DESIGN principle 3).
-            message = await v.services.spool.put(writer, envelope)
+            message = await v.services.spool.put(writer, envelope, header_block)
         except SpoolError as exc:
             writer.abort()
             return Outcome(codes.R451_LOCAL_ERROR, f"spool: {exc}")
@@ -376,7 +381,8 @@ class Handlers:
             helo=v.ctx.helo,
         )
         self.messages += 1
-        v.services.on_queued(message, writer.body_bytes())
+        body = writer.body_bytes()
+        v.services.on_queued(message, None if body is None else header_block + body)
         return Outcome(R(250, "2.0.0", f"Ok: queued as {message.queue_id}"))
 
     def _envelope(self) -> Envelope:

@@ -201,6 +201,7 @@ class InboundSession(asyncio.Protocol):
             local_ip=(transport.get_extra_info("sockname") or ("",))[0],
             require_auth=self.listener_config.auth_required,
             sender_login_match=self.listener_config.sender_login_matching,
+            from_header_match=self.listener_config.from_header_match,
         )
         ssl_object = (
             transport.get_extra_info("ssl_object") if self.listener_config.implicit_tls else None

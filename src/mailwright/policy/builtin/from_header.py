@@ -6,8 +6,9 @@ Sender-login matching checks the *envelope* sender; the From: header is what the
 recipient sees (RFC 5322 §3.6.2), so a user allowed to send could still forge another
 user's name there.  With ``from_header_match`` on for a listener, every address in
 From: must belong to the authenticated user, or the message is refused at the end of
-DATA with 553 5.7.1.  Only the header section is read, and only the first
-``MAX_HEADER_SECTION`` octets are kept while the message streams in.
+DATA with 553 5.7.1: ``FromHeaderMatch`` is a hook of the MESSAGE stage.  Only the
+header section is read, and only the first ``MAX_HEADER_SECTION`` octets are kept
+while the message streams in (``HeaderCollector``, which the session feeds).
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from email.policy import SMTPUTF8
 from email.utils import getaddresses
 
 from mailwright.policy.builtin.submission import AddressOwners
+from mailwright.policy.context import SessionContext
+from mailwright.policy.message import MessageTransaction
+from mailwright.policy.verdict import Reject, Verdict
+from mailwright.smtp import codes
 
 # Header sections beyond this are not searched further (RFC 5322 sets no limit; real
 # header sections are a few KiB, this bounds the memory a session may hold for it).
@@ -64,3 +69,20 @@ def check_from_header(owners: AddressOwners, login: str, header_section: bytes) 
         if not owners.owns_address(login, address):
             return f"{login} may not send as {address} (From: header)"
     return None
+
+
+class FromHeaderMatch:
+    """The MESSAGE-stage hook: From: addresses owned by the authenticated user."""
+
+    name = "from_header_match"
+
+    def __init__(self, owners: AddressOwners) -> None:
+        self._owners = owners
+
+    def on_message(self, ctx: SessionContext, txn: MessageTransaction) -> Verdict | None:
+        if ctx.auth_user is None or not ctx.from_header_match:
+            return None
+        problem = check_from_header(self._owners, ctx.auth_user, txn.header_section)
+        if problem is None:
+            return None
+        return Reject(codes.R553_FROM_NOT_OWNED, problem)
