@@ -86,8 +86,15 @@ def test_restarted_runner_takes_its_own_leases_back_at_once(stores: StoreFactory
         assert len(await store.claim(time.time(), 10, 3600, "other-node")) == 1
         runner = QueueRunner(store, agent, CONFIG, owner="node")
         task = asyncio.create_task(runner.run())
-        await asyncio.sleep(0.1)  # its start-up claim ran and found nothing to take
-        assert [c[0].queue_id for c in agent.calls] == [message.queue_id]
+        # A marker the runner is told about: once it is delivered, the runner has
+        # been at work, and the message leased to the other node was not taken.
+        marker = await put(store)
+        runner.announce(marker.queue_id)
+        deadline = time.monotonic() + 5
+        while len(agent.calls) < 2:
+            assert time.monotonic() < deadline, "the marker was not delivered"
+            await asyncio.sleep(0.01)
+        assert [c[0].queue_id for c in agent.calls] == [message.queue_id, marker.queue_id]
         assert await store.load(held.queue_id) is not None
         await runner.stop()
         await task
