@@ -16,13 +16,15 @@ behind any of them still couples the two modules.  Two rules:
    > ``workerproc`` (the delivery worker process)
    > ``app`` (composition root)
    > ``startup``
+   > ``delivery`` (agents; the relay drives ``net.outbound``)
    > ``net``
-   > ``supervisor`` | ``policy`` | ``obs`` | ``delivery``
+   > ``supervisor`` | ``policy`` | ``obs``
    > ``queue``
    > ``spool`` | ``accounts``
    > ``config``
    > ``smtp`` (the sans-IO protocol core imports nothing of ours) | ``fs`` (durable
-     writes, used by spool, delivery, accounts and TLS; knows nothing of mail)
+     writes, used by spool, delivery, accounts and TLS; knows nothing of mail) | ``dns``
+     (the resolver seam: typed answers, no mail knowledge)
    > ``__init__`` (the package itself: version)
 
 Inside a unit, modules may import each other as long as there is no cycle.
@@ -49,12 +51,13 @@ LAYERS: list[set[str]] = [
     {"workerproc"},
     {"app"},
     {"startup"},
+    {"delivery"},
     {"net"},
-    {"supervisor", "policy", "obs", "delivery"},
+    {"supervisor", "policy", "obs"},
     {"queue"},
     {"spool", "accounts"},
     {"config"},
-    {"smtp", "fs"},
+    {"smtp", "fs", "dns"},
     {"__init__"},
 ]
 RANK = {unit: rank for rank, layer in enumerate(LAYERS) for unit in layer}
