@@ -172,6 +172,7 @@ class QueueRunner:
         self._running = False
         self._stopped = asyncio.Event()
         self.bounces_sent = 0
+        self.scans = 0  # looks at the queue (``_fill``): a metric, and what tests count
 
     # -- control -----------------------------------------------------------------------
 
@@ -297,6 +298,7 @@ class QueueRunner:
 
     async def _fill(self) -> float:
         """Start attempts for due messages; return seconds until something is due."""
+        self.scans += 1
         now = self._clock()
         if now < self._paused_until:
             return self._paused_until - now
