@@ -325,6 +325,25 @@ class RelayConfig(_Frozen):
         return value
 
 
+class TlsPolicyConfig(_Frozen):
+    """One ``[[tls_policy]]`` entry: the TLS an outbound delivery to ``domain`` must
+    meet, as Postfix's smtp_tls_policy_maps: ``none`` (never STARTTLS), ``may``
+    (opportunistic), ``encrypt`` (TLS required), ``verify`` (TLS with a certificate
+    valid for the MX host name).  DANE and an enforced MTA-STS policy take precedence
+    (``mailwright.delivery.tlspolicy.decide``)."""
+
+    domain: str
+    mode: Literal["none", "may", "encrypt", "verify"]
+
+    @field_validator("domain")
+    @classmethod
+    def _lower_domain(cls, value: str) -> str:
+        value = value.strip().rstrip(".").lower()
+        if not value or len(value) > smtp_limits.MAX_DOMAIN_LENGTH:
+            raise ValueError("domain name is empty or longer than 255 octets")
+        return value
+
+
 class AbuseConfig(_Frozen):
     """Abuse controls.  A rate of 0 turns that limit off (Postfix's anvil defaults)."""
 
@@ -372,8 +391,19 @@ class Config(_Frozen):
     relay: RelayConfig = Field(default_factory=RelayConfig)
     abuse: AbuseConfig = Field(default_factory=AbuseConfig)
     process: ProcessConfig = Field(default_factory=ProcessConfig)
+    tls_policies: list[TlsPolicyConfig] = Field(default_factory=list, alias="tls_policy")
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @field_validator("tls_policies")
+    @classmethod
+    def _one_tls_policy_per_domain(cls, value: list[TlsPolicyConfig]) -> list[TlsPolicyConfig]:
+        seen = set()
+        for entry in value:
+            if entry.domain in seen:
+                raise ValueError(f"domain {entry.domain} has more than one tls_policy")
+            seen.add(entry.domain)
+        return value
 
     @model_validator(mode="after")
     def _check_cross_references(self) -> Self:
