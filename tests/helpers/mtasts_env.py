@@ -6,6 +6,8 @@ postfix-mta-sts-resolver): their DNS and their policy web server, on loopback.
 * ``zone_for`` turns the cases into zone text for ``LoopbackDns``: each case's TXT
   records at ``_mta-sts.<domain>``, and ``mta-sts.<domain>`` at 127.0.0.1 — the cases'
   "every name under .loc resolves to 127.0.0.1".
+* ``ServedPolicies`` stands in at the ``PolicyFetcher`` seam (tests about what happens
+  around a fetch, not about HTTPS).
 * ``PolicyServer`` is a stdlib HTTPS server in a thread that answers each
   ``mta-sts.<domain>`` with the case's status, media type and body (Content-Length, or
   chunked where the case says so), choosing the case's certificate by SNI: trustme
@@ -28,6 +30,7 @@ import trustme
 import yaml
 
 from helpers.tools import REQUIRE_ENV
+from mailwright.delivery.tlspolicy.fetch import FetchedPolicy, PolicyFetchError
 
 CASES_DIR = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "mta-sts"
 CASES_FILE = CASES_DIR / "cases.yaml"
@@ -157,3 +160,18 @@ class PolicyServer:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(timeout=5)
+
+
+class ServedPolicies:
+    """The ``PolicyFetcher`` seam: answers with ``body`` (or fails), counting calls."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.failure: str | None = None
+        self.calls = 0
+
+    async def fetch(self, domain: str) -> FetchedPolicy:
+        self.calls += 1
+        if self.failure is not None:
+            raise PolicyFetchError(self.failure)
+        return FetchedPolicy(200, "text/plain; charset=utf-8", self.body)

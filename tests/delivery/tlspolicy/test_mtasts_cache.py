@@ -12,6 +12,7 @@ import pytest
 
 from helpers.clock import FakeClock
 from helpers.dnsserver import LoopbackDns, MakeDns
+from helpers.mtasts_env import ServedPolicies
 from mailwright.delivery.tlspolicy.cache import CACHE_DIR_NAME, CachedPolicy, PolicyCache
 from mailwright.delivery.tlspolicy.discover import (
     FETCH_RETRY_INTERVAL,
@@ -19,7 +20,6 @@ from mailwright.delivery.tlspolicy.discover import (
     StsOutcome,
     StsResult,
 )
-from mailwright.delivery.tlspolicy.fetch import FetchedPolicy, PolicyFetchError
 from mailwright.delivery.tlspolicy.mtasts import StsMode, StsPolicy
 from mailwright.dns.resolver import DnsResolver
 
@@ -36,21 +36,6 @@ $TTL 300
 @ IN SOA ns hostmaster 1 3600 600 86400 60
 _mta-sts IN TXT "v=STSv1; id={record_id};"
 """
-
-
-class ServedPolicies:
-    """The ``PolicyFetcher`` seam: answers with ``body`` (or fails), counting calls."""
-
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-        self.failure: str | None = None
-        self.calls = 0
-
-    async def fetch(self, domain: str) -> FetchedPolicy:
-        self.calls += 1
-        if self.failure is not None:
-            raise PolicyFetchError(self.failure)
-        return FetchedPolicy(200, "text/plain; charset=utf-8", self.body)
 
 
 def discover(
