@@ -115,6 +115,14 @@ def test_mta_sts_enforce_filters_mx_hosts(loopback_dns: MakeDns, tmp_path: Path)
         "mx *.example.test"
     }
     assert hosts.reason == "MTA-STS enforce (policy id 1): 1 of 2 MX hosts allowed"
+    # The same answer in the shape the relay's MX lookup takes as a hook.
+    setup = Setup(loopback_dns, tmp_path / "b")
+
+    async def hook() -> tuple[list[str], dict[str, str]]:
+        plan = await setup.decider.plan(DOMAIN)
+        return await plan.mx_host_filter([MX, ROGUE], True)
+
+    assert asyncio.run(hook()) == (hosts.usable, hosts.refused)
 
 
 def test_unlisted_host_policy_refuses_after_handshake(
