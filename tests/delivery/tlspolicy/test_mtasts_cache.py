@@ -165,3 +165,29 @@ def test_failed_fetch_is_not_retried_for_five_minutes(
     clock.advance(1)
     assert asyncio.run(sts.discover("example.test")).result is StsResult.VALID
     assert fetcher.calls == 2
+
+
+def test_concurrent_deliveries_share_one_discovery(loopback_dns: MakeDns, tmp_path: Path) -> None:
+    """A burst of deliveries to one domain: one TXT query and one fetch, not one each."""
+    clock = FakeClock(EPOCH)
+    dns = loopback_dns(zone("one"))
+    fetcher = ServedPolicies(BODY_V1)
+    resolver = DnsResolver([dns.address], timeout=SILENT_TIMEOUT)
+    sts = MtaSts(resolver, fetcher, PolicyCache(tmp_path, clock), clock)
+
+    async def burst() -> list[StsOutcome]:
+        return await asyncio.gather(*(sts.discover("example.test") for _ in range(5)))
+
+    outcomes = asyncio.run(burst())
+    assert {o.policy for o in outcomes} == {POLICY}
+    assert fetcher.calls == 1
+    assert dns.asked("_mta-sts.example.test", "TXT") == 1
+
+
+def test_memory_copy_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("mailwright.delivery.tlspolicy.cache.MAX_MEMORY_ENTRIES", 2)
+    cache = PolicyCache(tmp_path, FakeClock(EPOCH))
+    for name in ("a.test", "b.test", "c.test"):
+        cache.put(CachedPolicy(name, "x", POLICY, EPOCH))
+    assert list(cache._memory) == ["b.test", "c.test"]
+    assert cache.get("a.test") is not None  # dropped from memory, read back from disk
