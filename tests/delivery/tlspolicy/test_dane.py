@@ -251,3 +251,14 @@ def test_only_unusable_records_still_require_tls(loopback_dns: MakeDns) -> None:
     policy = lookup(dns.address).policy
     assert policy is not None and policy.mode is TlsMode.ENCRYPT and policy.required
     assert "has no usable record" in policy.reason and policy.peer_check is None
+
+
+def test_dane_check_reads_the_chain_under_uvloop(tmp_path: Path, ca: trustme.CA) -> None:
+    # serve runs on uvloop when present: its SSL transport hands out the same
+    # ssl.SSLObject, and the chain (anchor included) must be readable from it.
+    uvloop = pytest.importorskip("uvloop")
+    _leaf, server = leaf_server(tmp_path, ca, MX)
+    check = DaneCheck((tlsa(2, 0, 1, der(ca.cert_pem)),), (MX,))
+    assert uvloop.run(_check_over_tls(server, check)) is None
+    wrong = DaneCheck((tlsa(2, 0, 1, der(trustme.CA().cert_pem)),), (MX,))
+    assert uvloop.run(_check_over_tls(server, wrong)) is not None
