@@ -123,13 +123,23 @@ class DomainPlan:
     ) -> TlsPolicy:
         host = mx_host.rstrip(".").lower()
         notes: list[str] = []
+        floor: TlsPolicy | None = None  # TLS required by unusable TLSA records
         if self.decider.dane:
             dane = await dane_policy(
                 self.decider.resolver, host, mx_authentic=mx_authentic, port=port
             )
-            if dane.policy is not None:
+            if dane.policy is not None and dane.policy.mode is TlsMode.DANE:
                 return dane.policy
+            floor = dane.policy
             notes.append(dane.reason)
+        policy = self._below_dane(host, notes)
+        if floor is not None and not policy.required:
+            # RFC 7672 §2.2: authenticated but unusable TLSA records still make TLS
+            # mandatory; a stronger policy below (MTA-STS enforce, verify) stands.
+            return floor
+        return policy
+
+    def _below_dane(self, host: str, notes: list[str]) -> TlsPolicy:
         enforced = self.enforced
         if enforced is not None:
             label = _sts_label(self.sts)
