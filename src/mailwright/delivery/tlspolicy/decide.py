@@ -4,7 +4,9 @@ MTA-STS and the configuration.
 Precedence, per (recipient domain, MX host):
 
 1. DANE — authenticated, usable TLSA records for the MX host (RFC 7672; RFC 8461 §2:
-   a sender doing both prefers DANE where TLSA records are published);
+   a sender doing both prefers DANE where TLSA records are published).  Authenticated
+   records none of which is usable only set a floor: TLS required (RFC 7672 §2.2),
+   unless a rule below asks for more;
 2. MTA-STS ``enforce`` — TLS with a certificate valid for the MX host name, and only to
    MX hosts the policy lists (RFC 8461 §4.1, §5);
 3. the per-domain configuration, ``[[tls_policy]]`` (none / may / encrypt / verify);
