@@ -255,19 +255,14 @@ def read_input(limit: int) -> bytes:
 
 
 def _spool_failure(exc: SpoolError, folder: Path) -> Exit:
-    """Map a spool error to sendmail's exit status, naming the folder."""
+    """Map a spool error to sendmail's exit status; the text names the folder or file."""
     cause = exc.__cause__
     if isinstance(cause, PermissionError):
-        return Exit(EX_NOPERM, f"no permission to write the spool {folder}: {exc}")
-    if isinstance(cause, OSError) and cause.errno in (
-        errno.ENOENT,
-        errno.ENOTDIR,
-        errno.EROFS,
-        errno.EEXIST,
-    ):
-        return Exit(EX_CANTCREAT, f"cannot create the spool {folder}: {exc}")
-    if "cannot open spool" in str(exc):
-        return Exit(EX_CANTCREAT, f"cannot open the spool {folder}: {exc}")
+        return Exit(EX_NOPERM, f"no permission: {exc}")
+    if isinstance(cause, OSError) and cause.errno in (errno.ENOENT, errno.ENOTDIR, errno.EROFS):
+        return Exit(EX_CANTCREAT, str(exc))
+    if str(exc).startswith("cannot open spool"):
+        return Exit(EX_CANTCREAT, str(exc))
     return Exit(EX_TEMPFAIL, f"cannot store the message in {folder} (try again later): {exc}")
 
 
