@@ -32,7 +32,14 @@ import click
 from mailwright.cli.configload import EXIT_CONFIG, load_or_exit
 from mailwright.cli.spoolaccess import AccessError, become_mail_user, spool_exists, spool_of
 from mailwright.config import Config
-from mailwright.queue.admin import QueueFilter, State, as_json, queue_name, states
+from mailwright.queue.admin import (
+    QueueFilter,
+    State,
+    as_json,
+    attempt_state,
+    queue_name,
+    states,
+)
 from mailwright.spool.embedded import EmbeddedSpool
 from mailwright.spool.model import QueueEntry
 from mailwright.spool.queueid import is_queue_id
@@ -226,7 +233,7 @@ def show(queue_id: str, body: bool, as_json_object: bool, config_path: Path | No
                 {
                     "address": addresses[a.position] if a.position < len(addresses) else None,
                     "at": a.at,
-                    "status": str(a.status),
+                    "state": str(attempt_state(a)),
                     "reply": {
                         "code": a.reply.code,
                         "enhanced": a.reply.enhanced,
@@ -281,7 +288,7 @@ def show(queue_id: str, body: bool, as_json_object: bool, config_path: Path | No
         for a in history:
             who = addresses[a.position] if a.position < len(addresses) else f"#{a.position}"
             where = f"  [{a.remote_host}]" if a.remote_host else ""
-            click.echo(f"  {_when(a.at)}  {who}  {a.status}  {a.reply}{where}")
+            click.echo(f"  {_when(a.at)}  {who}  {attempt_state(a)}  {a.reply}{where}")
         click.echo("")
         if body:
             click.echo(text, nl=False)

@@ -32,7 +32,7 @@ from enum import StrEnum
 from typing import Any
 
 from mailwright.queue.retry import EXPIRED_STATUS
-from mailwright.spool.model import QueueEntry, RecipientState, RecipientStatus
+from mailwright.spool.model import Attempt, QueueEntry, RecipientState, RecipientStatus
 
 
 class State(StrEnum):
@@ -54,6 +54,15 @@ def recipient_state(state: RecipientState, held: bool) -> State:
     if held:
         return State.HELD
     return State.DEFERRED if state.attempts else State.QUEUED
+
+
+def attempt_state(attempt: Attempt) -> State:
+    """What one attempt left its recipient as (a history row of ``queue show``)."""
+    if attempt.status is RecipientStatus.DELIVERED:
+        return State.DELIVERED
+    if attempt.status is RecipientStatus.FAILED:
+        return State.EXPIRED if attempt.reply.enhanced == EXPIRED_STATUS else State.BOUNCED
+    return State.DEFERRED
 
 
 def states(entry: QueueEntry) -> list[State]:
