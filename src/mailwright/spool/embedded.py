@@ -10,6 +10,8 @@ Layout under ``data_dir/spool/``::
                      (see ``_db`` for the schema and settings)
     tmp/<queue-id>   a large body being received (DATA/BDAT); never trusted after a restart
     msg/<queue-id>   a committed large body, write-once, exactly as accepted
+    wake             the FIFO on which the queue runner hears other processes
+                     (``spool.wakeup``: ``mailwright sendmail``, ``queue flush``)
 
 **Two body forms.**  A body of at most ``INLINE_BODY_MAX`` bytes (32 KiB, justified in
 ``_writer``) is kept in memory while it arrives and stored *inline*, as a BLOB in the
