@@ -347,6 +347,8 @@ def run(argv: list[str]) -> int:
         config = load(opts)
         if opts.mode in ("p", "q"):
             return _queue_command(opts)
+        if not opts.recipients and not opts.from_headers:  # before waiting on stdin
+            raise Exit(EX_USAGE, "no recipients: give them as arguments, or -t to read To/Cc/Bcc")
         who, sender = _identity(opts, config.smtp.hostname)
         try:
             become_mail_user(config)
