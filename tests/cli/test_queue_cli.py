@@ -252,6 +252,19 @@ def test_queue_retry_resets_the_time(config: Path) -> None:
     assert mw(config, "retry").returncode == 2  # neither ids nor --all
     assert mw(config, "retry", q.mixed, "--all").returncode == 2
 
+    async def finish() -> None:  # every recipient done (the runner would remove it)
+        store = EmbeddedSpool(data_dir(config), recover=False)
+        await store.open()
+        message = await store.load(q.fresh)
+        assert message is not None
+        message.recipients[0].status = RecipientStatus.DELIVERED
+        await store.update(message)
+        await store.close()
+
+    asyncio.run(finish())
+    line = one_line_error(mw(config, "retry", q.fresh), 1)
+    assert line == f"mailwright: queue: {q.fresh}: no recipient left to deliver to"
+
 
 def test_queue_delete_removes_message_and_body_but_not_one_being_delivered(
     config: Path,

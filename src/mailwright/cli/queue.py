@@ -432,18 +432,26 @@ def flush(config_path: Path | None) -> None:
 
 def _retry(config: Config, wanted: list[str] | None) -> None:
     done: list[str] = []
+    finished: list[str] = []  # still queued, but no recipient left to try
     if spool_exists(config):
 
         async def work(spool: EmbeddedSpool) -> None:
             done.extend(await spool.retry(time.time(), wanted))
+            for qid in wanted or ():
+                if qid not in done and await spool.entry(qid) is not None:
+                    finished.append(qid)
 
         _with_spool(config, work)
+    if done:
+        click.echo(f"mailwright: queue: {_woken(config)}", err=True)
     if wanted is None:
         noun = "message" if len(done) == 1 else "messages"
         click.echo(f"{len(done)} {noun} due now")
-        if done:
-            click.echo(f"mailwright: queue: {_woken(config)}", err=True)
         return
-    if done:
-        click.echo(f"mailwright: queue: {_woken(config)}", err=True)
+    for qid in finished:
+        click.echo(f"mailwright: queue: {qid}: no recipient left to deliver to", err=True)
+    if finished:
+        for qid in done:
+            click.echo(f"{qid}: due now")
+        sys.exit(EXIT_NOT_FOUND)
     _report(done, wanted, "due now")
