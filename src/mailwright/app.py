@@ -58,6 +58,7 @@ from mailwright.queue.runner import FRESH_HOLD, QueueRunner
 from mailwright.spool.embedded import SPOOL_DIR, EmbeddedSpool
 from mailwright.spool.model import SpooledMessage
 from mailwright.spool.runnerlock import RunnerLock
+from mailwright.spool.wakeup import FifoWakeup
 from mailwright.supervisor import DeliveryWorker
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,8 @@ def build_queue_runner(
         reporting_mta=config.smtp.hostname,
         # A fresh message waits to be announced: its accepted line is then logged.
         fresh_hold=FRESH_HOLD,
+        # `mailwright sendmail` and `queue flush` wake it through spool/wake.
+        wakeup=FifoWakeup(spool.root),
     )
     return runner, local_agent
 

@@ -24,7 +24,7 @@ from mailwright.spool.model import (
     RecipientStatus,
     RemoteReply,
 )
-from mailwright.spool.store import SpoolError, SpoolStore
+from mailwright.spool.store import MessageBusy, MessageGone, SpoolError, SpoolStore
 
 
 @pytest.fixture(params=BACKENDS)
@@ -469,5 +469,170 @@ def test_contract_header_block_is_stored_with_the_row_and_prepended_on_read(
             got = claimed[qid].body
             assert got is None or got == expected  # None: read_body (checked above)
         await again.close()
+
+    run(main())
+
+
+# -- administration (`mailwright queue`) ---------------------------------------------------
+
+
+def test_contract_scan_and_entry_show_state_hold_and_lease_without_bodies(
+    stores: StoreFactory, clock: Clock
+) -> None:
+    async def main() -> None:
+        store = await opened(stores, clock)
+        first = await put(store, envelope("a@example.net", "b@example.org"))
+        clock.advance(1)
+        large = await put(store, body=BIG)
+        first.recipients[0].status = RecipientStatus.DELIVERED
+        first.recipients[1].attempts = 1
+        first.recipients[1].last_reply = RemoteReply(451, "4.2.0", "Mailbox busy")
+        first.attempts = 1
+        await store.update(first)
+        (claimed,) = await store.claim(clock.now, 1, 60, "runner")  # `large`: first is due later
+        assert claimed.message.queue_id in (first.queue_id, large.queue_id)
+        assert await store.hold(first.queue_id, clock.now)
+        entries = [e async for e in store.scan()]
+        assert [e.message.queue_id for e in entries] == [first.queue_id, large.queue_id]
+        by_id = {e.message.queue_id: e for e in entries}
+        assert by_id[first.queue_id].message == first
+        assert by_id[first.queue_id].held_since == clock.now
+        assert by_id[large.queue_id].held_since is None
+        leased = by_id[claimed.message.queue_id]
+        assert leased.lease_owner == "runner" and leased.leased(clock.now)
+        assert not leased.leased(clock.now + 60)  # a lease that ran out is no lease
+        assert await store.entry(first.queue_id) == by_id[first.queue_id]
+        assert await store.entry("0000000000000000") is None
+        assert await store.entry("../etc/passwd") is None
+        await store.close()
+
+    run(main())
+
+
+def test_contract_held_message_is_never_claimed_until_unhold_also_across_restart(
+    stores: StoreFactory, clock: Clock
+) -> None:
+    async def main() -> None:
+        store = await opened(stores, clock)
+        held = await put(store)
+        clock.advance(1)
+        other = await put(store)
+        assert await store.hold(held.queue_id, clock.now)
+        assert await store.hold(held.queue_id, clock.now + 5)  # again: keeps the first time
+        assert not await store.hold("0000000000000000", clock.now)
+        assert [m.queue_id for m in await store.due(clock.now, 10)] == [other.queue_id]
+        assert await store.next_due(clock.now) == other.next_attempt
+        claimed = await store.claim(clock.now + 3600, 10, 60, "runner")
+        assert [c.message.queue_id for c in claimed] == [other.queue_id]
+        await store.release("runner")
+        await store.close()
+
+        restarted = await opened(stores, clock)  # the hold is stored state
+        entry = await restarted.entry(held.queue_id)
+        assert entry is not None and entry.held_since == clock.now
+        assert held.queue_id not in [
+            c.message.queue_id for c in await restarted.claim(clock.now + 3600, 10, 60, "r")
+        ]
+        assert await restarted.unhold(held.queue_id)
+        assert not await restarted.unhold("0000000000000000")
+        entry = await restarted.entry(held.queue_id)
+        assert entry is not None and entry.held_since is None
+        (claimed_after,) = await restarted.claim(clock.now, 10, 60, "r")
+        assert claimed_after.message.queue_id == held.queue_id
+        await restarted.close()
+
+    run(main())
+
+
+def test_contract_retry_makes_pending_messages_due_now(stores: StoreFactory, clock: Clock) -> None:
+    async def main() -> None:
+        store = await opened(stores, clock)
+        due_first = await put(store)
+        clock.advance(10)
+        deferred = await put(store)
+        deferred.attempts = 1
+        deferred.recipients[0].attempts = 1
+        deferred.next_attempt = clock.now + 3600
+        await store.update(deferred)
+        done = await put(store)
+        done.recipients[0].status = RecipientStatus.DELIVERED
+        await store.update(done)
+        assert [m.queue_id for m in await store.due(clock.now, 10)] == [due_first.queue_id]
+
+        assert await store.retry(clock.now, [deferred.queue_id, done.queue_id]) == [
+            deferred.queue_id  # nothing pending in `done`: not matched
+        ]
+        loaded = await store.load(deferred.queue_id)
+        assert loaded is not None and loaded.next_attempt == clock.now
+        # What was due already keeps its (earlier) time and so its place.
+        assert [m.queue_id for m in await store.due(clock.now, 10)] == [
+            due_first.queue_id,
+            deferred.queue_id,
+        ]
+        assert await store.retry(clock.now, ["0000000000000000"]) == []
+        deferred.next_attempt = clock.now + 3600
+        await store.update(deferred)
+        assert sorted(await store.retry(clock.now + 1)) == sorted(
+            [due_first.queue_id, deferred.queue_id]
+        )
+        again = await store.load(due_first.queue_id)
+        assert again is not None and again.next_attempt == due_first.next_attempt
+        await store.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize("body", [BODY, BIG], ids=["small", "large"])
+def test_contract_delete_removes_everything_but_refuses_a_leased_message(
+    stores: StoreFactory, clock: Clock, body: bytes
+) -> None:
+    reply = RemoteReply(451, "4.2.0", "Mailbox busy")
+
+    async def main() -> None:
+        store = await opened(stores, clock)
+        message = await put(store, body=body)
+        (claimed,) = await store.claim(clock.now, 10, 60, "runner")
+        with pytest.raises(MessageBusy):
+            await store.delete(message.queue_id, clock.now)
+        assert await store.read_body(message.queue_id) == body  # untouched
+        m = claimed.message
+        m.recipients[0].attempts = 1
+        m.recipients[0].last_reply = reply
+        m.next_attempt = clock.now + 60
+        await store.record_attempt(
+            m, [Attempt(0, clock.now, RecipientStatus.PENDING, reply)], "runner"
+        )
+        assert await store.delete(message.queue_id, clock.now)
+        assert not await store.delete(message.queue_id, clock.now)  # gone: False
+        assert await store.load(message.queue_id) is None
+        assert await store.attempts(message.queue_id) == []
+        with pytest.raises(SpoolError):
+            await store.read_body(message.queue_id)
+        # A lease that ran out (its runner died) does not protect the message.
+        other = await put(store, body=body)
+        await store.claim(clock.now + 120, 10, 60, "dead")
+        assert await store.delete(other.queue_id, clock.now + 180)
+        await store.close()
+        restarted = await opened(stores, clock)
+        assert await queued(restarted) == []
+        await restarted.close()
+
+    run(main())
+
+
+def test_contract_update_of_a_deleted_message_raises_message_gone(
+    stores: StoreFactory, clock: Clock
+) -> None:
+    """The runner tells "deleted by the operator mid-attempt" from a store failure."""
+
+    async def main() -> None:
+        store = await opened(stores, clock)
+        message = await put(store)
+        assert await store.delete(message.queue_id, clock.now)
+        with pytest.raises(MessageGone):
+            await store.update(message)
+        with pytest.raises(MessageGone):
+            await store.record_attempt(message, [], "runner")
+        await store.close()
 
     run(main())

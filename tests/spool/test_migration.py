@@ -1,4 +1,4 @@
-"""An embedded queue written by an earlier release (schema version 2 or 3) opens and
+"""An embedded queue written by an earlier release (schema version 2, 3 or 4) opens and
 keeps every message: migrated in place at start-up, checked through the store's API.
 
 The old database is built here from the version-2 schema *as that release shipped
@@ -227,7 +227,45 @@ def test_version_3_queue_gains_the_header_block_column_and_loses_nothing(
         await reopened.close()
         conn = sqlite3.connect(tmp_path / "spool" / "queue.db")
         try:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
+        finally:
+            conn.close()
+
+    run(main())
+
+
+# Version 4 added the header block; copied verbatim like the versions before it.
+SCHEMA_V4_ADDED = """
+ALTER TABLE messages ADD COLUMN header_block BLOB;
+PRAGMA user_version=4;
+"""
+
+
+def test_version_4_queue_gains_the_hold_column_and_loses_nothing(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """Version 5 adds the operator's hold: old rows are not held and stay claimable."""
+    version_3_database(tmp_path, clock.now)
+    conn = sqlite3.connect(tmp_path / "spool" / "queue.db")
+    conn.executescript(SCHEMA_V4_ADDED)
+    conn.execute("UPDATE messages SET header_block = ? WHERE queue_id = ?", (b"X: 1\r\n", FILED))
+    conn.commit()
+    conn.close()
+
+    async def main() -> None:
+        store = EmbeddedSpool(tmp_path, clock=clock)
+        await store.open()
+        entries = [e async for e in store.scan()]
+        assert [e.message.queue_id for e in entries] == [INLINE, FILED]
+        assert [e.held_since for e in entries] == [None, None]
+        assert await store.read_body(FILED) == b"X: 1\r\n" + BIG
+        assert await store.hold(FILED, clock.now)
+        claimed = await store.claim(clock.now, 10, 60, "runner")
+        assert [c.message.queue_id for c in claimed] == [INLINE]
+        await store.close()
+        conn = sqlite3.connect(tmp_path / "spool" / "queue.db")
+        try:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
         finally:
             conn.close()
 

@@ -123,6 +123,32 @@ from mailwright.cli.user import user  # noqa: E402  (registration kept in one pl
 
 cli.add_command(user)
 
+from mailwright.cli.queue import queue  # noqa: E402
+
+cli.add_command(queue)
+
+
+@cli.command(
+    context_settings={"ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def sendmail(args: tuple[str, ...]) -> None:
+    """Queue a message from standard input, as sendmail (-t -i -f FROM -F NAME ...)."""
+    from mailwright.cli.sendmail import main as sendmail_main
+
+    sendmail_main(list(args))
+
 
 def main() -> None:
+    # `ln -s $(which mailwright) /usr/sbin/sendmail` (and mailq): behave as that command.
+    called_as = Path(sys.argv[0]).name
+    if called_as == "sendmail":
+        from mailwright.cli.sendmail import main as sendmail_main
+
+        sendmail_main(sys.argv[1:])
+    if called_as == "mailq":
+        from mailwright.cli.queue import queue
+
+        queue.main(["list", *sys.argv[1:]], prog_name="mailq")
     cli()

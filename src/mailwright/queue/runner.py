@@ -63,7 +63,10 @@ started) until it is told, or until ``fresh_hold`` seconds after its arrival —
 session process that died between its commit and its report never tells, and its
 mail must still go out.
 
-``on_event`` reports each recipient's outcome (``events``).
+``on_event`` reports each recipient's outcome (``events``).  ``wakeup`` (the spool's
+``spool/wake`` FIFO) lets other processes — ``mailwright sendmail``, ``queue flush`` —
+announce what they stored and wake the loop while ``run()`` runs.  A message deleted by
+the operator while offered in flight (``MessageGone``) is dropped without a pause.
 """
 
 from __future__ import annotations
@@ -89,7 +92,8 @@ from mailwright.spool.model import (
     RecipientStatus,
     SpooledMessage,
 )
-from mailwright.spool.store import SpoolError, SpoolStore
+from mailwright.spool.store import MessageGone, SpoolError, SpoolStore
+from mailwright.spool.wakeup import WakeupSource
 
 log = logging.getLogger("mailwright.queue.runner")
 
@@ -140,6 +144,7 @@ class QueueRunner:
         fresh_hold: float = 0.0,
         owner: str = DEFAULT_OWNER,
         lease: float = LEASE,
+        wakeup: WakeupSource | None = None,
     ) -> None:
         self._store = store
         self._agent = agent
@@ -152,6 +157,7 @@ class QueueRunner:
         self._fresh_hold = fresh_hold
         self._owner = owner
         self._lease = lease
+        self._wakeup = wakeup
         self._renew_at = 0.0  # when the held leases are renewed next
         # Ids the server announced (offer/announce) -> when; in announcement order,
         # forgotten once attempted or ``fresh_hold`` old (the hold is over anyway).
@@ -234,6 +240,8 @@ class QueueRunner:
         # (a server stopped right after starting) must still end it.
         self._running = True
         self._stopped.clear()
+        if self._wakeup is not None:
+            self._wakeup.start(self._woken)
         try:
             await self._release(None)  # what this owner held before a restart
             while not self._stopping:
@@ -245,6 +253,8 @@ class QueueRunner:
                     async with asyncio.timeout(min(max(delay, 0.0), MAX_IDLE_SLEEP)):
                         await self._wake.wait()
         finally:
+            if self._wakeup is not None:
+                self._wakeup.stop()
             held = [*self._ready, *self._held]  # claimed, never started: give them back
             self._ready.clear()
             self._held.clear()
@@ -252,6 +262,12 @@ class QueueRunner:
                 await self._release(held)
             self._running = False
             self._stopped.set()
+
+    def _woken(self, queue_ids: list[str]) -> None:
+        """Another process stored ``queue_ids`` and logged them (none: look anyway)."""
+        for qid in queue_ids:
+            self.announce(qid)
+        self.kick()
 
     async def stop(self, grace: float = STOP_GRACE) -> None:
         """Take no new work; let in-flight attempts finish for ``grace`` s, cancel the rest.
@@ -485,6 +501,8 @@ class QueueRunner:
                 await self._store.record_attempt(message, rows, self._owner)
             else:
                 await self._store.remove(qid)
+        except MessageGone:  # `queue delete` took it while it was offered in flight
+            log.info("%s: deleted during its delivery attempt; nothing to record", qid)
         except SpoolError as exc:
             log.error("%s: cannot record delivery state (will retry): %s", qid, exc)
             self._paused_until = self._clock() + STORE_ERROR_PAUSE

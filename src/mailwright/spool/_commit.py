@@ -36,12 +36,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from mailwright.fs.durable import fsync_dir
 from mailwright.spool import _db
 from mailwright.spool._errors import spool_error
 from mailwright.spool._writer import BodyWriter
-from mailwright.spool.store import SpoolError
+from mailwright.spool.store import MessageBusy, MessageGone, SpoolError
 
 log = logging.getLogger("mailwright.spool")
 
@@ -93,7 +94,24 @@ class Remove:
     future: asyncio.Future[None]
 
 
-Op = Put | Update | Remove | Claim | Lease
+AdminAction = Literal["hold", "unhold", "retry", "delete"]
+
+
+@dataclass(slots=True)
+class Admin:
+    """An operator's write (``SpoolStore.hold``/``unhold``/``retry``/``delete``).
+
+    A batch holding one is committed FULL: what the operator was told is done stays
+    done after a power cut (a hold that came undone would let the mail go out)."""
+
+    action: AdminAction
+    queue_ids: list[str] | None  # None: every message (``retry`` only)
+    now: float
+    future: asyncio.Future[None]
+    changed: list[str] = field(default_factory=list)  # set by the commit: ids affected
+
+
+Op = Put | Update | Remove | Claim | Lease | Admin
 
 
 @dataclass(slots=True)
@@ -166,7 +184,7 @@ class BatchCommitter:
         See ``embedded`` ("Durability of updates") for why NORMAL is safe then.
         """
         full = True
-        if not any(isinstance(op, Put) for op in batch):
+        if not any(isinstance(op, Put | Admin) for op in batch):
             removed = [op.queue_id for op in batch if isinstance(op, Remove)]
             full = bool(removed) and len(_db.inline_among(self.conn, removed)) < len(set(removed))
         if full != self._full_sync:
@@ -191,7 +209,7 @@ class BatchCommitter:
                 conn, op.queue_id, op.next_attempt, op.attempts, op.pending, op.states
             )
             if not found:
-                result.outcomes[i] = SpoolError(f"{op.queue_id}: no such message")
+                result.outcomes[i] = MessageGone(f"{op.queue_id}: no such message")
                 return
             if op.history:
                 _db.insert_attempts(conn, op.history)
@@ -201,11 +219,32 @@ class BatchCommitter:
             op.ids = _db.claim(conn, op.now, op.limit, op.until, op.owner)
         elif isinstance(op, Lease):
             op.changed = _db.set_lease(conn, op.queue_ids, op.owner, op.until)
+        elif isinstance(op, Admin):
+            self._administer(i, op, result)
         else:
             had_inline_body = _db.delete_body(conn, op.queue_id)
             _db.delete(conn, op.queue_id)
             if not had_inline_body:
                 result.unlink.append(self.msg_dir / op.queue_id)
+
+    def _administer(self, i: int, op: Admin, result: BatchResult) -> None:
+        conn = self.conn
+        if op.action == "retry":
+            op.changed = _db.retry(conn, op.now, op.queue_ids)
+            return
+        for qid in op.queue_ids or ():
+            if op.action == "delete":
+                outcome = _db.delete_unleased(conn, qid, op.now)
+                if outcome == "busy":
+                    result.outcomes[i] = MessageBusy(f"{qid}: being delivered right now")
+                    continue
+                if outcome == "missing":
+                    continue
+                if outcome == "file":
+                    result.unlink.append(self.msg_dir / qid)
+            elif not _db.set_hold(conn, qid, op.now if op.action == "hold" else None):
+                continue
+            op.changed.append(qid)
 
     def _collect_bodies(
         self,

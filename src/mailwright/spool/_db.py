@@ -26,7 +26,10 @@ structured reply and the remote host), the lease columns of ``messages``
 of ``recipients`` (``reply_code``, ``reply_enhanced``, ``reply_text``; the version-2
 ``last_reply`` string is converted once by the migration and no longer written);
 since version 4, ``messages.header_block`` (the header fields the MESSAGE stage
-added, prepended on read; NULL when none, as for every message stored before).
+added, prepended on read; NULL when none, as for every message stored before);
+since version 5, ``messages.held_at`` (``SpoolStore.hold``: when the operator held
+it; NULL when not held — every message stored before — and ``claim``, ``due`` and
+``next_due`` skip held rows).
 ``attempts`` is an ordinary rowid table: the rowid gives the order of the history
 and the ``attempts_message`` index serves both reading it and the cascading delete.
 A separate recipients
@@ -52,6 +55,7 @@ from mailwright.spool.model import (
     Attempt,
     BodyType,
     Envelope,
+    QueueEntry,
     Recipient,
     RecipientState,
     RecipientStatus,
@@ -59,7 +63,7 @@ from mailwright.spool.model import (
     SpooledMessage,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 BUSY_TIMEOUT_MS = 10_000
 # After a checkpoint, truncate the WAL back to this size instead of letting it grow.
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
@@ -131,6 +135,11 @@ _V4 = """
 ALTER TABLE messages ADD COLUMN header_block BLOB
 """
 
+# Version 4 -> 5: the operator's hold (see ``SpoolStore``).
+_V5 = """
+ALTER TABLE messages ADD COLUMN held_at REAL
+"""
+
 # The version-2 ``last_reply`` strings were written by ``str(Reply)``: "451 4.2.0 text"
 # or "451 text".  Read once, by the migration; nothing parses replies after it.
 _V2_REPLY = re.compile(r"^([245]\d\d)(?: ([245]\.\d{1,3}\.\d{1,3}))?(?: (.*))?$", re.S)
@@ -161,12 +170,15 @@ _MIGRATIONS: dict[int, tuple[str, Callable[[sqlite3.Connection], None] | None]] 
     1: (_BODIES, None),
     2: (_V3, _structure_v2_replies),
     3: (_V4, None),
+    4: (_V5, None),
 }
 
 _MESSAGE_COLUMNS = (
     "queue_id, mail_from, body_type, smtputf8, ret, envid, client_address, client_helo,"
     " auth_user, size, received_at, next_attempt, attempts, header_block"
 )
+# A message plus what the queue administration shows (``QueueEntry``).
+_ENTRY_COLUMNS = _MESSAGE_COLUMNS + ", held_at, lease_owner, lease_until"
 _RECIPIENT_COLUMNS = "queue_id, position, address, notify, orcpt, status, attempts, last_reply"
 _RECIPIENT_READ = (
     "queue_id, position, address, notify, orcpt, status, attempts,"
@@ -228,7 +240,7 @@ def create_schema(conn: sqlite3.Connection) -> int:
     conn.execute("BEGIN IMMEDIATE")
     try:
         if version == 0:
-            _run_script(conn, SCHEMA_V1 + _BODIES + ";" + _V3 + ";" + _V4)
+            _run_script(conn, SCHEMA_V1 + _BODIES + ";" + _V3 + ";" + _V4 + ";" + _V5)
         else:
             for step in range(version, SCHEMA_VERSION):
                 script, convert = _MIGRATIONS[step]
@@ -344,7 +356,7 @@ def _build(row: Sequence[object], recipients: list[Sequence[object]]) -> Spooled
         next_attempt,
         attempts,
         header_block,
-    ) = row
+    ) = row[:14]
     states = [
         RecipientState(
             recipient=Recipient(
@@ -505,7 +517,7 @@ def claim(conn: sqlite3.Connection, now: float, limit: int, until: float, owner:
         str(r[0])
         for r in conn.execute(
             "SELECT queue_id FROM messages WHERE pending > 0 AND next_attempt <= ?"
-            " AND (lease_until IS NULL OR lease_until <= ?)"
+            " AND (lease_until IS NULL OR lease_until <= ?) AND held_at IS NULL"
             " ORDER BY next_attempt, queue_id LIMIT ?",
             (now, now, limit),
         )
@@ -569,7 +581,8 @@ def with_bodies(
 def next_due(conn: sqlite3.Connection, now: float) -> float | None:
     row = conn.execute(  # walks the messages_due index, stops at the first unleased
         "SELECT next_attempt FROM messages WHERE pending > 0"
-        " AND (lease_until IS NULL OR lease_until <= ?) ORDER BY next_attempt LIMIT 1",
+        " AND (lease_until IS NULL OR lease_until <= ?) AND held_at IS NULL"
+        " ORDER BY next_attempt LIMIT 1",
         (now,),
     ).fetchone()
     return None if row is None else float(row[0])
@@ -593,7 +606,7 @@ def load(conn: sqlite3.Connection, queue_id: str) -> SpooledMessage | None:
 def due(conn: sqlite3.Connection, now: float, limit: int) -> list[SpooledMessage]:
     rows = conn.execute(
         f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE pending > 0 AND next_attempt <= ?"
-        " ORDER BY next_attempt, queue_id LIMIT ?",
+        " AND held_at IS NULL ORDER BY next_attempt, queue_id LIMIT ?",
         (now, limit),
     ).fetchall()
     return _with_recipients(conn, rows)
@@ -609,3 +622,69 @@ def page(conn: sqlite3.Connection, after: str, limit: int) -> list[SpooledMessag
 
 def all_ids(conn: sqlite3.Connection) -> set[str]:
     return {str(r[0]) for r in conn.execute("SELECT queue_id FROM messages")}
+
+
+# -- administration (``SpoolStore.scan`` and the operator's writes) ------------------------
+
+
+def _entries(conn: sqlite3.Connection, rows: list[Sequence[object]]) -> list[QueueEntry]:
+    return [
+        QueueEntry(
+            message,
+            held_since=None if row[14] is None else float(row[14]),  # type: ignore[arg-type]
+            lease_owner=None if row[15] is None else str(row[15]),
+            lease_until=None if row[16] is None else float(row[16]),  # type: ignore[arg-type]
+        )
+        for message, row in zip(_with_recipients(conn, rows), rows, strict=True)
+    ]
+
+
+def entry_page(conn: sqlite3.Connection, after: str, limit: int) -> list[QueueEntry]:
+    rows = conn.execute(
+        f"SELECT {_ENTRY_COLUMNS} FROM messages WHERE queue_id > ? ORDER BY queue_id LIMIT ?",
+        (after, limit),
+    ).fetchall()
+    return _entries(conn, rows)
+
+
+def entry(conn: sqlite3.Connection, queue_id: str) -> QueueEntry | None:
+    row = conn.execute(
+        f"SELECT {_ENTRY_COLUMNS} FROM messages WHERE queue_id = ?", (queue_id,)
+    ).fetchone()
+    return None if row is None else _entries(conn, [row])[0]
+
+
+def set_hold(conn: sqlite3.Connection, queue_id: str, since: float | None) -> bool:
+    """Hold (``since`` set; an earlier hold keeps its time) or unhold; False if unknown."""
+    if since is None:
+        sql = "UPDATE messages SET held_at = NULL WHERE queue_id = ?"
+        return conn.execute(sql, (queue_id,)).rowcount > 0
+    sql = "UPDATE messages SET held_at = COALESCE(held_at, ?) WHERE queue_id = ?"
+    return conn.execute(sql, (since, queue_id)).rowcount > 0
+
+
+def retry(conn: sqlite3.Connection, now: float, queue_ids: Sequence[str] | None) -> list[str]:
+    """Pending messages (all, or ``queue_ids``) due no later than ``now``; the ids."""
+    sql = "UPDATE messages SET next_attempt = MIN(next_attempt, ?) WHERE pending > 0"
+    if queue_ids is None:
+        return sorted(str(r[0]) for r in conn.execute(sql + " RETURNING queue_id", (now,)))
+    found = []
+    for qid in queue_ids:
+        if conn.execute(sql + " AND queue_id = ?", (now, qid)).rowcount:
+            found.append(qid)
+    return found
+
+
+def delete_unleased(conn: sqlite3.Connection, queue_id: str, now: float) -> str:
+    """``SpoolStore.delete``: "missing", "busy" (a live lease), or "inline"/"file" (the
+    body form of the message deleted, so the caller knows whether to unlink a file)."""
+    row = conn.execute(
+        "SELECT lease_until FROM messages WHERE queue_id = ?", (queue_id,)
+    ).fetchone()
+    if row is None:
+        return "missing"
+    if row[0] is not None and float(row[0]) > now:
+        return "busy"
+    had_inline_body = delete_body(conn, queue_id)
+    delete(conn, queue_id)
+    return "inline" if had_inline_body else "file"

@@ -10,6 +10,8 @@ Layout under ``data_dir/spool/``::
                      (see ``_db`` for the schema and settings)
     tmp/<queue-id>   a large body being received (DATA/BDAT); never trusted after a restart
     msg/<queue-id>   a committed large body, write-once, exactly as accepted
+    wake             the FIFO on which the queue runner hears other processes
+                     (``spool.wakeup``: ``mailwright sendmail``, ``queue flush``)
 
 **Two body forms.**  A body of at most ``INLINE_BODY_MAX`` bytes (32 KiB, justified in
 ``_writer``) is kept in memory while it arrives and stored *inline*, as a BLOB in the
@@ -100,10 +102,27 @@ from typing import Any, TypeVar
 
 from mailwright.fs.durable import create_exclusive, ensure_dir
 from mailwright.spool import _db
-from mailwright.spool._commit import BatchCommitter, Claim, Lease, Op, Put, Remove, Update
+from mailwright.spool._commit import (
+    Admin,
+    AdminAction,
+    BatchCommitter,
+    Claim,
+    Lease,
+    Op,
+    Put,
+    Remove,
+    Update,
+)
 from mailwright.spool._errors import spool_error
 from mailwright.spool._writer import INLINE_BODY_MAX, BodyWriter
-from mailwright.spool.model import Attempt, Claimed, Envelope, RecipientState, SpooledMessage
+from mailwright.spool.model import (
+    Attempt,
+    Claimed,
+    Envelope,
+    QueueEntry,
+    RecipientState,
+    SpooledMessage,
+)
 from mailwright.spool.queueid import is_queue_id, new_queue_id
 from mailwright.spool.store import MessageWriter, SpoolError
 
@@ -486,6 +505,49 @@ class EmbeddedSpool:
                 return
             after = page[-1].queue_id
 
+    # -- administration (``SpoolStore``: "Administration") --------------------------------
+
+    async def scan(self) -> AsyncIterator[QueueEntry]:
+        """Every message with its hold and lease, in queue-id (arrival) order, paged."""
+        after = ""
+        while True:
+            page = await self._query(_db.entry_page, after, ITERATE_PAGE)
+            for item in page:
+                yield item
+            if len(page) < ITERATE_PAGE:
+                return
+            after = page[-1].message.queue_id
+
+    async def entry(self, queue_id: str) -> QueueEntry | None:
+        if not is_queue_id(queue_id):
+            return None
+        return await self._query(_db.entry, queue_id)
+
+    async def hold(self, queue_id: str, now: float) -> bool:
+        return bool(await self._administer("hold", [queue_id], now))
+
+    async def unhold(self, queue_id: str) -> bool:
+        return bool(await self._administer("unhold", [queue_id], 0.0))
+
+    async def retry(self, now: float, queue_ids: Sequence[str] | None = None) -> list[str]:
+        return await self._administer("retry", None if queue_ids is None else list(queue_ids), now)
+
+    async def delete(self, queue_id: str, now: float) -> bool:
+        """Like ``remove`` (committed FULL, then any body file unlinked) unless leased."""
+        return bool(await self._administer("delete", [queue_id], now))
+
+    async def _administer(
+        self, action: AdminAction, queue_ids: list[str] | None, now: float
+    ) -> list[str]:
+        self._check_open()
+        if queue_ids is not None:
+            queue_ids = [q for q in queue_ids if is_queue_id(q)]
+            if not queue_ids:
+                return []
+        op = Admin(action, queue_ids, now, asyncio.get_running_loop().create_future())
+        await self._submit(op)
+        return op.changed
+
     async def read_body(self, queue_id: str) -> bytes:
         """The message as accepted: its header block, then the inline BLOB or else
         the file in ``msg/``."""
@@ -572,7 +634,7 @@ class EmbeddedSpool:
             if outcome is None:
                 op.future.set_result(None)
             else:  # one instance per waiter: tracebacks are per raise
-                err = SpoolError(*outcome.args)
+                err = type(outcome)(*outcome.args)  # MessageBusy stays MessageBusy
                 err.__cause__ = outcome.__cause__
                 op.future.set_exception(err)
         if unlink and self._file_pool is not None:

@@ -22,9 +22,16 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from mailwright.spool.model import Attempt, Claimed, Envelope, RecipientState, SpooledMessage
+from mailwright.spool.model import (
+    Attempt,
+    Claimed,
+    Envelope,
+    QueueEntry,
+    RecipientState,
+    SpooledMessage,
+)
 from mailwright.spool.queueid import is_queue_id, new_queue_id
-from mailwright.spool.store import MessageWriter, SpoolError
+from mailwright.spool.store import MessageBusy, MessageGone, MessageWriter, SpoolError
 
 __all__ = ["MemorySpool", "MemoryState", "MemoryWriter"]
 
@@ -38,6 +45,7 @@ class MemoryState:
     headers: dict[str, bytes] = field(default_factory=dict)  # id -> header_block
     leases: dict[str, tuple[str, float]] = field(default_factory=dict)  # id -> (owner, until)
     history: dict[str, list[Attempt]] = field(default_factory=dict)
+    held: dict[str, float] = field(default_factory=dict)  # id -> when it was held
 
 
 class MemoryWriter:
@@ -162,7 +170,7 @@ class MemorySpool:
         self._check_open()
         stored = self.state.messages.get(message.queue_id)
         if stored is None:
-            raise SpoolError(f"{message.queue_id}: no such message")
+            raise MessageGone(f"{message.queue_id}: no such message")
         stored.next_attempt = message.next_attempt
         stored.attempts = message.attempts
         stored.recipients = [replace(s) for s in message.recipients]
@@ -171,7 +179,11 @@ class MemorySpool:
         self._check_open()
         if limit <= 0:
             return []
-        due = [m for m in self.state.messages.values() if m.pending and m.next_attempt <= now]
+        due = [
+            m
+            for m in self.state.messages.values()
+            if m.pending and m.next_attempt <= now and m.queue_id not in self.state.held
+        ]
         due.sort(key=lambda m: (m.next_attempt, m.queue_id))
         return [_copy(m) for m in due[:limit]]
 
@@ -186,7 +198,10 @@ class MemorySpool:
         due = [
             m
             for m in self.state.messages.values()
-            if m.pending and m.next_attempt <= now and not self._leased(m.queue_id, now)
+            if m.pending
+            and m.next_attempt <= now
+            and not self._leased(m.queue_id, now)
+            and m.queue_id not in self.state.held
         ]
         due.sort(key=lambda m: (m.next_attempt, m.queue_id))
         until = now + lease
@@ -221,7 +236,9 @@ class MemorySpool:
         times = [
             m.next_attempt
             for m in self.state.messages.values()
-            if m.pending and not self._leased(m.queue_id, now)
+            if m.pending
+            and not self._leased(m.queue_id, now)
+            and m.queue_id not in self.state.held
         ]
         return min(times, default=None)
 
@@ -244,6 +261,7 @@ class MemorySpool:
         self.state.headers.pop(queue_id, None)
         self.state.leases.pop(queue_id, None)
         self.state.history.pop(queue_id, None)
+        self.state.held.pop(queue_id, None)
 
     async def iterate(self) -> AsyncIterator[SpooledMessage]:
         self._check_open()
@@ -251,6 +269,62 @@ class MemorySpool:
             message = self.state.messages.get(queue_id)
             if message is not None:
                 yield _copy(message)
+
+    # -- administration ----------------------------------------------------------------
+
+    def _entry(self, message: SpooledMessage) -> QueueEntry:
+        lease = self.state.leases.get(message.queue_id)
+        return QueueEntry(
+            _copy(message),
+            held_since=self.state.held.get(message.queue_id),
+            lease_owner=None if lease is None else lease[0],
+            lease_until=None if lease is None else lease[1],
+        )
+
+    async def scan(self) -> AsyncIterator[QueueEntry]:
+        self._check_open()
+        for queue_id in sorted(self.state.messages):
+            message = self.state.messages.get(queue_id)
+            if message is not None:
+                yield self._entry(message)
+
+    async def entry(self, queue_id: str) -> QueueEntry | None:
+        self._check_open()
+        message = self.state.messages.get(queue_id)
+        return None if message is None else self._entry(message)
+
+    async def hold(self, queue_id: str, now: float) -> bool:
+        self._check_open()
+        if queue_id not in self.state.messages:
+            return False
+        self.state.held.setdefault(queue_id, now)
+        return True
+
+    async def unhold(self, queue_id: str) -> bool:
+        self._check_open()
+        self.state.held.pop(queue_id, None)
+        return queue_id in self.state.messages
+
+    async def retry(self, now: float, queue_ids: Sequence[str] | None = None) -> list[str]:
+        self._check_open()
+        messages = self.state.messages
+        ids = sorted(messages) if queue_ids is None else [q for q in queue_ids if q in messages]
+        found = []
+        for queue_id in ids:
+            message = messages[queue_id]
+            if message.pending:
+                message.next_attempt = min(message.next_attempt, now)
+                found.append(queue_id)
+        return found
+
+    async def delete(self, queue_id: str, now: float) -> bool:
+        self._check_open()
+        if queue_id not in self.state.messages:
+            return False
+        if self._leased(queue_id, now):
+            raise MessageBusy(f"{queue_id}: being delivered right now")
+        await self.remove(queue_id)
+        return True
 
 
 def _copy(message: SpooledMessage) -> SpooledMessage:

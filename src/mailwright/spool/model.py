@@ -106,3 +106,18 @@ class Claimed:
     message: SpooledMessage
     body: bytes | None
     lease_until: float
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    """A message as the queue administration sees it (``SpoolStore.scan``/``entry``):
+    its delivery state plus what only an operator cares about.  No body."""
+
+    message: SpooledMessage
+    held_since: float | None = None  # unix time of ``hold``; None: not held
+    lease_owner: str | None = None  # the runner that claimed it, if a lease was taken
+    lease_until: float | None = None  # as stored: a lease <= now has run out
+
+    def leased(self, now: float) -> bool:
+        """A runner holds it right now (being attempted, or claimed to be)."""
+        return self.lease_until is not None and self.lease_until > now

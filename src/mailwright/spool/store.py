@@ -52,6 +52,25 @@ commit.  ``attempts(queue_id)`` returns the history oldest first; it goes with t
 message when it is removed.  Lease and history writes need not be synced to disk at
 once: losing the last ones in a power cut re-delivers a message (allowed) and never
 loses one.
+
+**Administration** (``mailwright queue``; the operator's view, cheap: no bodies).
+``scan()`` yields every message as a ``QueueEntry`` (its state, whether it is held,
+its lease) in arrival order; ``entry(queue_id)`` one of them.  ``hold(queue_id, now)``
+keeps a message from being claimed (``claim``, ``due`` and ``next_due`` skip it) until
+``unhold`` — named so because ``release`` already ends leases; the hold is stored
+state (it survives restarts) and an attempt already running when it is set finishes,
+as ``postsuper -h`` lets an active delivery finish.  A held message keeps its
+``next_attempt``: released after it passed, it is due at once.  ``retry(now, ids)``
+makes the pending messages ``ids`` (None: every message with a pending recipient)
+due now (``next_attempt = min(next_attempt, now)``, so the order of what is already
+due is kept) and returns the ids it matched.  ``delete(queue_id, now)`` removes a
+message as ``remove`` does (row, history and body, durably) but refuses, with
+``MessageBusy``, one that a runner holds a live lease on: the attempt in progress
+owns it, and a message is never half-deleted under a runner.  A message a runner
+attempts *without* a lease (fresh mail it was offered) can still be deleted; that
+attempt's ``record_attempt`` then raises ``MessageGone`` and the runner drops it.
+These writes are synced to disk before they return (FULL): a hold or a delete the
+operator was told about does not come undone in a power cut.
 """
 
 from __future__ import annotations
@@ -59,11 +78,20 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
-from mailwright.spool.model import Attempt, Claimed, Envelope, SpooledMessage
+from mailwright.spool.model import Attempt, Claimed, Envelope, QueueEntry, SpooledMessage
 
 
 class SpoolError(Exception):
     """Storing failed (disk full, permissions, I/O error).  Always temporary for peers."""
+
+
+class MessageGone(SpoolError):
+    """``update``/``record_attempt`` of a message that is no longer stored (deleted by
+    the operator while it was being attempted): nothing to record."""
+
+
+class MessageBusy(SpoolError):
+    """``delete`` of a message a runner holds a live lease on (being attempted)."""
 
 
 class MessageWriter(Protocol):
@@ -128,3 +156,21 @@ class SpoolStore(Protocol):
 
     def iterate(self) -> AsyncIterator[SpooledMessage]:
         """Every committed message (for `queue list` and recovery)."""
+
+    def scan(self) -> AsyncIterator[QueueEntry]:
+        """Every committed message with its hold and lease, arrival order, no bodies."""
+
+    async def entry(self, queue_id: str) -> QueueEntry | None:
+        """One message as ``scan`` gives it (None if unknown)."""
+
+    async def hold(self, queue_id: str, now: float) -> bool:
+        """Hold ``queue_id`` (kept from delivery until ``unhold``); False if unknown."""
+
+    async def unhold(self, queue_id: str) -> bool:
+        """End the hold of ``queue_id``; False if unknown."""
+
+    async def retry(self, now: float, queue_ids: Sequence[str] | None = None) -> list[str]:
+        """Make the pending messages ``queue_ids`` (None: all) due now; the ids matched."""
+
+    async def delete(self, queue_id: str, now: float) -> bool:
+        """Remove ``queue_id`` unless leased (``MessageBusy``); False if unknown."""
