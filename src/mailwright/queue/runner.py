@@ -535,7 +535,7 @@ def _copy(message: SpooledMessage) -> SpooledMessage:
         next_attempt=message.next_attempt,
         attempts=message.attempts,
         recipients=[
-            RecipientState(s.recipient, s.status, s.attempts, s.last_reply)
+            RecipientState(s.recipient, s.status, s.attempts, s.last_reply, s.delay_warned)
             for s in message.recipients
         ],
     )
