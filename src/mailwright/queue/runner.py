@@ -79,14 +79,14 @@ from collections.abc import Callable
 
 from mailwright.config import DeliveryConfig
 from mailwright.queue.agent import DeliveryAgent, DeliveryResult
-from mailwright.queue.bounces import BounceNotStored, queue_bounce
+from mailwright.queue.dsn import ReportKind
 from mailwright.queue.events import EventCallback
+from mailwright.queue.notices import Notices
 from mailwright.queue.outcome import apply_results, history
 from mailwright.smtp import codes
 from mailwright.spool.model import (
     Claimed,
     RecipientState,
-    RecipientStatus,
     SpooledMessage,
 )
 from mailwright.spool.store import SpoolError, SpoolStore
@@ -140,6 +140,7 @@ class QueueRunner:
         fresh_hold: float = 0.0,
         owner: str = DEFAULT_OWNER,
         lease: float = LEASE,
+        postmaster: str | None = None,
     ) -> None:
         self._store = store
         self._agent = agent
@@ -171,7 +172,11 @@ class QueueRunner:
         self._stopping = False
         self._running = False
         self._stopped = asyncio.Event()
-        self.bounces_sent = 0
+        # Double bounces go to ``postmaster`` (``notices.postmaster_address``).
+        postmaster = postmaster or f"postmaster@{reporting_mta}"
+        self._notices = Notices(store, config, reporting_mta, postmaster)
+        self.bounces_sent = 0  # failure reports queued (double bounces included)
+        self.notices_sent = 0  # delay and success reports queued
 
     # -- control -----------------------------------------------------------------------
 
@@ -473,10 +478,13 @@ class QueueRunner:
             jitter=self._jitter,
             on_event=self._on_event,
         )
-        newly_failed = [state for state, _ in tried if state.status is RecipientStatus.FAILED]
-        if newly_failed and not await self._bounce(message, newly_failed, body):
-            for state in newly_failed:  # retry later rather than lose the report
-                state.status = RecipientStatus.PENDING
+        # Reports (``notices``) are stored before the state is recorded: none is lost.
+        for kind, report in await self._notices.after_attempt(message, tried, body, self._clock()):
+            if kind in (ReportKind.FAILURE, ReportKind.POSTMASTER):
+                self.bounces_sent += 1
+            else:
+                self.notices_sent += 1
+            self.offer(*report)
         try:
             if message.pending:
                 rows = history(message, tried, self._clock())
@@ -508,21 +516,6 @@ class QueueRunner:
                 codes.R451_AGENT_FAILED, f"agent returned {type(results).__name__}"
             )
         return results, DeliveryResult(codes.R451_NO_RESULT, "no result for this recipient")
-
-    async def _bounce(
-        self, message: SpooledMessage, failed: list[RecipientState], body: bytes | None
-    ) -> bool:
-        """Queue a DSN for ``failed``; False only if it should have been sent but was not."""
-        try:
-            queued = await queue_bounce(
-                self._store, message, failed, body, self._reporting_mta, self._clock()
-            )
-        except BounceNotStored:
-            return False
-        if queued is not None:
-            self.bounces_sent += 1
-            self.offer(*queued)
-        return True
 
 
 def _copy(message: SpooledMessage) -> SpooledMessage:
