@@ -6,8 +6,9 @@ queues (``bounces.queue_report``) up to three reports about the message, each se
 
 * **failure** (RFC 3461 §4.1): the recipients that failed now and asked for it
   (``NOTIFY=FAILURE``, or no NOTIFY at all), to the sender.  If it cannot be stored the
-  failed recipients go back to PENDING: they are retried (and reported) later rather
-  than their report lost.
+  failed recipients go back to PENDING with their 5xx reply: the next attempt reports
+  them without trying them again (``outcome.refused_before``), rather than the report
+  being lost.
 * **success**: the recipients delivered now that said ``NOTIFY=SUCCESS`` —
   ``Action: delivered`` when we put the message in the mailbox, ``relayed`` when a next
   hop took it without taking the DSN request (RFC 3461 §4.2; RFC 3464 §2.3.3), none
@@ -104,17 +105,28 @@ class Notices:
         self._postmaster = postmaster
 
     async def after_attempt(
-        self, message: SpooledMessage, tried: list[Tried], body: bytes | None, now: float
+        self,
+        message: SpooledMessage,
+        tried: list[Tried],
+        body: bytes | None,
+        now: float,
+        refused_before: Sequence[RecipientState] = (),
     ) -> list[tuple[ReportKind, Queued]]:
         """Queue the reports due after an attempt; mutates ``message`` (failed
-        recipients back to PENDING if their report was not stored, delay marks)."""
+        recipients back to PENDING if their report was not stored, delay marks).
+
+        ``refused_before``: FAILED recipients not tried now, whose failure (an earlier
+        attempt's) is still to be reported (``outcome.refused_before``)."""
         queued: list[tuple[ReportKind, Queued]] = []
-        failed = [(s, r) for s, r in tried if s.status is RecipientStatus.FAILED]
+        failed: list[tuple[RecipientState, DeliveryResult | None]] = [
+            (s, r) for s, r in tried if s.status is RecipientStatus.FAILED
+        ]
+        failed += [(s, None) for s in refused_before]
         if failed:
             try:
                 report = await self._failure(message, failed, body, now)
             except BounceNotStored:
-                for state, _ in failed:  # retried later rather than the report lost
+                for state, _ in failed:  # reported later rather than the report lost
                     state.status = RecipientStatus.PENDING
             else:
                 queued += report
@@ -126,21 +138,25 @@ class Notices:
     async def _failure(
         self,
         message: SpooledMessage,
-        failed: list[tuple[RecipientState, DeliveryResult]],
+        failed: list[tuple[RecipientState, DeliveryResult | None]],
         body: bytes | None,
         now: float,
     ) -> list[tuple[ReportKind, Queued]]:
         sender = message.envelope.mail_from
-        wanted = [(s, r) for s, r in failed if wants_failure_notice(s.recipient)]
+        wanted = [
+            (s, None if r is None else r.remote_host)
+            for s, r in failed
+            if wants_failure_notice(s.recipient)
+        ]
         if sender:
-            entries = [Reported(s, Action.FAILED, r.remote_host) for s, r in wanted]
+            entries = [Reported(s, Action.FAILED, host) for s, host in wanted]
             return await self._queue(message, ReportKind.FAILURE, entries, body, now, sender)
         # A null sender: a double bounce to the postmaster, unless the postmaster is
         # who failed (the second loop guard; NOTIFY=NEVER on our notice is the first).
         postmaster = self._postmaster.lower()
         entries = [
-            Reported(s, Action.FAILED, r.remote_host)
-            for s, r in wanted
+            Reported(s, Action.FAILED, host)
+            for s, host in wanted
             if s.recipient.address.lower() not in (postmaster, POSTMASTER)
         ]
         dropped = [s.recipient.address for s, _ in failed if not any(e.state is s for e in entries)]

@@ -82,6 +82,17 @@ def apply_results(
     return tried
 
 
+def refused_before(message: SpooledMessage) -> list[RecipientState]:
+    """Pending recipients whose last reply was permanent (5xx) — refused in an earlier
+    attempt whose failure report could not be stored, so they were kept PENDING — now
+    FAILED with that reply, never tried again (RFC 5321 §4.2.1: a 5yz reply means "do
+    not repeat the exact request").  The caller queues their report."""
+    refused = [s for s in message.pending if s.last_reply is not None and s.last_reply.code >= 500]
+    for state in refused:
+        state.status = RecipientStatus.FAILED
+    return refused
+
+
 def history(message: SpooledMessage, tried: list[Tried], now: float) -> list[Attempt]:
     """One history row per recipient tried, in its final state (after the bounce)."""
     position = {id(state): i for i, state in enumerate(message.recipients)}
