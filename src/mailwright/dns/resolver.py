@@ -138,13 +138,24 @@ class DnsResolver:
         rdtype: dns.rdatatype.RdataType,
         convert: Callable[[Any], T],
     ) -> Answer[T]:
+        # The cache is asked before the name is parsed: a hit (the common case in a
+        # queue run) then costs a dict look-up, not a dns.name.Name.  An ASCII name's
+        # key is its own text, folded as DNS compares names (RFC 4343); only names that
+        # went out (valid ones) are ever cached.
+        text = text.strip()
+        ascii_key = text.lower().removesuffix(".") if text.isascii() else None
+        if ascii_key is not None:
+            cached = self.cache.get((ascii_key, int(rdtype)))
+            if cached is not None:
+                return cached
         qname = query_name(text)
         if qname is None:  # no such name can exist, so it does not
             return Answer(records=(), exists=False)
-        key = (qname.to_text(), dns.rdatatype.to_text(rdtype))
-        cached = self.cache.get(key)
-        if cached is not None:
-            return cached
+        key = (name_text(qname) if ascii_key is None else ascii_key, int(rdtype))
+        if ascii_key is None:
+            cached = self.cache.get(key)
+            if cached is not None:
+                return cached
         # Lookups of the same name and type that overlap share one query (a queue run
         # delivering many messages to one domain asks for its MX once).  The query is a
         # task of its own, shielded: a caller that gives up does not cancel it for the
