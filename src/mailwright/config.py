@@ -29,7 +29,9 @@ from pydantic import (
 )
 
 from mailwright.dns.names import parse_nameserver
+from mailwright.dns.resolver import DEFAULT_ATTEMPTS as DNS_DEFAULT_ATTEMPTS
 from mailwright.dns.resolver import DEFAULT_TIMEOUT as DNS_DEFAULT_TIMEOUT
+from mailwright.dns.resolver import MAX_ATTEMPTS as DNS_MAX_ATTEMPTS
 from mailwright.smtp import limits as smtp_limits
 
 EMBEDDED_DATA_DIR = "./mailwright-data"
@@ -254,6 +256,9 @@ class DnsConfig(_Frozen):
     nameservers: list[str] = Field(default_factory=list)
     # Seconds to wait for each server; resolv.conf(5)'s default "timeout:5".
     timeout: Annotated[float, Field(gt=0)] = DNS_DEFAULT_TIMEOUT
+    # Rounds over the servers that did not answer; resolv.conf(5)'s "attempts:2", at
+    # most its cap of 5.
+    attempts: Annotated[int, Field(ge=1, le=DNS_MAX_ATTEMPTS)] = DNS_DEFAULT_ATTEMPTS
     # Resolvers whose DNSSEC validation (the AD bit) is believed — DANE needs it
     # (RFC 7672 §2.1).  Only a resolver reached over a path nobody can tamper with
     # qualifies (RFC 4035 §4.9.3), so by default only one on this host.

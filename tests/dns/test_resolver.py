@@ -186,11 +186,32 @@ def test_servfail_is_temporary_and_not_cached(loopback_dns: MakeDns) -> None:
 
 def test_silent_server_times_out_within_the_bound(loopback_dns: MakeDns) -> None:
     server = loopback_dns(ZONE, silent=["example.test"])
-    r = resolver(server, timeout=SHORT_TIMEOUT)
+    r = resolver(server, timeout=SHORT_TIMEOUT, attempts=1)
     started = time.monotonic()
     with pytest.raises(DnsTemporaryError, match="no answer"):
         run(r.mx("example.test"))
     assert time.monotonic() - started < SHORT_TIMEOUT + 1.0
+
+
+def test_lost_query_is_asked_again(loopback_dns: MakeDns) -> None:
+    server = loopback_dns(ZONE, drop=1)
+    r = resolver(server, timeout=SHORT_TIMEOUT)  # two attempts by default
+    assert run(r.mx("example.test")).records
+    assert server.asked("example.test", "MX") == 2
+
+
+def test_attempts_bound_the_lookup(loopback_dns: MakeDns) -> None:
+    silent = loopback_dns(ZONE, silent=["example.test"])
+    failing = loopback_dns(ZONE, servfail=["example.test"])
+    r = DnsResolver([silent.address, failing.address], timeout=SHORT_TIMEOUT, attempts=3)
+    started = time.monotonic()
+    with pytest.raises(DnsTemporaryError, match="SERVFAIL") as info:
+        run(r.mx("example.test"))
+    assert time.monotonic() - started < 3 * SHORT_TIMEOUT + 1.0
+    assert "no answer in 0.3s" in str(info.value)
+    # The silent server is tried every round; the one that said SERVFAIL only once.
+    assert silent.asked("example.test", "MX") == 3
+    assert failing.asked("example.test", "MX") == 1
 
 
 def test_next_server_answers_when_first_fails(loopback_dns: MakeDns) -> None:

@@ -13,7 +13,7 @@ of one) does, which is what the resolver under test must tell apart:
 * the AD bit on answers for names under ``authentic`` (RFC 4035 §3.2.3: what a
   validating resolver sets once it has validated the data);
 * SERVFAIL for names under ``servfail``; no answer at all for names under ``silent``
-  (to drive timeouts);
+  (to drive timeouts), nor to the first ``drop`` queries (lost datagrams);
 * a UDP answer larger than the client's buffer (512 bytes, or its EDNS size) goes out
   truncated with TC set, so the client retries over TCP (RFC 7766 §5).
 
@@ -107,12 +107,14 @@ class LoopbackDns:
         authentic: Iterable[str] = (),
         servfail: Iterable[str] = (),
         silent: Iterable[str] = (),
+        drop: int = 0,
         host: str = "127.0.0.1",
     ) -> None:
         self.host = host
         self.authentic = frozenset(_key(n) for n in authentic)
         self.servfail = frozenset(_key(n) for n in servfail)
         self.silent = frozenset(_key(n) for n in silent)
+        self.drop = drop
         self.queries: list[tuple[str, str]] = []
         self.port = 0
         self._zone = Zone(zone)
@@ -181,6 +183,10 @@ class LoopbackDns:
         self.queries.append((qname, QTYPE.get(request.q.qtype)))
         if _under(qname, self.silent):
             return None
+        with self._lock:
+            if self.drop > 0:  # a lost datagram
+                self.drop -= 1
+                return None
         if _under(qname, self.servfail):
             reply = request.reply(ra=1)
             reply.header.ad = 0
