@@ -42,6 +42,7 @@ spf          IN TXT "v=spf1 ip4:192.0.2.0/24 " "-all"
 spf          IN TXT "second record"
 _25._tcp.mx  IN TLSA 3 1 1 {TLSA_HASH}
 nullmx       IN MX 0 .
+child        IN NS ns.elsewhere.test.
 xn--bcher-kva IN A 192.0.2.30
 10.2.0.192.in-addr.arpa. IN PTR mx.example.test.
 0.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa. IN PTR mx.example.test.
@@ -221,6 +222,16 @@ def test_next_server_answers_when_first_fails(loopback_dns: MakeDns) -> None:
     r = DnsResolver([bad.address, silent.address, good.address], timeout=SHORT_TIMEOUT)
     assert run(r.mx("example.test")).records[0] == MxRecord(10, "mx.example.test")
     assert [s.asked("example.test", "MX") for s in (bad, silent, good)] == [1, 1, 1]
+
+
+def test_referral_from_a_non_recursive_server_is_not_nodata(loopback_dns: MakeDns) -> None:
+    lame = loopback_dns(ZONE)
+    with pytest.raises(DnsTemporaryError, match="referral"):
+        run(resolver(lame).mx("child.example.test"))
+    recursive = loopback_dns(ZONE.replace("child ", "; child "))  # not delegated there
+    r = DnsResolver([lame.address, recursive.address], timeout=2.0)
+    assert not run(r.mx("child.example.test")).exists  # the second server's answer
+    assert lame.asked("child.example.test", "MX") == 2  # once each lookup: not re-asked
 
 
 def test_refused_by_unreachable_server_is_temporary(loopback_dns: MakeDns) -> None:

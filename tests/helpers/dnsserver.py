@@ -10,6 +10,8 @@ of one) does, which is what the resolver under test must tell apart:
   enclosing zone in the authority section, whose TTL and minimum bound the negative
   cache (RFC 2308 §3, §5);
 * CNAME chains inside the zone followed into the answer section (RFC 1034 §4.3.2);
+* a referral (no answer, the NS records in the authority section, RA clear) for names
+  under an NS record that is not at an SOA: what a non-recursive server sends;
 * the AD bit on answers for names under ``authentic`` (RFC 4035 §3.2.3: what a
   validating resolver sets once it has validated the data);
 * SERVFAIL for names under ``servfail``; no answer at all for names under ``silent``
@@ -72,11 +74,30 @@ class Zone:
                 return next(r for r in self.records[zone] if r.rtype == QTYPE.SOA)
         return None
 
+    def delegation_for(self, name: str) -> list[RR] | None:
+        """The NS records of a zone cut at or above ``name`` (NS at a name without an
+        SOA: the child zone is delegated elsewhere, RFC 1034 §4.2.1)."""
+        labels = name.split(".")
+        for i in range(len(labels)):
+            owner = ".".join(labels[i:])
+            if owner in self.soas:
+                return None
+            ns = [r for r in self.records.get(owner, []) if r.rtype == QTYPE.NS]
+            if ns:
+                return ns
+        return None
+
     def answer(self, request: DNSRecord) -> DNSRecord:
         reply = request.reply(ra=1, aa=1)
         qname, qtype = _key(request.q.qname), request.q.qtype
         name = qname
         for _ in range(CNAME_CHAIN_LIMIT):
+            cut = self.delegation_for(name)
+            if cut is not None:  # not ours: a referral, as an authoritative-only server
+                reply.header.aa = 0
+                reply.header.ra = 0
+                reply.add_auth(*cut)
+                return reply
             rrs = self.records.get(name, [])
             matches = [r for r in rrs if r.rtype == qtype or qtype == QTYPE.ANY]
             if matches:

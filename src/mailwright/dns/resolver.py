@@ -219,9 +219,12 @@ class DnsResolver:
                     silent.append((host, port))
                     continue
                 rcode = message.rcode()
-                if rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+                if _is_referral(message):
+                    failures[host, port] = "referral (not a recursive resolver)"
+                elif rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
                     return _read(message, qname, rdtype, authentic=self._trusts(host))
-                failures[host, port] = dns.rcode.to_text(rcode)
+                else:
+                    failures[host, port] = dns.rcode.to_text(rcode)
             if not silent:
                 break
         what = f"{name_text(qname)}/{dns.rdatatype.to_text(rdtype)}"
@@ -274,6 +277,17 @@ def _read(
         ttl=negative_ttl,
         authentic=authentic and _ad(message),
     )
+
+
+def _is_referral(message: dns.message.Message) -> bool:
+    """NOERROR, no answer, NS records and no SOA in the authority section: a referral
+    (RFC 2308 §2.2), which only a server that does not recurse sends.  Taken as NODATA
+    it would make a domain look as if it had no MX and no address; it is a failure of
+    that server instead."""
+    if message.rcode() != dns.rcode.NOERROR or message.answer:
+        return False
+    types = {rrset.rdtype for rrset in message.authority}
+    return dns.rdatatype.NS in types and dns.rdatatype.SOA not in types
 
 
 def _find(
