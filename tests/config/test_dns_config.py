@@ -14,7 +14,8 @@ from helpers.dnsserver import MakeDns
 from mailwright.cli.main import cli
 from mailwright.config import ConfigError, DnsConfig, load_config
 from mailwright.delivery.resolver import build_resolver
-from mailwright.dns.resolver import DEFAULT_ATTEMPTS, DEFAULT_TIMEOUT, system_nameservers
+from mailwright.dns.resolver import system_nameservers
+from mailwright.dns.servers import DEFAULT_ATTEMPTS, DEFAULT_TIMEOUT
 
 EXIT_CONFIG = 2
 GOOD_DOMAIN = '[[domain]]\nname = "example.test"\nmailboxes = ["alice"]\n'

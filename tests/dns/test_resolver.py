@@ -17,8 +17,9 @@ import pytest
 from helpers.clock import FakeClock
 from helpers.dnsserver import LoopbackDns, MakeDns
 from mailwright.dns.cache import MAX_NEGATIVE_TTL
-from mailwright.dns.names import parse_nameserver, query_name
+from mailwright.dns.names import query_name
 from mailwright.dns.resolver import DnsResolver, system_nameservers
+from mailwright.dns.servers import parse_nameserver
 from mailwright.dns.types import Answer, DnsTemporaryError, MxRecord, TlsaRecord
 
 T = TypeVar("T")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import ipaddress
 
 from mailwright.config import DnsConfig
-from mailwright.dns.names import parse_nameserver
 from mailwright.dns.resolver import DnsResolver
+from mailwright.dns.servers import parse_nameserver
 
 
 def build_resolver(config: DnsConfig) -> DnsResolver:

@@ -42,15 +42,19 @@ import dns.reversename
 import dns.rrset
 
 from mailwright.dns.cache import DEFAULT_CACHE_SIZE, AnswerCache, CacheKey
-from mailwright.dns.names import DNS_PORT, name_text, query_name
+from mailwright.dns.names import name_text, query_name
+from mailwright.dns.servers import (
+    DEFAULT_ATTEMPTS,
+    DEFAULT_TIMEOUT,
+    DEFAULT_TRUSTED,
+    DNS_PORT,
+    MAX_ATTEMPTS,
+    Network,
+)
 from mailwright.dns.types import Answer, DnsTemporaryError, MxRecord, TlsaRecord
 
 T = TypeVar("T")
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-DEFAULT_TIMEOUT = 5.0  # seconds per server; resolv.conf(5) "timeout:n" default (RES_TIMEOUT)
-DEFAULT_ATTEMPTS = 2  # rounds over the servers; resolv.conf(5) "attempts:n" default
-MAX_ATTEMPTS = 5  # resolv.conf(5): "attempts:n ... capped to 5"
 EDNS_PAYLOAD = 1232  # bytes; DNS Flag Day 2020's UDP size, no IP fragmentation
 MAX_TTL = 2**31 - 1  # seconds; RFC 2181 §8
 CNAME_CHAIN_LIMIT = 11  # CNAMEs followed in one answer; unbound's MAX_RESTART_COUNT
@@ -58,10 +62,6 @@ RESOLV_CONF = "/etc/resolv.conf"
 # resolv.conf(5): "If no nameserver entries are present, the default is to use the name
 # server on the local machine."
 LOCAL_NAMESERVER = ("127.0.0.1", DNS_PORT)
-DEFAULT_TRUSTED: tuple[Network, ...] = (
-    ipaddress.ip_network("127.0.0.0/8"),
-    ipaddress.ip_network("::1/128"),
-)
 
 
 def system_nameservers(path: str = RESOLV_CONF) -> list[tuple[str, int]]:
