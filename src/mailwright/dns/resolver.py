@@ -21,6 +21,7 @@ loopback).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import time
 from collections.abc import Callable, Sequence
@@ -40,14 +41,20 @@ import dns.resolver
 import dns.reversename
 import dns.rrset
 
-from mailwright.dns.cache import DEFAULT_CACHE_SIZE, AnswerCache
-from mailwright.dns.names import DNS_PORT, name_text, query_name
+from mailwright.dns.cache import DEFAULT_CACHE_SIZE, AnswerCache, CacheKey
+from mailwright.dns.names import name_text, query_name
+from mailwright.dns.servers import (
+    DEFAULT_ATTEMPTS,
+    DEFAULT_TIMEOUT,
+    DEFAULT_TRUSTED,
+    DNS_PORT,
+    MAX_ATTEMPTS,
+    Network,
+)
 from mailwright.dns.types import Answer, DnsTemporaryError, MxRecord, TlsaRecord
 
 T = TypeVar("T")
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-DEFAULT_TIMEOUT = 5.0  # seconds per server; resolv.conf(5) "timeout:n" default (RES_TIMEOUT)
 EDNS_PAYLOAD = 1232  # bytes; DNS Flag Day 2020's UDP size, no IP fragmentation
 MAX_TTL = 2**31 - 1  # seconds; RFC 2181 §8
 CNAME_CHAIN_LIMIT = 11  # CNAMEs followed in one answer; unbound's MAX_RESTART_COUNT
@@ -55,10 +62,6 @@ RESOLV_CONF = "/etc/resolv.conf"
 # resolv.conf(5): "If no nameserver entries are present, the default is to use the name
 # server on the local machine."
 LOCAL_NAMESERVER = ("127.0.0.1", DNS_PORT)
-DEFAULT_TRUSTED: tuple[Network, ...] = (
-    ipaddress.ip_network("127.0.0.0/8"),
-    ipaddress.ip_network("::1/128"),
-)
 
 
 def system_nameservers(path: str = RESOLV_CONF) -> list[tuple[str, int]]:
@@ -91,6 +94,7 @@ class DnsResolver:
         nameservers: Sequence[tuple[str, int]] | None = None,
         *,
         timeout: float = DEFAULT_TIMEOUT,
+        attempts: int = DEFAULT_ATTEMPTS,
         trusted: Sequence[Network] = DEFAULT_TRUSTED,
         clock: Callable[[], float] = time.monotonic,
         cache_size: int = DEFAULT_CACHE_SIZE,
@@ -100,9 +104,13 @@ class DnsResolver:
         self.nameservers = list(nameservers) if nameservers is not None else system_nameservers()
         if not self.nameservers:
             raise ValueError("no nameservers")
+        if not 1 <= attempts <= MAX_ATTEMPTS:
+            raise ValueError(f"attempts must be 1-{MAX_ATTEMPTS}")
         self.timeout = timeout
+        self.attempts = attempts
         self.trusted = tuple(trusted)
         self.cache = AnswerCache(cache_size, clock)
+        self._pending: dict[CacheKey, asyncio.Future[Any]] = {}
 
     # -- the Resolver protocol --------------------------------------------------------
 
@@ -136,13 +144,42 @@ class DnsResolver:
         rdtype: dns.rdatatype.RdataType,
         convert: Callable[[Any], T],
     ) -> Answer[T]:
+        # The cache is asked before the name is parsed: a hit (the common case in a
+        # queue run) then costs a dict look-up, not a dns.name.Name.  An ASCII name's
+        # key is its own text, folded as DNS compares names (RFC 4343); only names that
+        # went out (valid ones) are ever cached.
+        text = text.strip()
+        ascii_key = text.lower().removesuffix(".") if text.isascii() else None
+        if ascii_key is not None:
+            cached = self.cache.get((ascii_key, int(rdtype)))
+            if cached is not None:
+                return cached
         qname = query_name(text)
         if qname is None:  # no such name can exist, so it does not
             return Answer(records=(), exists=False)
-        key = (qname.to_text(), dns.rdatatype.to_text(rdtype))
-        cached = self.cache.get(key)
-        if cached is not None:
-            return cached
+        key = (name_text(qname) if ascii_key is None else ascii_key, int(rdtype))
+        if ascii_key is None:
+            cached = self.cache.get(key)
+            if cached is not None:
+                return cached
+        # Lookups of the same name and type that overlap share one query (a queue run
+        # delivering many messages to one domain asks for its MX once).  The query is a
+        # task of its own, shielded: a caller that gives up does not cancel it for the
+        # others, and its answer still reaches the cache.
+        pending = self._pending.get(key)
+        if pending is None or pending.get_loop() is not asyncio.get_running_loop():
+            pending = asyncio.ensure_future(self._fetch(qname, rdtype, key, convert))
+            self._pending[key] = pending
+            pending.add_done_callback(functools.partial(self._settled, key))
+        return await asyncio.shield(pending)
+
+    async def _fetch(
+        self,
+        qname: dns.name.Name,
+        rdtype: dns.rdatatype.RdataType,
+        key: CacheKey,
+        convert: Callable[[Any], T],
+    ) -> Answer[T]:
         response = await self._ask(qname, rdtype)
         answer: Answer[T] = Answer(
             records=tuple(convert(rdata) for rdata in response.rdatas),
@@ -153,26 +190,46 @@ class DnsResolver:
         self.cache.put(key, answer, response.ttl, negative=not response.rdatas)
         return answer
 
+    def _settled(self, key: CacheKey, task: asyncio.Future[Any]) -> None:
+        if self._pending.get(key) is task:
+            del self._pending[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: every caller may have given up on it
+
     async def _ask(self, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> _Response:
+        """Each server in turn; then again, up to ``attempts`` rounds, those that did not
+        answer at all (a lost datagram is worth another try, as the C library's resolver
+        does; a server that answered SERVFAIL or REFUSED would only say so again)."""
         query = dns.message.make_query(qname, rdtype, use_edns=0, payload=EDNS_PAYLOAD)
         query.flags |= dns.flags.AD
-        failures: list[str] = []
-        for host, port in self.nameservers:
-            try:
-                async with asyncio.timeout(self.timeout):
-                    message, _ = await dns.asyncquery.udp_with_fallback(query, host, port=port)
-            except TimeoutError:
-                failures.append(f"{host}#{port}: no answer in {self.timeout:g}s")
-                continue
-            except (OSError, EOFError, dns.exception.DNSException) as exc:
-                failures.append(f"{host}#{port}: {exc.__class__.__name__}: {exc}")
-                continue
-            rcode = message.rcode()
-            if rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
-                return _read(message, qname, rdtype, authentic=self._trusts(host))
-            failures.append(f"{host}#{port}: {dns.rcode.to_text(rcode)}")
+        failures: dict[tuple[str, int], str] = {}
+        silent = list(self.nameservers)
+        for _ in range(self.attempts):
+            servers, silent = silent, []
+            for host, port in servers:
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        message, _ = await dns.asyncquery.udp_with_fallback(query, host, port=port)
+                except TimeoutError:
+                    failures[host, port] = f"no answer in {self.timeout:g}s"
+                    silent.append((host, port))
+                    continue
+                except (OSError, EOFError, dns.exception.DNSException) as exc:
+                    failures[host, port] = f"{exc.__class__.__name__}: {exc}"
+                    silent.append((host, port))
+                    continue
+                rcode = message.rcode()
+                if _is_referral(message):
+                    failures[host, port] = "referral (not a recursive resolver)"
+                elif rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+                    return _read(message, qname, rdtype, authentic=self._trusts(host))
+                else:
+                    failures[host, port] = dns.rcode.to_text(rcode)
+            if not silent:
+                break
         what = f"{name_text(qname)}/{dns.rdatatype.to_text(rdtype)}"
-        raise DnsTemporaryError(f"{what}: " + "; ".join(failures))
+        said = "; ".join(f"{host}#{port}: {why}" for (host, port), why in failures.items())
+        raise DnsTemporaryError(f"{what}: {said}")
 
     def _trusts(self, host: str) -> bool:
         address = ipaddress.ip_address(host)
@@ -220,6 +277,17 @@ def _read(
         ttl=negative_ttl,
         authentic=authentic and _ad(message),
     )
+
+
+def _is_referral(message: dns.message.Message) -> bool:
+    """NOERROR, no answer, NS records and no SOA in the authority section: a referral
+    (RFC 2308 §2.2), which only a server that does not recurse sends.  Taken as NODATA
+    it would make a domain look as if it had no MX and no address; it is a failure of
+    that server instead."""
+    if message.rcode() != dns.rcode.NOERROR or message.answer:
+        return False
+    types = {rrset.rdtype for rrset in message.authority}
+    return dns.rdatatype.NS in types and dns.rdatatype.SOA not in types
 
 
 def _find(
