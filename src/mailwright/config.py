@@ -212,7 +212,7 @@ class DeliveryConfig(_Frozen):
     # Postfix's maximal_queue_lifetime default is 5 days.
     max_queue_lifetime: Annotated[float, Field(gt=0)] = 5 * 24 * 3600.0
     concurrency: Annotated[int, Field(gt=0)] = 16
-    # Run the queue runner in its own process (``mailwright.workerproc``), as Postfix
+    # Run the queue runner in its own process (``mailwright.runtime.worker``), as Postfix
     # runs its queue manager and delivery agents apart from smtpd: delivery work then
     # never takes the acceptor's CPU or interpreter lock.  False runs it inside the
     # server process (fewer processes; used by in-process tests).

@@ -1,6 +1,6 @@
 """The delivery worker process: the queue runner, apart from the server that receives.
 
-Started by ``mailwright.supervisor.DeliveryWorker`` as ``python -m mailwright.workerproc
+Started by ``mailwright.runtime.children.DeliveryWorker`` as ``python -m mailwright.runtime.worker
 <server pid>``; its standard input is the pipe described there (the pickled config,
 then one queue id per line, then end of file).  In order, the worker:
 
@@ -13,7 +13,7 @@ then one queue id per line, then end of file).  In order, the worker:
    that is still finishing, or another server on the same data folder, would otherwise
    deliver the same messages;
 4. opens the spool *without* recovery (the server recovered it before starting us and
-   is writing to it now), builds the runner with ``app.build_queue_runner`` — the same
+   is writing to it now), builds the runner with ``compose.build_queue_runner`` — the same
    code as the in-process runner — and runs it, announcing every queue id read
    (``QueueRunner.announce``: the server's ``accepted`` line for it is in the mail
    log), waking it for an empty line, and reopening the mail log for ``reopen``;
@@ -21,7 +21,7 @@ then one queue id per line, then end of file).  In order, the worker:
    spool and the mail log, and exits 0.
 
 SIGINT and SIGTERM are ignored: the server decides when delivery stops (see
-``supervisor``).  SIGUSR1 and SIGHUP reopen the mail log (``obs.maillog``), as the
+``runtime.children``).  SIGUSR1 and SIGHUP reopen the mail log (``obs.maillog``), as the
 server's do: ``systemctl kill -s USR1`` signals every process of the unit.
 
 Exit status 1 with a one-line message on standard error when the pipe is broken or
@@ -39,7 +39,7 @@ import sys
 from collections.abc import Callable
 
 from mailwright.config import Config
-from mailwright.supervisor import CONFIG_HEADER, REOPEN_LINE
+from mailwright.runtime.children import CONFIG_HEADER, REOPEN_LINE
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 STDIN_FD = 0
@@ -125,9 +125,9 @@ class _Wakeups(asyncio.Protocol):
 async def run_worker(config: Config) -> None:
     # Imported here: the composition root pulls in the whole server, which the
     # checks before the event loop do not need.
-    from mailwright.app import build_directory, build_queue_runner, flush_periodically
     from mailwright.obs.debuglog import setup_debug_log
     from mailwright.obs.maillog import MailLog
+    from mailwright.runtime.compose import build_directory, build_queue_runner, flush_periodically
     from mailwright.spool.embedded import EmbeddedSpool
     from mailwright.spool.runnerlock import RunnerLock
     from mailwright.spool.store import SpoolError
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
         signal.signal(sig, signal.SIG_IGN)
     try:
         if len(args) != 1 or not args[0].isdigit():
-            raise WorkerError("usage: python -m mailwright.workerproc <server pid>")
+            raise WorkerError("usage: python -m mailwright.runtime.worker <server pid>")
         die_with_parent(int(args[0]))
         config = read_config()
         refused = lower_priority(config)

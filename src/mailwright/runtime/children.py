@@ -1,14 +1,14 @@
 """The server's side of the delivery worker: start it, tell it about new mail, restart it.
 
 With ``delivery.worker`` on (the default) the queue runner lives in a second process,
-``mailwright.workerproc``, as Postfix keeps its queue manager and delivery agents apart
+``mailwright.runtime.worker``, as Postfix keeps its queue manager and delivery agents apart
 from smtpd.  Receiving and delivering then never compete for one interpreter lock, and
 the worker runs at a lower CPU priority (``delivery.worker_idle``, else
-``worker_nice``; ``workerproc`` sets it): under a burst the server acknowledges mail
+``worker_nice``; ``runtime.worker`` sets it): under a burst the server acknowledges mail
 first and the backlog is delivered as soon as CPU is free.
 Both processes share the spool; SQLite in WAL mode is made for that.
 
-The pipe to the worker's standard input carries, in order (``workerproc`` reads it):
+The pipe to the worker's standard input carries, in order (``runtime.worker`` reads it):
 
 1. ``CONFIG_HEADER``-framed pickled ``Config``: the worker runs exactly the server's
    validated configuration, with no second parse that could disagree.  Pickle is safe
@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 
 # The config frame: an 8-byte big-endian length, then that many bytes of pickle.
 CONFIG_HEADER = struct.Struct(">Q")
-WORKER_MODULE = "mailwright.workerproc"
+WORKER_MODULE = "mailwright.runtime.worker"
 # The pipe line that makes the worker reopen its mail log (queue ids are [0-9A-Z]).
 REOPEN_LINE = b"reopen"
 # Queue-id lines waiting in the pipe's buffer beyond which new ones are skipped: the

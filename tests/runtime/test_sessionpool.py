@@ -19,13 +19,13 @@ from typing import Any
 import pytest
 
 from mailwright.config import parse_config
-from mailwright.net.handover import HandoverError, SessionProcesses, _Child
 from mailwright.net.listener import ConnectionLimits
 from mailwright.policy.authguard import AuthGuard
+from mailwright.runtime.sessionpool import HandoverError, SessionProcesses, _Child
 
 LISTENER_INDEX = 1
 CONNECTIONS = 5
-START_BOUND = 10.0  # seconds: far below handover.START_TIMEOUT
+START_BOUND = 10.0  # seconds: far below sessionpool.START_TIMEOUT
 
 
 class FakeProcess:

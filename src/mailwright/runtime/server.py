@@ -1,7 +1,6 @@
-"""The composition root: builds every component from the validated Config and runs them.
+"""The main process: builds its pieces with ``runtime.compose``, binds, runs, stops.
 
-Nothing else constructs services; components receive exactly what they need
-(DESIGN principle 6).  Shutdown is staged (uvicorn's pattern, issue #2):
+Shutdown is staged (uvicorn's pattern, issue #2):
 
 1. stop accepting connections;
 2. 421 4.3.2 to idle sessions, let sessions inside DATA/BDAT finish within
@@ -11,12 +10,13 @@ Nothing else constructs services; components receive exactly what they need
 4. close the spool and the logs.
 
 The queue runner runs in a delivery worker process by default (``delivery.worker``,
-``mailwright.workerproc``), built by the same ``build_queue_runner`` as the in-process
+``runtime.worker``), built by the same ``build_queue_runner`` as the in-process
 one; step 3 then closes the worker's pipe and waits for it.
 
 With ``smtp.processes`` > 0 the sessions run in that many session processes
-(``mailwright.sessionproc``, built by the same ``build_session_services``); this
-process binds, accepts, counts and hands connections over (``net.handover``), and
+(``runtime.sessions``, built by the same ``build_session_services``); this
+process binds, accepts, counts and hands connections over (``net.handover``,
+``runtime.sessionpool``), and
 step 2 becomes "tell every session process to stop, and wait for it".
 """
 
@@ -28,175 +28,34 @@ import gc
 import logging
 import signal
 from collections.abc import Callable
-from typing import Any
 
-from mailwright import startup
-from mailwright.accounts.directory import LocalDirectory
 from mailwright.accounts.users import UserStore
 from mailwright.config import Config, ListenerConfig
-from mailwright.delivery.base import DeliveryResult
-from mailwright.delivery.local import LocalDeliveryAgent, mail_root
-from mailwright.delivery.router import Router
-from mailwright.net.fdlimit import ensure_fd_limit
-from mailwright.net.handover import HandoverListener, SessionProcesses
+from mailwright.net.handover import HandoverListener
 from mailwright.net.listener import ConnectionLimits, Listener, ListenerError
-from mailwright.net.privileges import drop_privileges
-from mailwright.net.services import SessionServices
-from mailwright.net.tls import TlsError, TlsManager
+from mailwright.net.tls import TlsError
 from mailwright.obs.debuglog import setup_debug_log
 from mailwright.obs.maillog import MailLog
 from mailwright.policy.authguard import AuthGuard
-from mailwright.policy.builtin.freespace import FreeSpace
-from mailwright.policy.builtin.from_header import FromHeaderMatch
-from mailwright.policy.builtin.ratelimit import RateLimits
-from mailwright.policy.builtin.recipients import LocalRecipients
-from mailwright.policy.builtin.relay import RelayAccess, parse_networks
-from mailwright.policy.builtin.submission import RequireAuth, SenderLoginMatch
-from mailwright.policy.pipeline import Pipeline, Stage
-from mailwright.queue.events import EventCallback
-from mailwright.queue.runner import FRESH_HOLD, QueueRunner
-from mailwright.spool.embedded import SPOOL_DIR, EmbeddedSpool
-from mailwright.spool.model import SpooledMessage
+from mailwright.queue.runner import QueueRunner
+from mailwright.runtime import startup
+from mailwright.runtime.children import DeliveryWorker
+from mailwright.runtime.compose import (
+    auth_guard_settings,
+    build_directory,
+    build_local_agent,
+    build_queue_runner,
+    build_session_services,
+    flush_periodically,
+    load_tls,
+)
+from mailwright.runtime.fdlimit import ensure_fd_limit
+from mailwright.runtime.privileges import drop_privileges
+from mailwright.runtime.sessionpool import SessionProcesses
+from mailwright.spool.embedded import EmbeddedSpool
 from mailwright.spool.runnerlock import RunnerLock
-from mailwright.supervisor import DeliveryWorker
 
 log = logging.getLogger(__name__)
-
-
-def build_pipeline(config: Config, directory: LocalDirectory, users: UserStore) -> Pipeline:
-    """Hooks in a fixed, explicit order (DESIGN principle 6).
-
-    MAIL: AUTH required on submission listeners, then sender-login matching, then
-    rate limits.  RCPT: rate limits, local recipients (deliver or 550 5.1.1), then
-    relay access (authenticated users, trusted networks).  A recipient nobody
-    accepted gets 550 5.7.1 from the pipeline: never an open relay.
-    Free space on the spool: last at MAIL, and at DATA (and the first BDAT chunk).
-    MESSAGE (after the last body byte): From: header matching where a listener asks.
-    """
-    pipeline = Pipeline()
-    require_auth = RequireAuth()
-    pipeline.register(Stage.MAIL, require_auth.name, require_auth.on_mail)
-    sender_login = SenderLoginMatch(users)
-    pipeline.register(Stage.MAIL, sender_login.name, sender_login.on_mail)
-    abuse = config.abuse
-    limits = RateLimits(
-        ip_messages_per_minute=abuse.ip_messages_per_minute,
-        ip_recipients_per_minute=abuse.ip_recipients_per_minute,
-        user_messages_per_minute=abuse.user_messages_per_minute,
-        user_recipients_per_minute=abuse.user_recipients_per_minute,
-        burst_messages=abuse.burst_messages,
-        burst_recipients=abuse.burst_recipients,
-    )
-    if limits.enabled:
-        pipeline.register(Stage.MAIL, limits.name, limits.on_mail)
-        pipeline.register(Stage.RCPT, limits.name, limits.on_rcpt)
-    # Free space last at MAIL: refusals that need no disk access come first.
-    free_space = FreeSpace(config.data_dir / SPOOL_DIR, config.smtp.free_space_floor)
-    pipeline.register(Stage.MAIL, free_space.name, free_space.on_mail)
-    pipeline.register(Stage.DATA, free_space.name, free_space.on_data)
-    local = LocalRecipients(directory)
-    pipeline.register(Stage.RCPT, local.name, local.on_rcpt)
-    relay = RelayAccess(parse_networks(config.relay.trusted_networks))
-    pipeline.register(Stage.RCPT, relay.name, relay.on_rcpt)
-    from_header = FromHeaderMatch(users)
-    pipeline.register(Stage.MESSAGE, from_header.name, from_header.on_message)
-    return pipeline
-
-
-def delivery_logger(maillog: MailLog) -> EventCallback:
-    """The queue runner's ``on_event``: one mail-log line per recipient outcome."""
-
-    def log_delivery(
-        kind: str, message: SpooledMessage, address: str, result: DeliveryResult
-    ) -> None:
-        if kind == "delivered":
-            maillog.delivered(message.queue_id, address, result.reply)
-        elif kind == "deferred":
-            maillog.deferred(message.queue_id, address, result.reply, message.next_attempt)
-        elif kind == "bounced":
-            maillog.bounced(message.queue_id, address, result.reply)
-        elif kind == "expired":
-            maillog.expired(message.queue_id, address)
-
-    return log_delivery
-
-
-def build_directory(config: Config) -> LocalDirectory:
-    return LocalDirectory(config.domains, config.delivery.recipient_delimiter)
-
-
-def build_local_agent(config: Config, directory: LocalDirectory) -> LocalDeliveryAgent:
-    return LocalDeliveryAgent(directory, mail_root(config.data_dir), config.smtp.hostname)
-
-
-def build_queue_runner(
-    config: Config, spool: EmbeddedSpool, maillog: MailLog, directory: LocalDirectory
-) -> tuple[QueueRunner, LocalDeliveryAgent]:
-    """The queue runner and its local agent: in the server, or in the delivery worker."""
-    local_agent = build_local_agent(config, directory)
-    runner = QueueRunner(
-        spool,
-        Router(directory, local_agent),
-        config.delivery,
-        on_event=delivery_logger(maillog),
-        reporting_mta=config.smtp.hostname,
-        # A fresh message waits to be announced: its accepted line is then logged.
-        fresh_hold=FRESH_HOLD,
-    )
-    return runner, local_agent
-
-
-async def flush_periodically(maillog: MailLog, interval: float) -> None:
-    """Write the buffered mail log every ``interval`` seconds (``log.flush_interval``)."""
-    while True:
-        await asyncio.sleep(interval)
-        maillog.flush()
-
-
-def auth_guard_settings(config: Config) -> dict[str, Any]:
-    """``AuthGuard``'s keyword arguments from ``abuse.auth_*``."""
-    abuse = config.abuse
-    return {
-        "max_failures": abuse.auth_max_failures,
-        "window": abuse.auth_window,
-        "ban_time": abuse.auth_ban_time,
-        "base_delay": abuse.auth_base_delay,
-        "max_delay": abuse.auth_max_delay,
-    }
-
-
-def build_session_services(
-    config: Config,
-    *,
-    spool: EmbeddedSpool,
-    maillog: MailLog,
-    directory: LocalDirectory,
-    users: UserStore,
-    tls: TlsManager | None,
-    auth_guard: AuthGuard,
-    on_queued: Callable[[SpooledMessage, bytes | None], None],
-) -> SessionServices:
-    """What every session shares: in this process, or in a session process."""
-    return SessionServices(
-        config=config,
-        pipeline=build_pipeline(config, directory, users),
-        spool=spool,
-        directory=directory,
-        maillog=maillog,
-        auth_guard=auth_guard,
-        tls=tls,
-        users=users,
-        on_queued=on_queued,
-    )
-
-
-def load_tls(config: Config) -> TlsManager | None:
-    """The TLS manager, or None when TLS is off (no certificate, self_signed false)."""
-    if not config.tls.enabled:
-        return None
-    manager = TlsManager(config.tls, config.data_dir, config.smtp.hostname)
-    manager.load()
-    return manager
 
 
 class App:
@@ -345,7 +204,7 @@ class App:
         self.announce(f"mailwright: data in {config.data_dir.resolve()}")
 
     def _bind_for_session_processes(self, limits: ConnectionLimits) -> None:
-        """``smtp.processes`` > 0: bind here, serve in session processes (net.handover)."""
+        """``smtp.processes`` > 0: bind here, serve in session processes (runtime.sessionpool)."""
         config = self.config
         worker, runner = self.worker, self.runner
 

@@ -1,11 +1,11 @@
 """A session process: SMTP sessions on connections the main process accepted.
 
 Started by ``mailwright.net.handover.SessionProcesses`` as ``python -m
-mailwright.sessionproc <server pid> <control fd>``; standard input carries the pickled
+mailwright.runtime.sessions <server pid> <control fd>``; standard input carries the pickled
 config (as for the delivery worker) and is then closed.  In order, the process:
 
 1. asks the kernel to kill it when the server dies (``PR_SET_PDEATHSIG``);
-2. builds what sessions share with ``app.build_session_services``, the same code as
+2. builds what sessions share with ``compose.build_session_services``, the same code as
    in-process sessions, on the spool opened *without* recovery (the server recovered
    it and other processes write to it now), and says ``ready``;
 3. serves every connection that arrives on the control socket (``Listener.adopt``),
@@ -23,7 +23,7 @@ process may get less.  The connection caps and AUTH bans are exact (the main pro
 keeps them).
 
 SIGINT and SIGTERM are ignored: the server decides when sessions stop.  SIGUSR1 and
-SIGHUP reopen the mail log, as the control line ``o`` does (``workerproc``'s
+SIGHUP reopen the mail log, as the control line ``o`` does (``runtime.worker``'s
 ``REOPEN_SIGNALS``: ``systemctl kill -s USR1`` signals every process of the unit).
 """
 
@@ -45,9 +45,9 @@ from mailwright.net.handover import ACCEPT_BATCH
 from mailwright.net.listener import ConnectionLimits, Listener
 from mailwright.net.tls import TlsError, TlsManager
 from mailwright.policy.authguard import AuthGuard
+from mailwright.runtime.worker import REOPEN_SIGNALS, WorkerError, die_with_parent, read_config
 from mailwright.smtp import Reply
 from mailwright.spool.model import SpooledMessage
-from mailwright.workerproc import REOPEN_SIGNALS, WorkerError, die_with_parent, read_config
 
 log = logging.getLogger(__name__)
 
@@ -175,15 +175,15 @@ class ReportedAuthGuard(AuthGuard):
 async def run_sessions(config: Config, control: socket.socket) -> None:
     # Imported here: the composition root pulls in the whole server.
     from mailwright.accounts.users import UserStore
-    from mailwright.app import (
+    from mailwright.obs.debuglog import setup_debug_log
+    from mailwright.obs.maillog import MailLog
+    from mailwright.runtime.compose import (
         auth_guard_settings,
         build_directory,
         build_session_services,
         flush_periodically,
         load_tls,
     )
-    from mailwright.obs.debuglog import setup_debug_log
-    from mailwright.obs.maillog import MailLog
     from mailwright.spool.embedded import EmbeddedSpool
     from mailwright.spool.store import SpoolError
 
@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if len(args) != 2 or not all(arg.isdigit() for arg in args):
             raise SessionProcessError(
-                "usage: python -m mailwright.sessionproc <server pid> <control fd>"
+                "usage: python -m mailwright.runtime.sessions <server pid> <control fd>"
             )
         die_with_parent(int(args[0]))
         control = socket.socket(fileno=int(args[1]))
