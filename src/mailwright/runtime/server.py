@@ -34,26 +34,23 @@ from mailwright.config import Config, ListenerConfig
 from mailwright.net.handover import HandoverListener
 from mailwright.net.listener import ConnectionLimits, Listener, ListenerError
 from mailwright.net.tls import TlsError
-from mailwright.obs.debuglog import setup_debug_log
-from mailwright.obs.maillog import MailLog
 from mailwright.policy.authguard import AuthGuard
 from mailwright.queue.runner import QueueRunner
-from mailwright.runtime import startup
-from mailwright.runtime.children import DeliveryWorker
+from mailwright.runtime import control, startup
 from mailwright.runtime.compose import (
+    Foundation,
     auth_guard_settings,
     build_directory,
     build_local_agent,
     build_queue_runner,
     build_session_services,
-    flush_periodically,
     load_tls,
+    run_event_loop,
 )
 from mailwright.runtime.fdlimit import ensure_fd_limit
 from mailwright.runtime.privileges import drop_privileges
 from mailwright.runtime.sessionpool import SessionProcesses
-from mailwright.spool.embedded import EmbeddedSpool
-from mailwright.spool.runnerlock import RunnerLock
+from mailwright.runtime.workerlink import DeliveryWorker
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +65,8 @@ class App:
         self.worker: DeliveryWorker | None = None  # the delivery worker (worker on)
         self.processes: SessionProcesses | None = None  # session processes (smtp.processes)
         self._runner_task: asyncio.Task[None] | None = None
-        self._flush_task: asyncio.Task[None] | None = None
+        # The spool, the logs and the runner lock (runtime.compose), opened by start().
+        self.base = Foundation(config, recover=True, runner_lock=True)
         # SIGHUP/SIGUSR1 actions that arrived while starting (None once started).
         self._deferred_signals: list[Callable[[], None]] | None = []
 
@@ -101,16 +99,7 @@ class App:
         if self._runner_task is not None:  # before the spool closes under it
             self._runner_task.cancel()
             await asyncio.gather(self._runner_task, return_exceptions=True)
-        spool = getattr(self, "spool", None)
-        if spool is not None:
-            with contextlib.suppress(Exception):
-                await spool.close()
-        maillog = getattr(self, "maillog", None)
-        if maillog is not None:
-            maillog.close()
-        lock = getattr(self, "runner_lock", None)
-        if lock is not None:
-            lock.release()
+        await self.base.close()
 
     async def _start(self) -> None:
         config = self.config
@@ -121,15 +110,10 @@ class App:
             self.announce(f"mailwright: warning: {warning}")
         if findings.problems:
             raise startup.StartupError(findings.problems)
-        setup_debug_log(config.log)
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.maillog = MailLog.from_config(config.log, config.data_dir)
-        self.spool = EmbeddedSpool(config.data_dir)
         # Recovery and queue running exclude every other runner (see runnerlock); with
         # a worker the lock passes to it once the spool is recovered.
-        self.runner_lock = RunnerLock(self.spool.root)
-        await asyncio.to_thread(self.runner_lock.acquire)
-        await self.spool.open()
+        self.maillog = await self.base.open()
+        self.spool = self.base.spool
         self.directory = build_directory(config)
         if config.delivery.worker:
             local_agent = build_local_agent(config, self.directory)
@@ -177,7 +161,7 @@ class App:
         loop = asyncio.get_running_loop()
         if self.worker is not None:
             # Started after the privilege drop: the worker runs as the mail user too.
-            self.runner_lock.release()
+            self.base.release_lock()
             try:
                 await self.worker.start()
             except OSError as exc:
@@ -197,9 +181,7 @@ class App:
                 ) from exc
             pids = ", ".join(str(pid) for pid in self.processes.pids)
             self.announce(f"mailwright: session processes pids {pids}")
-        if self.maillog.buffered:
-            interval = config.log.flush_interval
-            self._flush_task = loop.create_task(flush_periodically(self.maillog, interval))
+        self.base.start_flusher()
         # Last: tests and scripts take this line to mean "fully started".
         self.announce(f"mailwright: data in {config.data_dir.resolve()}")
 
@@ -259,7 +241,7 @@ class App:
         """SIGUSR1 (and SIGHUP): every process reopens its mail log (logrotate)."""
         self.maillog.reopen()
         if self.processes is not None:
-            self.processes.broadcast(b"o")
+            self.processes.broadcast(control.ReopenLog())
         if self.worker is not None:
             self.worker.reopen_log()
 
@@ -270,7 +252,7 @@ class App:
         if self.tls is None:
             return
         if self.processes is not None:
-            self.processes.broadcast(b"h")  # each session process reloads its own
+            self.processes.broadcast(control.ReloadTls())  # each reloads its own
         try:
             self.tls.reload()
         except TlsError as exc:
@@ -298,11 +280,7 @@ class App:
             await self.runner.stop()
         if self._runner_task is not None:
             await asyncio.gather(self._runner_task, return_exceptions=True)
-        await self.spool.close()
-        if self._flush_task is not None:
-            self._flush_task.cancel()
-        self.maillog.close()
-        self.runner_lock.release()
+        await self.base.close()
 
     async def serve(self) -> None:
         """Start, run until SIGTERM/SIGINT, then shut down in stages."""
@@ -354,10 +332,5 @@ def _remove_signal_handlers(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def run(config: Config, announce: Callable[[str], None] = print) -> None:
-    """Run the server with uvloop when it is installed (DESIGN principle 7)."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a default dependency on Linux
-        asyncio.run(App(config, announce=announce).serve())
-    else:
-        uvloop.run(App(config, announce=announce).serve())
+    """Run the server (``compose.run_event_loop``: uvloop when installed)."""
+    run_event_loop(App(config, announce=announce).serve())

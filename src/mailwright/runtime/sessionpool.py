@@ -15,24 +15,15 @@ hands work to many smtpd processes, the main process here:
 * owns the AUTH brute-force guard: session processes report each AUTH failure and
   success, and a ban is sent to all of them, so a guesser cannot spread its tries;
 * wakes the delivery worker for every queue id a session process reports;
-* restarts a session process that dies (back-off as for the delivery worker), after
-  releasing the caps its connections held.  What it acknowledged with 250 is in the
+* restarts a session process that dies (``runtime.children``, as the delivery worker),
+  after releasing the caps its connections held.  What it acknowledged with 250 is in the
   spool; the worker is woken so that its next scan finds it.
 
-The session processes (``runtime.sessions``) never see a listening socket.  Each
-datagram on the control socket is one or more lines:
-
-    main -> session    ``c <listener index> <client ip>``: serve a connection; one
-                       such line per descriptor the datagram carries, in order
-                       ``e <listener index> <client ip>``: the same, admitted over
-                       the cap: close an idle session to make room, or refuse it
-                       ``S 1`` / ``S 0``: stress mode starts / ends (``net.stress``)
-                       ``b <client ip> <seconds>``: AUTH from that IP is banned
-                       ``h``: reload the TLS certificates (SIGHUP)
-                       ``o``: reopen the mail log (SIGUSR1, SIGHUP; logrotate)
-                       ``x``: stop (staged, within ``smtp.shutdown_grace``)
-    session -> main    ``ready``; ``q <queue id>``: stored; ``r <client ip>``: a
-                       connection ended; ``f <ip>`` / ``s <ip>``: AUTH failed / succeeded
+The session processes (``runtime.sessions``) never see a listening socket.  Each is a
+``runtime.children.Child`` on a socket pair (``Channel.SOCKET``); the messages both
+ways (``Adopt`` with the descriptor, ``Stress``, ``Ban``, ``ReloadTls``, ``ReopenLog``,
+``Stop``; ``Ready``, ``Queued``, ``Released``, ``AuthFailed``, ``AuthSucceeded``) are
+``runtime.control``'s.
 
 While no session process is ready (start-up, every one restarting) the listeners stop
 accepting: clients wait in the kernel's accept queue instead of being refused.
@@ -41,7 +32,7 @@ Stress mode (``net.stress``) is decided here, where the connections are counted:
 session processes are told when it starts and ends, and apply its shorter timeouts
 and error limit.  At the cap, this process does not know which sessions are idle (only
 their process does), so a new connection is admitted over the cap and handed over with
-``e``: its process closes its oldest idle session for it, or, having none, refuses it
+``make_room``: its process closes its oldest idle session for it, or, having none, refuses it
 with 421 4.7.0.  Either way a slot is released within moments; at most
 ``MAX_EVICTIONS_IN_FLIGHT`` connections are over the cap at a time.  A process with no
 idle session refuses even if another one has some: sessions are spread evenly, so
@@ -55,8 +46,6 @@ import contextlib
 import logging
 import os
 import socket
-import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -65,13 +54,12 @@ from mailwright.config import Config
 from mailwright.net.handover import HandoverListener
 from mailwright.net.listener import ConnectionLimits
 from mailwright.policy.authguard import AuthGuard
-from mailwright.runtime.children import HEALTHY_AFTER, RESTART_DELAYS, config_frame
+from mailwright.runtime import control
+from mailwright.runtime.children import Channel, Child, ChildKind
 
 log = logging.getLogger(__name__)
 
 SESSION_MODULE = "mailwright.runtime.sessions"
-# Largest control datagram; lines are short, a batch of queue ids fits many times.
-CONTROL_DATAGRAM_MAX = 64 * 1024
 # All session processes must report ``ready`` within this at start-up.
 START_TIMEOUT = 30.0
 # After the shutdown grace: how long session processes may take to exit before SIGKILL.
@@ -83,21 +71,18 @@ class HandoverError(Exception):
 
 
 @dataclass(eq=False)
-class _Child:
-    """One session process, as the main process sees it."""
+class _SessionProcess:
+    """One session process slot, as the main process sees it."""
 
     index: int
-    proc: asyncio.subprocess.Process
-    control: socket.socket
+    child: Child
     ready: bool = False
     active: int = 0
     ips: Counter[str] = field(default_factory=Counter)  # open connections by client IP
-    failures: int = 0  # exits in a row, for the restart back-off
-    started: float = field(default_factory=time.monotonic)
 
 
-def _load(child: _Child) -> int:
-    return child.active
+def _load(slot: _SessionProcess) -> int:
+    return slot.active
 
 
 class SessionProcesses:
@@ -120,11 +105,9 @@ class SessionProcesses:
         self.on_queued = on_queued
         self.on_lost = on_lost
         self.announce = announce
-        self.command = command or [sys.executable, "-m", SESSION_MODULE]
-        self.children: list[_Child | None] = [None] * config.smtp.processes
-        self.starts = 0
+        kind = ChildKind("session process", SESSION_MODULE, Channel.SOCKET)
+        self.children = [self._slot(index, kind, command) for index in range(config.smtp.processes)]
         self.listeners: list[HandoverListener] = []
-        self._supervisors: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._starting = False
         self._start_failure: str | None = None
@@ -134,19 +117,40 @@ class SessionProcesses:
         limits.make_room = self._can_make_room
         limits.on_stress = self._tell_stress
 
+    def _slot(self, index: int, kind: ChildKind, command: list[str] | None) -> _SessionProcess:
+        child = Child(
+            kind,
+            self.config,
+            name=f"session process {index}",
+            announce=self.announce,
+            command=command,
+        )
+        slot = _SessionProcess(index, child)
+        child.on_readable = lambda _child: self._on_control(slot)
+        child.on_exit = lambda _child, status: self._on_exit(slot, status)
+        return slot
+
+    @property
+    def command(self) -> list[str]:
+        return self.children[0].child.command if self.children else []
+
+    @property
+    def starts(self) -> int:
+        return sum(slot.child.starts for slot in self.children)
+
     @property
     def pids(self) -> list[int]:
-        return [c.proc.pid for c in self.children if c is not None]
+        return [slot.child.pid for slot in self.children if slot.child.pid is not None]
 
     async def start(self) -> None:
         """Start every session process and wait until each is ready; HandoverError
         if one exits first (its own message is on standard error) or takes too long."""
         self._starting = True
         try:
-            for index in range(len(self.children)):
-                await self._spawn(index)
+            for slot in self.children:
+                await slot.child.start()
             async with asyncio.timeout(START_TIMEOUT):
-                while not all(c is not None and c.ready for c in self.children):
+                while not all(slot.ready for slot in self.children):
                     if self._start_failure is not None:
                         raise HandoverError(self._start_failure)
                     await self._wait_change()
@@ -159,46 +163,15 @@ class SessionProcesses:
         self._some_ready.clear()
         await self._some_ready.wait()
 
-    async def _spawn(self, index: int, failures: int = 0) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *self.command,
-                str(os.getpid()),
-                str(theirs.fileno()),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=None,  # diagnostics go where the server's go
-                stderr=None,
-                pass_fds=(theirs.fileno(),),
-            )
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        assert proc.stdin is not None
-        proc.stdin.write(config_frame(self.config))
-        proc.stdin.close()
-        ours.setblocking(False)
-        child = _Child(index, proc, ours, failures=failures)
-        self.children[index] = child
-        self.starts += 1
-        loop = asyncio.get_running_loop()
-        loop.add_reader(ours.fileno(), self._on_control, child)
-        task = loop.create_task(self._supervise(child), name=f"session-process-{index}")
-        self._supervisors.add(task)
-        task.add_done_callback(self._supervisors.discard)
-        log.info("session process %d started, pid %d", index, proc.pid)
-
     # -- connections -------------------------------------------------------------------
 
     def _can_make_room(self) -> bool:
         """At the cap: a connection may be admitted over it if a session process can
-        take it and close an idle session for it (``e``, module docstring)."""
-        return any(c is not None and c.ready and c.active for c in self.children)
+        take it and close an idle session for it (``make_room``, module docstring)."""
+        return any(slot.ready and slot.active for slot in self.children)
 
     def _tell_stress(self, stressed: bool) -> None:
-        self.broadcast(b"S 1" if stressed else b"S 0")
+        self.broadcast(control.Stress(stressed))
 
     def hand_over(
         self,
@@ -211,166 +184,133 @@ class SessionProcesses:
         processes, one datagram per process; return those no process took.  A
         connection handed over is closed here: the process has its own copy.  Those
         in ``over_cap`` were admitted over the cap: their process makes room."""
-        ready = [c for c in self.children if c is not None and c.ready]
+        ready = [slot for slot in self.children if slot.ready]
         left = connections
         while left and ready:
-            batches: dict[_Child, list[tuple[socket.socket, str]]] = {}
+            batches: dict[_SessionProcess, list[tuple[socket.socket, str]]] = {}
             for conn, ip in left:
-                child = min(ready, key=_load)
-                child.active += 1  # counted now so that the batch spreads
-                batches.setdefault(child, []).append((conn, ip))
+                slot = min(ready, key=_load)
+                slot.active += 1  # counted now so that the batch spreads
+                batches.setdefault(slot, []).append((conn, ip))
             left = []
-            for child, batch in batches.items():
-                lines = b"\n".join(
-                    f"{'e' if conn in over_cap else 'c'} {listener_index} {ip}".encode("ascii")
-                    for conn, ip in batch
+            for slot, batch in batches.items():
+                data = control.encode_batch(
+                    [control.Adopt(listener_index, ip, conn in over_cap) for conn, ip in batch]
                 )
                 try:
-                    socket.send_fds(child.control, [lines], [conn.fileno() for conn, _ in batch])
+                    if slot.child.control is None:
+                        raise ConnectionError("gone")
+                    control.send_datagram(
+                        slot.child.control, data, [conn.fileno() for conn, _ in batch]
+                    )
                 except OSError:  # its buffer is full or it is gone: the others may take them
-                    child.active -= len(batch)
-                    ready.remove(child)
+                    slot.active -= len(batch)
+                    ready.remove(slot)
                     left.extend(batch)
                     continue
                 for conn, ip in batch:
                     conn.close()
-                    child.ips[ip] += 1
+                    slot.ips[ip] += 1
         return left
 
-    def _release(self, child: _Child, ip: str) -> None:
-        if child.ips[ip] <= 0:
-            log.warning("session process %d released %s more often than it got it", child.index, ip)
+    def _release(self, slot: _SessionProcess, ip: str) -> None:
+        if slot.ips[ip] <= 0:
+            log.warning("session process %d released %s more often than it got it", slot.index, ip)
             return
-        child.ips[ip] -= 1
-        if not child.ips[ip]:
-            del child.ips[ip]
-        child.active -= 1
+        slot.ips[ip] -= 1
+        if not slot.ips[ip]:
+            del slot.ips[ip]
+        slot.active -= 1
         self.limits.release(ip)
 
     # -- the control socket --------------------------------------------------------------
 
-    def _on_control(self, child: _Child) -> None:
+    def _on_control(self, slot: _SessionProcess) -> None:
         while True:
+            sock = slot.child.control
+            if sock is None:
+                return
             try:
-                data = child.control.recv(CONTROL_DATAGRAM_MAX)
+                data, fds = control.receive_datagram(sock)
             except BlockingIOError:
                 return
+            except control.TruncatedDatagram as exc:
+                log.warning("session process %d: %s", slot.index, exc)
+                _close_all(exc.fds)
+                continue
             except OSError:
-                data = b""
-            if not data:  # the process is gone; _supervise cleans up after it
-                self._forget_control(child)
+                data, fds = b"", []
+            _close_all(fds)  # none are expected this way: never leak one
+            if not data:  # the process is gone; its Child cleans up after it
+                slot.child.close_channel()
+                slot.ready = False
                 return
-            for line in data.split(b"\n"):
-                self._on_line(child, line)
+            messages, problems = control.unpack(data, control.TO_MAIN)
+            for problem in problems:
+                log.warning("session process %d sent %s", slot.index, problem)
+            for message in messages:
+                self._on_message(slot, message)
 
-    def _on_line(self, child: _Child, line: bytes) -> None:
-        kind, _, arg = line.partition(b" ")
-        value = arg.decode("ascii", "replace")
-        if kind == b"q":
-            self.on_queued(value)
-        elif kind == b"r":
-            self._release(child, value)
-        elif kind == b"f":
-            self.auth_guard.failure(value)
-            if self.auth_guard.banned(value):
-                self.broadcast(f"b {value} {self.auth_guard.ban_time:g}".encode("ascii"))
-        elif kind == b"s":
-            self.auth_guard.success(value)
-        elif kind == b"ready":
-            child.ready = True
-            if self.limits.stressed:
-                with contextlib.suppress(OSError):
-                    child.control.send(b"S 1")
-            self._some_ready.set()
-            for listener in self.listeners:
-                listener.resume()
-        elif kind:
-            log.warning("session process %d sent an unknown line %r", child.index, line[:80])
+    def _on_message(self, slot: _SessionProcess, message: control.Message) -> None:
+        match message:
+            case control.Queued(queue_id):
+                self.on_queued(queue_id)
+            case control.Released(ip):
+                self._release(slot, ip)
+            case control.AuthFailed(ip):
+                self.auth_guard.failure(ip)
+                if self.auth_guard.banned(ip):
+                    self.broadcast(control.Ban(ip, self.auth_guard.ban_time))
+            case control.AuthSucceeded(ip):
+                self.auth_guard.success(ip)
+            case control.Ready():
+                slot.ready = True
+                if self.limits.stressed:
+                    with contextlib.suppress(OSError):
+                        slot.child.send(control.Stress(True))
+                self._some_ready.set()
+                for listener in self.listeners:
+                    listener.resume()
 
-    def broadcast(self, message: bytes) -> None:
-        for child in self.children:
-            if child is not None and child.ready:
+    def broadcast(self, message: control.Message) -> None:
+        for slot in self.children:
+            if slot.ready:
                 with contextlib.suppress(OSError):  # a dying child: its successor starts clean
-                    child.control.send(message)
-
-    def _forget_control(self, child: _Child) -> None:
-        if child.control.fileno() >= 0:
-            with contextlib.suppress(ValueError, OSError):
-                asyncio.get_running_loop().remove_reader(child.control.fileno())
-            child.control.close()
-        child.ready = False
+                    slot.child.send(message)
 
     # -- supervision -----------------------------------------------------------------
 
-    async def _supervise(self, child: _Child) -> None:
-        status = await child.proc.wait()
-        self._forget_control(child)
-        for ip, count in list(child.ips.items()):
+    def _on_exit(self, slot: _SessionProcess, status: int) -> bool:
+        """A session process exited (``Child.on_exit``): free what it held; restart it
+        unless stopping or starting."""
+        slot.ready = False
+        for ip, count in list(slot.ips.items()):
             for _ in range(count):
                 self.limits.release(ip)
-        child.ips.clear()
-        child.active = 0
+        slot.ips.clear()
+        slot.active = 0
         if self._stopping:
-            return
+            return False
         if self._starting:
             self._start_failure = (
-                f"session process {child.index} exited with status {status} while starting"
+                f"session process {slot.index} exited with status {status} while starting"
             )
             self._some_ready.set()
-            return
-        if not any(c is not None and c.ready for c in self.children):
+            return False
+        if not any(other.ready for other in self.children):
             for listener in self.listeners:
                 listener.pause()
         self.on_lost()  # its last queue ids may not have been reported
-        failures = 0 if time.monotonic() - child.started >= HEALTHY_AFTER else child.failures
-        delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS) - 1)]
-        log.error(
-            "session process %d (pid %d) exited with status %d; restarting in %g s",
-            child.index,
-            child.proc.pid,
-            status,
-            delay,
-        )
-        self.announce(
-            f"mailwright: session process {child.index} exited (status {status}), "
-            f"restarting in {delay:g} s"
-        )
-        while True:
-            await asyncio.sleep(delay)
-            if self._stopping:
-                return
-            failures += 1
-            try:
-                await self._spawn(child.index, failures)
-                return
-            except OSError as exc:  # fork or exec failed: try again after a longer wait
-                log.error("cannot start session process %d: %s", child.index, exc)
-                self.announce(f"mailwright: cannot start a session process: {exc}")
-            delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS) - 1)]
+        return True
 
     async def stop(self, grace: float) -> None:
         """Stage 2 and 3 of shutdown: every session process finishes within ``grace``."""
         self._stopping = True
-        for child in self.children:
-            if child is None or child.proc.returncode is not None:
-                continue
-            try:
-                child.control.send(b"x")
-            except OSError:  # not reading: closing our end says the same (end of file)
-                self._forget_control(child)
-        procs = [c.proc for c in self.children if c is not None]
-        waits = [asyncio.ensure_future(p.wait()) for p in procs]
-        if waits:
-            _, pending = await asyncio.wait(waits, timeout=grace + STOP_MARGIN)
-            if pending:
-                for proc in procs:
-                    if proc.returncode is None:
-                        log.error("session process pid %d did not stop; killing it", proc.pid)
-                        with contextlib.suppress(ProcessLookupError):
-                            proc.kill()
-                await asyncio.wait(pending, timeout=STOP_MARGIN)
-        for task in list(self._supervisors):
-            task.cancel()
-        for child in self.children:
-            if child is not None:
-                self._forget_control(child)
+        await asyncio.gather(*(slot.child.stop(grace + STOP_MARGIN) for slot in self.children))
+        for slot in self.children:
+            slot.ready = False
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
