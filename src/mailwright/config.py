@@ -139,7 +139,7 @@ class SmtpConfig(_Frozen):
     max_connections: Annotated[int, Field(gt=0)] = smtp_limits.DEFAULT_MAX_CONNECTIONS
     max_connections_per_ip: Annotated[int, Field(gt=0)] = smtp_limits.DEFAULT_MAX_CONNECTIONS_PER_IP
     shutdown_grace: Annotated[float, Field(ge=0)] = 30.0
-    # Session processes (``mailwright.net.handover``): 0 runs every session in the
+    # Session processes (``mailwright.runtime.sessionpool``): 0 runs every session in the
     # main process; N > 0 has the main process accept connections, enforce the
     # connection caps and hand each connection to one of N processes, as Postfix runs
     # many smtpd processes under its master.  Set it to the number of CPU cores on a
