@@ -2,12 +2,13 @@
 
 Started by ``runtime.sessionpool.SessionProcesses`` (through ``runtime.children``) as
 ``python -m mailwright.runtime.sessions <server pid> <control fd>``; standard input
-carries the pickled config (as for the delivery worker) and is then closed.  In order, the process:
+carries the pickled config (as for the delivery worker) and is then closed.  In order,
+the process (``compose.run_child``, then ``run_sessions``):
 
 1. asks the kernel to kill it when the server dies (``PR_SET_PDEATHSIG``);
 2. builds what sessions share with ``compose.build_session_services``, the same code as
    in-process sessions, on the spool opened *without* recovery (the server recovered
-   it and other processes write to it now), and says ``ready``;
+   it and other processes write to it now), and says ``Ready``;
 3. serves every connection that arrives on the control socket (``Listener.adopt``),
    and reports back queue ids, ended connections and AUTH outcomes (the messages
    of ``runtime.control``).  Its buffered mail log is written before each report, so
