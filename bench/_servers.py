@@ -86,6 +86,14 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
+# The delivery worker's module in its command line, now and before the runtime package.
+WORKER_MODULES = (b"mailwright.runtime.worker", b"mailwright.workerproc")
+
+
+def _is_worker(cmdline: bytes) -> bool:
+    return any(module in cmdline for module in WORKER_MODULES)
+
+
 class ServerError(RuntimeError):
     """A server did not start, or died during a measurement."""
 
@@ -111,9 +119,10 @@ class ServerProcess:
 
     def receivers(self) -> list[int]:
         """The processes that receive mail: the server and its session processes
-        (mailwright's ``smtp.processes``), not the delivery worker."""
+        (mailwright's ``smtp.processes``), not the delivery worker (``runtime.worker``;
+        ``workerproc`` in checkouts before the runtime package, for before/after runs)."""
         return [self.pid] + [
-            child for child in _children(self.pid) if b"workerproc" not in _cmdline(child)
+            child for child in _children(self.pid) if not _is_worker(_cmdline(child))
         ]
 
     def status(self, key: str) -> int:

@@ -13,12 +13,12 @@ behind any of them still couples the two modules.  Two rules:
    ``__main__``
    > ``cli``
    > ``sessionproc`` (a session child process: builds the app's pieces)
-   > ``workerproc`` (the delivery worker process)
+   > ``runtime.worker`` (the delivery worker process)
    > ``app`` (composition root)
    > ``startup``
    > ``delivery`` (agents; the relay drives ``net.outbound``)
    > ``net``
-   > ``supervisor`` | ``policy`` | ``obs``
+   > ``runtime.children`` | ``policy`` | ``obs``
    > ``queue``
    > ``spool`` | ``accounts``
    > ``config``
@@ -47,13 +47,10 @@ ROOT = PACKAGE.parent
 LAYERS: list[set[str]] = [
     {"__main__"},
     {"cli"},
-    {"sessionproc"},
-    {"workerproc"},
-    {"app"},
-    {"startup"},
+    {"runtime"},
     {"delivery"},
     {"net"},
-    {"supervisor", "policy", "obs"},
+    {"policy", "obs"},
     {"queue"},
     {"spool", "accounts"},
     {"config"},

@@ -144,7 +144,7 @@ class SmtpConfig(_Frozen):
     max_connections: Annotated[int, Field(gt=0)] = smtp_limits.DEFAULT_MAX_CONNECTIONS
     max_connections_per_ip: Annotated[int, Field(gt=0)] = smtp_limits.DEFAULT_MAX_CONNECTIONS_PER_IP
     shutdown_grace: Annotated[float, Field(ge=0)] = 30.0
-    # Session processes (``mailwright.net.handover``): 0 runs every session in the
+    # Session processes (``mailwright.runtime.sessionpool``): 0 runs every session in the
     # main process; N > 0 has the main process accept connections, enforce the
     # connection caps and hand each connection to one of N processes, as Postfix runs
     # many smtpd processes under its master.  Set it to the number of CPU cores on a
@@ -221,7 +221,7 @@ class DeliveryConfig(_Frozen):
     # Timeout.queuewarn; Postfix's delay_warning_time is the same knob (default off).
     delay_warning_time: Annotated[float, Field(ge=0)] = 4 * 3600.0
     concurrency: Annotated[int, Field(gt=0)] = 16
-    # Run the queue runner in its own process (``mailwright.workerproc``), as Postfix
+    # Run the queue runner in its own process (``mailwright.runtime.worker``), as Postfix
     # runs its queue manager and delivery agents apart from smtpd: delivery work then
     # never takes the acceptor's CPU or interpreter lock.  False runs it inside the
     # server process (fewer processes; used by in-process tests).

@@ -78,10 +78,14 @@ def data_dir(config: Path) -> Path:
 
 
 async def _fill(data: Path) -> Queue:
-    store = EmbeddedSpool(data)
+    # Each message a millisecond after the one before: queue ids sort by arrival only
+    # to the millisecond (``spool.queueid``), and the listing is in arrival order.
+    start = time.time()
+    ticks = iter(range(1_000_000))
+    store = EmbeddedSpool(data, clock=lambda: start + next(ticks) / 1000)
     await store.open()
     try:
-        now = time.time()
+        now = start
         fresh = await store.put(BODY, envelope("bob@example.net"))
         rcpts = ("d@example.net", "e@example.net", "f@gmail.test", "g@example.net")
         mixed = await store.put(BODY, envelope(*rcpts, mail_from="carol@example.org"))

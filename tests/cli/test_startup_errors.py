@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 
 from helpers.servers import build_config, to_toml
-from mailwright.app import App
-from mailwright.net import handover
-from mailwright.startup import StartupError
+from mailwright.runtime import sessionpool
+from mailwright.runtime.server import App
+from mailwright.runtime.startup import StartupError
 
 EXIT_CONFIG = 2
 DOMAIN = {"name": "example.test", "mailboxes": ["postmaster"]}
@@ -203,7 +203,7 @@ def test_session_process_that_cannot_start_undoes_the_start(
     """In-process: the start fails with one "session processes: ..." problem, and what
     was started before it is undone, the in-process queue runner included (it kept
     scanning a closed spool)."""
-    monkeypatch.setattr(handover, "SESSION_MODULE", "mailwright_no_such_module")
+    monkeypatch.setattr(sessionpool, "SESSION_MODULE", "mailwright_no_such_module")
     config = build_config(tmp_path / "data", smtp={"processes": 1})
     app = App(config, announce=lambda line: None)
 

@@ -1,5 +1,5 @@
 """``mailwright check-config`` runs the checks ``serve`` runs before binding
-(``mailwright.startup.check``): certificates load, data_dir usable, users file
+(``mailwright.runtime.startup.check``): certificates load, data_dir usable, users file
 readable, process user known.  Every problem is reported at once, one line each, exit
 status 2; a configuration that starts but refuses mail gets ``warning:`` lines and
 exit status 0.  The real command runs in a subprocess, as an operator runs it.

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from helpers.procs import wait_until
-from mailwright.app import App
 from mailwright.config import Config, parse_config
+from mailwright.runtime.server import App
 
 T = TypeVar("T")
 

@@ -25,7 +25,7 @@ import pytest
 from helpers.procs import wait_until
 from helpers.servers import EXAMPLE, HOST, SubprocessServer, in_maildir
 from helpers.wire import READ_TIMEOUT, RawSMTP, message
-from mailwright.net.fdlimit import fds_needed
+from mailwright.runtime.fdlimit import fds_needed
 from mailwright.smtp import codes
 
 SENDER = "sender@remote.test"

@@ -17,10 +17,10 @@ import pytest
 from helpers.procs import alive, children_of, stat_fields, wait_until
 from helpers.servers import EXAMPLE, HOST, InProcessServer, SubprocessServer, build_config
 from helpers.wire import message, queue_id_of, smtplib_client
-from mailwright import workerproc
+from mailwright.runtime import worker as worker_entry
+from mailwright.runtime.startup import StartupError
 from mailwright.spool.embedded import EmbeddedSpool
 from mailwright.spool.runnerlock import RunnerLock, SpoolBusy
-from mailwright.startup import StartupError
 
 SENDER = "sender@remote.test"
 WAIT = 10.0  # seconds any process change below may take
@@ -51,7 +51,7 @@ def test_subprocess_server_delivers_through_its_worker_and_stops_in_order(
     workers = children_of(server.proc.pid)
     assert len(workers) == 1, workers
     with open(f"/proc/{workers[0]}/cmdline", "rb") as cmdline:
-        assert b"mailwright.workerproc" in cmdline.read()
+        assert b"mailwright.runtime.worker" in cmdline.read()
     qid = send(server)
     assert len(server.maildir_messages(EXAMPLE, "alice")) == 1
     assert server.terminate() == 0
@@ -222,17 +222,16 @@ def refuse(monkeypatch: pytest.MonkeyPatch, name: str, errno_value: int) -> None
     def refused(*args: object) -> None:
         raise OSError(errno_value, os.strerror(errno_value))
 
-    monkeypatch.setattr(workerproc.os, name, refused)
+    monkeypatch.setattr(worker_entry.os, name, refused)
 
 
 def test_worker_priority_refused_falls_back_to_nice_and_says_so(monkeypatch, tmp_path):
     refuse(monkeypatch, "sched_setscheduler", errno.EPERM)
     niced: list[int] = []
-    monkeypatch.setattr(workerproc.os, "nice", niced.append)
-    refused = workerproc.lower_priority(build_config(tmp_path))
+    monkeypatch.setattr(worker_entry.os, "nice", niced.append)
+    refused = worker_entry.lower_priority(build_config(tmp_path))
     assert refused == (
-        "cannot run at idle CPU priority (SCHED_IDLE: Operation not permitted); "
-        "running at nice 10"
+        "cannot run at idle CPU priority (SCHED_IDLE: Operation not permitted); running at nice 10"
     )
     assert niced == [10]
 
@@ -240,7 +239,7 @@ def test_worker_priority_refused_falls_back_to_nice_and_says_so(monkeypatch, tmp
 def test_worker_priority_refused_entirely_runs_at_normal_priority(monkeypatch, tmp_path):
     refuse(monkeypatch, "sched_setscheduler", errno.EPERM)
     refuse(monkeypatch, "nice", errno.ENOSYS)
-    refused = workerproc.lower_priority(build_config(tmp_path))
+    refused = worker_entry.lower_priority(build_config(tmp_path))
     assert refused == (
         "cannot lower its CPU priority (SCHED_IDLE: Operation not permitted; "
         "nice 10: Function not implemented); delivering at normal priority"
@@ -250,7 +249,7 @@ def test_worker_priority_refused_entirely_runs_at_normal_priority(monkeypatch, t
 def test_worker_nice_refused_runs_at_normal_priority(monkeypatch, tmp_path):
     refuse(monkeypatch, "nice", errno.EPERM)
     config = build_config(tmp_path, extra={"delivery": {"worker_idle": False, "worker_nice": 7}})
-    assert workerproc.lower_priority(config) == (
+    assert worker_entry.lower_priority(config) == (
         "cannot lower its CPU priority (nice 7: Operation not permitted); "
         "delivering at normal priority"
     )

@@ -2,7 +2,7 @@
 
 With N > 0 the server process binds the listeners, accepts every connection, enforces
 the connection caps alone and hands each connection (fd passing) to one of N child
-processes, ``python -m mailwright.sessionproc <server pid> ...``, which run the SMTP
+processes, ``python -m mailwright.runtime.sessions <server pid> ...``, which run the SMTP
 sessions, write the spool and the mail log and report queued ids back.  Covered here,
 with two session processes unless a test says otherwise:
 
@@ -72,8 +72,8 @@ from mailwright.smtp import codes
 
 PROCESSES = 2
 SENDER = "sender@remote.test"
-SESSION_MODULE = b"mailwright.sessionproc"
-WORKER_MODULE = b"mailwright.workerproc"
+SESSION_MODULE = b"mailwright.runtime.sessions"
+WORKER_MODULE = b"mailwright.runtime.worker"
 ANNOUNCE_RE = re.compile(r"^mailwright: session processes pids (\d+(?:, \d+)*)$", re.MULTILINE)
 RECEIVED_TLS_RE = re.compile(rb"with (ESMTP\w*) \((TLSv1\.[23]) [A-Z0-9_-]+\) id ([0-9A-Z]{16})")
 
@@ -106,7 +106,7 @@ def server_pid(server: SubprocessServer) -> int:
 
 
 def session_pids(server: SubprocessServer) -> set[int]:
-    """The server's live children running ``mailwright.sessionproc``."""
+    """The server's live children running ``mailwright.runtime.sessions``."""
     return {
         pid
         for pid in children_of(server_pid(server))
@@ -361,7 +361,7 @@ def test_concurrent_clients_are_served_by_the_session_processes(start_server):
     workers = [child for child in children if runs_module(child, WORKER_MODULE)]
     assert len(workers) == 1, [cmdline(child) for child in children]
     assert sorted(children) == sorted([*announced, *workers]), [cmdline(c) for c in children]
-    for child in announced:  # python -m mailwright.sessionproc <server pid> ...
+    for child in announced:  # python -m mailwright.runtime.sessions <server pid> ...
         assert module_argument(child, SESSION_MODULE) == str(pid).encode(), cmdline(child)
 
     def send_one(number: int) -> tuple[str, int]:

@@ -1,4 +1,4 @@
-"""RCPT policy as the server wires it (``app.build_pipeline``): local recipients
+"""RCPT policy as the server wires it (``compose.build_pipeline``): local recipients
 (deliver or 550 5.1.1), then relay access (authenticated users, trusted networks),
 then the pipeline's default 550 5.7.1 — never an open relay.  The hooks take their
 facts from the session context only, so each case is one context and one RCPT."""
@@ -11,13 +11,13 @@ import pytest
 
 from helpers.servers import build_config
 from mailwright.accounts.users import UserStore
-from mailwright.app import build_directory, build_pipeline
 from mailwright.config import ListenerRole
 from mailwright.policy.builtin.recipients import LocalRecipients, envelope_recipient
 from mailwright.policy.builtin.relay import RelayAccess, in_networks, parse_networks
 from mailwright.policy.context import SessionContext
 from mailwright.policy.pipeline import Pipeline, Stage
 from mailwright.policy.verdict import Accept, Reject, Verdict
+from mailwright.runtime.compose import build_directory, build_pipeline
 from mailwright.smtp import Address, RcptTo, codes
 
 # An inbound (port 25) listener's policy: no AUTH required, no sender-login match.

@@ -15,11 +15,11 @@ from argon2 import PasswordHasher
 
 from helpers.servers import build_config
 from mailwright.accounts.users import UserStore
-from mailwright.app import build_directory, build_pipeline
 from mailwright.config import ListenerConfig, ListenerRole
 from mailwright.policy.context import SessionContext
 from mailwright.policy.pipeline import Pipeline, Stage
 from mailwright.policy.verdict import Continue, Reject, Verdict
+from mailwright.runtime.compose import build_directory, build_pipeline
 from mailwright.smtp import Address, MailFrom, codes
 
 LOGIN = "alice@example.test"

@@ -58,7 +58,7 @@ FORBIDDEN_IMPORTS = FORBIDDEN_AT_RUNTIME | {
     "mailwright.queue",
     "mailwright.delivery",
     "mailwright.config",
-    "mailwright.app",
+    "mailwright.runtime",
 }
 FORBIDDEN_CALLS = {"open", "print", "input", "exec", "eval", "__import__"}
 

@@ -73,12 +73,12 @@ def serve(config_path: Path | None, listen: tuple[str, ...], data_dir: Path | No
         config = _override_or_exit(config, listen, data_dir)
     if config_path is None:
         click.echo("mailwright: no config file given, using the embedded default")
-    from mailwright.app import run
-    from mailwright.startup import StartupError
+    from mailwright.runtime.server import run
+    from mailwright.runtime.startup import StartupError
 
     try:
         run(config, announce=lambda line: click.echo(line))
-    except StartupError as exc:  # worded in one place: mailwright.startup
+    except StartupError as exc:  # worded in one place: mailwright.runtime.startup
         for problem in exc.problems:
             click.echo(f"mailwright: cannot start: {problem}", err=True)
         sys.exit(EXIT_CONFIG)
@@ -94,7 +94,7 @@ def check_config(config_path: Path | None) -> None:
     All problems are printed at once, one line each, then warnings (a configuration
     that starts but refuses all mail, or has no postmaster) as ``warning:`` lines.
     """
-    from mailwright import startup
+    from mailwright.runtime import startup
 
     config = load_or_exit(config_path)
     source = config_path or "embedded default"

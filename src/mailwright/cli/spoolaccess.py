@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 from mailwright.config import Config
-from mailwright.net.privileges import PrivilegeError, account_ids
+from mailwright.runtime.privileges import PrivilegeError, account_ids
 from mailwright.spool.embedded import DB_FILE, SPOOL_DIR, EmbeddedSpool
 
 

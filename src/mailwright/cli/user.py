@@ -25,7 +25,7 @@ import click
 
 from mailwright.accounts.users import UserError, UserStore
 from mailwright.cli.configload import EXIT_CONFIG, load_or_exit
-from mailwright.net.privileges import PrivilegeError, account_ids
+from mailwright.runtime.privileges import PrivilegeError, account_ids
 
 CRAM_HELP = (
     "Also store a CRAM-MD5 secret.  CRAM-MD5 needs a plaintext-equivalent secret: "

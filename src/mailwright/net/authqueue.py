@@ -30,7 +30,7 @@ when its turn comes:
 With session processes (``smtp.processes``) each process has its own queue, so one
 address may have ``PER_ADDRESS_CHECKS`` checks running in each process, and each
 process's guard counts the failures it saw itself (banning at the limit) while the main
-process counts all of them and broadcasts its ban (``net.handover``): the ban is exact,
+process counts all of them and broadcasts its ban (``runtime.sessionpool``): the ban is exact,
 and at most N * (max_failures + PER_ADDRESS_CHECKS - 1) passwords are checked per
 address before it lands everywhere (fewer in practice: the main process's ban usually
 arrives within milliseconds).

@@ -51,10 +51,10 @@ class ConnectionLimits:
         # The listeners counted here, whose idle sessions make_room may close.
         self.listeners: list[Listener] = []
         # At the cap: close an idle session to make room for a new client; True if one
-        # will be closed.  Session processes (net.handover) replace it: the sessions
+        # will be closed.  Session processes (runtime.sessionpool) replace it: the sessions
         # are theirs.
         self.make_room: Callable[[], bool] = self.close_oldest_idle
-        # Told when stress mode starts (True) and ends (False); net.handover passes it on.
+        # Told when stress mode starts (True) and ends (False); runtime.sessionpool passes it on.
         self.on_stress: Callable[[bool], None] | None = None
 
     @property

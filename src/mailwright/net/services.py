@@ -1,4 +1,4 @@
-"""What every inbound session shares, built once by the composition root (app.py)."""
+"""What every inbound session shares, built once by the composition root (``runtime.compose``)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ cap refuses anyone; and at the cap a new client is not refused while an idle ses
 ``421 4.7.0`` to make room (``ConnectionLimits.make_room``).
 
 The connection counts live where connections are accepted: in the serving process, or
-with session processes (``net.handover``) in the main process, which tells the session
+with session processes (``runtime.sessionpool``) in the main process, which tells the session
 processes when stress mode starts and ends, and hands a connection admitted over the cap
 over with the request to make room for it.
 """

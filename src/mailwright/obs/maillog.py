@@ -25,7 +25,7 @@ Order: several processes write one log (the server or its session processes writ
 ``deferred``, ``bounced``), each with its own buffer.  For one queue id the lines
 still appear in the order the events happened, because nobody may deliver a message
 before its ``accepted`` line is in the file: whoever tells the queue runner about new
-mail flushes this log first (``supervisor.DeliveryWorker``, ``sessionproc.Reports``;
+mail flushes this log first (``runtime.workerlink.DeliveryWorker``, ``runtime.sessions.Reports``;
 in one process the runner writes to the same buffer, after the line), and the runner
 leaves a fresh message that a due scan finds before it was told about it alone for
 ``queue.runner.FRESH_HOLD`` seconds.

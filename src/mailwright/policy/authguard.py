@@ -79,7 +79,7 @@ class AuthGuard:
 
     def ban(self, ip: str, seconds: float) -> None:
         """Ban ``ip`` for ``seconds``: a ban decided by the main process for every
-        session process (``net.handover``)."""
+        session process (``runtime.sessionpool``)."""
         until = self._clock() + seconds
         if until > self._banned_until.get(ip, 0.0):
             self._banned_until[ip] = until

@@ -1,19 +1,20 @@
 """A session process: SMTP sessions on connections the main process accepted.
 
-Started by ``mailwright.net.handover.SessionProcesses`` as ``python -m
-mailwright.sessionproc <server pid> <control fd>``; standard input carries the pickled
-config (as for the delivery worker) and is then closed.  In order, the process:
+Started by ``runtime.sessionpool.SessionProcesses`` (through ``runtime.children``) as
+``python -m mailwright.runtime.sessions <server pid> <control fd>``; standard input
+carries the pickled config (as for the delivery worker) and is then closed.  In order,
+the process (``compose.run_child``, then ``run_sessions``):
 
 1. asks the kernel to kill it when the server dies (``PR_SET_PDEATHSIG``);
-2. builds what sessions share with ``app.build_session_services``, the same code as
+2. builds what sessions share with ``compose.build_session_services``, the same code as
    in-process sessions, on the spool opened *without* recovery (the server recovered
-   it and other processes write to it now), and says ``ready``;
+   it and other processes write to it now), and says ``Ready``;
 3. serves every connection that arrives on the control socket (``Listener.adopt``),
-   and reports back queue ids, ended connections and AUTH outcomes (``net.handover``
-   describes the lines).  Its buffered mail log is written before each report, so
+   and reports back queue ids, ended connections and AUTH outcomes (the messages
+   of ``runtime.control``).  Its buffered mail log is written before each report, so
    the ``accepted`` line of a queue id is in the file before the id can reach the
    queue runner (``obs.maillog``: "Order");
-4. on ``x`` or end of file stops like the server does: 421 to idle sessions, messages
+4. on ``Stop`` or end of file stops like the server does: 421 to idle sessions, messages
    in DATA finish within ``smtp.shutdown_grace``; then closes the spool and the mail
    log and exits 0.
 
@@ -23,8 +24,8 @@ process may get less.  The connection caps and AUTH bans are exact (the main pro
 keeps them).
 
 SIGINT and SIGTERM are ignored: the server decides when sessions stop.  SIGUSR1 and
-SIGHUP reopen the mail log, as the control line ``o`` does (``workerproc``'s
-``REOPEN_SIGNALS``: ``systemctl kill -s USR1`` signals every process of the unit).
+SIGHUP reopen the mail log, as the ``ReopenLog`` message does (``compose.REOPEN_SIGNALS``:
+``systemctl kill -s USR1`` signals every process of the unit).
 """
 
 from __future__ import annotations
@@ -33,37 +34,43 @@ import asyncio
 import gc
 import logging
 import os
-import pickle
-import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
+from mailwright.accounts.users import UserStore
 from mailwright.config import Config
-from mailwright.net.handover import ACCEPT_BATCH
 from mailwright.net.listener import ConnectionLimits, Listener
 from mailwright.net.tls import TlsError, TlsManager
 from mailwright.policy.authguard import AuthGuard
+from mailwright.runtime import control
+from mailwright.runtime.compose import (
+    ChildError,
+    Foundation,
+    auth_guard_settings,
+    build_directory,
+    build_session_services,
+    load_tls,
+    run_child,
+)
 from mailwright.smtp import Reply
 from mailwright.spool.model import SpooledMessage
-from mailwright.workerproc import REOPEN_SIGNALS, WorkerError, die_with_parent, read_config
+from mailwright.spool.store import SpoolError
 
 log = logging.getLogger(__name__)
 
-# Largest control datagram from the main process (a batch of connections, or a ban).
-CONTROL_DATAGRAM_MAX = 64 * 1024
-# Descriptors in one datagram: the main process sends at most ACCEPT_BATCH at a time.
-MAX_FDS = ACCEPT_BATCH
 # Reports to the main process go out at most this often (seconds).  Each send wakes the
 # main process, which cost a tenth of a session process's CPU when sent at once; a few
 # ms later only delays the release of a connection cap and the worker's wake-up.
 REPORT_INTERVAL = 0.002
-# One report datagram at most (the main process reads up to 64 KiB).
-REPORT_DATAGRAM_MAX = 32 * 1024
+# One report datagram at most: half of what the main process reads
+# (``control.CONTROL_DATAGRAM_MAX``).
+REPORT_DATAGRAM_MAX = control.CONTROL_DATAGRAM_MAX // 2
+USAGE = "python -m mailwright.runtime.sessions <server pid> <control fd>"
 
 
-class SessionProcessError(Exception):
+class SessionProcessError(ChildError):
     """The session process cannot run; the message is printed as one line."""
 
 
@@ -88,7 +95,7 @@ def per_process_config(config: Config) -> Config:
 
 
 class Reports:
-    """Lines to the main process, sent together every ``REPORT_INTERVAL``, each batch
+    """Messages to the main process, sent together every ``REPORT_INTERVAL``, each batch
     after ``flush_log`` wrote the mail log (the ``accepted`` lines of its queue ids)."""
 
     def __init__(
@@ -102,10 +109,10 @@ class Reports:
         self.flush_log = flush_log
         self._lines: list[bytes] = []
 
-    def add(self, line: bytes) -> None:
+    def add(self, message: control.Message) -> None:
         if not self._lines:
             self._loop.call_later(REPORT_INTERVAL, self._send)
-        self._lines.append(line)
+        self._lines.append(message.encode())
 
     def send_now(self) -> None:
         if self._lines:
@@ -122,7 +129,7 @@ class Reports:
                     break
                 count += 1
             try:
-                self._control.send(b"\n".join(lines[:count]))
+                control.send_datagram(self._control, control.LINE_END.join(lines[:count]))
             except BlockingIOError:
                 # The main process is not reading: busy or stopping.  Lines are hints
                 # (queue ids wake the worker, whose scans find the mail anyway) or
@@ -136,12 +143,12 @@ class Reports:
             del lines[:count]
 
     def queued(self, message: SpooledMessage, body: bytes | None = None) -> None:
-        self.add(b"q " + message.queue_id.encode("ascii"))
+        self.add(control.Queued(message.queue_id))
 
 
 class ReportedLimits(ConnectionLimits):
     """The main process admitted every connection; an ended one is reported to it.
-    It also decides stress mode (``S`` lines): here it is a plain flag."""
+    It also decides stress mode (``Stress`` messages): here it is a plain flag."""
 
     stressed: bool = False  # set from the main process
 
@@ -153,7 +160,7 @@ class ReportedLimits(ConnectionLimits):
         return None
 
     def release(self, ip: str) -> None:
-        self._reports.add(b"r " + ip.encode("ascii"))
+        self._reports.add(control.Released(ip))
 
 
 class ReportedAuthGuard(AuthGuard):
@@ -164,51 +171,33 @@ class ReportedAuthGuard(AuthGuard):
         self._reports = reports
 
     def failure(self, ip: str) -> float:
-        self._reports.add(b"f " + ip.encode("ascii"))
+        self._reports.add(control.AuthFailed(ip))
         return super().failure(ip)
 
     def success(self, ip: str) -> None:
-        self._reports.add(b"s " + ip.encode("ascii"))
+        self._reports.add(control.AuthSucceeded(ip))
         super().success(ip)
 
 
-async def run_sessions(config: Config, control: socket.socket) -> None:
-    # Imported here: the composition root pulls in the whole server.
-    from mailwright.accounts.users import UserStore
-    from mailwright.app import (
-        auth_guard_settings,
-        build_directory,
-        build_session_services,
-        flush_periodically,
-        load_tls,
-    )
-    from mailwright.obs.debuglog import setup_debug_log
-    from mailwright.obs.maillog import MailLog
-    from mailwright.spool.embedded import EmbeddedSpool
-    from mailwright.spool.store import SpoolError
-
-    setup_debug_log(config.log)
+async def run_sessions(config: Config, channel: socket.socket) -> None:
     loop = asyncio.get_running_loop()
-    control.setblocking(False)
-    reports = Reports(control, loop)
-    spool = EmbeddedSpool(config.data_dir, recover=False)
+    channel.setblocking(False)
+    reports = Reports(channel, loop)
+    base = Foundation(config, recover=False, runner_lock=False)
     try:
-        await spool.open()
+        maillog = await base.open()
     except SpoolError as exc:
+        await base.close()
         raise SessionProcessError(str(exc)) from exc
-    maillog = MailLog.from_config(config.log, config.data_dir)
     reports.flush_log = maillog.flush
-    for sig in REOPEN_SIGNALS:
-        loop.add_signal_handler(sig, maillog.reopen)
-    flusher = None
-    if maillog.buffered:
-        flusher = loop.create_task(flush_periodically(maillog, config.log.flush_interval))
     try:
+        base.reopen_on_signals()
+        base.start_flusher()
         tls = load_tls(config)
         guard = ReportedAuthGuard(reports, **auth_guard_settings(config))
         services = build_session_services(
             per_process_config(config),
-            spool=spool,
+            spool=base.spool,
             maillog=maillog,
             directory=build_directory(config),
             users=UserStore.in_data_dir(config.data_dir),
@@ -221,82 +210,101 @@ async def run_sessions(config: Config, control: socket.socket) -> None:
         for listener in listeners:
             await listener.start(handed=True)
         stop = asyncio.Event()
-        loop.add_reader(
-            control.fileno(), _on_control, control, listeners, guard, tls, maillog.reopen, stop
-        )
+        commands = _Commands(listeners, limits, guard, tls, maillog.reopen, stop)
+        loop.add_reader(channel.fileno(), commands.on_readable, channel)
         gc.collect()
         gc.freeze()  # as the server does: long-lived objects out of the collector's way
-        reports.add(b"ready")
+        reports.add(control.Ready())
         await stop.wait()
-        loop.remove_reader(control.fileno())
+        loop.remove_reader(channel.fileno())
         for listener in listeners:
             listener.stop_accepting()
         grace = config.smtp.shutdown_grace
         await asyncio.gather(*(listener.drain(grace) for listener in listeners))
         reports.send_now()  # the last queue ids and releases, before the loop ends
     finally:
-        for sig in REOPEN_SIGNALS:
-            loop.remove_signal_handler(sig)
-            signal.signal(sig, signal.SIG_IGN)
-        if flusher is not None:
-            flusher.cancel()
-        await spool.close()
-        maillog.close()
+        await base.close()
 
 
-def _on_control(
-    control: socket.socket,
-    listeners: list[Listener],
-    guard: AuthGuard,
-    tls: TlsManager | None,
-    reopen_log: Callable[[], None],
-    stop: asyncio.Event,
-) -> None:
-    while True:
-        try:
-            data, fds, _flags, _addr = socket.recv_fds(control, CONTROL_DATAGRAM_MAX, MAX_FDS)
-        except BlockingIOError:
-            return
-        except OSError:
-            data, fds = b"", []
-        if not data:  # the main process closed its end
-            stop.set()
-            return
-        if data[:2] in (b"c ", b"e "):
-            _adopt_all(data, fds, listeners)
-            continue
-        for fd in fds:  # not expected with other lines: never leak a descriptor
-            os.close(fd)
-        kind, _, arg = data.partition(b" ")
-        if kind == b"b":
-            ip, _, seconds = arg.decode("ascii").partition(" ")
-            guard.ban(ip, float(seconds))
-        elif kind == b"S" and listeners:
-            # Stress mode, decided by the main process (net.handover); the limits
-            # object is shared by every listener.
-            limits = listeners[0].limits
-            assert isinstance(limits, ReportedLimits)
-            limits.stressed = arg == b"1"
-        elif kind == b"h":
-            _reload_tls(tls)
-        elif kind == b"o":
-            reopen_log()
-        elif kind == b"x":
-            stop.set()
-            return
-        else:
-            log.warning("unknown control line %r", data[:80])
+class _Commands:
+    """The main process's messages (``control.TO_SESSION``), carried out."""
+
+    def __init__(
+        self,
+        listeners: list[Listener],
+        limits: ReportedLimits,
+        guard: AuthGuard,
+        tls: TlsManager | None,
+        reopen_log: Callable[[], None],
+        stop: asyncio.Event,
+    ) -> None:
+        self.listeners = listeners
+        self.limits = limits
+        self.guard = guard
+        self.tls = tls
+        self.reopen_log = reopen_log
+        self.stop = stop
+
+    def on_readable(self, channel: socket.socket) -> None:
+        while True:
+            try:
+                data, fds = control.receive_datagram(channel)
+            except BlockingIOError:
+                return
+            except control.TruncatedDatagram as exc:
+                log.warning("control channel: %s", exc)
+                _close_all(exc.fds)
+                continue
+            except OSError:
+                data, fds = b"", []
+            if not data:  # the main process closed its end
+                _close_all(fds)
+                self.stop.set()
+                return
+            messages, problems = control.unpack(data, control.TO_SESSION)
+            for problem in problems:
+                log.warning("control channel: %s", problem)
+            fds = self._adopt(messages, fds)
+            _close_all(fds)  # more descriptors than Adopt lines: never leak one
+            for message in messages:
+                self._carry_out(message)
+                if self.stop.is_set():
+                    return
+
+    def _adopt(self, messages: list[control.Message], fds: list[int]) -> list[int]:
+        """One descriptor per ``Adopt``, in order; returns the descriptors left over."""
+        left = list(fds)
+        for message in messages:
+            if isinstance(message, control.Adopt) and left:
+                conn = socket.socket(fileno=left.pop(0))
+                conn.setblocking(False)
+                if message.listener >= len(self.listeners):
+                    log.warning("control channel: no listener %d", message.listener)
+                    conn.close()
+                    continue
+                self.listeners[message.listener].adopt(
+                    conn, message.ip, make_room=message.make_room
+                )
+        return left
+
+    def _carry_out(self, message: control.Message) -> None:
+        match message:
+            case control.Ban(ip, seconds):
+                self.guard.ban(ip, seconds)
+            case control.Stress(on):
+                # Stress mode, decided by the main process (runtime.sessionpool); the
+                # limits object is shared by every listener.
+                self.limits.stressed = on
+            case control.ReloadTls():
+                _reload_tls(self.tls)
+            case control.ReopenLog():
+                self.reopen_log()
+            case control.Stop():
+                self.stop.set()
 
 
-def _adopt_all(data: bytes, fds: list[int], listeners: list[Listener]) -> None:
-    """``c|e <listener index> <client ip>`` lines, one per descriptor, in order."""
-    lines = data.split(b"\n")
-    for line, fd in zip(lines, fds, strict=False):
-        kind, index, ip = line.decode("ascii").split(" ")
-        conn = socket.socket(fileno=fd)
-        conn.setblocking(False)
-        listeners[int(index)].adopt(conn, ip, make_room=kind == "e")
-    for fd in fds[len(lines) :]:  # more descriptors than lines: never leak one
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
         os.close(fd)
 
 
@@ -308,27 +316,12 @@ def _reload_tls(tls: TlsManager | None) -> None:
             log.error("TLS reload failed: %s", exc)
 
 
+def _start(config: Config, numbers: list[int]) -> Coroutine[Any, Any, None]:
+    return run_sessions(config, socket.socket(fileno=numbers[1]))
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    for sig in (signal.SIGINT, signal.SIGTERM, *REOPEN_SIGNALS):
-        signal.signal(sig, signal.SIG_IGN)
-    try:
-        if len(args) != 2 or not all(arg.isdigit() for arg in args):
-            raise SessionProcessError(
-                "usage: python -m mailwright.sessionproc <server pid> <control fd>"
-            )
-        die_with_parent(int(args[0]))
-        control = socket.socket(fileno=int(args[1]))
-        config = read_config()
-        try:
-            import uvloop
-        except ImportError:  # pragma: no cover - uvloop is a default dependency on Linux
-            asyncio.run(run_sessions(config, control))
-        else:
-            uvloop.run(run_sessions(config, control))
-    except (SessionProcessError, WorkerError, OSError, pickle.UnpicklingError, EOFError) as exc:
-        print(f"mailwright: session process: {exc}", file=sys.stderr, flush=True)
-        sys.exit(1)
+    run_child("session process", sys.argv[1:] if argv is None else argv, USAGE, 2, _start)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
-"""The composition root: builds every component from the validated Config and runs them.
+"""The main process: builds its pieces with ``runtime.compose``, binds, runs, stops.
 
-Nothing else constructs services; components receive exactly what they need
-(DESIGN principle 6).  Shutdown is staged (uvicorn's pattern, issue #2):
+Shutdown is staged (uvicorn's pattern, issue #2):
 
 1. stop accepting connections;
 2. 421 4.3.2 to idle sessions, let sessions inside DATA/BDAT finish within
@@ -11,12 +10,13 @@ Nothing else constructs services; components receive exactly what they need
 4. close the spool and the logs.
 
 The queue runner runs in a delivery worker process by default (``delivery.worker``,
-``mailwright.workerproc``), built by the same ``build_queue_runner`` as the in-process
+``runtime.worker``), built by the same ``build_queue_runner`` as the in-process
 one; step 3 then closes the worker's pipe and waits for it.
 
 With ``smtp.processes`` > 0 the sessions run in that many session processes
-(``mailwright.sessionproc``, built by the same ``build_session_services``); this
-process binds, accepts, counts and hands connections over (``net.handover``), and
+(``runtime.sessions``, built by the same ``build_session_services``); this
+process binds, accepts, counts and hands connections over (``net.handover``,
+``runtime.sessionpool``), and
 step 2 becomes "tell every session process to stop, and wait for it".
 """
 
@@ -28,181 +28,31 @@ import gc
 import logging
 import signal
 from collections.abc import Callable
-from typing import Any
 
-from mailwright import startup
-from mailwright.accounts.directory import LocalDirectory
 from mailwright.accounts.users import UserStore
 from mailwright.config import Config, ListenerConfig
-from mailwright.delivery.base import DeliveryResult
-from mailwright.delivery.local import LocalDeliveryAgent, mail_root
-from mailwright.delivery.router import Router
-from mailwright.net.fdlimit import ensure_fd_limit
-from mailwright.net.handover import HandoverListener, SessionProcesses
+from mailwright.net.handover import HandoverListener
 from mailwright.net.listener import ConnectionLimits, Listener, ListenerError
-from mailwright.net.privileges import drop_privileges
-from mailwright.net.services import SessionServices
-from mailwright.net.tls import TlsError, TlsManager
-from mailwright.obs.debuglog import setup_debug_log
-from mailwright.obs.maillog import MailLog
+from mailwright.net.tls import TlsError
 from mailwright.policy.authguard import AuthGuard
-from mailwright.policy.builtin.freespace import FreeSpace
-from mailwright.policy.builtin.from_header import FromHeaderMatch
-from mailwright.policy.builtin.ratelimit import RateLimits
-from mailwright.policy.builtin.recipients import LocalRecipients
-from mailwright.policy.builtin.relay import RelayAccess, parse_networks
-from mailwright.policy.builtin.submission import RequireAuth, SenderLoginMatch
-from mailwright.policy.pipeline import Pipeline, Stage
-from mailwright.queue.events import EventCallback
-from mailwright.queue.notices import postmaster_address
-from mailwright.queue.runner import FRESH_HOLD, QueueRunner
-from mailwright.spool.embedded import SPOOL_DIR, EmbeddedSpool
-from mailwright.spool.model import SpooledMessage
-from mailwright.spool.runnerlock import RunnerLock
-from mailwright.spool.wakeup import FifoWakeup
-from mailwright.supervisor import DeliveryWorker
+from mailwright.queue.runner import QueueRunner
+from mailwright.runtime import control, startup
+from mailwright.runtime.compose import (
+    Foundation,
+    auth_guard_settings,
+    build_directory,
+    build_local_agent,
+    build_queue_runner,
+    build_session_services,
+    load_tls,
+    run_event_loop,
+)
+from mailwright.runtime.fdlimit import ensure_fd_limit
+from mailwright.runtime.privileges import drop_privileges
+from mailwright.runtime.sessionpool import SessionProcesses
+from mailwright.runtime.workerlink import DeliveryWorker
 
 log = logging.getLogger(__name__)
-
-
-def build_pipeline(config: Config, directory: LocalDirectory, users: UserStore) -> Pipeline:
-    """Hooks in a fixed, explicit order (DESIGN principle 6).
-
-    MAIL: AUTH required on submission listeners, then sender-login matching, then
-    rate limits.  RCPT: rate limits, local recipients (deliver or 550 5.1.1), then
-    relay access (authenticated users, trusted networks).  A recipient nobody
-    accepted gets 550 5.7.1 from the pipeline: never an open relay.
-    Free space on the spool: last at MAIL, and at DATA (and the first BDAT chunk).
-    MESSAGE (after the last body byte): From: header matching where a listener asks.
-    """
-    pipeline = Pipeline()
-    require_auth = RequireAuth()
-    pipeline.register(Stage.MAIL, require_auth.name, require_auth.on_mail)
-    sender_login = SenderLoginMatch(users)
-    pipeline.register(Stage.MAIL, sender_login.name, sender_login.on_mail)
-    abuse = config.abuse
-    limits = RateLimits(
-        ip_messages_per_minute=abuse.ip_messages_per_minute,
-        ip_recipients_per_minute=abuse.ip_recipients_per_minute,
-        user_messages_per_minute=abuse.user_messages_per_minute,
-        user_recipients_per_minute=abuse.user_recipients_per_minute,
-        burst_messages=abuse.burst_messages,
-        burst_recipients=abuse.burst_recipients,
-    )
-    if limits.enabled:
-        pipeline.register(Stage.MAIL, limits.name, limits.on_mail)
-        pipeline.register(Stage.RCPT, limits.name, limits.on_rcpt)
-    # Free space last at MAIL: refusals that need no disk access come first.
-    free_space = FreeSpace(config.data_dir / SPOOL_DIR, config.smtp.free_space_floor)
-    pipeline.register(Stage.MAIL, free_space.name, free_space.on_mail)
-    pipeline.register(Stage.DATA, free_space.name, free_space.on_data)
-    local = LocalRecipients(directory)
-    pipeline.register(Stage.RCPT, local.name, local.on_rcpt)
-    relay = RelayAccess(parse_networks(config.relay.trusted_networks))
-    pipeline.register(Stage.RCPT, relay.name, relay.on_rcpt)
-    from_header = FromHeaderMatch(users)
-    pipeline.register(Stage.MESSAGE, from_header.name, from_header.on_message)
-    return pipeline
-
-
-def delivery_logger(maillog: MailLog) -> EventCallback:
-    """The queue runner's ``on_event``: one mail-log line per recipient outcome."""
-
-    def log_delivery(
-        kind: str, message: SpooledMessage, address: str, result: DeliveryResult
-    ) -> None:
-        if kind == "delivered":
-            maillog.delivered(message.queue_id, address, result.reply)
-        elif kind == "deferred":
-            maillog.deferred(message.queue_id, address, result.reply, message.next_attempt)
-        elif kind == "bounced":
-            maillog.bounced(message.queue_id, address, result.reply)
-        elif kind == "expired":
-            maillog.expired(message.queue_id, address)
-
-    return log_delivery
-
-
-def build_directory(config: Config) -> LocalDirectory:
-    return LocalDirectory(config.domains, config.delivery.recipient_delimiter)
-
-
-def build_local_agent(config: Config, directory: LocalDirectory) -> LocalDeliveryAgent:
-    return LocalDeliveryAgent(directory, mail_root(config.data_dir), config.smtp.hostname)
-
-
-def build_queue_runner(
-    config: Config, spool: EmbeddedSpool, maillog: MailLog, directory: LocalDirectory
-) -> tuple[QueueRunner, LocalDeliveryAgent]:
-    """The queue runner and its local agent: in the server, or in the delivery worker."""
-    local_agent = build_local_agent(config, directory)
-    runner = QueueRunner(
-        spool,
-        Router(directory, local_agent),
-        config.delivery,
-        on_event=delivery_logger(maillog),
-        reporting_mta=config.smtp.hostname,
-        # A fresh message waits to be announced: its accepted line is then logged.
-        fresh_hold=FRESH_HOLD,
-        # `mailwright sendmail` and `queue flush` wake it through spool/wake.
-        wakeup=FifoWakeup(spool.root),
-        # Double bounces (undeliverable reports) go to the postmaster (RFC 5321 §4.5.1).
-        postmaster=postmaster_address(config.smtp.hostname, [d.name for d in config.domains]),
-    )
-    return runner, local_agent
-
-
-async def flush_periodically(maillog: MailLog, interval: float) -> None:
-    """Write the buffered mail log every ``interval`` seconds (``log.flush_interval``)."""
-    while True:
-        await asyncio.sleep(interval)
-        maillog.flush()
-
-
-def auth_guard_settings(config: Config) -> dict[str, Any]:
-    """``AuthGuard``'s keyword arguments from ``abuse.auth_*``."""
-    abuse = config.abuse
-    return {
-        "max_failures": abuse.auth_max_failures,
-        "window": abuse.auth_window,
-        "ban_time": abuse.auth_ban_time,
-        "base_delay": abuse.auth_base_delay,
-        "max_delay": abuse.auth_max_delay,
-    }
-
-
-def build_session_services(
-    config: Config,
-    *,
-    spool: EmbeddedSpool,
-    maillog: MailLog,
-    directory: LocalDirectory,
-    users: UserStore,
-    tls: TlsManager | None,
-    auth_guard: AuthGuard,
-    on_queued: Callable[[SpooledMessage, bytes | None], None],
-) -> SessionServices:
-    """What every session shares: in this process, or in a session process."""
-    return SessionServices(
-        config=config,
-        pipeline=build_pipeline(config, directory, users),
-        spool=spool,
-        directory=directory,
-        maillog=maillog,
-        auth_guard=auth_guard,
-        tls=tls,
-        users=users,
-        on_queued=on_queued,
-    )
-
-
-def load_tls(config: Config) -> TlsManager | None:
-    """The TLS manager, or None when TLS is off (no certificate, self_signed false)."""
-    if not config.tls.enabled:
-        return None
-    manager = TlsManager(config.tls, config.data_dir, config.smtp.hostname)
-    manager.load()
-    return manager
 
 
 class App:
@@ -215,7 +65,8 @@ class App:
         self.worker: DeliveryWorker | None = None  # the delivery worker (worker on)
         self.processes: SessionProcesses | None = None  # session processes (smtp.processes)
         self._runner_task: asyncio.Task[None] | None = None
-        self._flush_task: asyncio.Task[None] | None = None
+        # The spool, the logs and the runner lock (runtime.compose), opened by start().
+        self.base = Foundation(config, recover=True, runner_lock=True)
         # SIGHUP/SIGUSR1 actions that arrived while starting (None once started).
         self._deferred_signals: list[Callable[[], None]] | None = []
 
@@ -248,16 +99,7 @@ class App:
         if self._runner_task is not None:  # before the spool closes under it
             self._runner_task.cancel()
             await asyncio.gather(self._runner_task, return_exceptions=True)
-        spool = getattr(self, "spool", None)
-        if spool is not None:
-            with contextlib.suppress(Exception):
-                await spool.close()
-        maillog = getattr(self, "maillog", None)
-        if maillog is not None:
-            maillog.close()
-        lock = getattr(self, "runner_lock", None)
-        if lock is not None:
-            lock.release()
+        await self.base.close()
 
     async def _start(self) -> None:
         config = self.config
@@ -268,15 +110,10 @@ class App:
             self.announce(f"mailwright: warning: {warning}")
         if findings.problems:
             raise startup.StartupError(findings.problems)
-        setup_debug_log(config.log)
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.maillog = MailLog.from_config(config.log, config.data_dir)
-        self.spool = EmbeddedSpool(config.data_dir)
         # Recovery and queue running exclude every other runner (see runnerlock); with
         # a worker the lock passes to it once the spool is recovered.
-        self.runner_lock = RunnerLock(self.spool.root)
-        await asyncio.to_thread(self.runner_lock.acquire)
-        await self.spool.open()
+        self.maillog = await self.base.open()
+        self.spool = self.base.spool
         self.directory = build_directory(config)
         if config.delivery.worker:
             local_agent = build_local_agent(config, self.directory)
@@ -324,7 +161,7 @@ class App:
         loop = asyncio.get_running_loop()
         if self.worker is not None:
             # Started after the privilege drop: the worker runs as the mail user too.
-            self.runner_lock.release()
+            self.base.release_lock()
             try:
                 await self.worker.start()
             except OSError as exc:
@@ -344,14 +181,12 @@ class App:
                 ) from exc
             pids = ", ".join(str(pid) for pid in self.processes.pids)
             self.announce(f"mailwright: session processes pids {pids}")
-        if self.maillog.buffered:
-            interval = config.log.flush_interval
-            self._flush_task = loop.create_task(flush_periodically(self.maillog, interval))
+        self.base.start_flusher()
         # Last: tests and scripts take this line to mean "fully started".
         self.announce(f"mailwright: data in {config.data_dir.resolve()}")
 
     def _bind_for_session_processes(self, limits: ConnectionLimits) -> None:
-        """``smtp.processes`` > 0: bind here, serve in session processes (net.handover)."""
+        """``smtp.processes`` > 0: bind here, serve in session processes (runtime.sessionpool)."""
         config = self.config
         worker, runner = self.worker, self.runner
 
@@ -406,7 +241,7 @@ class App:
         """SIGUSR1 (and SIGHUP): every process reopens its mail log (logrotate)."""
         self.maillog.reopen()
         if self.processes is not None:
-            self.processes.broadcast(b"o")
+            self.processes.broadcast(control.ReopenLog())
         if self.worker is not None:
             self.worker.reopen_log()
 
@@ -417,7 +252,7 @@ class App:
         if self.tls is None:
             return
         if self.processes is not None:
-            self.processes.broadcast(b"h")  # each session process reloads its own
+            self.processes.broadcast(control.ReloadTls())  # each reloads its own
         try:
             self.tls.reload()
         except TlsError as exc:
@@ -445,11 +280,7 @@ class App:
             await self.runner.stop()
         if self._runner_task is not None:
             await asyncio.gather(self._runner_task, return_exceptions=True)
-        await self.spool.close()
-        if self._flush_task is not None:
-            self._flush_task.cancel()
-        self.maillog.close()
-        self.runner_lock.release()
+        await self.base.close()
 
     async def serve(self) -> None:
         """Start, run until SIGTERM/SIGINT, then shut down in stages."""
@@ -501,10 +332,5 @@ def _remove_signal_handlers(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def run(config: Config, announce: Callable[[str], None] = print) -> None:
-    """Run the server with uvloop when it is installed (DESIGN principle 7)."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a default dependency on Linux
-        asyncio.run(App(config, announce=announce).serve())
-    else:
-        uvloop.run(App(config, announce=announce).serve())
+    """Run the server (``compose.run_event_loop``: uvloop when installed)."""
+    run_event_loop(App(config, announce=announce).serve())

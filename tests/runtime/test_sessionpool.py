@@ -19,13 +19,13 @@ from typing import Any
 import pytest
 
 from mailwright.config import parse_config
-from mailwright.net.handover import HandoverError, SessionProcesses, _Child
 from mailwright.net.listener import ConnectionLimits
 from mailwright.policy.authguard import AuthGuard
+from mailwright.runtime.sessionpool import HandoverError, SessionProcesses
 
 LISTENER_INDEX = 1
 CONNECTIONS = 5
-START_BOUND = 10.0  # seconds: far below handover.START_TIMEOUT
+START_BOUND = 10.0  # seconds: far below sessionpool.START_TIMEOUT
 
 
 class FakeProcess:
@@ -66,11 +66,13 @@ def processes(count: int) -> tuple[SessionProcesses, list[socket.socket]]:
     """A SessionProcesses with ``count`` ready stand-ins; returns their far ends."""
     procs = session_processes(count)
     far_ends = []
-    for index in range(count):
+    for slot in procs.children:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.setblocking(False)
         fake: Any = FakeProcess()
-        procs.children[index] = _Child(index, fake, ours, ready=True)
+        slot.child.proc = fake
+        slot.child.control = ours
+        slot.ready = True
         far_ends.append(theirs)
     return procs, far_ends
 
@@ -99,7 +101,7 @@ def test_a_batch_is_spread_by_load_one_datagram_per_process(tcp_pairs):
             assert sock.recv(100) == b"EHLO x\r\n"
             sock.close()
     assert not clients
-    assert sorted(c.active for c in procs.children if c) == [2, 3]
+    assert sorted(c.active for c in procs.children) == [2, 3]
     assert all(server.fileno() == -1 for server, _ in tcp_pairs), "our copies stay open"
 
 
@@ -117,7 +119,6 @@ def test_a_process_that_cannot_take_its_batch_leaves_it_to_the_others(tcp_pairs)
             sock.close()
     assert received == CONNECTIONS
     gone, alive = procs.children
-    assert gone is not None and alive is not None
     assert (gone.active, alive.active) == (0, CONNECTIONS)
     assert sum(alive.ips.values()) == CONNECTIONS and not gone.ips
 
@@ -130,7 +131,7 @@ def test_with_no_process_able_to_take_them_the_connections_come_back(tcp_pairs):
     left = procs.hand_over(LISTENER_INDEX, batch)
     assert sorted(left, key=lambda pair: pair[0].fileno()) == batch
     assert all(server.fileno() >= 0 for server, _ in tcp_pairs), "the caller refuses them"
-    assert all(c is not None and c.active == 0 for c in procs.children)
+    assert all(c.active == 0 for c in procs.children)
 
 
 def test_a_session_process_that_exits_while_starting_fails_the_start():

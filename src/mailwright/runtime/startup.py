@@ -32,10 +32,10 @@ from pathlib import Path
 from mailwright.accounts.directory import LocalDirectory
 from mailwright.accounts.users import UserError, UserStore
 from mailwright.config import Config, ListenerConfig, TlsConfig
-from mailwright.net.handover import HandoverError
 from mailwright.net.listener import ListenerError
-from mailwright.net.privileges import PrivilegeError, account_ids
 from mailwright.net.tls import TlsError, TlsManager
+from mailwright.runtime.privileges import PrivilegeError, account_ids
+from mailwright.runtime.sessionpool import HandoverError
 from mailwright.spool.store import SpoolError
 
 
