@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -41,6 +44,7 @@ FAST = ClientTimeouts(
     tls_handshake=5,
 )
 SINK_START_TIMEOUT = 10.0
+SINK_USER = "nobody"  # the user smtp-sink drops to when the tests run as root
 
 
 def run(coro: Awaitable[T], timeout: float = RUN_TIMEOUT) -> T:
@@ -159,7 +163,14 @@ def smtp_sink(tmp_path: Path, *options: str, unix: bool = False) -> Iterator[Smt
     """``smtp-sink`` with ``options`` on a free loopback port (or a unix socket), its
     transactions dumped to a file; waits for its banner, killed at exit."""
     exe = require_tool("smtp-sink", "postfix")
-    dump = tmp_path / "sink.dump"
+    user: list[str] = []
+    # As root smtp-sink must drop to another user (-u) after binding: it then writes
+    # its dump as that user, so the dump lives in a folder that user may enter.
+    dump_dir = Path(tempfile.mkdtemp(prefix="smtp-sink-"))
+    if os.geteuid() == 0:
+        user = ["-u", SINK_USER]
+        dump_dir.chmod(0o777)
+    dump = dump_dir / "sink.dump"
     if unix:
         address, port = str(tmp_path / "lmtp.sock"), 0
         listen = f"unix:{address}"
@@ -167,7 +178,7 @@ def smtp_sink(tmp_path: Path, *options: str, unix: bool = False) -> Iterator[Smt
         address, port = HOST, free_port()
         listen = f"{HOST}:{port}"
     proc = subprocess.Popen(
-        [exe, "-D", str(dump), "-h", "sink.example.test", *options, listen, "10"],
+        [exe, *user, "-D", str(dump), "-h", "sink.example.test", *options, listen, "10"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -179,6 +190,7 @@ def smtp_sink(tmp_path: Path, *options: str, unix: bool = False) -> Iterator[Smt
         proc.wait(10)
         if proc.stderr is not None:
             proc.stderr.close()
+        shutil.rmtree(dump_dir, ignore_errors=True)
 
 
 def _wait_for_banner(proc: subprocess.Popen[bytes], address: str, port: int, unix: bool) -> None:

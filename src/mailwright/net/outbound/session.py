@@ -169,7 +169,10 @@ class OutboundSession:
     async def _command(self, event: Event, stage: Stage, timeout: float) -> Reply:
         self._stage = stage
         self._channel.write([event])
-        return await self._channel.reply(stage, describe_command(event), timeout)
+        command = describe_command(event)
+        if self.settings.lmtp and isinstance(event, Ehlo):
+            command = "LHLO" + command[4:]  # as the core wrote it (RFC 2033 §4.1)
+        return await self._channel.reply(stage, command, timeout)
 
     async def _hello(self) -> None:
         timeout = self.settings.timeouts.command
