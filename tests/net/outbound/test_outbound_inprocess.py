@@ -282,3 +282,29 @@ def test_no_credentials_over_plaintext(make_server, ca, tmp_path) -> None:  # ty
     assert caught.value.stage is Stage.AUTH and caught.value.temporary
     assert caught.value.reason == "refusing to send credentials without TLS"
     assert not [e for e in caught.value.transcript if e.stage is Stage.AUTH]
+
+
+BINARY_PART = b"\0\x01\xff bare LF\n bare CR\r end\r\n"
+BINARY_MESSAGE = (
+    b"From: alice@example.test\r\nTo: bob@example.test\r\nSubject: binary\r\n"
+    b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
+    b"--b\r\nContent-Type: application/octet-stream\r\n"
+    b"Content-Transfer-Encoding: binary\r\n\r\n" + BINARY_PART + b"\r\n--b--\r\n"
+)
+
+
+def test_binarymime_goes_octet_exact_over_bdat(server: InProcessServer) -> None:
+    async def main():  # type: ignore[no-untyped-def]
+        session = await OutboundSession.open(peer(server), settings(), NO_TLS)
+        result = await session.send(
+            message("alice@example.test", data=BINARY_MESSAGE, body_type=BodyType.BINARY_MIME)
+        )
+        await session.quit()
+        return result
+
+    result = run(main())
+    assert result.recipients[0].delivered, result.recipients
+    assert result.transcript[0].command.endswith(" BODY=BINARYMIME")
+    assert result.transcript[-1].command == f"BDAT {len(BINARY_MESSAGE)} LAST"
+    stored = server.maildir_messages(EXAMPLE, "alice")[0]
+    assert BINARY_PART.replace(b"\r\n", b"\n") in stored

@@ -281,7 +281,9 @@ class OutboundSession:
                     temporary=True,
                 ) from None
             reply = await self._command(AuthResponse(response), Stage.AUTH, timeout)
-        if reply.code != 235:
+        # RFC 4954 §4 says 235; any 2xx counts, as Postfix's client counts it (smtp-sink
+        # answers 250).
+        if not 200 <= reply.code < 300:
             raise self._error(f"AUTH {mechanism} refused: {reply}", reply=reply)
         if not getattr(client, "complete", True):
             # SCRAM: a 235 without the server's proof means it never knew our secret.
