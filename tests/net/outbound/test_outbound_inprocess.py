@@ -86,11 +86,16 @@ def test_two_messages_on_one_connection(server: InProcessServer) -> None:
     async def main():  # type: ignore[no-untyped-def]
         session = await OutboundSession.open(peer(server), settings(), NO_TLS)
         first = await session.send(message("alice@example.test", data=message().body + b"one\r\n"))
+        assert await session.reset()  # the idle-connection check before reuse
         second = await session.send(message("bob@example.test", data=message().body + b"two\r\n"))
         await session.quit()
-        return first, second
+        assert not await session.reset()  # closed: nothing to reuse
+        return session, first, second
 
-    first, second = run(main())
+    session, first, second = run(main())
+    # The session keeps its opening and the last transaction (the first is in its result).
+    assert stages(session.transcript) == ["greeting", "ehlo", "mail", "rcpt", "message", "quit"]
+    assert stages(first.transcript) == ["mail", "rcpt", "message"]
     assert first.usable and first.recipients[0].delivered and second.recipients[0].delivered
     assert server.maildir_messages(EXAMPLE, "alice")[0].endswith(b"one\n")
     assert server.maildir_messages(EXAMPLE, "bob")[0].endswith(b"two\n")

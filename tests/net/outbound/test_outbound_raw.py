@@ -414,3 +414,23 @@ def test_a_peer_that_stops_reading_the_body_times_out() -> None:
     result = run(main())
     assert (result.recipients[0].reply.code, result.recipients[0].reply.enhanced) == (451, "4.4.2")
     assert result.reason == "write timed out after 0.5s" and not result.usable
+
+
+def test_reset_detects_a_connection_the_peer_dropped_while_idle() -> None:
+    closed = asyncio.Event()
+
+    async def handler(reader, writer) -> None:  # type: ignore[no-untyped-def]
+        await greet(reader, writer)
+        await writer.drain()
+        writer.transport.abort()
+        closed.set()
+
+    async def main():  # type: ignore[no-untyped-def]
+        async with scripted_server(handler) as port:
+            session = await OutboundSession.open(raw_peer(port), settings(), NO_TLS)
+            await asyncio.wait_for(closed.wait(), 5)
+            alive = await session.reset()
+            return session, alive
+
+    session, alive = run(main())
+    assert alive is False and not session.usable
