@@ -160,11 +160,12 @@ def test_smtputf8_message(server: InProcessServer) -> None:
     )
 
 
-def test_opportunistic_tls_with_a_self_signed_certificate(server: InProcessServer) -> None:
+@pytest.mark.parametrize("mode", [TlsMode.OPPORTUNISTIC, TlsMode.ENCRYPT])
+def test_unverified_tls_with_a_self_signed_certificate(
+    server: InProcessServer, mode: TlsMode
+) -> None:
     async def main():  # type: ignore[no-untyped-def]
-        session = await OutboundSession.open(
-            peer(server), settings(), TlsPolicy(TlsMode.OPPORTUNISTIC)
-        )
+        session = await OutboundSession.open(peer(server), settings(), TlsPolicy(mode))
         result = await session.send(message("alice@example.test"))
         await session.quit()
         return session, result
@@ -172,7 +173,7 @@ def test_opportunistic_tls_with_a_self_signed_certificate(server: InProcessServe
     session, result = run(main())
     assert result.recipients[0].delivered
     assert result.info.tls_version in ("TLSv1.2", "TLSv1.3") and result.info.tls_cipher
-    assert result.info.policy is not None and result.info.policy.mode is TlsMode.OPPORTUNISTIC
+    assert result.info.policy is not None and result.info.policy.mode is mode
     # EHLO twice: RFC 3207 §4.2, and STARTTLS is no longer offered over TLS.
     assert stages(session.transcript)[:4] == ["greeting", "ehlo", "starttls", "ehlo"]
     assert "STARTTLS" not in result.info.extensions

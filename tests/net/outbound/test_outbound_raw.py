@@ -24,6 +24,7 @@ from helpers.outbound import (
 )
 from mailwright.net.outbound import (
     ClientTimeouts,
+    Credentials,
     OutboundSession,
     Peer,
     SessionError,
@@ -434,3 +435,55 @@ def test_reset_detects_a_connection_the_peer_dropped_while_idle() -> None:
 
     session, alive = run(main())
     assert alive is False and not session.usable
+
+
+def _auth_peer(answer: bytes, seen: list[bytes]):  # type: ignore[no-untyped-def]
+    async def handler(reader, writer) -> None:  # type: ignore[no-untyped-def]
+        await greet(reader, writer, b"250 AUTH SCRAM-SHA-256\r\n")
+        seen.append(await read_command(reader))
+        writer.write(answer)
+        seen.append(await reader.readline())  # "*" when the client cancels, or EOF
+        if seen[-1] == b"*\r\n":
+            writer.write(b"501 5.7.0 Authentication cancelled\r\n")
+            await writer.drain()
+
+    return handler
+
+
+def test_scram_without_the_server_signature_fails() -> None:
+    """A 235 before the server proved it knows the secret (RFC 5802 §5: the client
+    verifies ServerSignature) means the server may be an impostor."""
+    seen: list[bytes] = []
+
+    async def main():  # type: ignore[no-untyped-def]
+        async with scripted_server(_auth_peer(b"235 2.7.0 ok\r\n", seen)) as port:
+            creds = Credentials("alice", "secret")
+            await OutboundSession.open(
+                raw_peer(port), settings(auth=creds, allow_plaintext_auth=True), NO_TLS
+            )
+
+    with pytest.raises(SessionError) as caught:
+        run(main())
+    assert caught.value.stage is Stage.AUTH and caught.value.temporary
+    assert caught.value.reason == "AUTH SCRAM-SHA-256: server signature not verified"
+    assert seen[0].startswith(b"AUTH SCRAM-SHA-256 ")
+
+
+def test_a_malformed_challenge_cancels_the_exchange() -> None:
+    seen: list[bytes] = []
+
+    async def main():  # type: ignore[no-untyped-def]
+        answer = b"334 not base64!\r\n"
+        async with scripted_server(_auth_peer(answer, seen)) as port:
+            creds = Credentials("alice", "secret")
+            await OutboundSession.open(
+                raw_peer(port), settings(auth=creds, allow_plaintext_auth=True), NO_TLS
+            )
+
+    with pytest.raises(SessionError) as caught:
+        run(main())
+    err = caught.value
+    assert err.stage is Stage.AUTH and err.temporary
+    assert err.reason.startswith("AUTH SCRAM-SHA-256: ") and "base64" in err.reason.lower()
+    assert seen[1] == b"*\r\n"  # RFC 4954 §4: the client cancels
+    assert [e.reply.code for e in err.transcript if e.stage is Stage.AUTH] == [334, 501]
