@@ -11,16 +11,15 @@ behind any of them still couples the two modules.  Two rules:
    allow (derived from them, not wished for):
 
    ``__main__``
-   > ``cli``
-   > ``sessionproc`` (a session child process: builds the app's pieces)
-   > ``runtime.worker`` (the delivery worker process)
-   > ``app`` (composition root)
-   > ``startup``
-   > ``delivery`` (agents; the relay drives ``net.outbound``)
-   > ``net``
-   > ``runtime.children`` | ``policy`` | ``obs``
-   > ``queue``
-   > ``spool`` | ``accounts``
+   > ``cli`` (the commands)
+   > ``runtime`` (the process model: the one composition root, the child supervisor,
+     the control channel, start-up checks)
+   > ``delivery`` (agents: router, Maildir, the relay, which drives ``net.outbound``;
+     the outbound TLS policy)
+   > ``net`` (asyncio transport: listeners, the inbound and outbound sessions, TLS)
+   > ``policy`` | ``obs``
+   > ``queue`` (runner, retry, DSNs, the agent seam)
+   > ``spool`` | ``accounts`` (storage; local domains and users)
    > ``config``
    > ``smtp`` (the sans-IO protocol core imports nothing of ours) | ``fs`` (durable
      writes, used by spool, delivery, accounts and TLS; knows nothing of mail) | ``dns``
