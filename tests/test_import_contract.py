@@ -13,7 +13,8 @@ behind any of them still couples the two modules.  Two rules:
    ``__main__``
    > ``cli`` (the commands)
    > ``runtime`` (the process model: the one composition root, the child supervisor,
-     the control channel, start-up checks)
+     the control channel, start-up checks) | ``client`` (the test client's logic:
+     send, mx, probe, explain, session)
    > ``delivery`` (agents: router, Maildir, the relay, which drives ``net.outbound``;
      the outbound TLS policy)
    > ``net`` (asyncio transport: listeners, the inbound and outbound sessions, TLS)
@@ -46,7 +47,7 @@ ROOT = PACKAGE.parent
 LAYERS: list[set[str]] = [
     {"__main__"},
     {"cli"},
-    {"runtime"},
+    {"runtime", "client"},
     {"delivery"},
     {"net"},
     {"policy", "obs"},
