@@ -4,6 +4,7 @@
 modules import shared code as ``helpers.*``.
 """
 
+from helpers.dnsserver import loopback_dns
 from helpers.fixtures import (
     make_server,
     make_subprocess_server,
@@ -11,4 +12,10 @@ from helpers.fixtures import (
     subprocess_server,
 )
 
-__all__ = ["make_server", "make_subprocess_server", "server", "subprocess_server"]
+__all__ = [
+    "loopback_dns",
+    "make_server",
+    "make_subprocess_server",
+    "server",
+    "subprocess_server",
+]
