@@ -109,3 +109,18 @@ R452_MAILBOX_FULL = R(452, "4.2.2", "Mailbox full, will retry")
 R452_SYSTEM_FULL = R(452, "4.3.1", "Mail system full, will retry")
 R550_UNKNOWN_MAILBOX = R(550, "5.1.1", "No such user here")
 R550_NOT_LOCAL = R(550, "5.1.2", "Domain is not handled by local delivery")
+
+# Relay results (delivery.relay): routing and MX outcomes.  RFC 3463 X.4.x are
+# network and routing statuses; the detail (which name, which host) goes in the
+# private reason, the text stays fixed.
+R451_DNS_TEMPORARY = R(451, "4.4.3", "Temporary DNS failure looking up the destination, will retry")
+R451_NO_MX_ADDRESS = R(451, "4.4.4", "No address for the domain's mail servers, will retry")
+R451_NO_ANSWER = R(451, "4.4.1", "No mail server for the domain answered, will retry")
+R451_SESSION_LIMIT = R(451, "4.4.2", "Mail servers for the domain failed, will retry")
+R550_DOMAIN_NOT_FOUND = R(550, "5.1.2", "Recipient domain not found")
+R550_BAD_DOMAIN = R(550, "5.1.2", "Recipient domain name is not valid")
+R550_NO_ADDRESS = R(550, "5.4.4", "Recipient domain has no mail server address")
+# RFC 7505 §4.1: the reply a null MX domain's mail gets, code and text as written there.
+R556_NULL_MX = R(556, "5.1.10", "Recipient address has null MX")
+# RFC 3463 X.4.6 "routing loop detected" (Postfix: "mail for ... loops back to myself").
+R554_MAIL_LOOP = R(554, "5.4.6", "Mail for the domain loops back to myself")
