@@ -28,6 +28,8 @@ from pydantic import (
     model_validator,
 )
 
+from mailwright.dns.names import parse_nameserver
+from mailwright.dns.resolver import DEFAULT_TIMEOUT as DNS_DEFAULT_TIMEOUT
 from mailwright.smtp import limits as smtp_limits
 
 EMBEDDED_DATA_DIR = "./mailwright-data"
@@ -243,6 +245,38 @@ class LogConfig(_Frozen):
     flush_interval: Annotated[float, Field(ge=0, le=10)] = 0.2
 
 
+class DnsConfig(_Frozen):
+    """Where names are looked up (``[dns]``): MX routing, MTA-STS, DANE and sender
+    authentication all ask one resolver (``mailwright.dns``)."""
+
+    # Recursive servers as "IP", "IP:port" or "[IPv6]:port", asked in order; empty
+    # (the default): the nameserver lines of the system's /etc/resolv.conf.
+    nameservers: list[str] = Field(default_factory=list)
+    # Seconds to wait for each server; resolv.conf(5)'s default "timeout:5".
+    timeout: Annotated[float, Field(gt=0)] = DNS_DEFAULT_TIMEOUT
+    # Resolvers whose DNSSEC validation (the AD bit) is believed — DANE needs it
+    # (RFC 7672 §2.1).  Only a resolver reached over a path nobody can tamper with
+    # qualifies (RFC 4035 §4.9.3), so by default only one on this host.
+    trusted_resolvers: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+
+    @field_validator("nameservers")
+    @classmethod
+    def _servers(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            parse_nameserver(entry)  # its ValueError names the entry
+        return value
+
+    @field_validator("trusted_resolvers")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not an IP network (CIDR)") from None
+        return value
+
+
 class CertificateConfig(_Frozen):
     """One certificate: ``cert`` is the PEM chain (leaf first), ``key`` its PEM private key.
 
@@ -322,6 +356,25 @@ class RelayConfig(_Frozen):
                 ipaddress.ip_network(network, strict=False)
             except ValueError:
                 raise ValueError(f"{network!r} is not an IP network (CIDR)") from None
+        return value
+
+
+class TlsPolicyConfig(_Frozen):
+    """One ``[[tls_policy]]`` entry: the TLS an outbound delivery to ``domain`` must
+    meet, as Postfix's smtp_tls_policy_maps: ``none`` (never STARTTLS), ``may``
+    (opportunistic), ``encrypt`` (TLS required), ``verify`` (TLS with a certificate
+    valid for the MX host name).  DANE and an enforced MTA-STS policy take precedence
+    (``mailwright.delivery.tlspolicy.decide``)."""
+
+    domain: str
+    mode: Literal["none", "may", "encrypt", "verify"]
+
+    @field_validator("domain")
+    @classmethod
+    def _lower_domain(cls, value: str) -> str:
+        value = value.strip().rstrip(".").lower()
+        if not value or len(value) > smtp_limits.MAX_DOMAIN_LENGTH:
+            raise ValueError("domain name is empty or longer than 255 octets")
         return value
 
 
@@ -553,14 +606,26 @@ class Config(_Frozen):
     domains: list[DomainConfig] = Field(default_factory=list, alias="domain")
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    dns: DnsConfig = Field(default_factory=DnsConfig)
     tls: TlsConfig = Field(default_factory=TlsConfig)
     relay: RelayConfig = Field(default_factory=RelayConfig)
     abuse: AbuseConfig = Field(default_factory=AbuseConfig)
     process: ProcessConfig = Field(default_factory=ProcessConfig)
     outbound: OutboundConfig = Field(default_factory=OutboundConfig)
     transports: list[TransportConfig] = Field(default_factory=list, alias="transport")
+    tls_policies: list[TlsPolicyConfig] = Field(default_factory=list, alias="tls_policy")
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @field_validator("tls_policies")
+    @classmethod
+    def _one_tls_policy_per_domain(cls, value: list[TlsPolicyConfig]) -> list[TlsPolicyConfig]:
+        seen = set()
+        for entry in value:
+            if entry.domain in seen:
+                raise ValueError(f"domain {entry.domain} has more than one tls_policy")
+            seen.add(entry.domain)
+        return value
 
     @model_validator(mode="after")
     def _check_cross_references(self) -> Self:

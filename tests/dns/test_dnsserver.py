@@ -29,6 +29,7 @@ QUERY_TIMEOUT = 2.0
 
 def ask(server: LoopbackDns, name: str, rdtype: str, *, tcp: bool = False) -> dns.message.Message:
     query = dns.message.make_query(name, rdtype)
+    query.flags |= dns.flags.AD  # as our resolver asks (RFC 6840 §5.7)
     send = dns.query.tcp if tcp else dns.query.udp
     return send(query, server.host, timeout=QUERY_TIMEOUT, port=server.port)
 

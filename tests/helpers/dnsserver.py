@@ -183,13 +183,15 @@ class LoopbackDns:
             return None
         if _under(qname, self.servfail):
             reply = request.reply(ra=1)
+            reply.header.ad = 0
             reply.header.rcode = RCODE.SERVFAIL
         else:
             with self._lock:
                 zone = self._zone
             reply = zone.answer(request)
-            if _under(qname, self.authentic):
-                reply.header.ad = 1
+            # reply() copies the query's flags, AD included (a stub sets AD to ask for
+            # it, RFC 6840 §5.7): an answer has AD only where the test says it is secure.
+            reply.header.ad = 1 if _under(qname, self.authentic) else 0
         limit = CLASSIC_UDP_SIZE
         for rr in request.ar:
             if rr.rtype == QTYPE.OPT:
