@@ -203,3 +203,34 @@ def test_explicit_next_hop_skips_mx_and_the_private_rule(dns):
     assert ("smarthost.test", "MX") not in dns.queries
     found = asyncio.run(host_candidates(resolver_for(dns), "10.0.0.5", SETTINGS, 25))
     assert [str(c) for c in found] == ["10.0.0.5[10.0.0.5]:25"]
+
+
+def test_mx_filter_keeps_only_allowed_hosts_and_refusing_all_is_temporary(dns):
+    async def only_mx2(hosts, authentic):
+        assert authentic is False  # LoopbackDns set no AD for these names
+        return [h for h in hosts if h.startswith("mx2.")], {
+            h: f"{h} not in policy" for h in hosts if not h.startswith("mx2.")
+        }
+
+    async def none(hosts, authentic):
+        return [], {h: f"{h} not in policy" for h in hosts}
+
+    def run(mx_filter):
+        return asyncio.run(
+            mx_candidates(
+                resolver_for(dns),
+                "several.test",
+                SETTINGS,
+                rng=random.Random(0),
+                mx_filter=mx_filter,
+            )
+        )
+
+    assert [str(c) for c in run(only_mx2)] == [
+        "mx2.several.test[80.80.0.2]:25",
+        "mx2.several.test[2a00:1450::2]:25",
+    ]
+    with pytest.raises(RouteError) as info:
+        run(none)
+    assert info.value.reply == codes.R451_MTA_STS_NO_MX
+    assert "mx1.several.test not in policy" in info.value.reason

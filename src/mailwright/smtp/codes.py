@@ -117,6 +117,12 @@ R451_DNS_TEMPORARY = R(451, "4.4.3", "Temporary DNS failure looking up the desti
 R451_NO_MX_ADDRESS = R(451, "4.4.4", "No address for the domain's mail servers, will retry")
 R451_NO_ANSWER = R(451, "4.4.1", "No mail server for the domain answered, will retry")
 R451_SESSION_LIMIT = R(451, "4.4.2", "Mail servers for the domain failed, will retry")
+# RFC 8461 §5.1: no MX host matches the domain's enforced MTA-STS policy: temporary
+# until a fresh policy is fetched.  X.7.5 "cryptographic failure" as Postfix's
+# MTA-STS helpers report it.
+R451_MTA_STS_NO_MX = R(
+    451, "4.7.5", "No MX host allowed by the domain's MTA-STS policy, will retry"
+)
 R550_DOMAIN_NOT_FOUND = R(550, "5.1.2", "Recipient domain not found")
 R550_BAD_DOMAIN = R(550, "5.1.2", "Recipient domain name is not valid")
 R550_NO_ADDRESS = R(550, "5.4.4", "Recipient domain has no mail server address")

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from itertools import groupby
 
@@ -41,6 +41,7 @@ class Candidate:
     address: str
     port: int
     preference: int = 0
+    mx_authentic: bool = False  # the MX answer came with AD (DANE needs it, RFC 7672)
 
     def __str__(self) -> str:
         # Postfix's form in its logs and DSNs: "mx.example.com[192.0.2.1]:25".
@@ -54,6 +55,12 @@ class RouteError(Exception):
         super().__init__(reason)
         self.reply = reply
         self.reason = reason
+
+
+# MTA-STS (RFC 8461 §4.1): the MX host names a domain's enforced policy allows, in
+# the order given, from the names and whether the MX answer was authentic; with the
+# reasons for the others.  ``delivery.tlspolicy`` provides it.
+MxHostFilter = Callable[[list[str], bool], Awaitable[tuple[list[str], dict[str, str]]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,11 +148,13 @@ class _Collector:
     def full(self) -> bool:
         return len(self.found) >= self.settings.max_addresses
 
-    def add(self, host: str, address: str, preference: int, port: int) -> None:
+    def add(
+        self, host: str, address: str, preference: int, port: int, authentic: bool = False
+    ) -> None:
         if self.full or address in self.seen:
             return
         self.seen.add(address)
-        candidate = Candidate(host, address, port, preference)
+        candidate = Candidate(host, address, port, preference, authentic)
         if (address, port) in self.settings.own_endpoints or (
             self.check_private and is_special(address)
         ):
@@ -170,8 +179,10 @@ async def mx_candidates(
     rng: random.Random,
     port: int | None = None,
     check_private: bool = True,
+    mx_filter: MxHostFilter | None = None,
 ) -> list[Candidate]:
-    """The addresses to try for mail to ``domain`` (see the module docstring)."""
+    """The addresses to try for mail to ``domain`` (see the module docstring);
+    ``mx_filter`` drops the MX hosts an MTA-STS policy does not allow."""
     port = settings.port if port is None else port
     collector = _Collector(settings, check_private)
     literal = literal_address(domain)
@@ -190,8 +201,14 @@ async def mx_candidates(
         raise RouteError(codes.R556_NULL_MX, f"{name} publishes a null MX (RFC 7505)")
     if not records:  # §5.1: no MX, the domain is its own implicit MX at preference 0
         return await _implicit(resolver, name, collector, port)
+    ordered = order_mx(records, rng)
+    if mx_filter is not None:
+        allowed, refused = await mx_filter([r.exchange for r in ordered], mx.authentic)
+        if not allowed:  # RFC 8461 §5.1: temporary, a new policy may allow one
+            raise RouteError(codes.R451_MTA_STS_NO_MX, "; ".join(refused.values()))
+        ordered = [r for r in ordered if r.exchange in allowed]
     temporary: list[str] = []
-    for record in order_mx(records, rng):
+    for record in ordered:
         if collector.full:
             break
         try:
@@ -200,7 +217,7 @@ async def mx_candidates(
             temporary.append(f"{record.exchange}: {exc}")
             continue
         for address in addresses:
-            collector.add(record.exchange, address, record.preference, port)
+            collector.add(record.exchange, address, record.preference, port, mx.authentic)
     found = collector.result(name)
     if found:
         return found
