@@ -355,15 +355,15 @@ class ClientDriver:
     same input, asserting after every call that replies, the state after each reply,
     the bytes written and the replies owed are identical."""
 
-    def __init__(self, mode: str = "whole") -> None:
+    def __init__(self, mode: str = "whole", *, lmtp: bool = False) -> None:
         assert mode in MODES, mode
         self.mode = mode
-        self.conn = ClientConnection()
+        self.conn = ClientConnection(lmtp=lmtp)
         self.replies: list[Reply] = []
         self.states: list[State] = []  # the client's state after each reply
         self.output = bytearray()
         self.closed = False
-        self.shadow = ClientDriver("whole") if mode == "bytewise" else None
+        self.shadow = ClientDriver("whole", lmtp=lmtp) if mode == "bytewise" else None
 
     def send(self, *events: Event) -> bytes:
         out = b"".join(self.conn.send(e) for e in events)

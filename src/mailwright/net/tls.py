@@ -61,6 +61,7 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -76,6 +77,8 @@ __all__ = [
     "CertificateInfo",
     "TlsError",
     "TlsManager",
+    "certificate_names_match",
+    "client_context",
     "describe",
 ]
 
@@ -497,3 +500,44 @@ def _generate_self_signed(hostname: str) -> tuple[bytes, bytes]:
         serialization.NoEncryption(),
     )
     return cert_pem, key_pem
+
+
+# -- the client side (net.outbound) ----------------------------------------------------
+
+
+def client_context(*, verify: bool, ca_file: Path | None = None) -> ssl.SSLContext:
+    """A context for STARTTLS as a client.  ``verify``: the chain must lead to the
+    system CAs (plus ``ca_file``); the *name* is checked by the caller against the
+    policy's names (``certificate_names_match``: a policy may accept several, RFC 7672
+    §3.2.2 / RFC 8461 §4.1), so OpenSSL's own host check is off.  Without ``verify``
+    (opportunistic and "encrypt" policies, RFC 7435 §3) no certificate is checked.
+    TLS 1.2 minimum on both (RFC 8996)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.options |= ssl.OP_NO_COMPRESSION
+    ctx.check_hostname = False
+    if verify:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        if ca_file is not None:
+            ctx.load_verify_locations(cafile=str(ca_file))
+    else:
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def certificate_names_match(ssl_object: ssl.SSLObject, names: tuple[str, ...]) -> bool:
+    """Whether the verified peer certificate is valid for one of ``names`` (RFC 6125
+    §6.4): its DNS-IDs (subjectAltName), the common name only when it has none
+    (§6.4.4), a wildcard only as the whole leftmost label (§6.4.3)."""
+    cert = ssl_object.getpeercert()
+    if not cert:
+        return False
+    san = cast(tuple[tuple[str, str], ...], cert.get("subjectAltName", ()))
+    dns_ids = [value for kind, value in san if kind == "DNS"]
+    if not dns_ids:
+        subject = cast(tuple[tuple[tuple[str, str], ...], ...], cert.get("subject", ()))
+        dns_ids = [value for rdn in subject for key, value in rdn if key == "commonName"]
+    patterns = [_normalise(p) for p in dns_ids]
+    wanted = [_dns_name(n) for n in names]
+    return any(_name_matches(p, n) for p in patterns for n in wanted)

@@ -27,6 +27,13 @@ USENIX Security 2021).  The session then needs EHLO again (RFC 3207 §4.2).
 A protocol error poisons the connection (h11's ERROR state): ``state`` becomes
 ``State.ERROR`` and every later call raises the first error's class.
 
+LMTP (RFC 2033), with ``ClientConnection(lmtp=True)``: an ``Ehlo`` event is written as
+LHLO (§4.1; HELO and EHLO do not exist in LMTP, so ``Helo`` is refused), and the end
+of the data (the final dot, or BDAT LAST) is answered by one reply per recipient whose
+RCPT was accepted, in RCPT order (§4.2).  The core counts the accepted recipients from
+the replies it reads; once the first reply after the data is in, ``pending`` includes
+the others still owed.
+
 Commands are written by ``_commands.write_command``, the same module the server's
 parser lives in.  Message data is dot-stuffed (RFC 5321 §4.5.2) and every bare CR or
 LF is turned into CRLF, so a message we relay can never carry an ambiguous line end
@@ -45,13 +52,17 @@ from mailwright.smtp._events import (
     Bdat,
     ConnectionClosed,
     DataChunk,
+    Ehlo,
     EndOfData,
     Event,
+    Helo,
+    RcptTo,
 )
 from mailwright.smtp._replies import Reply, _valid_enhanced
 from mailwright.smtp._server import NEED_DATA, PAUSED, _Sentinel
 from mailwright.smtp._state import (
     CLIENT_GROUP_ENDERS,
+    CLOSING_CODES,
     State,
     client_may_write,
     client_next_state,
@@ -64,6 +75,8 @@ MAX_REPLY_LINE_READ = 1000
 MAX_REPLY_LINES = 100
 
 _GREETING = _Sentinel("GREETING")  # what the first reply answers
+# LMTP: the replies after the first one that answers the end of the data (RFC 2033 §4.2).
+_LMTP_RECIPIENT = _Sentinel("LMTP_RECIPIENT")
 
 
 def normalize_line_endings(data: bytes) -> bytes:
@@ -140,9 +153,12 @@ def read_reply(buf: ReceiveBuffer) -> Reply | None:
 class ClientConnection:
     """The client side of one SMTP session, without any I/O."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, lmtp: bool = False) -> None:
         self.state = State.GREETING
+        self.lmtp = lmtp
         self.tls_active = False
+        # RCPTs answered positively in the current transaction (the LMTP reply count).
+        self.accepted_recipients = 0
         self._buf = ReceiveBuffer()
         self._eof = False
         self._owed: deque[object] = deque([_GREETING])  # what each coming reply answers
@@ -210,7 +226,11 @@ class ClientConnection:
             isinstance(event, AuthResponse) and self._owed
         ):
             raise LocalProtocolError(f"{name} may not be written in state {self.state.value}")
+        if self.lmtp and isinstance(event, Helo):
+            raise LocalProtocolError("HELO does not exist in LMTP (RFC 2033 §4.1): send LHLO")
         out = write_command(event)  # ValueError for text it cannot write: nothing changed
+        if self.lmtp and isinstance(event, Ehlo):
+            out = b"LHLO" + out[4:]  # same syntax, another verb (RFC 2033 §4.1)
         self._owed.append(event)
         if isinstance(event, Bdat):
             self._chunk_left = event.size
@@ -258,14 +278,31 @@ class ClientConnection:
             event = self._owed.popleft()
             if event is _GREETING:
                 state = next_state(State.GREETING, None, reply)
+            elif event is _LMTP_RECIPIENT:
+                state = State.CLOSED if reply.code in CLOSING_CODES else self.state
             else:
                 state = client_next_state(self.state, event, reply)
+                self._count_recipients(event, reply, state)
         if state is State.DATA and self.state is not State.DATA:
             self._body = _BodyWriter()
         elif state is State.CLOSED:
             self._body = None
             self._chunk_left = 0
         self.state = state
+
+    def _count_recipients(self, event: object, reply: Reply, state: State) -> None:
+        """Keep ``accepted_recipients`` for the reply to ``event`` that moved the
+        session from ``self.state`` to ``state``."""
+        ends_message = isinstance(event, EndOfData) or (
+            isinstance(event, Bdat) and event.last and self.state in (State.RCPT, State.BDAT)
+        )
+        if isinstance(event, RcptTo) and reply.is_positive and state is State.RCPT:
+            self.accepted_recipients += 1
+        elif ends_message and self.lmtp and state is not State.CLOSED:
+            # RFC 2033 §4.2: this was the first recipient's reply; the others follow.
+            self._owed.extendleft([_LMTP_RECIPIENT] * (self.accepted_recipients - 1))
+        if state not in (State.MAIL, State.RCPT, State.BDAT, State.DATA):
+            self.accepted_recipients = 0  # no transaction (any more)
 
     def tls_established(self) -> None:
         """The transport finished the TLS handshake after the server's 220 to STARTTLS.

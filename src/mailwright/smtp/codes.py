@@ -110,12 +110,41 @@ R452_SYSTEM_FULL = R(452, "4.3.1", "Mail system full, will retry")
 R550_UNKNOWN_MAILBOX = R(550, "5.1.1", "No such user here")
 R550_NOT_LOCAL = R(550, "5.1.2", "Domain is not handled by local delivery")
 
+# Outbound client results (net.outbound): what the sending side records for a
+# recipient when the next hop gave no reply of its own to record.  Temporary ones say
+# "will retry" (RFC 5321 §4.5.4.1: the sender retries); the reason in words (the
+# peer, the exception) travels beside the reply, in the attempt history.
+R451_NO_ANSWER = R(451, "4.4.1", "No answer from host, will retry")  # RFC 3463 X.4.1
+R451_CONNECTION_LOST = R(451, "4.4.2", "Connection lost during the transaction, will retry")
+R451_PEER_TIMEOUT = R(451, "4.4.2", "Timed out waiting for the next hop, will retry")
+R451_PEER_PROTOCOL_ERROR = R(451, "4.5.0", "Protocol error from the next hop, will retry")
+# Postfix's wording and codes: X.7.4 "security features not supported", X.7.5
+# "cryptographic failure" (RFC 3463 §3.8).  Deferred, not bounced: the host may be
+# fixed, and the next MX may do better.
+R451_TLS_NOT_OFFERED = R(451, "4.7.4", "TLS is required, but was not offered by host")
+R451_TLS_FAILED = R(451, "4.7.5", "TLS negotiation or certificate check failed")
+R451_AUTH_UNAVAILABLE = R(
+    451, "4.7.0", "Authentication is required, but no usable mechanism was offered by host"
+)
+# A queued envelope address the client cannot write (RFC 3463 X.1.7, X.1.3).
+R553_BAD_SENDER_SYNTAX = R(553, "5.1.7", "Bad sender address syntax")
+R553_BAD_RECIPIENT_SYNTAX = R(553, "5.1.3", "Bad recipient address syntax")
+# RFC 1870 §6.1: a message larger than the server's declared SIZE is not sent; the
+# condition is permanent (RFC 3463 X.3.4 "message too big for system").
+R552_TOO_BIG_FOR_PEER = R(552, "5.3.4", "Message size exceeds the next hop's fixed maximum")
+# RFC 6531 §3.2 / §3.5: an internationalised envelope or header section must not be
+# sent to a server without SMTPUTF8; X.6.7 as RFC 6531 §3.5 names it, Postfix's text.
+R553_SMTPUTF8_REQUIRED = R(553, "5.6.7", "SMTPUTF8 is required, but was not offered by host")
+# RFC 6152 §3: an 8-bit message for a server without 8BITMIME is converted to 7-bit
+# MIME or fails permanently; X.6.3 "conversion required but not supported".
+R554_CONVERSION_IMPOSSIBLE = R(
+    554, "5.6.3", "8-bit message cannot be converted to 7-bit MIME for a host without 8BITMIME"
+)
 # Relay results (delivery.relay): routing and MX outcomes.  RFC 3463 X.4.x are
 # network and routing statuses; the detail (which name, which host) goes in the
 # private reason, the text stays fixed.
 R451_DNS_TEMPORARY = R(451, "4.4.3", "Temporary DNS failure looking up the destination, will retry")
 R451_NO_MX_ADDRESS = R(451, "4.4.4", "No address for the domain's mail servers, will retry")
-R451_NO_ANSWER = R(451, "4.4.1", "No mail server for the domain answered, will retry")
 R451_SESSION_LIMIT = R(451, "4.4.2", "Mail servers for the domain failed, will retry")
 # RFC 8461 §5.1: no MX host matches the domain's enforced MTA-STS policy: temporary
 # until a fresh policy is fetched.  X.7.5 "cryptographic failure" as Postfix's

@@ -1,0 +1,336 @@
+"""One mail transaction on an open client connection: MAIL, RCPTs, then DATA or BDAT.
+
+Before anything is written, the message is checked against what the peer offered, and
+refused locally (permanently, for every recipient, the connection left as it was):
+
+* SMTPUTF8 needed but not offered: 553 5.6.7 (RFC 6531 §3.2 forbids sending it).
+* larger than the peer's SIZE: 552 5.3.4 (RFC 1870 §6.1: do not send it).
+* a NUL outside BINARYMIME: 554 5.6.0 (RFC 2045 §2.7-2.8; DESIGN "sending side").
+* 8-bit content for a peer without 8BITMIME, or binary content for one without
+  BINARYMIME+CHUNKING: converted to 7-bit MIME (``downgrade``, RFC 6152 §3, RFC 3030
+  §3); where that is impossible 554 5.6.3 naming the reason.
+
+Extensions are used when offered: SIZE=n on MAIL (RFC 1870), BODY=8BITMIME (RFC 6152)
+or BODY=BINARYMIME (RFC 3030, with CHUNKING only), SMTPUTF8 (RFC 6531), RET/ENVID on
+MAIL and NOTIFY/ORCPT on RCPT only when the peer offers DSN (RFC 3461 §4; the result
+says so per recipient), PIPELINING (RFC 2920: MAIL, every RCPT and DATA in one write)
+and CHUNKING (RFC 3030: BDAT chunks of ``BDAT_CHUNK_SIZE``, pipelined).
+
+Replies decide: a refused MAIL is every recipient's reply; a refused RCPT is that
+recipient's; when no RCPT was accepted no body is sent (a pipelined DATA is refused by
+the peer, 503/554, RFC 2920 §3.1) and RSET closes the transaction; a refused DATA is
+the reply of every accepted recipient.  After the data each accepted recipient gets
+the final reply, or for LMTP its own (RFC 2033 §4.2).  A connection that fails in the
+middle (drop, timeout, garbage, 421) leaves every recipient without a reply of its own
+with a temporary one (RFC 5321 §6.1: a drop after the dot means not delivered).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from mailwright.net.outbound.channel import Channel, ChannelError
+from mailwright.net.outbound.downgrade import DowngradeError, to_seven_bit
+from mailwright.net.outbound.model import (
+    ClientSettings,
+    OutgoingMessage,
+    RecipientResult,
+    SessionInfo,
+    Stage,
+    TransactionResult,
+)
+from mailwright.smtp import (
+    Address,
+    AddressError,
+    Auth,
+    AuthResponse,
+    Bdat,
+    Data,
+    DataChunk,
+    EndOfData,
+    Event,
+    MailFrom,
+    MailParams,
+    RcptParams,
+    RcptTo,
+    Reply,
+    Rset,
+    State,
+    codes,
+    normalize_line_endings,
+    parse_path,
+    write_command,
+)
+from mailwright.spool.model import BodyType
+
+# Octets per BDAT chunk (RFC 3030 leaves the size to the client); Postfix writes its
+# queue file records through in about this size.  Also the unit of DATA writes, each
+# bounded by the data block timeout (RFC 5321 §4.5.3.2.5).
+BDAT_CHUNK_SIZE = 64 * 1024
+DATA_BLOCK_SIZE = 64 * 1024
+
+
+def describe_command(event: Event) -> str:
+    """The command as the transcript shows it: AUTH data never appears."""
+    match event:
+        case Auth(mechanism, _):
+            return f"AUTH {mechanism}"
+        case AuthResponse():
+            return "(SASL response)"
+    return write_command(event).decode("utf-8").rstrip("\r\n")
+
+
+class _Refused(Exception):
+    """Refused before sending: ``reply`` for every recipient, ``reason`` in words."""
+
+    def __init__(self, reply: Reply, reason: str) -> None:
+        super().__init__(reason)
+        self.reply = reply
+        self.reason = reason
+
+
+def prepare_body(
+    message: OutgoingMessage, extensions: dict[str, str], bdat: bool
+) -> tuple[bytes, str | None]:
+    """(the body to send, its BODY= value) for a peer offering ``extensions``."""
+    body = message.body
+    binary_ok = bdat and "BINARYMIME" in extensions
+    if message.body_type is BodyType.BINARY_MIME:
+        if binary_ok:
+            return body, "BINARYMIME"
+    elif b"\0" in body:
+        raise _Refused(codes.R554_NUL_IN_DATA, "NUL octet in a message that is not BINARYMIME")
+    else:
+        body = normalize_line_endings(body)  # DESIGN: the relayed body is re-framed
+    eight_bit = not body.isascii()
+    # A BINARYMIME body may still be text (no NUL, no bare CR or LF): then 8BITMIME
+    # carries it unchanged.
+    clean_text = b"\0" not in body and normalize_line_endings(body) == body
+    if clean_text and (not eight_bit or "8BITMIME" in extensions):
+        declared = message.body_type is not BodyType.SEVEN_BIT or eight_bit
+        return body, "8BITMIME" if declared and "8BITMIME" in extensions else None
+    try:
+        return to_seven_bit(body), None
+    except DowngradeError as exc:
+        raise _Refused(codes.R554_CONVERSION_IMPOSSIBLE, str(exc)) from None
+
+
+def _size_limit(extensions: dict[str, str]) -> int:
+    """The peer's SIZE (RFC 1870 §4), 0 when it gives none."""
+    value = extensions.get("SIZE", "")
+    return int(value) if value.isdigit() else 0
+
+
+def _chunks(body: bytes, size: int) -> Iterator[bytes]:
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+class _Transaction:
+    def __init__(
+        self,
+        channel: Channel,
+        info: SessionInfo,
+        settings: ClientSettings,
+        message: OutgoingMessage,
+    ) -> None:
+        self.channel = channel
+        self.info = info
+        self.settings = settings
+        self.message = message
+        self.timeouts = settings.timeouts
+        self.ext = info.extensions
+        self.final: list[Reply | None] = [None] * len(message.recipients)
+        self.accepted: list[int] = []
+        self.mail_reply: Reply | None = None
+        self.dsn = "DSN" in self.ext
+
+    async def reply(self, stage: Stage, command: str, timeout: float) -> Reply:
+        reply = await self.channel.reply(stage, command, timeout)
+        if self.channel.conn.state is State.CLOSED:
+            # 421 (RFC 5321 §3.8) or 221 out of turn: the peer is going away.
+            raise ChannelError(f"peer closed the connection: {reply}", reply)
+        return reply
+
+    def envelope(self, body: bytes, body_param: str | None) -> tuple[MailFrom, list[RcptTo]]:
+        msg = self.message
+        try:
+            sender = parse_path(f"<{msg.mail_from}>", allow_null=True)
+        except AddressError as exc:
+            raise _Refused(
+                codes.R553_BAD_SENDER_SYNTAX, f"sender {msg.mail_from!r}: {exc}"
+            ) from None
+        rcpts: list[RcptTo] = []
+        for rcpt in msg.recipients:
+            try:
+                address = parse_path(f"<{rcpt.address}>", allow_null=False, allow_postmaster=True)
+            except AddressError as exc:
+                raise _Refused(
+                    codes.R553_BAD_RECIPIENT_SYNTAX, f"{rcpt.address!r}: {exc}"
+                ) from None
+            assert isinstance(address, Address)
+            dsn = RcptParams(rcpt.notify, rcpt.orcpt) if self.dsn else RcptParams()
+            rcpts.append(RcptTo(address, dsn))
+        params = MailParams(
+            size=len(body) if "SIZE" in self.ext else None,
+            body=body_param,
+            smtputf8=msg.smtputf8,
+            ret=msg.ret if self.dsn else None,
+            envid=msg.envid if self.dsn else None,
+        )
+        return MailFrom(sender, params), rcpts
+
+    def check(self) -> tuple[bytes, str | None, bool]:
+        msg = self.message
+        if msg.smtputf8 and "SMTPUTF8" not in self.ext:
+            raise _Refused(codes.R553_SMTPUTF8_REQUIRED, "SMTPUTF8 required but not offered")
+        bdat = self.settings.use_chunking and "CHUNKING" in self.ext
+        body, body_param = prepare_body(msg, self.ext, bdat)
+        limit = _size_limit(self.ext)
+        if limit and len(body) > limit:
+            raise _Refused(
+                codes.R552_TOO_BIG_FOR_PEER,
+                f"message of {len(body)} octets, the peer accepts at most {limit}",
+            )
+        return body, body_param, bdat
+
+    async def run(self) -> str:
+        """Drive the transaction; returns the failure reason ("" when it completed)."""
+        body, body_param, bdat = self.check()
+        mail, rcpts = self.envelope(body, body_param)
+        t = self.timeouts
+        pipelining = self.settings.use_pipelining and "PIPELINING" in self.ext
+        data_sent = False
+        if pipelining:
+            group: list[Event] = [mail, *rcpts]
+            if not bdat:
+                group.append(Data())
+                data_sent = True
+            self.channel.write(group)
+            await self.channel.drain(t.data_block)
+        else:
+            self.channel.write([mail])
+        self.mail_reply = await self.reply(Stage.MAIL, describe_command(mail), t.mail)
+        for index, rcpt in enumerate(rcpts):
+            if not pipelining:
+                if not self.mail_reply.is_positive:
+                    break
+                self.channel.write([rcpt])
+            reply = await self.reply(Stage.RCPT, describe_command(rcpt), t.rcpt)
+            if reply.is_positive and self.mail_reply.is_positive:
+                self.accepted.append(index)
+            else:
+                self.final[index] = reply
+        if not self.mail_reply.is_positive:
+            self.final = [self.mail_reply] * len(self.final)
+        if not data_sent and self.accepted and not bdat:
+            self.channel.write([Data()])
+            data_sent = True
+        if data_sent:
+            data_reply = await self.reply(Stage.DATA, "DATA", t.data_init)
+            if data_reply.code == 354 and not self.accepted:
+                # RFC 2920 §3.1: DATA accepted although no RCPT was: end it empty.
+                self.channel.write([EndOfData(0)])
+                await self.reply(Stage.MESSAGE, ".", t.data_end)
+                return "no recipient accepted"
+            if data_reply.code != 354:
+                for index in self.accepted:
+                    self.final[index] = data_reply
+                self.accepted = []
+        if not self.accepted:
+            if self.mail_reply.is_positive:
+                await self.reset()
+            return "no recipient accepted" if self.mail_reply.is_positive else "MAIL refused"
+        if bdat:
+            await self.send_chunks(body)
+        else:
+            await self.send_data(body)
+        return ""
+
+    async def send_data(self, body: bytes) -> None:
+        t = self.timeouts
+        for block in _chunks(body, DATA_BLOCK_SIZE):
+            self.channel.write([DataChunk(block)])
+            await self.channel.drain(t.data_block)
+        self.channel.write([EndOfData(len(body))])
+        await self.channel.drain(t.data_block)
+        await self.final_replies(".", t.data_end)
+
+    async def send_chunks(self, body: bytes) -> None:
+        t = self.timeouts
+        pieces = list(_chunks(body, BDAT_CHUNK_SIZE)) or [b""]
+        for number, piece in enumerate(pieces, 1):
+            self.channel.write([Bdat(len(piece), last=number == len(pieces)), DataChunk(piece)])
+            await self.channel.drain(t.data_block)
+        failure: Reply | None = None
+        for piece in pieces[:-1]:
+            reply = await self.reply(Stage.BDAT, f"BDAT {len(piece)}", t.data_block)
+            if not reply.is_positive and failure is None:
+                failure = reply  # RFC 3030 §2: the transaction is over; later chunks 503
+        if failure is None:
+            await self.final_replies(f"BDAT {len(pieces[-1])} LAST", t.data_end)
+            return
+        for index in self.accepted:
+            self.final[index] = failure
+        await self.reply(Stage.MESSAGE, f"BDAT {len(pieces[-1])} LAST", t.data_end)
+
+    async def final_replies(self, command: str, timeout: float) -> None:
+        if self.settings.lmtp:
+            for index in self.accepted:  # RFC 2033 §4.2: one each, in RCPT order
+                self.final[index] = await self.reply(Stage.MESSAGE, command, timeout)
+            return
+        reply = await self.reply(Stage.MESSAGE, command, timeout)
+        for index in self.accepted:
+            self.final[index] = reply
+
+    async def reset(self) -> None:
+        self.channel.write([Rset()])
+        await self.reply(Stage.RSET, "RSET", self.timeouts.rset)
+
+
+async def run_transaction(
+    channel: Channel,
+    info: SessionInfo,
+    settings: ClientSettings,
+    message: OutgoingMessage,
+    *,
+    usable: bool,
+) -> TransactionResult:
+    """Send ``message`` on ``channel``; a result for every recipient, never raising for
+    what the peer or the network did."""
+    start = len(channel.transcript)
+    txn = _Transaction(channel, info, settings, message)
+    reason = ""
+    if not usable:
+        reason = "connection not usable"
+        txn.final = [codes.R451_CONNECTION_LOST] * len(txn.final)
+    else:
+        try:
+            reason = await txn.run()
+        except _Refused as exc:
+            reason = exc.reason
+            txn.final = [exc.reply] * len(txn.final)
+        except ChannelError as exc:
+            reason = exc.reason
+            txn.final = [r if r is not None else exc.reply for r in txn.final]
+            channel.abort()
+    still_usable = (
+        usable and channel.alive and channel.conn.state is State.READY and channel.conn.pending == 0
+    )
+    missing = [r for r in txn.final if r is None]
+    assert not missing, "every recipient has a reply"
+    # The RCPTs went out with NOTIFY/ORCPT when the peer offers DSN and MAIL was taken.
+    passed = txn.dsn and txn.mail_reply is not None and txn.mail_reply.is_positive
+    results = tuple(
+        RecipientResult(rcpt, reply, dsn_passed=passed)
+        for rcpt, reply in zip(message.recipients, txn.final, strict=True)
+        if reply is not None
+    )
+    return TransactionResult(
+        recipients=results,
+        mail_reply=txn.mail_reply,
+        usable=still_usable,
+        info=info,
+        transcript=tuple(channel.transcript[start:]),
+        reason=reason,
+    )
