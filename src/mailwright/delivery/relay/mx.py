@@ -51,10 +51,11 @@ class Candidate:
 class RouteError(Exception):
     """No candidate: ``reply`` says whether it is permanent, ``reason`` why (log)."""
 
-    def __init__(self, reply: Reply, reason: str) -> None:
+    def __init__(self, reply: Reply, reason: str, remote_host: str | None = None) -> None:
         super().__init__(reason)
         self.reply = reply
         self.reason = reason
+        self.remote_host = remote_host  # the host whose answer ``reply`` is, if any
 
 
 # MTA-STS (RFC 8461 §4.1): the MX host names a domain's enforced policy allows, in
