@@ -231,8 +231,7 @@ def test_worker_priority_refused_falls_back_to_nice_and_says_so(monkeypatch, tmp
     monkeypatch.setattr(workerproc.os, "nice", niced.append)
     refused = workerproc.lower_priority(build_config(tmp_path))
     assert refused == (
-        "cannot run at idle CPU priority (SCHED_IDLE: Operation not permitted); "
-        "running at nice 10"
+        "cannot run at idle CPU priority (SCHED_IDLE: Operation not permitted); running at nice 10"
     )
     assert niced == [10]
 

@@ -1,0 +1,129 @@
+"""``mailwright serve`` relaying to a second ``mailwright serve``: the whole path as an
+operator runs it — a trusted client submits, the queue routes by MX (loopback DNS)
+or through a smarthost with AUTH, the next hop stores the mail in its Maildir.
+
+The receiving server listens on 127.0.0.N at the port ``[outbound] port`` names.
+"""
+
+from __future__ import annotations
+
+import smtplib
+
+import pytest
+
+from helpers.dnsserver import LoopbackDns, MakeDns
+from helpers.relaykit import free_shared_port
+from helpers.secure import (
+    ALICE,
+    FAST_ABUSE,
+    PASSWORD,
+    WRONG_PASSWORD,
+    wait_for_log,
+    write_users,
+)
+from helpers.servers import DELIVERY_TIMEOUT, HOST
+from helpers.wire import message
+
+ZONE = """
+$ORIGIN test.
+$TTL 300
+@ IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60
+remote          IN MX 10 mx.remote
+mx.remote       IN A 127.0.0.11
+"""
+NEXT_HOP = "127.0.0.11"
+SMARTHOST = "127.0.0.12"
+CAROL = "carol@remote.test"
+
+
+@pytest.fixture
+def dns(loopback_dns: MakeDns) -> LoopbackDns:
+    return loopback_dns(ZONE)
+
+
+def receiver(make_server, address: str, port: int, role: str = "inbound", **kw):
+    """A second server, the next hop: ``remote.test`` is its local domain."""
+    extra = {
+        "domain": [{"name": "remote.test", "mailboxes": ["carol"]}],
+        "listener": [{"address": address, "port": port, "role": role}],
+        "abuse": FAST_ABUSE,
+        **kw,
+    }
+    return make_server(extra=extra, prepare=write_users)
+
+
+def sender(make_server, dns: LoopbackDns, port: int, **outbound):
+    """The relaying server: trusts 127.0.0.1 to relay (the RelayAccess hook)."""
+    return make_server(
+        extra={
+            "relay": {"trusted_networks": ["127.0.0.1/32"]},
+            "dns": {"nameservers": [dns.nameserver]},
+            "outbound": {"port": port, "allow_private_addresses": True, **outbound},
+        }
+    )
+
+
+def submit(server, rcpt: str, subject: str, mail_from: str = "alice@example.test") -> None:
+    with smtplib.SMTP(HOST, server.port, timeout=10) as client:
+        refused = client.sendmail(mail_from, [rcpt], message(subject))
+    assert refused == {}
+
+
+def test_relayed_by_mx_into_the_next_hops_maildir(make_server, dns):
+    port = free_shared_port([NEXT_HOP])
+    next_hop = receiver(make_server, NEXT_HOP, port)
+    relay = sender(make_server, dns, port)
+    submit(relay, CAROL, "by mx")
+    (stored,) = next_hop.maildir_messages("remote.test", "carol")
+    assert b"Subject: by mx" in stored
+    # Both hops added their trace field (RFC 5321 §4.4): ours, then the next hop's.
+    assert stored.count(b"Received: ") >= 2
+    relay.wait_settled()
+    line = next(x for x in relay.mail_log().splitlines() if " delivered to=" in x)
+    assert f"to=<{CAROL}>" in line
+    assert f"relay=mx.remote.test[{NEXT_HOP}]:{port}" in line
+    assert "tls=may" in line  # the policy that applied, and why
+    assert relay.queue_rows() == 0
+
+
+def test_smarthost_with_auth(make_server, dns, tmp_path):
+    port = free_shared_port([SMARTHOST])
+    smarthost = receiver(make_server, SMARTHOST, port, role="submission")
+    secret = tmp_path / "smarthost.password"
+    secret.write_text(PASSWORD + "\n")
+    relay = sender(
+        make_server,
+        dns,
+        25,  # the MX port is not used: the relayhost names its own
+        relayhost=f"[{SMARTHOST}]:{port}",
+        username=ALICE,
+        password_file=str(secret),
+    )
+    submit(relay, CAROL, "via smarthost")
+    (stored,) = smarthost.maildir_messages("remote.test", "carol")
+    assert b"Subject: via smarthost" in stored
+    smarthost.wait_settled()
+    assert f"user={ALICE}" in smarthost.mail_log()
+    assert dns.queries == []  # "[host]:port": no MX lookup, no address lookup
+
+
+def test_smarthost_refusing_the_login_defers_not_bounces(make_server, dns, tmp_path):
+    port = free_shared_port([SMARTHOST])
+    receiver(make_server, SMARTHOST, port, role="submission")
+    secret = tmp_path / "smarthost.password"
+    secret.write_text(WRONG_PASSWORD + "\n")
+    relay = sender(
+        make_server,
+        dns,
+        25,
+        relayhost=f"[{SMARTHOST}]:{port}",
+        username=ALICE,
+        password_file=str(secret),
+    )
+    submit(relay, CAROL, "wrong password")
+    log = wait_for_log(relay, " deferred to=", DELIVERY_TIMEOUT)
+    # Postfix smtp_sasl_auth_soft_bounce: the mail waits for the login to be fixed.
+    assert " bounced " not in log
+    line = next(x for x in log.splitlines() if " deferred to=" in x)
+    assert 'reply="435 4.7.8' in line  # the smarthost's 535 5.7.8, softened
+    assert f"relay={SMARTHOST}[{SMARTHOST}]:{port}" in line
