@@ -338,3 +338,45 @@ def test_sink_fixture_is_real(port):
         assert run(probe()).startswith(b"450")
     finally:
         sink.stop()
+
+
+class Concurrent:
+    """aiosmtpd handler that holds each DATA a moment and counts sessions in DATA."""
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.most = 0
+        self.delivered = 0
+
+    async def handle_DATA(self, server, session, envelope):
+        self.active += 1
+        self.most = max(self.most, self.active)
+        await asyncio.sleep(1.0)  # long enough that every allowed session overlaps
+        self.active -= 1
+        self.delivered += 1
+        return "250 2.0.0 Queued"
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+def test_per_destination_concurrency_limit(tmp_path, dns, port, limit):
+    handler = Concurrent()
+    controller = Controller(handler, hostname="127.0.0.8", port=port)
+    controller.start()
+    try:
+
+        async def main():
+            h = harness(
+                tmp_path, dns, port, max_connections_per_destination=limit, connection_reuse_time=0
+            )
+            for i in range(4):
+                await h.put(f"user{i}@partial.test")
+            assert await h.run_once() == 4  # the runner starts all four at once
+            queued = await h.queued()
+            await h.close()
+            return queued
+
+        assert run(main()) == []
+    finally:
+        controller.stop()
+    assert handler.delivered == 4
+    assert handler.most == limit  # never more at once than the limit, and it is used

@@ -21,7 +21,7 @@ from helpers.secure import (
     wait_for_log,
     write_users,
 )
-from helpers.servers import DELIVERY_TIMEOUT, HOST
+from helpers.servers import DELIVERY_TIMEOUT, HOST, HOSTNAME
 from helpers.wire import message
 
 ZONE = """
@@ -30,6 +30,7 @@ $TTL 300
 @ IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60
 remote          IN MX 10 mx.remote
 mx.remote       IN A 127.0.0.11
+mx.example      IN A 127.0.0.11
 """
 NEXT_HOP = "127.0.0.11"
 SMARTHOST = "127.0.0.12"
@@ -82,7 +83,7 @@ def test_relayed_by_mx_into_the_next_hops_maildir(make_server, dns):
     line = next(x for x in relay.mail_log().splitlines() if " delivered to=" in x)
     assert f"to=<{CAROL}>" in line
     assert f"relay=mx.remote.test[{NEXT_HOP}]:{port}" in line
-    assert "tls=may" in line  # the policy that applied, and why
+    assert "tls=may (default" in line and "TLSv1." in line  # the policy, why, and the TLS
     assert relay.queue_rows() == 0
 
 
@@ -127,3 +128,49 @@ def test_smarthost_refusing_the_login_defers_not_bounces(make_server, dns, tmp_p
     line = next(x for x in log.splitlines() if " deferred to=" in x)
     assert 'reply="435 4.7.8' in line  # the smarthost's 535 5.7.8, softened
     assert f"relay={SMARTHOST}[{SMARTHOST}]:{port}" in line
+
+
+def test_transport_tls_verify_defers_without_trust_then_delivers_with_ca_file(make_server, dns):
+    """``tls = "verify"``: the next hop's self-signed certificate is not trusted, so
+    the mail is deferred (451 4.7.5), never sent in plaintext instead; with that
+    certificate as ``[outbound] ca_file`` the same route delivers, over TLS."""
+    port = free_shared_port([NEXT_HOP])
+    next_hop = receiver(make_server, NEXT_HOP, port)
+    # The receiver's self-signed certificate names its smtp.hostname, mx.example.test.
+    transport = {
+        "domain": "remote.test",
+        "nexthop": f"smtp:[{HOSTNAME}]:{port}",
+        "tls": "verify",
+    }
+    untrusting = make_server(
+        extra={
+            "relay": {"trusted_networks": ["127.0.0.1/32"]},
+            "dns": {"nameservers": [dns.nameserver]},
+            "outbound": {"port": port, "allow_private_addresses": True},
+            "transport": [transport],
+        }
+    )
+    submit(untrusting, CAROL, "verify without trust")
+    log = wait_for_log(untrusting, " deferred to=", DELIVERY_TIMEOUT)
+    line = next(x for x in log.splitlines() if " deferred to=" in x)
+    assert 'reply="451 4.7.5' in line and "tls=verify (transport" in line, line
+    assert next_hop.message_files("remote.test", "carol") == []
+
+    trusting = make_server(
+        extra={
+            "relay": {"trusted_networks": ["127.0.0.1/32"]},
+            "dns": {"nameservers": [dns.nameserver]},
+            "outbound": {
+                "port": port,
+                "allow_private_addresses": True,
+                "ca_file": str(next_hop.data_dir / "tls" / "selfsigned.crt"),
+            },
+            "transport": [transport],
+        }
+    )
+    submit(trusting, CAROL, "verify with trust")
+    (stored,) = next_hop.maildir_messages("remote.test", "carol")
+    assert b"Subject: verify with trust" in stored
+    log = wait_for_log(trusting, " delivered to=", DELIVERY_TIMEOUT)
+    line = next(x for x in log.splitlines() if " delivered to=" in x)
+    assert "tls=verify" in line and "TLSv1." in line, line

@@ -260,7 +260,7 @@ class RelayAgent:
             try:
                 session = await OutboundSession.open(peer, settings, policy)
             except SessionError as exc:
-                failures.append(f"{cand}: {exc.stage.value}: {exc.reason}")
+                failures.append(f"{cand}: {describe(policy)}: {exc.stage.value}: {exc.reason}")
                 last = exc
                 # Postfix smtp_sasl_auth_soft_bounce (yes): a refused login is a
                 # configuration problem to fix, not a reason to bounce the mail.
