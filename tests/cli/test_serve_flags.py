@@ -58,7 +58,8 @@ def test_serve_listen_and_data_dir_move_the_embedded_default(
     assert roles["submission"][0] == "::1"
     host, port = roles["inbound"]
     assert port not in (0, 2525)
-    with smtplib.SMTP(host, port, timeout=10) as client:
+    # local_hostname given: smtplib would otherwise look this machine's name up (DNS).
+    with smtplib.SMTP(host, port, "client.test", timeout=10) as client:
         client.sendmail(
             "me@example.com", ["postmaster@localhost"], b"Subject: flags\r\n\r\nHi.\r\n"
         )

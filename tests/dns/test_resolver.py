@@ -236,6 +236,34 @@ def test_large_answer_retried_over_tcp(loopback_dns: MakeDns) -> None:
     assert len(run(r.txt("big.example.test")).records) == 20
 
 
+def test_overlapping_lookups_share_one_query(loopback_dns: MakeDns) -> None:
+    server = loopback_dns(ZONE)
+    r = resolver(server)
+
+    async def many() -> list[Answer[MxRecord]]:
+        return await asyncio.gather(*(r.mx("example.test") for _ in range(5)))
+
+    answers = run(many())
+    assert len(set(answers)) == 1 and answers[0].records
+    assert server.asked("example.test", "MX") == 1
+
+
+def test_caller_giving_up_does_not_cancel_the_shared_query(loopback_dns: MakeDns) -> None:
+    server = loopback_dns(ZONE)
+    r = resolver(server)
+
+    async def impatient_and_patient() -> Answer[MxRecord]:
+        impatient = asyncio.ensure_future(r.mx("example.test"))
+        patient = asyncio.ensure_future(r.mx("example.test"))
+        await asyncio.sleep(0)  # both are waiting on the one query now
+        impatient.cancel()
+        return await patient
+
+    assert run(impatient_and_patient()).records
+    assert run(r.mx("example.test")).records  # from the cache
+    assert server.asked("example.test", "MX") == 1
+
+
 def test_cache_is_bounded_lru(loopback_dns: MakeDns) -> None:
     server = loopback_dns(ZONE)
     r = resolver(server, cache_size=2)

@@ -21,7 +21,7 @@ MAX_POSITIVE_TTL = 86400  # seconds; unbound's cache-max-ttl default (1 day)
 MAX_NEGATIVE_TTL = 3600  # seconds; unbound's cache-max-negative-ttl default (RFC 2308 §5: 1-3 h)
 DEFAULT_CACHE_SIZE = 10_000  # answers kept; a queue's distinct domains fit many times over
 
-CacheKey = tuple[str, str]  # (name as asked, record type mnemonic)
+CacheKey = tuple[str, int]  # (name: lower case, no trailing dot; record type number)
 
 
 class AnswerCache:

@@ -21,6 +21,7 @@ loopback).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import time
 from collections.abc import Callable, Sequence
@@ -40,7 +41,7 @@ import dns.resolver
 import dns.reversename
 import dns.rrset
 
-from mailwright.dns.cache import DEFAULT_CACHE_SIZE, AnswerCache
+from mailwright.dns.cache import DEFAULT_CACHE_SIZE, AnswerCache, CacheKey
 from mailwright.dns.names import DNS_PORT, name_text, query_name
 from mailwright.dns.types import Answer, DnsTemporaryError, MxRecord, TlsaRecord
 
@@ -103,6 +104,7 @@ class DnsResolver:
         self.timeout = timeout
         self.trusted = tuple(trusted)
         self.cache = AnswerCache(cache_size, clock)
+        self._pending: dict[CacheKey, asyncio.Future[Any]] = {}
 
     # -- the Resolver protocol --------------------------------------------------------
 
@@ -136,13 +138,42 @@ class DnsResolver:
         rdtype: dns.rdatatype.RdataType,
         convert: Callable[[Any], T],
     ) -> Answer[T]:
+        # The cache is asked before the name is parsed: a hit (the common case in a
+        # queue run) then costs a dict look-up, not a dns.name.Name.  An ASCII name's
+        # key is its own text, folded as DNS compares names (RFC 4343); only names that
+        # went out (valid ones) are ever cached.
+        text = text.strip()
+        ascii_key = text.lower().removesuffix(".") if text.isascii() else None
+        if ascii_key is not None:
+            cached = self.cache.get((ascii_key, int(rdtype)))
+            if cached is not None:
+                return cached
         qname = query_name(text)
         if qname is None:  # no such name can exist, so it does not
             return Answer(records=(), exists=False)
-        key = (qname.to_text(), dns.rdatatype.to_text(rdtype))
-        cached = self.cache.get(key)
-        if cached is not None:
-            return cached
+        key = (name_text(qname) if ascii_key is None else ascii_key, int(rdtype))
+        if ascii_key is None:
+            cached = self.cache.get(key)
+            if cached is not None:
+                return cached
+        # Lookups of the same name and type that overlap share one query (a queue run
+        # delivering many messages to one domain asks for its MX once).  The query is a
+        # task of its own, shielded: a caller that gives up does not cancel it for the
+        # others, and its answer still reaches the cache.
+        pending = self._pending.get(key)
+        if pending is None or pending.get_loop() is not asyncio.get_running_loop():
+            pending = asyncio.ensure_future(self._fetch(qname, rdtype, key, convert))
+            self._pending[key] = pending
+            pending.add_done_callback(functools.partial(self._settled, key))
+        return await asyncio.shield(pending)
+
+    async def _fetch(
+        self,
+        qname: dns.name.Name,
+        rdtype: dns.rdatatype.RdataType,
+        key: CacheKey,
+        convert: Callable[[Any], T],
+    ) -> Answer[T]:
         response = await self._ask(qname, rdtype)
         answer: Answer[T] = Answer(
             records=tuple(convert(rdata) for rdata in response.rdatas),
@@ -152,6 +183,12 @@ class DnsResolver:
         )
         self.cache.put(key, answer, response.ttl, negative=not response.rdatas)
         return answer
+
+    def _settled(self, key: CacheKey, task: asyncio.Future[Any]) -> None:
+        if self._pending.get(key) is task:
+            del self._pending[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: every caller may have given up on it
 
     async def _ask(self, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> _Response:
         query = dns.message.make_query(qname, rdtype, use_edns=0, payload=EDNS_PAYLOAD)
