@@ -1,92 +1,97 @@
-"""A private Dovecot LMTP server (Debian ``dovecot-lmtpd``) for the relay's LMTP route.
+"""A private Dovecot LMTP server (``dovecot-lmtpd``) on a unix socket, for the outbound
+LMTP tests: every user exists (static userdb), each gets ``mail/<user>/`` as Maildir.
 
-Like ``helpers.dovecot`` (its IMAP sibling): Dovecot in the foreground with
-everything in a private temporary folder, nothing read from ``/etc/dovecot``, on
-127.0.0.1 at a free port; under root the mail is written as ``nobody``.  The users
-it knows are listed in a passwd-file userdb; their mail goes to
-``<folder>/mail/<domain>/<user>/`` (Maildir).  Any other recipient gets Dovecot's
-own ``550 5.1.1`` at RCPT.
+As ``helpers.dovecot`` does for IMAP: Dovecot runs in the foreground with a private
+configuration, base and state folders and log, in a ``tempfile`` folder reachable by
+``nobody`` (the mail user under root; Dovecot refuses to deliver as root).  Every
+wait is bounded; SIGTERM, then SIGKILL, at exit.
 """
 
 from __future__ import annotations
 
 import contextlib
-import email
-import email.message
+import grp
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers.dovecot import HOST, STOP_TIMEOUT, UNPRIVILEGED, _logs, _wait_for_port, free_port
+from helpers.dovecot import START_TIMEOUT, STOP_TIMEOUT, UNPRIVILEGED
+from helpers.tools import require_tool
+
+LMTP_BINARY = Path("/usr/lib/dovecot/lmtp")
 
 
 @dataclass(frozen=True)
 class DovecotLmtp:
-    host: str
-    port: int
-    folder: Path
+    socket: Path
+    mail: Path  # mail/<user>/ is each user's Maildir
+    log: Path
 
-    def maildir(self, domain: str, user: str) -> Path:
-        return self.folder / "mail" / domain / user
-
-    def messages(self, domain: str, user: str) -> list[email.message.Message]:
-        new = self.maildir(domain, user) / "new"
-        files = sorted(new.iterdir()) if new.is_dir() else []
-        return [email.message_from_bytes(f.read_bytes()) for f in files]
-
-    def log(self) -> str:
-        return _logs(self.folder)
+    def maildir_messages(self, user: str, count: int = 1, timeout: float = 5.0) -> list[bytes]:
+        new = self.mail / user / "new"
+        deadline = time.monotonic() + timeout
+        while True:
+            files = sorted(new.iterdir()) if new.is_dir() else []
+            if len(files) >= count or time.monotonic() >= deadline:
+                return [f.read_bytes() for f in files]
+            time.sleep(0.02)
 
 
-def config(folder: Path, port: int, owner: pwd.struct_passwd | None) -> str:
+def _config(folder: Path, sock: Path, owner: pwd.struct_passwd | None) -> str:
     if owner is not None:
         identity = f"mail_uid = {owner.pw_uid}\nmail_gid = {owner.pw_gid}\n"
     else:
         me = pwd.getpwuid(os.getuid()).pw_name
+        group = grp.getgrgid(os.getgid()).gr_name
         identity = (
             f"default_login_user = {me}\ndefault_internal_user = {me}\n"
-            "service anvil {\n  chroot =\n}\n"
+            f"default_internal_group = {group}\nservice anvil {{\n  chroot =\n}}\n"
         )
     return (
         f"base_dir = {folder / 'run'}\n"
         f"state_dir = {folder / 'state'}\n"
         f"log_path = {folder / 'dovecot.log'}\n"
         "protocols = lmtp\n"
-        f"listen = {HOST}\n"
+        "listen = 127.0.0.1\n"
         "ssl = no\n"
-        "first_valid_uid = 1\n" + identity + f"mail_location = maildir:{folder / 'mail'}/%d/%n\n"
+        "first_valid_uid = 1\n" + identity + f"mail_location = maildir:{folder / 'mail'}/%n\n"
         "passdb {\n  driver = static\n  args = nopassword=y\n}\n"
-        f"userdb {{\n  driver = passwd-file\n  args = {folder / 'users'}\n"
-        f"  default_fields = home={folder / 'home'}/%d/%n\n}}\n"
+        "userdb {\n  driver = static\n"
+        f"  args = home={folder / 'home'}/%n allow_all_users=yes\n}}\n"
         "service lmtp {\n"
-        f"  inet_listener lmtp {{\n    address = {HOST}\n    port = {port}\n  }}\n"
+        f"  unix_listener {sock} {{\n    mode = 0666\n  }}\n"
         "}\n"
     )
 
 
 @contextlib.contextmanager
-def dovecot_lmtp(exe: str, users: list[str]) -> Iterator[DovecotLmtp]:
-    """Run ``exe`` (the dovecot binary) as an LMTP server knowing ``users``
-    (full addresses)."""
+def dovecot_lmtp(prepare_mail: tuple[str, ...] = ()) -> Iterator[DovecotLmtp]:
+    """Start Dovecot LMTP; ``prepare_mail`` names users whose Maildir path is made a
+    plain file, so delivery to them fails (a per-recipient failure after the data)."""
+    exe = require_tool("dovecot", "dovecot-core")
+    if not LMTP_BINARY.exists():
+        require_tool("dovecot-lmtp-missing", "dovecot-lmtpd")
     folder = Path(tempfile.mkdtemp(prefix="mailwright-lmtp-"))
     proc: subprocess.Popen[bytes] | None = None
     try:
         os.chmod(folder, 0o755)
+        owner = pwd.getpwnam(UNPRIVILEGED) if os.getuid() == 0 else None
         for sub in ("mail", "home"):
             (folder / sub).mkdir()
-        owner = pwd.getpwnam(UNPRIVILEGED) if os.getuid() == 0 else None
-        if owner is not None:
-            for sub in ("mail", "home"):
+            if owner is not None:
                 os.chown(folder / sub, owner.pw_uid, owner.pw_gid)
-        (folder / "users").write_text("".join(f"{user}::::::\n" for user in users))
-        port = free_port()
+        for user in prepare_mail:
+            (folder / "mail" / user).write_bytes(b"not a maildir")
+        sock = folder / "lmtp.sock"
         conf = folder / "dovecot.conf"
-        conf.write_text(config(folder, port, owner))
+        conf.write_text(_config(folder, sock, owner))
         with open(folder / "output", "wb") as output:
             proc = subprocess.Popen(
                 [exe, "-F", "-c", str(conf)],
@@ -94,8 +99,8 @@ def dovecot_lmtp(exe: str, users: list[str]) -> Iterator[DovecotLmtp]:
                 stdout=output,
                 stderr=subprocess.STDOUT,
             )
-        _wait_for_port(proc, port, folder)
-        yield DovecotLmtp(HOST, port, folder)
+        _wait_for_socket(proc, sock, folder)
+        yield DovecotLmtp(sock, folder / "mail", folder / "dovecot.log")
     finally:
         if proc is not None and proc.poll() is None:
             proc.terminate()
@@ -105,3 +110,30 @@ def dovecot_lmtp(exe: str, users: list[str]) -> Iterator[DovecotLmtp]:
                 proc.kill()
                 proc.wait(STOP_TIMEOUT)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _wait_for_socket(proc: subprocess.Popen[bytes], path: Path, folder: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"dovecot exited ({proc.returncode}): {_logs(folder)}")
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(2.0)
+            try:
+                sock.connect(str(path))
+                if sock.recv(100).startswith(b"220"):
+                    sock.sendall(b"QUIT\r\n")
+                    return
+            except OSError:
+                pass
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"dovecot LMTP not ready after {START_TIMEOUT} s: {_logs(folder)}")
+        time.sleep(0.05)
+
+
+def _logs(folder: Path) -> str:
+    return " | ".join(
+        (folder / name).read_text("utf-8", "replace")
+        for name in ("output", "dovecot.log")
+        if (folder / name).exists()
+    )

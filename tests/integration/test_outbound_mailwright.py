@@ -65,7 +65,7 @@ def sender(make_server, dns: LoopbackDns, port: int, **outbound):
 
 
 def submit(server, rcpt: str, subject: str, mail_from: str = "alice@example.test") -> None:
-    with smtplib.SMTP(HOST, server.port, timeout=10) as client:
+    with smtplib.SMTP(HOST, server.port, local_hostname="client.test", timeout=10) as client:
         refused = client.sendmail(mail_from, [rcpt], message(subject))
     assert refused == {}
 

@@ -86,11 +86,16 @@ def test_two_messages_on_one_connection(server: InProcessServer) -> None:
     async def main():  # type: ignore[no-untyped-def]
         session = await OutboundSession.open(peer(server), settings(), NO_TLS)
         first = await session.send(message("alice@example.test", data=message().body + b"one\r\n"))
+        assert await session.reset()  # the idle-connection check before reuse
         second = await session.send(message("bob@example.test", data=message().body + b"two\r\n"))
         await session.quit()
-        return first, second
+        assert not await session.reset()  # closed: nothing to reuse
+        return session, first, second
 
-    first, second = run(main())
+    session, first, second = run(main())
+    # The session keeps its opening and the last transaction (the first is in its result).
+    assert stages(session.transcript) == ["greeting", "ehlo", "mail", "rcpt", "message", "quit"]
+    assert stages(first.transcript) == ["mail", "rcpt", "message"]
     assert first.usable and first.recipients[0].delivered and second.recipients[0].delivered
     assert server.maildir_messages(EXAMPLE, "alice")[0].endswith(b"one\n")
     assert server.maildir_messages(EXAMPLE, "bob")[0].endswith(b"two\n")
@@ -155,11 +160,12 @@ def test_smtputf8_message(server: InProcessServer) -> None:
     )
 
 
-def test_opportunistic_tls_with_a_self_signed_certificate(server: InProcessServer) -> None:
+@pytest.mark.parametrize("mode", [TlsMode.OPPORTUNISTIC, TlsMode.ENCRYPT])
+def test_unverified_tls_with_a_self_signed_certificate(
+    server: InProcessServer, mode: TlsMode
+) -> None:
     async def main():  # type: ignore[no-untyped-def]
-        session = await OutboundSession.open(
-            peer(server), settings(), TlsPolicy(TlsMode.OPPORTUNISTIC)
-        )
+        session = await OutboundSession.open(peer(server), settings(), TlsPolicy(mode))
         result = await session.send(message("alice@example.test"))
         await session.quit()
         return session, result
@@ -167,7 +173,7 @@ def test_opportunistic_tls_with_a_self_signed_certificate(server: InProcessServe
     session, result = run(main())
     assert result.recipients[0].delivered
     assert result.info.tls_version in ("TLSv1.2", "TLSv1.3") and result.info.tls_cipher
-    assert result.info.policy is not None and result.info.policy.mode is TlsMode.OPPORTUNISTIC
+    assert result.info.policy is not None and result.info.policy.mode is mode
     # EHLO twice: RFC 3207 §4.2, and STARTTLS is no longer offered over TLS.
     assert stages(session.transcript)[:4] == ["greeting", "ehlo", "starttls", "ehlo"]
     assert "STARTTLS" not in result.info.extensions
@@ -282,3 +288,29 @@ def test_no_credentials_over_plaintext(make_server, ca, tmp_path) -> None:  # ty
     assert caught.value.stage is Stage.AUTH and caught.value.temporary
     assert caught.value.reason == "refusing to send credentials without TLS"
     assert not [e for e in caught.value.transcript if e.stage is Stage.AUTH]
+
+
+BINARY_PART = b"\0\x01\xff bare LF\n bare CR\r end\r\n"
+BINARY_MESSAGE = (
+    b"From: alice@example.test\r\nTo: bob@example.test\r\nSubject: binary\r\n"
+    b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
+    b"--b\r\nContent-Type: application/octet-stream\r\n"
+    b"Content-Transfer-Encoding: binary\r\n\r\n" + BINARY_PART + b"\r\n--b--\r\n"
+)
+
+
+def test_binarymime_goes_octet_exact_over_bdat(server: InProcessServer) -> None:
+    async def main():  # type: ignore[no-untyped-def]
+        session = await OutboundSession.open(peer(server), settings(), NO_TLS)
+        result = await session.send(
+            message("alice@example.test", data=BINARY_MESSAGE, body_type=BodyType.BINARY_MIME)
+        )
+        await session.quit()
+        return result
+
+    result = run(main())
+    assert result.recipients[0].delivered, result.recipients
+    assert result.transcript[0].command.endswith(" BODY=BINARYMIME")
+    assert result.transcript[-1].command == f"BDAT {len(BINARY_MESSAGE)} LAST"
+    stored = server.maildir_messages(EXAMPLE, "alice")[0]
+    assert BINARY_PART.replace(b"\r\n", b"\n") in stored

@@ -24,6 +24,7 @@ from helpers.outbound import (
 )
 from mailwright.net.outbound import (
     ClientTimeouts,
+    Credentials,
     OutboundSession,
     Peer,
     SessionError,
@@ -323,3 +324,166 @@ def test_connection_refused() -> None:
     assert err.stage is Stage.CONNECT and err.temporary and err.reply is None
     assert (err.result_reply.code, err.result_reply.enhanced) == (451, "4.4.1")
     assert "connect failed" in err.reason
+
+
+def test_envelope_without_smtputf8_uses_a_labels_or_refuses() -> None:
+    """RFC 6531 §3.2: without SMTPUTF8 an IDN domain goes as A-labels; a non-ASCII
+    local part cannot go at all (553 5.6.7, nothing sent)."""
+    seen: list[bytes] = []
+
+    async def handler(reader, writer) -> None:  # type: ignore[no-untyped-def]
+        await greet(reader, writer)
+        seen.extend([await read_command(reader) for _ in range(3)])
+        writer.write(b"250 ok\r\n250 ok\r\n354 go\r\n")
+        await read_until(reader, b"\r\n.\r\n")
+        writer.write(b"250 ok\r\n")
+        seen.append(await read_command(reader))
+        writer.write(b"221 bye\r\n")
+
+    async def main():  # type: ignore[no-untyped-def]
+        async with scripted_server(handler) as port:
+            session = await OutboundSession.open(raw_peer(port), settings(), NO_TLS)
+            idn = await session.send(message("bob@bücher.example"))
+            local = await session.send(message("jösé@example.test"))
+            await session.quit()
+            return idn, local
+
+    idn, local = run(main())
+    assert seen == [
+        b"MAIL FROM:<alice@example.test>\r\n",
+        b"RCPT TO:<bob@xn--bcher-kva.example>\r\n",
+        b"DATA\r\n",
+        b"QUIT\r\n",
+    ]
+    assert idn.recipients[0].delivered
+    assert str(local.recipients[0].reply).startswith("553 5.6.7 ")
+    assert local.reason == "recipient 'jösé@example.test' needs SMTPUTF8, not offered"
+
+
+@pytest.mark.parametrize("mode", [TlsMode.OPPORTUNISTIC, TlsMode.ENCRYPT])
+def test_starttls_refused(mode: TlsMode) -> None:
+    """A STARTTLS answered 454: opportunistic TLS goes on in plaintext (the session is
+    in step, RFC 7435); a policy that requires TLS fails, never falls back."""
+    seen: list[bytes] = []
+
+    async def handler(reader, writer) -> None:  # type: ignore[no-untyped-def]
+        await greet(reader, writer, b"250 STARTTLS\r\n")
+        assert await read_command(reader) == b"STARTTLS\r\n"
+        writer.write(b"454 4.7.0 TLS not available due to local problem\r\n")
+        seen.append(await reader.readline())
+
+    async def main():  # type: ignore[no-untyped-def]
+        async with scripted_server(handler) as port:
+            session = await OutboundSession.open(raw_peer(port), settings(), TlsPolicy(mode))
+            await session.quit()
+            return session
+
+    if mode is TlsMode.OPPORTUNISTIC:
+        session = run(main())
+        assert session.info.tls_version is None and seen == [b"QUIT\r\n"]
+        return
+    with pytest.raises(SessionError) as caught:
+        run(main())
+    err = caught.value
+    assert err.stage is Stage.STARTTLS and err.temporary
+    assert err.reply is not None and err.reply.code == 454
+    assert (err.result_reply.code, err.result_reply.enhanced) == (451, "4.7.4")
+
+
+def test_a_peer_that_stops_reading_the_body_times_out() -> None:
+    """RFC 5321 §4.5.3.2.5: each data block write is bounded."""
+    done = asyncio.Event()
+
+    async def handler(reader, writer) -> None:  # type: ignore[no-untyped-def]
+        await greet(reader, writer)
+        await read_until(reader, b"DATA\r\n")
+        writer.write(b"250 ok\r\n250 ok\r\n354 go\r\n")
+        await done.wait()  # reads nothing more: the client's writes back up
+
+    data = b"Subject: big\r\n\r\n" + b"x" * 998 + b"\r\n"
+    data *= 64 * 1024 // 1000 * 512  # ~32 MB: more than loopback socket buffers hold
+    short = dataclasses.replace(FAST, data_block=0.5)
+
+    async def main():  # type: ignore[no-untyped-def]
+        async with scripted_server(handler) as port:
+            session = await OutboundSession.open(raw_peer(port), settings(timeouts=short), NO_TLS)
+            try:
+                return await session.send(message("bob@example.test", data=data))
+            finally:
+                done.set()
+
+    result = run(main())
+    assert (result.recipients[0].reply.code, result.recipients[0].reply.enhanced) == (451, "4.4.2")
+    assert result.reason == "write timed out after 0.5s" and not result.usable
+
+
+def test_reset_detects_a_connection_the_peer_dropped_while_idle() -> None:
+    closed = asyncio.Event()
+
+    async def handler(reader, writer) -> None:  # type: ignore[no-untyped-def]
+        await greet(reader, writer)
+        await writer.drain()
+        writer.transport.abort()
+        closed.set()
+
+    async def main():  # type: ignore[no-untyped-def]
+        async with scripted_server(handler) as port:
+            session = await OutboundSession.open(raw_peer(port), settings(), NO_TLS)
+            await asyncio.wait_for(closed.wait(), 5)
+            alive = await session.reset()
+            return session, alive
+
+    session, alive = run(main())
+    assert alive is False and not session.usable
+
+
+def _auth_peer(answer: bytes, seen: list[bytes]):  # type: ignore[no-untyped-def]
+    async def handler(reader, writer) -> None:  # type: ignore[no-untyped-def]
+        await greet(reader, writer, b"250 AUTH SCRAM-SHA-256\r\n")
+        seen.append(await read_command(reader))
+        writer.write(answer)
+        seen.append(await reader.readline())  # "*" when the client cancels, or EOF
+        if seen[-1] == b"*\r\n":
+            writer.write(b"501 5.7.0 Authentication cancelled\r\n")
+            await writer.drain()
+
+    return handler
+
+
+def test_scram_without_the_server_signature_fails() -> None:
+    """A 235 before the server proved it knows the secret (RFC 5802 §5: the client
+    verifies ServerSignature) means the server may be an impostor."""
+    seen: list[bytes] = []
+
+    async def main():  # type: ignore[no-untyped-def]
+        async with scripted_server(_auth_peer(b"235 2.7.0 ok\r\n", seen)) as port:
+            creds = Credentials("alice", "secret")
+            await OutboundSession.open(
+                raw_peer(port), settings(auth=creds, allow_plaintext_auth=True), NO_TLS
+            )
+
+    with pytest.raises(SessionError) as caught:
+        run(main())
+    assert caught.value.stage is Stage.AUTH and caught.value.temporary
+    assert caught.value.reason == "AUTH SCRAM-SHA-256: server signature not verified"
+    assert seen[0].startswith(b"AUTH SCRAM-SHA-256 ")
+
+
+def test_a_malformed_challenge_cancels_the_exchange() -> None:
+    seen: list[bytes] = []
+
+    async def main():  # type: ignore[no-untyped-def]
+        answer = b"334 not base64!\r\n"
+        async with scripted_server(_auth_peer(answer, seen)) as port:
+            creds = Credentials("alice", "secret")
+            await OutboundSession.open(
+                raw_peer(port), settings(auth=creds, allow_plaintext_auth=True), NO_TLS
+            )
+
+    with pytest.raises(SessionError) as caught:
+        run(main())
+    err = caught.value
+    assert err.stage is Stage.AUTH and err.temporary
+    assert err.reason.startswith("AUTH SCRAM-SHA-256: ") and "base64" in err.reason.lower()
+    assert seen[1] == b"*\r\n"  # RFC 4954 §4: the client cancels
+    assert [e.reply.code for e in err.transcript if e.stage is Stage.AUTH] == [334, 501]

@@ -13,6 +13,7 @@ import pytest
 
 from helpers.outbound import message, run, settings, smtp_sink
 from mailwright.net.outbound import (
+    Credentials,
     OutboundSession,
     OutgoingRecipient,
     Peer,
@@ -185,3 +186,35 @@ def test_lmtp_per_recipient_replies_over_a_unix_socket(tmp_path: Path) -> None:
     assert session.transcript[1].command == "LHLO client.example.test"
     assert dump_fields(dumped[0], b"X-Client-Proto") == [b"LMTP"]
     assert len(dump_fields(dumped[0], b"X-Rcpt-Args")) == 3
+
+
+def test_binarymime_is_base64_encoded_for_a_server_without_it(tmp_path: Path) -> None:
+    part = b"\0\x01\xff bare LF\n bare CR\r end\r\n"
+    data = (
+        b"From: alice@example.test\r\nSubject: binary\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+        + part
+    )
+    msg = message("bob@example.test", data=data, body_type=BodyType.BINARY_MIME)
+    with smtp_sink(tmp_path) as sink:
+        _, result = send_one(sink, msg)
+        dumped = sink.dumped()
+    assert result.recipients[0].delivered
+    assert b"BODY=" not in dump_fields(dumped[0], b"X-Mail-Args")[0]
+    _, _, rest = dumped[0].partition(b"\nFrom: alice@example.test\n")
+    arrived = email.message_from_bytes(b"From: alice@example.test\n" + rest[:-1])
+    assert arrived["Content-Transfer-Encoding"] == "base64"
+    assert arrived.get_payload(decode=True) == part
+
+
+def test_auth_over_plaintext_only_when_allowed(tmp_path: Path) -> None:
+    creds = Credentials("alice", "secret")
+    with smtp_sink(tmp_path) as sink:
+        session, result = send_one(
+            sink, message("bob@example.test"), auth=creds, allow_plaintext_auth=True
+        )
+    auth = [e for e in session.transcript if e.stage is Stage.AUTH]
+    # Without TLS the mechanisms that keep the password off the wire come first; the
+    # sink offers only PLAIN and LOGIN.
+    assert auth[0].command == "AUTH PLAIN" and auth[-1].reply.code == 250  # the sink's 2xx
+    assert result.info.authenticated_as == "alice" and result.recipients[0].delivered

@@ -27,6 +27,7 @@ in ``delivery``); this package speaks the protocol and reports what happened::
         result.transcript             # every reply of this transaction, with its stage
         result.info                   # host, address, port, TLS version/cipher, policy,
                                       # extensions, greeting (SessionInfo)
+        await session.reset()         # RSET: is an idle connection still good to reuse?
         await session.quit()          # QUIT and close; never raises
 
 Contract:

@@ -28,8 +28,7 @@ from mailwright.smtp import (
     ClientConnection,
     ConnectionClosed,
     Event,
-    LocalProtocolError,
-    RemoteProtocolError,
+    ProtocolError,
     Reply,
     codes,
 )
@@ -159,8 +158,10 @@ class Channel:
             raise ChannelError(self._protocol.lost_reason, codes.R451_CONNECTION_LOST)
         try:
             data = b"".join(self.conn.send(event) for event in events)
-        except LocalProtocolError as exc:
+        except ProtocolError as exc:
             raise ChannelError(f"protocol error: {exc}", codes.R451_PEER_PROTOCOL_ERROR) from None
+        except ValueError as exc:  # text the core cannot write (CR/LF in a HELO name)
+            raise ChannelError(f"cannot write command: {exc}", codes.R451_AGENT_ERROR) from None
         self._protocol.transport.write(data)
 
     async def drain(self, timeout: float) -> None:
@@ -203,7 +204,7 @@ class Channel:
                 f"timed out after {timeout:g}s waiting for the {stage.value} reply",
                 codes.R451_PEER_TIMEOUT,
             ) from None
-        except RemoteProtocolError as exc:
+        except ProtocolError as exc:
             raise ChannelError(f"protocol error: {exc}", codes.R451_PEER_PROTOCOL_ERROR) from None
 
     async def start_tls(

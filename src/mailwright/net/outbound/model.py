@@ -125,7 +125,6 @@ class Stage(StrEnum):
     MESSAGE = "message"  # the reply after the last octet (final dot, BDAT LAST, LMTP)
     RSET = "rset"
     QUIT = "quit"
-    LOCAL = "local"  # refused before sending (size, SMTPUTF8, conversion)
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,7 @@ from mailwright.smtp import (
     Helo,
     Quit,
     Reply,
+    Rset,
     SaslError,
     StartTls,
     State,
@@ -96,6 +97,7 @@ class OutboundSession:
         self._stage = Stage.GREETING
         self._lock = asyncio.Lock()
         self._closed = False
+        self._opening = 0  # transcript entries of the opening, kept for the session's life
 
     # -- opening ------------------------------------------------------------------
 
@@ -117,6 +119,7 @@ class OutboundSession:
         session = cls(channel, peer, settings, policy)
         try:
             await session._open()
+            session._opening = len(channel.transcript)
         except ChannelError as exc:
             channel.abort()
             raise session._error(exc.reason, result_reply=exc.reply) from None
@@ -281,7 +284,9 @@ class OutboundSession:
                     temporary=True,
                 ) from None
             reply = await self._command(AuthResponse(response), Stage.AUTH, timeout)
-        if reply.code != 235:
+        # RFC 4954 §4 says 235; any 2xx counts, as Postfix's client counts it (smtp-sink
+        # answers 250).
+        if not 200 <= reply.code < 300:
             raise self._error(f"AUTH {mechanism} refused: {reply}", reply=reply)
         if not getattr(client, "complete", True):
             # SCRAM: a 235 without the server's proof means it never knew our secret.
@@ -306,13 +311,18 @@ class OutboundSession:
 
     @property
     def transcript(self) -> tuple[TranscriptEntry, ...]:
-        """Every reply of the session so far, in order (``TranscriptEntry``)."""
+        """The replies of the opening (greeting to AUTH), then those since the start
+        of the last transaction, in order.  Earlier transactions' replies are in their
+        ``TransactionResult``; dropping them here keeps a long-lived pooled session
+        from growing without bound."""
         return tuple(self._channel.transcript)
 
     async def send(self, message: OutgoingMessage) -> TransactionResult:
         """One transaction; never raises for the peer's or the network's failures:
         they are in the per-recipient replies (see ``run_transaction``)."""
         async with self._lock:
+            start = len(self._channel.transcript)
+            del self._channel.transcript[self._opening : start]
             result = await run_transaction(
                 self._channel, self.info, self.settings, message, usable=self.usable
             )
@@ -320,6 +330,23 @@ class OutboundSession:
             self._channel.abort()
             self._closed = True
         return result
+
+    async def reset(self) -> bool:
+        """RSET, to check an idle connection before reusing it (Postfix does the same
+        with cached connections, bounded by smtp_rset_timeout).  False, and the
+        connection closed, when the peer is gone or does not answer 250."""
+        if not self.usable:
+            return False
+        async with self._lock:
+            try:
+                reply = await self._command(Rset(), Stage.RSET, self.settings.timeouts.rset)
+                if reply.code == 250 and self.usable:
+                    return True
+            except ChannelError:
+                pass
+        self._channel.abort()
+        self._closed = True
+        return False
 
     async def quit(self) -> None:
         """QUIT (RFC 5321 §4.1.1.10) and close; never raises."""

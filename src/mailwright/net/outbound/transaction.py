@@ -59,6 +59,7 @@ from mailwright.smtp import (
     codes,
     normalize_line_endings,
     parse_path,
+    to_ascii_domain,
     write_command,
 )
 from mailwright.spool.model import BodyType
@@ -102,6 +103,8 @@ def prepare_body(
         raise _Refused(codes.R554_NUL_IN_DATA, "NUL octet in a message that is not BINARYMIME")
     else:
         body = normalize_line_endings(body)  # DESIGN: the relayed body is re-framed
+        if body and not body.endswith(b"\r\n"):
+            body += b"\r\n"  # as the DATA writer ends it (RFC 5321 §4.1.1.4), BDAT too
     eight_bit = not body.isascii()
     # A BINARYMIME body may still be text (no NUL, no bare CR or LF): then 8BITMIME
     # carries it unchanged.
@@ -152,29 +155,38 @@ class _Transaction:
             raise ChannelError(f"peer closed the connection: {reply}", reply)
         return reply
 
+    def address(self, text: str, refusal: Reply, *, sender: bool) -> Address | None:
+        """The envelope address as it can go to this peer.  Without SMTPUTF8 an
+        internationalised domain goes in its A-label form (RFC 5890 §2.3.2.1: plain
+        ASCII to SMTP); a non-ASCII local part cannot go at all (RFC 6531 §3.2)."""
+        what = "sender" if sender else "recipient"
+        try:
+            address = parse_path(f"<{text}>", allow_null=sender, allow_postmaster=not sender)
+            if address is None or not address.is_utf8 or "SMTPUTF8" in self.ext:
+                return address
+            if not address.local_part.isascii():
+                raise _Refused(
+                    codes.R553_SMTPUTF8_REQUIRED, f"{what} {text!r} needs SMTPUTF8, not offered"
+                )
+            return Address(address.local_part, to_ascii_domain(address.domain))
+        except (AddressError, UnicodeError) as exc:  # idna.IDNAError is a UnicodeError
+            raise _Refused(refusal, f"{what} {text!r}: {exc}") from None
+
     def envelope(self, body: bytes, body_param: str | None) -> tuple[MailFrom, list[RcptTo]]:
         msg = self.message
-        try:
-            sender = parse_path(f"<{msg.mail_from}>", allow_null=True)
-        except AddressError as exc:
-            raise _Refused(
-                codes.R553_BAD_SENDER_SYNTAX, f"sender {msg.mail_from!r}: {exc}"
-            ) from None
+        sender = self.address(msg.mail_from, codes.R553_BAD_SENDER_SYNTAX, sender=True)
+        utf8 = msg.smtputf8 or (sender is not None and sender.is_utf8)
         rcpts: list[RcptTo] = []
         for rcpt in msg.recipients:
-            try:
-                address = parse_path(f"<{rcpt.address}>", allow_null=False, allow_postmaster=True)
-            except AddressError as exc:
-                raise _Refused(
-                    codes.R553_BAD_RECIPIENT_SYNTAX, f"{rcpt.address!r}: {exc}"
-                ) from None
-            assert isinstance(address, Address)
+            address = self.address(rcpt.address, codes.R553_BAD_RECIPIENT_SYNTAX, sender=False)
+            assert address is not None
+            utf8 = utf8 or address.is_utf8
             dsn = RcptParams(rcpt.notify, rcpt.orcpt) if self.dsn else RcptParams()
             rcpts.append(RcptTo(address, dsn))
         params = MailParams(
             size=len(body) if "SIZE" in self.ext else None,
             body=body_param,
-            smtputf8=msg.smtputf8,
+            smtputf8=utf8,
             ret=msg.ret if self.dsn else None,
             envid=msg.envid if self.dsn else None,
         )
