@@ -18,6 +18,7 @@ import json
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,9 @@ FORMAT_VERSION = 1
 _SAFE_DOMAIN = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*")
 # RFC 1035 §2.3.4: a domain name is at most 255 octets (a file name limit is too).
 MAX_DOMAIN_LENGTH = 253
+# Entries (policies and "none on disk") kept in memory, least recently used dropped
+# first: a worker that has delivered to millions of domains must not hold them all.
+MAX_MEMORY_ENTRIES = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +60,7 @@ class PolicyCache:
     def __init__(self, directory: Path, clock: Callable[[], float] = time.time) -> None:
         self.directory = directory
         self.clock = clock
-        self._memory: dict[str, CachedPolicy | None] = {}
+        self._memory: OrderedDict[str, CachedPolicy | None] = OrderedDict()
         self._lock = threading.Lock()  # callers use threads (asyncio.to_thread)
 
     def path(self, domain: str) -> Path | None:
@@ -73,11 +77,11 @@ class PolicyCache:
         """The cached policy for ``domain``, fresh or expired."""
         with self._lock:
             if domain in self._memory:
+                self._memory.move_to_end(domain)
                 return self._memory[domain]
         path = self.path(domain)
         entry = _read(path, domain) if path is not None else None
-        with self._lock:
-            self._memory[domain] = entry
+        self._remember(domain, entry)
         return entry
 
     def put(self, entry: CachedPolicy) -> None:
@@ -95,8 +99,14 @@ class PolicyCache:
         }
         ensure_dir(self.directory)
         write_atomic(path, json.dumps(document, sort_keys=True).encode("utf-8") + b"\n")
+        self._remember(entry.domain, entry)
+
+    def _remember(self, domain: str, entry: CachedPolicy | None) -> None:
         with self._lock:
-            self._memory[entry.domain] = entry
+            self._memory[domain] = entry
+            self._memory.move_to_end(domain)
+            while len(self._memory) > MAX_MEMORY_ENTRIES:
+                self._memory.popitem(last=False)
 
 
 def _read(path: Path, domain: str) -> CachedPolicy | None:

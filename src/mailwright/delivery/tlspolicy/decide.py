@@ -111,6 +111,13 @@ class DomainPlan:
         reason = f"{_sts_label(self.sts)}: {len(usable)} of {len(hosts)} MX hosts allowed"
         return MxFilter(usable, refused, reason)
 
+    async def mx_host_filter(
+        self, hosts: list[str], mx_authentic: bool
+    ) -> tuple[list[str], dict[str, str]]:
+        """``filter_mx`` in the shape of ``delivery.relay.mx.MxHostFilter``."""
+        result = await self.filter_mx(hosts, mx_authentic=mx_authentic)
+        return result.usable, result.refused
+
     async def policy_for(
         self, mx_host: str, *, mx_authentic: bool, port: int = SMTP_PORT
     ) -> TlsPolicy:

@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 # version ID" after a failed fetch.
 FETCH_RETRY_INTERVAL = 300.0
 TXT_PREFIX = "_mta-sts."  # RFC 8461 §3.1
+# Failed fetches remembered for the retry interval; beyond this many, the oldest go
+# (a bound on memory when many domains publish broken policies).
+MAX_FAILED_ENTRIES = 10_000
 
 
 class StsResult(StrEnum):
@@ -89,11 +92,25 @@ class MtaSts:
         self.cache = cache
         self.clock = clock
         self._failed: dict[tuple[str, str], tuple[float, str]] = {}
+        self._inflight: dict[str, asyncio.Future[StsOutcome]] = {}
 
     async def discover(self, recipient_domain: str) -> StsOutcome:
+        """The MTA-STS state of ``recipient_domain`` (module docstring).  Concurrent
+        calls for one domain share one discovery: a burst of deliveries to a domain
+        costs one TXT lookup and at most one fetch, not one each."""
         domain = policy_domain(recipient_domain)
         if domain is None:
             return StsOutcome(StsResult.NONE, None, reason="not a domain name: no MTA-STS")
+        task = self._inflight.get(domain)
+        if task is None:
+            task = asyncio.ensure_future(self._discover(domain))
+            self._inflight[domain] = task
+            task.add_done_callback(lambda _done: self._inflight.pop(domain, None))
+        # shield: one caller cancelled (its delivery timed out) must not cancel the
+        # discovery the others are waiting for.
+        return await asyncio.shield(task)
+
+    async def _discover(self, domain: str) -> StsOutcome:
         cached = await asyncio.to_thread(self.cache.get, domain)
         try:
             answer = await self.resolver.txt(TXT_PREFIX + domain)
@@ -116,7 +133,7 @@ class MtaSts:
         try:
             policy = await self._fetch(domain)
         except (PolicyFetchError, StsError) as exc:
-            self._failed[(domain, record.id)] = (self.clock(), str(exc))
+            self._remember_failure(domain, record.id, str(exc))
             return self._fallback(cached, f"policy fetch failed: {exc}", record.id)
         self._failed.pop((domain, record.id), None)
         entry = CachedPolicy(domain, record.id, policy, self.clock())
@@ -129,6 +146,14 @@ class MtaSts:
     async def _fetch(self, domain: str) -> StsPolicy:
         fetched = await self.fetcher.fetch(domain)
         return parse_policy(check_response(fetched))
+
+    def _remember_failure(self, domain: str, policy_id: str, why: str) -> None:
+        now = self.clock()
+        if len(self._failed) >= MAX_FAILED_ENTRIES:
+            stale = [k for k, (at, _) in self._failed.items() if now - at >= FETCH_RETRY_INTERVAL]
+            for key in stale or list(self._failed)[: MAX_FAILED_ENTRIES // 2]:
+                del self._failed[key]
+        self._failed[(domain, policy_id)] = (now, why)
 
     def _fallback(self, cached: CachedPolicy | None, why: str, policy_id: str = "") -> StsOutcome:
         if cached is not None:
