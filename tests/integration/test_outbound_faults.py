@@ -16,6 +16,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from helpers.dnsserver import LoopbackDns, MakeDns
+from helpers.mtasts_env import ServedPolicies
 from helpers.relaykit import (
     RelayHarness,
     SmtpSink,
@@ -25,6 +26,9 @@ from helpers.relaykit import (
     run,
     sinks,
 )
+from helpers.resolvers import resolver_for
+from mailwright.config import parse_config
+from mailwright.delivery.tlspolicy.build import build_decider
 from mailwright.spool.model import RecipientStatus
 
 pytestmark = pytest.mark.interop
@@ -48,6 +52,11 @@ faulty       IN MX 10 mx.faulty
 mx.faulty    IN A 127.0.0.7
 partial      IN MX 10 mx.partial
 mx.partial   IN A 127.0.0.8
+sts          IN MX 10 mx1.sts
+sts          IN MX 20 mx2.sts
+mx1.sts      IN A 127.0.0.2
+mx2.sts      IN A 127.0.0.3
+_mta-sts.sts IN TXT "v=STSv1; id=20261204"
 """
 ADDRESSES = [f"127.0.0.{n}" for n in range(2, 9)]
 RETRY_INITIAL = 60.0  # relaykit.RETRY
@@ -380,3 +389,28 @@ def test_per_destination_concurrency_limit(tmp_path, dns, port, limit):
         controller.stop()
     assert handler.delivered == 4
     assert handler.most == limit  # never more at once than the limit, and it is used
+
+
+def test_mta_sts_enforce_skips_unlisted_mx_and_never_falls_back_to_plaintext(tmp_path, dns, port):
+    """An enforced MTA-STS policy (RFC 8461) listing only mx2: mx1, up and preferred,
+    is never contacted; mx2 offers no STARTTLS (smtp-sink), so the mail is deferred
+    with 4.7.4 instead of going out in plaintext."""
+    policy = b"version: STSv1\r\nmode: enforce\r\nmx: mx2.sts.test\r\nmax_age: 86400\r\n"
+    with sinks(("127.0.0.2", ()), ("127.0.0.3", ()), port=port) as (mx1, mx2):
+
+        async def main():
+            doc = relay_config(tmp_path, dns, port)
+            config = parse_config(doc)
+            decider = build_decider(config, resolver_for(dns), fetcher=ServedPolicies(policy))
+            h = RelayHarness(dns, doc, decider=decider)
+            await h.put("x@sts.test")
+            await h.run_once()
+            (queued,) = await h.queued()
+            await h.close()
+            return h, queued
+
+        h, queued = run(main())
+    assert states(queued) == {"x@sts.test": RecipientStatus.PENDING}
+    assert h.events[0][2].startswith("451 4.7.4"), h.events
+    assert "tls=verify (mta-sts" in h.results[0].reason
+    assert mx1.dumps() == [] and mx2.dumps() == []
