@@ -57,6 +57,7 @@ from mailwright.policy.builtin.relay import RelayAccess, parse_networks
 from mailwright.policy.builtin.submission import RequireAuth, SenderLoginMatch
 from mailwright.policy.pipeline import Pipeline, Stage
 from mailwright.queue.events import EventCallback
+from mailwright.queue.notices import postmaster_address
 from mailwright.queue.runner import FRESH_HOLD, QueueRunner
 from mailwright.spool.embedded import SPOOL_DIR, EmbeddedSpool
 from mailwright.spool.model import SpooledMessage
@@ -152,6 +153,8 @@ def build_queue_runner(
         reporting_mta=config.smtp.hostname,
         # A fresh message waits to be announced: its accepted line is then logged.
         fresh_hold=FRESH_HOLD,
+        # Double bounces (undeliverable reports) go to the postmaster (RFC 5321 §4.5.1).
+        postmaster=postmaster_address(config.smtp.hostname, [d.name for d in config.domains]),
     )
     return runner, local_agent
 

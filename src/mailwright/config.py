@@ -213,6 +213,10 @@ class DeliveryConfig(_Frozen):
     retry_max: Annotated[float, Field(gt=0)] = 3600.0
     # Postfix's maximal_queue_lifetime default is 5 days.
     max_queue_lifetime: Annotated[float, Field(gt=0)] = 5 * 24 * 3600.0
+    # Seconds after arrival when a sender is told its mail is still undelivered (a
+    # delay DSN, RFC 3464 "Action: delayed"), once; 0 = never.  4 h as sendmail's
+    # Timeout.queuewarn; Postfix's delay_warning_time is the same knob (default off).
+    delay_warning_time: Annotated[float, Field(ge=0)] = 4 * 3600.0
     concurrency: Annotated[int, Field(gt=0)] = 16
     # Run the queue runner in its own process (``mailwright.workerproc``), as Postfix
     # runs its queue manager and delivery agents apart from smtpd: delivery work then

@@ -471,3 +471,28 @@ def test_contract_header_block_is_stored_with_the_row_and_prepended_on_read(
         await again.close()
 
     run(main())
+
+
+def test_contract_delay_warned_is_kept_per_recipient_across_restarts(
+    stores: StoreFactory, clock: Clock
+) -> None:
+    """The queue runner's "delay DSN sent" mark survives ``record_attempt`` and a restart."""
+
+    async def main() -> None:
+        store = await opened(stores, clock)
+        message = await put(store, envelope("a@example.net", "b@example.net"))
+        assert [s.delay_warned for s in message.recipients] == [False, False]
+        message.recipients[1].delay_warned = True
+        message.recipients[1].last_reply = RemoteReply(451, "4.2.0", "Mailbox busy")
+        await store.record_attempt(message, [])
+        await store.close()
+
+        reopened = await opened(stores, clock)
+        loaded = await reopened.load(message.queue_id)
+        assert loaded is not None
+        assert [s.delay_warned for s in loaded.recipients] == [False, True]
+        (claimed,) = await reopened.claim(clock.now, 10, 60, "runner")
+        assert [s.delay_warned for s in claimed.message.recipients] == [False, True]
+        await reopened.close()
+
+    run(main())

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from helpers.spoolkit import BIG, BODY, Clock, put, run
 from mailwright.queue.dsn import status_of
+from mailwright.spool._db import SCHEMA_VERSION
 from mailwright.spool.embedded import EmbeddedSpool
 from mailwright.spool.model import Attempt, RecipientStatus, RemoteReply
 
@@ -227,7 +228,7 @@ def test_version_3_queue_gains_the_header_block_column_and_loses_nothing(
         await reopened.close()
         conn = sqlite3.connect(tmp_path / "spool" / "queue.db")
         try:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         finally:
             conn.close()
 

@@ -22,6 +22,9 @@ class DeliveryResult:
     reply: Reply  # what we report (in the mail log, in a DSN)
     reason: str = ""  # private detail for the log only
     remote_host: str | None = None  # who gave ``reply`` (a relay's MX); None: ourselves
+    # The next hop advertised DSN and took our NOTIFY/ORCPT (RFC 3461 §4.2, §5.2): it
+    # reports success itself, so no "relayed" DSN is due.  The relay agent sets it.
+    next_hop_dsn: bool = False
 
     @property
     def ok(self) -> bool:

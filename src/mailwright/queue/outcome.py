@@ -29,8 +29,9 @@ from mailwright.spool.model import (
     SpooledMessage,
 )
 
-# A recipient tried in this attempt, with the host that answered (None: local).
-Tried = tuple[RecipientState, str | None]
+# A recipient tried in this attempt, with the result the agent reported for it
+# (``remote_host``: who answered, None: local; the reports read ``next_hop_dsn``).
+Tried = tuple[RecipientState, DeliveryResult]
 
 
 def stored_reply(reply: Reply) -> RemoteReply:
@@ -64,7 +65,7 @@ def apply_results(
             result = fallback
         state.attempts += 1
         state.last_reply = stored_reply(result.reply)
-        tried.append((state, result.remote_host))
+        tried.append((state, result))
         if result.ok:
             state.status = RecipientStatus.DELIVERED
             emit(on_event, "delivered", message, address, result)
@@ -81,11 +82,22 @@ def apply_results(
     return tried
 
 
+def refused_before(message: SpooledMessage) -> list[RecipientState]:
+    """Pending recipients whose last reply was permanent (5xx) — refused in an earlier
+    attempt whose failure report could not be stored, so they were kept PENDING — now
+    FAILED with that reply, never tried again (RFC 5321 §4.2.1: a 5yz reply means "do
+    not repeat the exact request").  The caller queues their report."""
+    refused = [s for s in message.pending if s.last_reply is not None and s.last_reply.code >= 500]
+    for state in refused:
+        state.status = RecipientStatus.FAILED
+    return refused
+
+
 def history(message: SpooledMessage, tried: list[Tried], now: float) -> list[Attempt]:
     """One history row per recipient tried, in its final state (after the bounce)."""
     position = {id(state): i for i, state in enumerate(message.recipients)}
     return [
-        Attempt(position[id(state)], now, state.status, state.last_reply, host)
-        for state, host in tried
+        Attempt(position[id(state)], now, state.status, state.last_reply, result.remote_host)
+        for state, result in tried
         if state.last_reply is not None
     ]

@@ -49,9 +49,13 @@ of the lease.
 Delivery is **at-least-once**, the standard MTA trade-off: the queue entry changes only
 after the agent returns, so a crash (or a failed store write) mid-attempt leaves the
 message PENDING and it is delivered again later — possibly a duplicate, never a loss.
-For the same reason the bounce is stored *before* the original is updated: if that
-store fails, the failed recipients go back to PENDING and are retried, so no
-non-delivery report is ever silently lost.
+For the same reason every report (``notices``) is stored *before* the original is
+updated: if a bounce cannot be stored, the failed recipients stay PENDING with their
+5xx reply, and the next attempt reports them without trying them again
+(``outcome.refused_before``), so no non-delivery report is ever silently lost and no
+refused recipient retried.  If the store refuses to *record* an attempt, the runner
+keeps the outcome (``_unrecorded``) and the next attempt starts from it: a recipient
+that got 250 is not delivered twice because of our own failed write.
 
 **Told before found.**  The server writes a message's ``accepted`` mail-log line after
 the commit that makes it visible here, maybe in another process with its own log
@@ -79,14 +83,15 @@ from collections.abc import Callable
 
 from mailwright.config import DeliveryConfig
 from mailwright.queue.agent import DeliveryAgent, DeliveryResult
-from mailwright.queue.bounces import BounceNotStored, queue_bounce
+from mailwright.queue.dsn import ReportKind
 from mailwright.queue.events import EventCallback
-from mailwright.queue.outcome import apply_results, history
+from mailwright.queue.notices import Notices
+from mailwright.queue.outcome import apply_results, history, refused_before
 from mailwright.smtp import codes
 from mailwright.spool.model import (
+    Attempt,
     Claimed,
     RecipientState,
-    RecipientStatus,
     SpooledMessage,
 )
 from mailwright.spool.store import SpoolError, SpoolStore
@@ -140,6 +145,7 @@ class QueueRunner:
         fresh_hold: float = 0.0,
         owner: str = DEFAULT_OWNER,
         lease: float = LEASE,
+        postmaster: str | None = None,
     ) -> None:
         self._store = store
         self._agent = agent
@@ -171,7 +177,14 @@ class QueueRunner:
         self._stopping = False
         self._running = False
         self._stopped = asyncio.Event()
-        self.bounces_sent = 0
+        # Double bounces go to ``postmaster`` (``notices.postmaster_address``).
+        postmaster = postmaster or f"postmaster@{reporting_mta}"
+        self._notices = Notices(store, config, reporting_mta, postmaster)
+        # Attempt outcomes the store refused to record, by queue id (``_record``); an
+        # entry lives until the message's next attempt, after the store-error pause.
+        self._unrecorded: dict[str, tuple[SpooledMessage, list[Attempt]]] = {}
+        self.bounces_sent = 0  # failure reports queued (double bounces included)
+        self.notices_sent = 0  # delay and success reports queued
 
     # -- control -----------------------------------------------------------------------
 
@@ -451,6 +464,16 @@ class QueueRunner:
 
     async def _attempt(self, message: SpooledMessage, body: bytes | None = None) -> None:
         qid = message.queue_id
+        rows: list[Attempt] = []
+        unrecorded = self._unrecorded.pop(qid, None)
+        if unrecorded is not None:  # our state is newer than the store's: go on from it
+            message, rows = unrecorded
+            if message.pending and message.next_attempt > self._clock():
+                await self._record(message, rows)  # attempted again when it is due
+                return
+        # Refused (5xx) before, but its failure report could not be stored then: never
+        # tried again, only reported (``notices``).
+        refused = refused_before(message)
         pending = message.pending
         results: dict[str, DeliveryResult] = {}
         fallback = DeliveryResult(codes.R451_AGENT_FAILED)
@@ -473,18 +496,33 @@ class QueueRunner:
             jitter=self._jitter,
             on_event=self._on_event,
         )
-        newly_failed = [state for state, _ in tried if state.status is RecipientStatus.FAILED]
-        if newly_failed and not await self._bounce(message, newly_failed, body):
-            for state in newly_failed:  # retry later rather than lose the report
-                state.status = RecipientStatus.PENDING
+        # Reports (``notices``) are stored before the state is recorded: none is lost.
+        now = self._clock()
+        for kind, report in await self._notices.after_attempt(message, tried, body, now, refused):
+            if kind in (ReportKind.FAILURE, ReportKind.POSTMASTER):
+                self.bounces_sent += 1
+            else:
+                self.notices_sent += 1
+            self.offer(*report)
+        await self._record(message, rows + history(message, tried, self._clock()))
+
+    async def _record(self, message: SpooledMessage, rows: list[Attempt]) -> None:
+        """Persist the attempt (``record_attempt``, or ``remove`` when nothing is pending).
+
+        If the store refuses, the outcome is kept in ``_unrecorded`` and the message's
+        next attempt starts from it, not from the older stored copy: a recipient that
+        got 250 is never delivered again, nor a refused one retried, because of our own
+        failed write.  (A crash before the write is at-least-once delivery, see above.)
+        """
+        qid = message.queue_id
         try:
             if message.pending:
-                rows = history(message, tried, self._clock())
                 await self._store.record_attempt(message, rows, self._owner)
             else:
                 await self._store.remove(qid)
         except SpoolError as exc:
             log.error("%s: cannot record delivery state (will retry): %s", qid, exc)
+            self._unrecorded[qid] = (message, rows)
             self._paused_until = self._clock() + STORE_ERROR_PAUSE
             await self._release([qid])
 
@@ -509,21 +547,6 @@ class QueueRunner:
             )
         return results, DeliveryResult(codes.R451_NO_RESULT, "no result for this recipient")
 
-    async def _bounce(
-        self, message: SpooledMessage, failed: list[RecipientState], body: bytes | None
-    ) -> bool:
-        """Queue a DSN for ``failed``; False only if it should have been sent but was not."""
-        try:
-            queued = await queue_bounce(
-                self._store, message, failed, body, self._reporting_mta, self._clock()
-            )
-        except BounceNotStored:
-            return False
-        if queued is not None:
-            self.bounces_sent += 1
-            self.offer(*queued)
-        return True
-
 
 def _copy(message: SpooledMessage) -> SpooledMessage:
     """An independent copy: an attempt mutates the recipients' state."""
@@ -535,7 +558,7 @@ def _copy(message: SpooledMessage) -> SpooledMessage:
         next_attempt=message.next_attempt,
         attempts=message.attempts,
         recipients=[
-            RecipientState(s.recipient, s.status, s.attempts, s.last_reply)
+            RecipientState(s.recipient, s.status, s.attempts, s.last_reply, s.delay_warned)
             for s in message.recipients
         ],
     )

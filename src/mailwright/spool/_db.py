@@ -26,7 +26,9 @@ structured reply and the remote host), the lease columns of ``messages``
 of ``recipients`` (``reply_code``, ``reply_enhanced``, ``reply_text``; the version-2
 ``last_reply`` string is converted once by the migration and no longer written);
 since version 4, ``messages.header_block`` (the header fields the MESSAGE stage
-added, prepended on read; NULL when none, as for every message stored before).
+added, prepended on read; NULL when none, as for every message stored before);
+since version 5, ``recipients.delay_warned`` (1 once a delay DSN was queued for the
+recipient, so a restart never sends a second one; 0 for every row stored before).
 ``attempts`` is an ordinary rowid table: the rowid gives the order of the history
 and the ``attempts_message`` index serves both reading it and the cascading delete.
 A separate recipients
@@ -59,7 +61,7 @@ from mailwright.spool.model import (
     SpooledMessage,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 BUSY_TIMEOUT_MS = 10_000
 # After a checkpoint, truncate the WAL back to this size instead of letting it grow.
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
@@ -131,6 +133,11 @@ _V4 = """
 ALTER TABLE messages ADD COLUMN header_block BLOB
 """
 
+# Version 4 -> 5: the delay warning sent per recipient (``RecipientState.delay_warned``).
+_V5_DELAY_WARNED = """
+ALTER TABLE recipients ADD COLUMN delay_warned INTEGER NOT NULL DEFAULT 0
+"""
+
 # The version-2 ``last_reply`` strings were written by ``str(Reply)``: "451 4.2.0 text"
 # or "451 text".  Read once, by the migration; nothing parses replies after it.
 _V2_REPLY = re.compile(r"^([245]\d\d)(?: ([245]\.\d{1,3}\.\d{1,3}))?(?: (.*))?$", re.S)
@@ -161,6 +168,7 @@ _MIGRATIONS: dict[int, tuple[str, Callable[[sqlite3.Connection], None] | None]] 
     1: (_BODIES, None),
     2: (_V3, _structure_v2_replies),
     3: (_V4, None),
+    4: (_V5_DELAY_WARNED, None),
 }
 
 _MESSAGE_COLUMNS = (
@@ -170,7 +178,7 @@ _MESSAGE_COLUMNS = (
 _RECIPIENT_COLUMNS = "queue_id, position, address, notify, orcpt, status, attempts, last_reply"
 _RECIPIENT_READ = (
     "queue_id, position, address, notify, orcpt, status, attempts,"
-    " reply_code, reply_enhanced, reply_text"
+    " reply_code, reply_enhanced, reply_text, delay_warned"
 )
 
 # Row tuples, built on the event loop and handed to the DB thread (immutable).
@@ -229,6 +237,7 @@ def create_schema(conn: sqlite3.Connection) -> int:
     try:
         if version == 0:
             _run_script(conn, SCHEMA_V1 + _BODIES + ";" + _V3 + ";" + _V4)
+            _run_script(conn, _V5_DELAY_WARNED)
         else:
             for step in range(version, SCHEMA_VERSION):
                 script, convert = _MIGRATIONS[step]
@@ -291,24 +300,19 @@ def recipient_rows(message: SpooledMessage) -> list[RecipientRow]:
 
 
 def state_rows(message: SpooledMessage) -> list[tuple[object, ...]]:
-    """(status, attempts, reply code, enhanced, text, queue_id, position) for ``update``."""
+    """(status, attempts, reply code, enhanced, text, delay_warned, queue_id, position)
+    for ``update``."""
     rows: list[tuple[object, ...]] = []
     for position, s in enumerate(message.recipients):
         reply = s.last_reply
         if reply is None:
-            rows.append((str(s.status), s.attempts, None, None, None, message.queue_id, position))
+            code, enhanced, text = None, None, None
         else:
-            rows.append(
-                (
-                    str(s.status),
-                    s.attempts,
-                    reply.code,
-                    reply.enhanced,
-                    reply.text,
-                    message.queue_id,
-                    position,
-                )
-            )
+            code, enhanced, text = reply.code, reply.enhanced, reply.text
+        warned = int(s.delay_warned)
+        rows.append(
+            (str(s.status), s.attempts, code, enhanced, text, warned, message.queue_id, position)
+        )
     return rows
 
 
@@ -357,6 +361,7 @@ def _build(row: Sequence[object], recipients: list[Sequence[object]]) -> Spooled
             last_reply=None
             if r[7] is None
             else RemoteReply(int(r[7]), str(r[8] or ""), str(r[9] or "")),  # type: ignore[call-overload]
+            delay_warned=bool(r[10]),
         )
         for r in recipients
     ]
@@ -466,7 +471,7 @@ def update(
         return False
     conn.executemany(
         "UPDATE recipients SET status = ?, attempts = ?, reply_code = ?, reply_enhanced = ?,"
-        " reply_text = ? WHERE queue_id = ? AND position = ?",
+        " reply_text = ?, delay_warned = ? WHERE queue_id = ? AND position = ?",
         states,
     )
     return True

@@ -62,6 +62,9 @@ class RecipientState:
     status: RecipientStatus = RecipientStatus.PENDING
     attempts: int = 0
     last_reply: RemoteReply | None = None  # the reply of the last delivery attempt
+    # A delay DSN (RFC 3464 "Action: delayed") was queued for this recipient: stored,
+    # so that a restarted runner does not warn the sender a second time.
+    delay_warned: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,61 @@
+"""A version-4 embedded queue (before the per-recipient delay-warning mark) opens,
+migrated in place: every message kept, no recipient counted as already warned.
+
+The version-4 database is made by dropping what version 5 added from a fresh one, so
+it is exactly the previous release's layout (every other table was already checked
+by ``test_migration``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from helpers.spoolkit import BODY, Clock, envelope, put, run
+from mailwright.spool._db import SCHEMA_VERSION
+from mailwright.spool.embedded import EmbeddedSpool
+from mailwright.spool.model import RemoteReply
+
+
+def test_version_4_queue_gains_delay_warned_and_loses_nothing(tmp_path: Path, clock: Clock) -> None:
+    async def make() -> str:
+        store = EmbeddedSpool(tmp_path, clock=clock)
+        await store.open()
+        message = await put(store, envelope("a@example.net", "b@example.net"))
+        message.recipients[0].last_reply = RemoteReply(451, "4.2.0", "Mailbox busy")
+        message.recipients[0].attempts = 1
+        await store.update(message)
+        await store.close()
+        return message.queue_id
+
+    qid = run(make())
+    conn = sqlite3.connect(tmp_path / "spool" / "queue.db")
+    conn.execute("ALTER TABLE recipients DROP COLUMN delay_warned")
+    conn.execute("PRAGMA user_version=4")
+    conn.commit()
+    conn.close()
+
+    async def reopen() -> None:
+        store = EmbeddedSpool(tmp_path, clock=clock)
+        await store.open()
+        loaded = await store.load(qid)
+        assert loaded is not None
+        assert [s.delay_warned for s in loaded.recipients] == [False, False]
+        assert loaded.recipients[0].last_reply == RemoteReply(451, "4.2.0", "Mailbox busy")
+        assert await store.read_body(qid) == BODY
+        loaded.recipients[0].delay_warned = True
+        await store.update(loaded)
+        await store.close()
+        again = EmbeddedSpool(tmp_path, clock=clock)
+        await again.open()
+        reloaded = await again.load(qid)
+        assert reloaded is not None
+        assert [s.delay_warned for s in reloaded.recipients] == [True, False]
+        await again.close()
+
+    run(reopen())
+    conn = sqlite3.connect(tmp_path / "spool" / "queue.db")
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    finally:
+        conn.close()
