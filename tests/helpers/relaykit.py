@@ -205,12 +205,18 @@ class RelayHarness:
         self.results.append(result)
 
     async def put(
-        self, *rcpts: str, mail_from: str = "sender@origin.test", body: bytes = BODY
+        self,
+        *rcpts: str,
+        mail_from: str = "sender@origin.test",
+        body: bytes = BODY,
+        notify: tuple[str, ...] = (),
     ) -> SpooledMessage:
         await self.store.open()  # idempotent: the first put opens the spool
         writer = self.store.new_message()
         writer.write(body)
-        env = Envelope(mail_from=mail_from, recipients=tuple(Recipient(r) for r in rcpts))
+        env = Envelope(
+            mail_from=mail_from, recipients=tuple(Recipient(r, notify=notify) for r in rcpts)
+        )
         return await self.store.put(writer, env)
 
     async def run_once(self) -> int:

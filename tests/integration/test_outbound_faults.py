@@ -414,3 +414,27 @@ def test_mta_sts_enforce_skips_unlisted_mx_and_never_falls_back_to_plaintext(tmp
     assert h.events[0][2].startswith("451 4.7.4"), h.events
     assert "tls=verify (mta-sts" in h.results[0].reason
     assert mx1.dumps() == [] and mx2.dumps() == []
+
+
+@pytest.mark.parametrize(("sink_options", "reports"), [((), []), (("-N",), ["relayed"])])
+def test_notify_success_relayed_dsn_only_when_the_next_hop_lacks_dsn(
+    tmp_path, dns, port, sink_options, reports
+):
+    """RFC 3461 §5.2.2: NOTIFY=SUCCESS to a next hop that offers DSN travels on (the
+    next hop reports); to one that does not (smtp-sink -N), we send "relayed"."""
+    with sinks(("127.0.0.6", sink_options), port=port) as (sink,):
+
+        async def main():
+            h = harness(tmp_path, dns, port)
+            await h.put("x@implicit.test", notify=("SUCCESS",))
+            await h.run_once()
+            reports = await h.bounces()
+            await h.close()
+            return h, reports
+
+        h, found = run(main())
+    assert [e[0] for e in h.events] == ["delivered"]
+    assert h.results[0].next_hop_dsn is (not reports)
+    assert [action for _, action, _ in (s for r in found for s in dsn_status(r))] == reports
+    (args,) = sink.messages()
+    assert ("NOTIFY=SUCCESS" in (args["X-Rcpt-Args"] or "")) is (not reports)

@@ -312,7 +312,9 @@ class RelayAgent:
         for rcpt in recipients:
             found = by_address.get(rcpt.address)
             reply = with_enhanced(found.reply) if found else codes.R451_NO_RESULT
-            out[rcpt.address] = DeliveryResult(reply, reason, pooled.label)
+            # NOTIFY/ORCPT went on (the next hop offered DSN): success is its to report.
+            passed = found is not None and found.dsn_passed
+            out[rcpt.address] = DeliveryResult(reply, reason, pooled.label, next_hop_dsn=passed)
         return out
 
 
