@@ -438,3 +438,38 @@ def test_notify_success_relayed_dsn_only_when_the_next_hop_lacks_dsn(
     assert [action for _, action, _ in (s for r in found for s in dsn_status(r))] == reports
     (args,) = sink.messages()
     assert ("NOTIFY=SUCCESS" in (args["X-Rcpt-Args"] or "")) is (not reports)
+
+
+def test_a_cached_session_the_peer_closed_is_replaced(tmp_path, dns, port):
+    """The pooled connection dies while idle (the peer restarted): the next message
+    finds it gone (RSET fails) and goes over a new connection, not lost, not
+    deferred."""
+    handler = Concurrent()
+
+    async def main():
+        h = harness(tmp_path, dns, port)
+        controller = Controller(handler, hostname="127.0.0.8", port=port)
+        controller.start()
+        try:
+            await h.put("one@partial.test")
+            await h.run_once()
+            assert h.agent.pool.reused == 0
+            controller.stop()  # closes the idle connection the pool holds
+            controller = Controller(handler, hostname="127.0.0.8", port=port)
+            controller.start()
+            await h.put("two@partial.test")
+            await h.run_once()
+            assert h.agent.pool.reused == 1  # the cached one was taken, found dead
+            queued = await h.queued()
+            await h.close()
+            return h, queued
+        finally:
+            controller.stop()
+
+    h, queued = run(main())
+    assert queued == []
+    assert [e[:2] for e in h.events] == [
+        ("delivered", "one@partial.test"),
+        ("delivered", "two@partial.test"),
+    ]
+    assert handler.delivered == 2

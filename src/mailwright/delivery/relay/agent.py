@@ -222,16 +222,13 @@ class RelayAgent:
         recipients: list[Recipient],
     ) -> dict[str, DeliveryResult]:
         pooled = self.pool.take(key)
-        if pooled is not None and pooled.session.usable:
-            result = await pooled.session.send(outgoing)
-            if result.mail_reply is not None or result.usable:
-                return self._finish(key, destination, pooled, result, recipients)
-            # The cached session was closed by the peer meanwhile (its idle timer):
-            # nothing was accepted before MAIL, so a new connection costs nothing.
-            log.info(
-                "%s: cached session to %s failed: %s", destination, pooled.label, result.reason
-            )
         if pooled is not None:
+            # A cached session the peer may have closed meanwhile (its idle timer):
+            # RSET proves it alive first, as Postfix's connection cache does.
+            if await pooled.session.reset():
+                result = await pooled.session.send(outgoing)
+                return self._finish(key, destination, pooled, result, recipients)
+            log.info("%s: cached session to %s is gone", destination, pooled.label)
             self.pool.discard(pooled)
         try:
             pooled = await self._connect(destination, domain)
