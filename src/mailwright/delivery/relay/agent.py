@@ -30,6 +30,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailwright.config import (
+    DEFAULT_CONNECTION_REUSE_TIME,
+    DEFAULT_DESTINATION_CONNECTIONS,
+    DEFAULT_OUTBOUND_CONNECTIONS,
+)
 from mailwright.delivery.base import DeliveryResult
 from mailwright.delivery.relay.mx import (
     Candidate,
@@ -72,9 +77,9 @@ class RelaySettings:
     max_mx_sessions: int
     allow_private_addresses: bool = False
     own_endpoints: frozenset[tuple[str, int]] = frozenset()
-    max_connections: int = 100
-    max_connections_per_destination: int = 20
-    connection_reuse_time: float = 300.0
+    max_connections: int = DEFAULT_OUTBOUND_CONNECTIONS
+    max_connections_per_destination: int = DEFAULT_DESTINATION_CONNECTIONS
+    connection_reuse_time: float = DEFAULT_CONNECTION_REUSE_TIME
     ca_file: Path | None = None  # extra trust anchors for VERIFY
 
 
@@ -116,7 +121,9 @@ class RelayAgent:
         self.rng = rng or random.Random()
         self.pool: SessionPool[OutboundSession] = SessionPool(settings.connection_reuse_time)
         self._global = asyncio.Semaphore(settings.max_connections)
-        self._per_destination: dict[str, asyncio.Semaphore] = {}
+        # Per destination: its semaphore and how many deliveries use it now; dropped
+        # when none do, so a long-running server keeps one per busy destination only.
+        self._per_destination: dict[str, tuple[asyncio.Semaphore, int]] = {}
         self.mx = MxSettings(
             port=settings.port,
             max_addresses=settings.max_mx_addresses,
@@ -206,12 +213,23 @@ class RelayAgent:
     ) -> dict[str, DeliveryResult]:
         domain = recipient_domain(recipients[0].address) or ""
         key = str(destination)
-        semaphore = self._per_destination.setdefault(
-            key, asyncio.Semaphore(self.settings.max_connections_per_destination)
+        semaphore, users = self._per_destination.get(key) or (
+            asyncio.Semaphore(self.settings.max_connections_per_destination),
+            0,
         )
+        self._per_destination[key] = (semaphore, users + 1)
         outgoing = outgoing_message(message, body, recipients)
-        async with semaphore, self._global:
-            return await self._transaction(destination, domain, key, outgoing, recipients)
+        try:
+            # The destination's slot first, then a global one: a delivery waiting
+            # for a busy destination holds no global slot meanwhile.
+            async with semaphore, self._global:
+                return await self._transaction(destination, domain, key, outgoing, recipients)
+        finally:
+            semaphore, users = self._per_destination[key]
+            if users == 1:
+                del self._per_destination[key]
+            else:
+                self._per_destination[key] = (semaphore, users - 1)
 
     async def _transaction(
         self,
