@@ -473,3 +473,56 @@ def test_a_cached_session_the_peer_closed_is_replaced(tmp_path, dns, port):
         ("delivered", "two@partial.test"),
     ]
     assert handler.delivered == 2
+
+
+def test_4xx_greeting_moves_on_to_the_next_mx(tmp_path, dns, port):
+    # -r CONNECT: mx1 greets with 450 (a busy server's greeting).
+    with sinks(("127.0.0.2", ("-r", "CONNECT")), ("127.0.0.3", ()), port=port) as (mx1, mx2):
+
+        async def main():
+            h = harness(tmp_path, dns, port)
+            await h.put("x@far.test")
+            await h.run_once()
+            await h.close()
+            return h
+
+        h = run(main())
+    assert [e[0] for e in h.events] == ["delivered"]
+    assert h.results[0].remote_host == f"mx2.far.test[127.0.0.3]:{port}"
+    assert mx1.dumps() == [] and len(mx2.dumps()) == 1
+
+
+def test_mx_session_limit_counts_hosts_that_answered(tmp_path, dns, port):
+    """max_mx_sessions = 1 (Postfix smtp_mx_session_limit): mx1 greeted (with 4xx),
+    so that was the attempt's one session; mx2 waits for the retry."""
+    with sinks(("127.0.0.2", ("-r", "CONNECT")), ("127.0.0.3", ()), port=port) as (_, mx2):
+
+        async def main():
+            h = harness(tmp_path, dns, port, max_mx_sessions=1)
+            await h.put("x@far.test")
+            await h.run_once()
+            await h.close()
+            return h
+
+        h = run(main())
+    assert [e[0] for e in h.events] == ["deferred"]
+    assert h.events[0][2].startswith("450 ")  # mx1's greeting is the answer
+    assert h.results[0].remote_host == f"mx1.far.test[127.0.0.2]:{port}"
+    assert mx2.dumps() == []
+
+
+def test_private_mx_is_a_mail_loop_without_allow_private_addresses(tmp_path, dns, port):
+    async def main():
+        h = harness(tmp_path, dns, port, allow_private_addresses=False)
+        await h.put("x@far.test")
+        await h.run_once()
+        bounces = await h.bounces()
+        await h.close()
+        return h, bounces
+
+    h, bounces = run(main())
+    assert h.events == [
+        ("bounced", "x@far.test", "554 5.4.6 Mail for the domain loops back to myself")
+    ]
+    (dsn,) = bounces
+    assert dsn_status(dsn) == [("rfc822; x@far.test", "failed", "5.4.6")]
