@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,7 +107,6 @@ class RelayAgent:
         resolver: Resolver,
         *,
         credentials: dict[str, Credentials] | None = None,
-        client_settings: Callable[[Destination], ClientSettings] | None = None,
         decider: TlsPolicyDecider | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -116,7 +114,6 @@ class RelayAgent:
         self.routes = routes
         self.resolver = resolver
         self.credentials = credentials or {}  # by str(destination)
-        self._client_settings = client_settings
         self.decider = decider
         self.rng = rng or random.Random()
         self.pool: SessionPool[OutboundSession] = SessionPool(settings.connection_reuse_time)
@@ -154,8 +151,6 @@ class RelayAgent:
     # -- one destination -----------------------------------------------------------------
 
     def client_settings(self, destination: Destination) -> ClientSettings:
-        if self._client_settings is not None:
-            return self._client_settings(destination)
         return ClientSettings(
             helo_name=self.settings.helo_name,
             lmtp=destination.lmtp,
