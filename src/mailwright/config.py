@@ -28,8 +28,11 @@ from pydantic import (
     model_validator,
 )
 
-from mailwright.dns.names import parse_nameserver
-from mailwright.dns.resolver import DEFAULT_TIMEOUT as DNS_DEFAULT_TIMEOUT
+from mailwright.dns.servers import DEFAULT_ATTEMPTS as DNS_DEFAULT_ATTEMPTS
+from mailwright.dns.servers import DEFAULT_TIMEOUT as DNS_DEFAULT_TIMEOUT
+from mailwright.dns.servers import DEFAULT_TRUSTED as DNS_DEFAULT_TRUSTED
+from mailwright.dns.servers import MAX_ATTEMPTS as DNS_MAX_ATTEMPTS
+from mailwright.dns.servers import parse_nameserver
 from mailwright.smtp import limits as smtp_limits
 
 EMBEDDED_DATA_DIR = "./mailwright-data"
@@ -258,10 +261,15 @@ class DnsConfig(_Frozen):
     nameservers: list[str] = Field(default_factory=list)
     # Seconds to wait for each server; resolv.conf(5)'s default "timeout:5".
     timeout: Annotated[float, Field(gt=0)] = DNS_DEFAULT_TIMEOUT
+    # Rounds over the servers that did not answer; resolv.conf(5)'s "attempts:2", at
+    # most its cap of 5.
+    attempts: Annotated[int, Field(ge=1, le=DNS_MAX_ATTEMPTS)] = DNS_DEFAULT_ATTEMPTS
     # Resolvers whose DNSSEC validation (the AD bit) is believed — DANE needs it
     # (RFC 7672 §2.1).  Only a resolver reached over a path nobody can tamper with
     # qualifies (RFC 4035 §4.9.3), so by default only one on this host.
-    trusted_resolvers: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    trusted_resolvers: list[str] = Field(
+        default_factory=lambda: [str(net) for net in DNS_DEFAULT_TRUSTED]
+    )
 
     @field_validator("nameservers")
     @classmethod

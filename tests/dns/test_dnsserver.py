@@ -23,6 +23,7 @@ alias        IN CNAME mx
 txt          IN TXT "v=spf1 " "-all"
 _25._tcp.mx  IN TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
 a.b.deep     IN A 192.0.2.20
+child        IN NS ns.elsewhere.test.
 """
 QUERY_TIMEOUT = 2.0
 
@@ -88,3 +89,10 @@ def test_set_zone_and_ipv6(loopback_dns: MakeDns) -> None:
     server.set_zone(ZONE.replace("192.0.2.10", "192.0.2.99"))
     assert ask(server, "mx.example.test", "A").answer[0][0].address == "192.0.2.99"
     assert server.asked("MX.example.test.", "A") == 2
+
+
+def test_delegated_name_gets_a_referral(loopback_dns: MakeDns) -> None:
+    referral = ask(loopback_dns(ZONE), "host.child.example.test", "A")
+    assert referral.rcode() == dns.rcode.NOERROR and not referral.answer
+    assert [r.rdtype for r in referral.authority] == [dns.rdatatype.NS]
+    assert not referral.flags & dns.flags.RA

@@ -17,8 +17,9 @@ import pytest
 from helpers.clock import FakeClock
 from helpers.dnsserver import LoopbackDns, MakeDns
 from mailwright.dns.cache import MAX_NEGATIVE_TTL
-from mailwright.dns.names import parse_nameserver, query_name
+from mailwright.dns.names import query_name
 from mailwright.dns.resolver import DnsResolver, system_nameservers
+from mailwright.dns.servers import parse_nameserver
 from mailwright.dns.types import Answer, DnsTemporaryError, MxRecord, TlsaRecord
 
 T = TypeVar("T")
@@ -42,6 +43,7 @@ spf          IN TXT "v=spf1 ip4:192.0.2.0/24 " "-all"
 spf          IN TXT "second record"
 _25._tcp.mx  IN TLSA 3 1 1 {TLSA_HASH}
 nullmx       IN MX 0 .
+child        IN NS ns.elsewhere.test.
 xn--bcher-kva IN A 192.0.2.30
 10.2.0.192.in-addr.arpa. IN PTR mx.example.test.
 0.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa. IN PTR mx.example.test.
@@ -186,11 +188,32 @@ def test_servfail_is_temporary_and_not_cached(loopback_dns: MakeDns) -> None:
 
 def test_silent_server_times_out_within_the_bound(loopback_dns: MakeDns) -> None:
     server = loopback_dns(ZONE, silent=["example.test"])
-    r = resolver(server, timeout=SHORT_TIMEOUT)
+    r = resolver(server, timeout=SHORT_TIMEOUT, attempts=1)
     started = time.monotonic()
     with pytest.raises(DnsTemporaryError, match="no answer"):
         run(r.mx("example.test"))
     assert time.monotonic() - started < SHORT_TIMEOUT + 1.0
+
+
+def test_lost_query_is_asked_again(loopback_dns: MakeDns) -> None:
+    server = loopback_dns(ZONE, drop=1)
+    r = resolver(server, timeout=SHORT_TIMEOUT)  # two attempts by default
+    assert run(r.mx("example.test")).records
+    assert server.asked("example.test", "MX") == 2
+
+
+def test_attempts_bound_the_lookup(loopback_dns: MakeDns) -> None:
+    silent = loopback_dns(ZONE, silent=["example.test"])
+    failing = loopback_dns(ZONE, servfail=["example.test"])
+    r = DnsResolver([silent.address, failing.address], timeout=SHORT_TIMEOUT, attempts=3)
+    started = time.monotonic()
+    with pytest.raises(DnsTemporaryError, match="SERVFAIL") as info:
+        run(r.mx("example.test"))
+    assert time.monotonic() - started < 3 * SHORT_TIMEOUT + 1.0
+    assert "no answer in 0.3s" in str(info.value)
+    # The silent server is tried every round; the one that said SERVFAIL only once.
+    assert silent.asked("example.test", "MX") == 3
+    assert failing.asked("example.test", "MX") == 1
 
 
 def test_next_server_answers_when_first_fails(loopback_dns: MakeDns) -> None:
@@ -200,6 +223,16 @@ def test_next_server_answers_when_first_fails(loopback_dns: MakeDns) -> None:
     r = DnsResolver([bad.address, silent.address, good.address], timeout=SHORT_TIMEOUT)
     assert run(r.mx("example.test")).records[0] == MxRecord(10, "mx.example.test")
     assert [s.asked("example.test", "MX") for s in (bad, silent, good)] == [1, 1, 1]
+
+
+def test_referral_from_a_non_recursive_server_is_not_nodata(loopback_dns: MakeDns) -> None:
+    lame = loopback_dns(ZONE)
+    with pytest.raises(DnsTemporaryError, match="referral"):
+        run(resolver(lame).mx("child.example.test"))
+    recursive = loopback_dns(ZONE.replace("child ", "; child "))  # not delegated there
+    r = DnsResolver([lame.address, recursive.address], timeout=2.0)
+    assert not run(r.mx("child.example.test")).exists  # the second server's answer
+    assert lame.asked("child.example.test", "MX") == 2  # once each lookup: not re-asked
 
 
 def test_refused_by_unreachable_server_is_temporary(loopback_dns: MakeDns) -> None:

@@ -10,10 +10,12 @@ of one) does, which is what the resolver under test must tell apart:
   enclosing zone in the authority section, whose TTL and minimum bound the negative
   cache (RFC 2308 §3, §5);
 * CNAME chains inside the zone followed into the answer section (RFC 1034 §4.3.2);
+* a referral (no answer, the NS records in the authority section, RA clear) for names
+  under an NS record that is not at an SOA: what a non-recursive server sends;
 * the AD bit on answers for names under ``authentic`` (RFC 4035 §3.2.3: what a
   validating resolver sets once it has validated the data);
 * SERVFAIL for names under ``servfail``; no answer at all for names under ``silent``
-  (to drive timeouts);
+  (to drive timeouts), nor to the first ``drop`` queries (lost datagrams);
 * a UDP answer larger than the client's buffer (512 bytes, or its EDNS size) goes out
   truncated with TC set, so the client retries over TCP (RFC 7766 §5).
 
@@ -72,11 +74,30 @@ class Zone:
                 return next(r for r in self.records[zone] if r.rtype == QTYPE.SOA)
         return None
 
+    def delegation_for(self, name: str) -> list[RR] | None:
+        """The NS records of a zone cut at or above ``name`` (NS at a name without an
+        SOA: the child zone is delegated elsewhere, RFC 1034 §4.2.1)."""
+        labels = name.split(".")
+        for i in range(len(labels)):
+            owner = ".".join(labels[i:])
+            if owner in self.soas:
+                return None
+            ns = [r for r in self.records.get(owner, []) if r.rtype == QTYPE.NS]
+            if ns:
+                return ns
+        return None
+
     def answer(self, request: DNSRecord) -> DNSRecord:
         reply = request.reply(ra=1, aa=1)
         qname, qtype = _key(request.q.qname), request.q.qtype
         name = qname
         for _ in range(CNAME_CHAIN_LIMIT):
+            cut = self.delegation_for(name)
+            if cut is not None:  # not ours: a referral, as an authoritative-only server
+                reply.header.aa = 0
+                reply.header.ra = 0
+                reply.add_auth(*cut)
+                return reply
             rrs = self.records.get(name, [])
             matches = [r for r in rrs if r.rtype == qtype or qtype == QTYPE.ANY]
             if matches:
@@ -107,12 +128,14 @@ class LoopbackDns:
         authentic: Iterable[str] = (),
         servfail: Iterable[str] = (),
         silent: Iterable[str] = (),
+        drop: int = 0,
         host: str = "127.0.0.1",
     ) -> None:
         self.host = host
         self.authentic = frozenset(_key(n) for n in authentic)
         self.servfail = frozenset(_key(n) for n in servfail)
         self.silent = frozenset(_key(n) for n in silent)
+        self.drop = drop
         self.queries: list[tuple[str, str]] = []
         self.port = 0
         self._zone = Zone(zone)
@@ -181,6 +204,10 @@ class LoopbackDns:
         self.queries.append((qname, QTYPE.get(request.q.qtype)))
         if _under(qname, self.silent):
             return None
+        with self._lock:
+            if self.drop > 0:  # a lost datagram
+                self.drop -= 1
+                return None
         if _under(qname, self.servfail):
             reply = request.reply(ra=1)
             reply.header.ad = 0

@@ -10,13 +10,9 @@ underscore labels of TLSA (``_25._tcp``, RFC 6698 §3), DKIM (``_domainkey``) an
 
 from __future__ import annotations
 
-import ipaddress
-
 import dns.exception
 import dns.name
 import idna
-
-DNS_PORT = 53  # RFC 1035 §4.2
 
 
 def query_name(text: str) -> dns.name.Name | None:
@@ -50,34 +46,3 @@ def query_name(text: str) -> dns.name.Name | None:
 def name_text(name: dns.name.Name) -> str:
     """The form answers carry: lower case, no trailing dot; the root is ``""``."""
     return name.to_text(omit_final_dot=True).lower() if name != dns.name.root else ""
-
-
-def parse_nameserver(text: str) -> tuple[str, int]:
-    """``"IP"``, ``"IP:port"``, ``"IPv6"`` or ``"[IPv6]:port"`` -> ``(ip, port)``;
-    ``ValueError`` naming the entry otherwise.  Names are refused: the resolver cannot
-    resolve its own servers' names."""
-    entry = text.strip()
-    host, port_text = entry, ""
-    if entry.startswith("["):
-        host, sep, rest = entry[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"nameserver {text!r}: expected [IPv6] or [IPv6]:port")
-        port_text = rest[1:] if rest else ""
-        if rest and not port_text:
-            raise ValueError(f"nameserver {text!r}: empty port")
-    elif entry.count(":") == 1:
-        host, _, port_text = entry.partition(":")
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(
-            f"nameserver {text!r}: not an IP address (IP, IP:port or [IPv6]:port)"
-        ) from None
-    if entry.startswith("[") and address.version != 6:
-        raise ValueError(f"nameserver {text!r}: brackets are for IPv6 addresses")
-    port = DNS_PORT
-    if port_text:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise ValueError(f"nameserver {text!r}: port must be 1-65535")
-        port = int(port_text)
-    return str(address), port

@@ -42,13 +42,19 @@ import dns.reversename
 import dns.rrset
 
 from mailwright.dns.cache import DEFAULT_CACHE_SIZE, AnswerCache, CacheKey
-from mailwright.dns.names import DNS_PORT, name_text, query_name
+from mailwright.dns.names import name_text, query_name
+from mailwright.dns.servers import (
+    DEFAULT_ATTEMPTS,
+    DEFAULT_TIMEOUT,
+    DEFAULT_TRUSTED,
+    DNS_PORT,
+    MAX_ATTEMPTS,
+    Network,
+)
 from mailwright.dns.types import Answer, DnsTemporaryError, MxRecord, TlsaRecord
 
 T = TypeVar("T")
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-DEFAULT_TIMEOUT = 5.0  # seconds per server; resolv.conf(5) "timeout:n" default (RES_TIMEOUT)
 EDNS_PAYLOAD = 1232  # bytes; DNS Flag Day 2020's UDP size, no IP fragmentation
 MAX_TTL = 2**31 - 1  # seconds; RFC 2181 §8
 CNAME_CHAIN_LIMIT = 11  # CNAMEs followed in one answer; unbound's MAX_RESTART_COUNT
@@ -56,10 +62,6 @@ RESOLV_CONF = "/etc/resolv.conf"
 # resolv.conf(5): "If no nameserver entries are present, the default is to use the name
 # server on the local machine."
 LOCAL_NAMESERVER = ("127.0.0.1", DNS_PORT)
-DEFAULT_TRUSTED: tuple[Network, ...] = (
-    ipaddress.ip_network("127.0.0.0/8"),
-    ipaddress.ip_network("::1/128"),
-)
 
 
 def system_nameservers(path: str = RESOLV_CONF) -> list[tuple[str, int]]:
@@ -92,6 +94,7 @@ class DnsResolver:
         nameservers: Sequence[tuple[str, int]] | None = None,
         *,
         timeout: float = DEFAULT_TIMEOUT,
+        attempts: int = DEFAULT_ATTEMPTS,
         trusted: Sequence[Network] = DEFAULT_TRUSTED,
         clock: Callable[[], float] = time.monotonic,
         cache_size: int = DEFAULT_CACHE_SIZE,
@@ -101,7 +104,10 @@ class DnsResolver:
         self.nameservers = list(nameservers) if nameservers is not None else system_nameservers()
         if not self.nameservers:
             raise ValueError("no nameservers")
+        if not 1 <= attempts <= MAX_ATTEMPTS:
+            raise ValueError(f"attempts must be 1-{MAX_ATTEMPTS}")
         self.timeout = timeout
+        self.attempts = attempts
         self.trusted = tuple(trusted)
         self.cache = AnswerCache(cache_size, clock)
         self._pending: dict[CacheKey, asyncio.Future[Any]] = {}
@@ -191,25 +197,39 @@ class DnsResolver:
             task.exception()  # retrieved: every caller may have given up on it
 
     async def _ask(self, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> _Response:
+        """Each server in turn; then again, up to ``attempts`` rounds, those that did not
+        answer at all (a lost datagram is worth another try, as the C library's resolver
+        does; a server that answered SERVFAIL or REFUSED would only say so again)."""
         query = dns.message.make_query(qname, rdtype, use_edns=0, payload=EDNS_PAYLOAD)
         query.flags |= dns.flags.AD
-        failures: list[str] = []
-        for host, port in self.nameservers:
-            try:
-                async with asyncio.timeout(self.timeout):
-                    message, _ = await dns.asyncquery.udp_with_fallback(query, host, port=port)
-            except TimeoutError:
-                failures.append(f"{host}#{port}: no answer in {self.timeout:g}s")
-                continue
-            except (OSError, EOFError, dns.exception.DNSException) as exc:
-                failures.append(f"{host}#{port}: {exc.__class__.__name__}: {exc}")
-                continue
-            rcode = message.rcode()
-            if rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
-                return _read(message, qname, rdtype, authentic=self._trusts(host))
-            failures.append(f"{host}#{port}: {dns.rcode.to_text(rcode)}")
+        failures: dict[tuple[str, int], str] = {}
+        silent = list(self.nameservers)
+        for _ in range(self.attempts):
+            servers, silent = silent, []
+            for host, port in servers:
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        message, _ = await dns.asyncquery.udp_with_fallback(query, host, port=port)
+                except TimeoutError:
+                    failures[host, port] = f"no answer in {self.timeout:g}s"
+                    silent.append((host, port))
+                    continue
+                except (OSError, EOFError, dns.exception.DNSException) as exc:
+                    failures[host, port] = f"{exc.__class__.__name__}: {exc}"
+                    silent.append((host, port))
+                    continue
+                rcode = message.rcode()
+                if _is_referral(message):
+                    failures[host, port] = "referral (not a recursive resolver)"
+                elif rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+                    return _read(message, qname, rdtype, authentic=self._trusts(host))
+                else:
+                    failures[host, port] = dns.rcode.to_text(rcode)
+            if not silent:
+                break
         what = f"{name_text(qname)}/{dns.rdatatype.to_text(rdtype)}"
-        raise DnsTemporaryError(f"{what}: " + "; ".join(failures))
+        said = "; ".join(f"{host}#{port}: {why}" for (host, port), why in failures.items())
+        raise DnsTemporaryError(f"{what}: {said}")
 
     def _trusts(self, host: str) -> bool:
         address = ipaddress.ip_address(host)
@@ -257,6 +277,17 @@ def _read(
         ttl=negative_ttl,
         authentic=authentic and _ad(message),
     )
+
+
+def _is_referral(message: dns.message.Message) -> bool:
+    """NOERROR, no answer, NS records and no SOA in the authority section: a referral
+    (RFC 2308 §2.2), which only a server that does not recurse sends.  Taken as NODATA
+    it would make a domain look as if it had no MX and no address; it is a failure of
+    that server instead."""
+    if message.rcode() != dns.rcode.NOERROR or message.answer:
+        return False
+    types = {rrset.rdtype for rrset in message.authority}
+    return dns.rdatatype.NS in types and dns.rdatatype.SOA not in types
 
 
 def _find(
