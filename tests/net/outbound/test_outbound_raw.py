@@ -365,18 +365,24 @@ def test_starttls_refused(mode: TlsMode) -> None:
     """A STARTTLS answered 454: opportunistic TLS goes on in plaintext (the session is
     in step, RFC 7435); a policy that requires TLS fails, never falls back."""
     seen: list[bytes] = []
+    done = asyncio.Event()
 
     async def handler(reader, writer) -> None:  # type: ignore[no-untyped-def]
         await greet(reader, writer, b"250 STARTTLS\r\n")
         assert await read_command(reader) == b"STARTTLS\r\n"
         writer.write(b"454 4.7.0 TLS not available due to local problem\r\n")
         seen.append(await reader.readline())
+        writer.write(b"221 2.0.0 bye\r\n")
+        done.set()
 
     async def main():  # type: ignore[no-untyped-def]
         async with scripted_server(handler) as port:
-            session = await OutboundSession.open(raw_peer(port), settings(), TlsPolicy(mode))
-            await session.quit()
-            return session
+            try:
+                session = await OutboundSession.open(raw_peer(port), settings(), TlsPolicy(mode))
+                await session.quit()
+                return session
+            finally:
+                await asyncio.wait_for(done.wait(), 5)
 
     if mode is TlsMode.OPPORTUNISTIC:
         session = run(main())
@@ -384,6 +390,7 @@ def test_starttls_refused(mode: TlsMode) -> None:
         return
     with pytest.raises(SessionError) as caught:
         run(main())
+    assert seen == [b"QUIT\r\n"]  # in step: the client says goodbye, no plaintext mail
     err = caught.value
     assert err.stage is Stage.STARTTLS and err.temporary
     assert err.reply is not None and err.reply.code == 454

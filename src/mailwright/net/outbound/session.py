@@ -123,10 +123,34 @@ class OutboundSession:
         except ChannelError as exc:
             channel.abort()
             raise session._error(exc.reason, result_reply=exc.reply) from None
+        except SessionError:
+            session._leave()
+            raise
         except BaseException:
             channel.abort()
             raise
         return session
+
+    def _leave(self) -> None:
+        """After a refusal that left the session in step (TLS not offered, AUTH
+        refused, a failed certificate check): QUIT without waiting for its reply, as
+        RFC 5321 §4.1.1.10 asks of a client that is done, then close."""
+        conn = self._channel.conn
+        if (
+            self._channel.alive
+            and conn.pending == 0
+            and conn.state
+            in (
+                State.READY,
+                State.NEED_HELO,
+            )
+        ):
+            with contextlib.suppress(ChannelError):
+                self._channel.write([Quit()])
+            self._channel.close()  # flushes the QUIT
+        else:
+            self._channel.abort()
+        self._closed = True
 
     def _error(
         self,
