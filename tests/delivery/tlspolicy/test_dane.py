@@ -15,7 +15,10 @@ from pathlib import Path
 import pytest
 import trustme
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.x509.oid import NameOID
 
 from helpers.dnsserver import MakeDns
 from mailwright.delivery.tlspolicy.dane import DaneCheck, DaneOutcome, dane_policy, tlsa_name
@@ -262,3 +265,36 @@ def test_dane_check_reads_the_chain_under_uvloop(tmp_path: Path, ca: trustme.CA)
     assert uvloop.run(_check_over_tls(server, check)) is None
     wrong = DaneCheck((tlsa(2, 0, 1, der(trustme.CA().cert_pem)),), (MX,))
     assert uvloop.run(_check_over_tls(server, wrong)) is not None
+
+
+def test_dane_ta_refuses_a_leaf_acting_as_a_ca(tmp_path: Path, ca: trustme.CA) -> None:
+    """Regression: a DANE-TA record often pins a public CA.  Anyone with an ordinary
+    certificate from that CA (CA:FALSE) must not be able to sign a certificate for
+    the MX host with it and have the chain accepted."""
+    attacker = ca.issue_cert("attacker.example")
+    attacker_key = serialization.load_pem_private_key(attacker.private_key_pem.bytes(), None)
+    attacker_cert = x509.load_pem_x509_certificate(attacker.cert_chain_pems[0].bytes())
+    forged_key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    forged = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, MX)]))
+        .issuer_name(attacker_cert.subject)
+        .public_key(forged_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(MX)]), critical=False)
+        .sign(attacker_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    forged_pem = trustme.Blob(forged.public_bytes(Encoding.PEM))
+    key_pem = trustme.Blob(
+        forged_key.private_bytes(
+            Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    server = server_context(
+        tmp_path, [forged_pem, attacker.cert_chain_pems[0], ca.cert_pem], key_pem
+    )
+    reason = check_over_tls(server, [tlsa(2, 0, 1, der(ca.cert_pem))])
+    assert reason is not None and "does not chain to the TLSA trust anchor" in reason

@@ -122,3 +122,17 @@ def test_unchanged_id_uses_the_cache_without_fetching(world: World, tmp_path: Pa
     assert (first.cached, again.cached) == (False, True)
     assert again.policy == first.policy
     assert world.web.requests["mta-sts.good.loc"] == fetched
+
+
+def test_absent_cases_skip_or_fail_when_required(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user's clone without /work/shared skips with a reason; CI
+    (MAILWRIGHT_REQUIRE_INTEROP=1) cannot pass by skipping."""
+    monkeypatch.setattr("helpers.mtasts_env.CASES_FILE", tmp_path / "absent.yaml")
+    monkeypatch.delenv("MAILWRIGHT_REQUIRE_INTEROP", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="shared MTA-STS cases are not here"):
+        require_cases()
+    monkeypatch.setenv("MAILWRIGHT_REQUIRE_INTEROP", "1")
+    with pytest.raises(pytest.fail.Exception, match="MAILWRIGHT_REQUIRE_INTEROP=1 requires"):
+        require_cases()

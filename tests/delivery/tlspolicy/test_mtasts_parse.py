@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from mailwright.delivery.tlspolicy.discover import policy_domain
 from mailwright.delivery.tlspolicy.mtasts import (
     MAX_AGE_MAX,
     MAX_POLICY_BYTES,
@@ -115,3 +116,20 @@ def test_invalid_policies_say_why(body: bytes, problem: str) -> None:
 )
 def test_mx_pattern_matching(pattern: str, host: str, matches: bool) -> None:
     assert mx_matches(pattern, host) is matches
+
+
+@pytest.mark.parametrize(
+    ("given", "looked_up"),
+    [
+        ("Example.COM.", "example.com"),
+        (".example.com", None),
+        ("[192.0.2.1]", None),
+        ("[IPv6:2001:db8::1]", None),
+        ("192.0.2.1", None),
+        ("a..b", None),
+        ("", None),
+    ],
+)
+def test_policy_domain(given: str, looked_up: str | None) -> None:
+    """Which recipient domains MTA-STS is looked up for: names, never address literals."""
+    assert policy_domain(given) == looked_up

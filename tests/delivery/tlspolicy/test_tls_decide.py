@@ -189,3 +189,20 @@ def test_build_decider_from_configuration(loopback_dns: MakeDns, tmp_path: Path)
         TlsMode.OPPORTUNISTIC
     )
     assert decider.configured == {DOMAIN: TlsMode.ENCRYPT}
+
+
+def test_unusable_tlsa_requires_tls_without_weakening_mta_sts(
+    loopback_dns: MakeDns, tmp_path: Path
+) -> None:
+    """Authenticated TLSA records none of which is usable (PKIX-EE) make TLS mandatory
+    (RFC 7672 §2.2) over "none"/"may" — but an enforced MTA-STS policy's certificate
+    check still applies: the floor never lowers a stronger policy."""
+    unusable = f"_25._tcp.{MX}. IN TLSA 1 1 1 {TLSA_DIGEST}\n"
+    sts_less = Setup(loopback_dns, tmp_path, body=None, configured={DOMAIN: TlsMode.NONE})
+    sts_less.dns.set_zone(zone(sts=False) + unusable)
+    floor = sts_less.policy()
+    assert (floor.mode, floor.source) == (TlsMode.ENCRYPT, "dane")
+    enforced = Setup(loopback_dns, tmp_path / "b")
+    enforced.dns.set_zone(zone() + unusable)
+    policy = enforced.policy()
+    assert (policy.mode, policy.source, policy.match_names) == (TlsMode.VERIFY, "mta-sts", (MX,))

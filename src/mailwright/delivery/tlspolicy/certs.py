@@ -73,8 +73,9 @@ def association_data(der: bytes, selector: int, matching_type: int) -> bytes | N
 
 def issuance_path(chain: list[bytes], anchor_index: int) -> str | None:
     """None when the leaf (``chain[0]``) chains, through certificates the peer sent, up
-    to ``chain[anchor_index]`` with valid signatures and, below the anchor, current
-    validity periods; else why not.
+    to ``chain[anchor_index]`` with valid signatures by CA certificates and, below the
+    anchor, current validity periods; else why not.  (Path length and name constraints
+    are not enforced.)
 
     The peer's order is not trusted: each step looks for the certificate among those
     sent that actually signed the current one.  The anchor's own dates are not checked:
@@ -101,11 +102,33 @@ def issuance_path(chain: list[bytes], anchor_index: int) -> str | None:
 
 
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """``issuer`` is a CA (RFC 5280 §4.2.1.9 cA, §4.2.1.3 keyCertSign when key usage is
+    present) and its key signed ``cert``.  Without the CA check anyone holding an
+    ordinary certificate from a CA that a DANE-TA record pins (often a public one)
+    could sign a certificate for any MX host with it."""
+    if not _is_ca(issuer):
+        return False
     try:
         cert.verify_directly_issued_by(issuer)
     except Exception:  # InvalidSignature, ValueError (name mismatch), TypeError (key type)
         return False
     return True
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        if not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+            return False
+    except x509.ExtensionNotFound:
+        return False  # RFC 5280 §4.2.1.9: no basicConstraints, not a CA
+    except ValueError:  # a malformed extension
+        return False
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign)
+    except x509.ExtensionNotFound:
+        return True
+    except ValueError:
+        return False
 
 
 def _subject(cert: x509.Certificate) -> str:

@@ -22,9 +22,10 @@ What the records say:
 What does not apply DANE, so that other policies (MTA-STS, configuration,
 opportunistic) decide: an unauthenticated MX or TLSA answer, authenticated denial of
 TLSA records, and a TLSA lookup that fails.  The last one is a deliberate choice of
-this project (RFC 7672 §2.2.2 would defer delivery instead): a resolver that times out
-or SERVFAILs on TLSA queries must never wedge the queue; the log line says that DANE
-was not applied and why.
+this project's brief ("a resolver that does not validate must not wedge the queue"):
+RFC 7672 §2.2 instead treats an MX host whose TLSA lookup fails as unusable, and
+Postfix and Exim defer such mail.  The policy's reason says that DANE was not applied
+and why, so the log shows every such downgrade.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ MTA-STS and the configuration.
 Precedence, per (recipient domain, MX host):
 
 1. DANE — authenticated, usable TLSA records for the MX host (RFC 7672; RFC 8461 §2:
-   a sender doing both prefers DANE where TLSA records are published);
+   a sender doing both prefers DANE where TLSA records are published).  Authenticated
+   records none of which is usable only set a floor: TLS required (RFC 7672 §2.2),
+   unless a rule below asks for more;
 2. MTA-STS ``enforce`` — TLS with a certificate valid for the MX host name, and only to
    MX hosts the policy lists (RFC 8461 §4.1, §5);
 3. the per-domain configuration, ``[[tls_policy]]`` (none / may / encrypt / verify);
@@ -123,13 +125,23 @@ class DomainPlan:
     ) -> TlsPolicy:
         host = mx_host.rstrip(".").lower()
         notes: list[str] = []
+        floor: TlsPolicy | None = None  # TLS required by unusable TLSA records
         if self.decider.dane:
             dane = await dane_policy(
                 self.decider.resolver, host, mx_authentic=mx_authentic, port=port
             )
-            if dane.policy is not None:
+            if dane.policy is not None and dane.policy.mode is TlsMode.DANE:
                 return dane.policy
+            floor = dane.policy
             notes.append(dane.reason)
+        policy = self._below_dane(host, notes)
+        if floor is not None and not policy.required:
+            # RFC 7672 §2.2: authenticated but unusable TLSA records still make TLS
+            # mandatory; a stronger policy below (MTA-STS enforce, verify) stands.
+            return floor
+        return policy
+
+    def _below_dane(self, host: str, notes: list[str]) -> TlsPolicy:
         enforced = self.enforced
         if enforced is not None:
             label = _sts_label(self.sts)
