@@ -12,8 +12,8 @@ from mailwright.queue.dsn import (
     build_bounce,
     split_headers,
     status_of,
-    wants_failure_notice,
 )
+from mailwright.queue.notices import wants_failure_notice
 from mailwright.smtp import (
     NEED_DATA,
     Ehlo,

@@ -49,7 +49,6 @@ from enum import Enum, StrEnum
 
 from mailwright.spool.model import (
     BodyType,
-    Recipient,
     RecipientState,
     RemoteReply,
     SpooledMessage,
@@ -127,14 +126,6 @@ class Reported:
     state: RecipientState
     action: Action
     remote_host: str | None = None
-
-
-def wants_failure_notice(recipient: Recipient) -> bool:
-    """RFC 3461 §4.1: does this recipient want a DSN when delivery fails?"""
-    notify = {n.upper() for n in recipient.notify}
-    if not notify:
-        return True  # default behaviour: report failures
-    return "FAILURE" in notify and "NEVER" not in notify
 
 
 def status_of(reply: RemoteReply | None) -> tuple[str, str | None]:

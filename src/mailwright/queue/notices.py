@@ -47,7 +47,7 @@ from collections.abc import Sequence
 from mailwright.config import DeliveryConfig
 from mailwright.queue.agent import DeliveryResult
 from mailwright.queue.bounces import BounceNotStored, Queued, queue_report
-from mailwright.queue.dsn import Action, Reported, ReportKind, wants_failure_notice
+from mailwright.queue.dsn import Action, Reported, ReportKind
 from mailwright.queue.outcome import Tried
 from mailwright.spool.model import Recipient, RecipientState, RecipientStatus, SpooledMessage
 from mailwright.spool.store import SpoolStore
@@ -70,6 +70,14 @@ def postmaster_address(hostname: str, local_domains: Sequence[str]) -> str:
     if host in domains or not domains:
         return f"{POSTMASTER}@{host}"
     return f"{POSTMASTER}@{domains[0]}"
+
+
+def wants_failure_notice(recipient: Recipient) -> bool:
+    """RFC 3461 §4.1: does this recipient want a DSN when delivery fails?"""
+    notify = {n.upper() for n in recipient.notify}
+    if not notify:
+        return True  # default behaviour: report failures
+    return "FAILURE" in notify and "NEVER" not in notify
 
 
 def wants_delay_notice(recipient: Recipient) -> bool:

@@ -40,15 +40,16 @@ One attempt, per message (RFC 5321 §4.5.4.1 retry strategy): ``agent.deliver`` 
 the pending recipients (an exception, a timeout or a missing result counts as a
 *temporary* failure, DESIGN principle 4); the results applied to the message with
 backoff, jitter and expiry (``outcome``); recipients that failed now bounced *now*,
-in one RFC 3464 DSN queued in the same store (``bounces``), even if others are still
-deferred — the sender learns about a typo in minutes, not after days; then no
-recipient pending -> ``remove``, otherwise ``record_attempt``: the recipients' state,
-one history row per recipient tried (time, structured reply, remote host), the end
-of the lease.
+in one RFC 3464 DSN queued in the same store (``notices``), even if others are still
+deferred — the sender learns about a typo in minutes, not after days — and the
+success and delay reports the attempt calls for (NOTIFY, ``delay_warning_time``);
+then no recipient pending -> ``remove``, otherwise ``record_attempt``: the
+recipients' state, one history row per recipient tried (time, structured reply,
+remote host), the end of the lease.
 
 Delivery is **at-least-once**, the standard MTA trade-off: the queue entry changes only
-after the agent returns, so a crash (or a failed store write) mid-attempt leaves the
-message PENDING and it is delivered again later — possibly a duplicate, never a loss.
+after the agent returns, so a crash mid-attempt leaves the message PENDING and it is
+delivered again later — possibly a duplicate, never a loss.
 For the same reason every report (``notices``) is stored *before* the original is
 updated: if a bounce cannot be stored, the failed recipients stay PENDING with their
 5xx reply, and the next attempt reports them without trying them again

@@ -1,9 +1,10 @@
-"""A version-4 embedded queue (before the per-recipient delay-warning mark) opens,
-migrated in place: every message kept, no recipient counted as already warned.
+"""An embedded queue from before the per-recipient delay-warning mark opens, migrated
+in place: every message kept, no recipient counted as already warned.
 
-The version-4 database is made by dropping what version 5 added from a fresh one, so
-it is exactly the previous release's layout (every other table was already checked
-by ``test_migration``).
+The older database is made by dropping what the migration step adds from a fresh one
+(``BEFORE``: the version that step starts from, found in ``_db._MIGRATIONS``; the step
+must be the latest, so that the result is exactly the previous release's layout).
+Every other table was already checked by ``test_migration``.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ import sqlite3
 from pathlib import Path
 
 from helpers.spoolkit import BODY, Clock, envelope, put, run
-from mailwright.spool._db import SCHEMA_VERSION
+from mailwright.spool import _db
 from mailwright.spool.embedded import EmbeddedSpool
 from mailwright.spool.model import RemoteReply
 
+BEFORE = next(v for v, (script, _) in _db._MIGRATIONS.items() if "delay_warned" in script)
 
-def test_version_4_queue_gains_delay_warned_and_loses_nothing(tmp_path: Path, clock: Clock) -> None:
+
+def test_queue_before_delay_warned_gains_it_and_loses_nothing(tmp_path: Path, clock: Clock) -> None:
     async def make() -> str:
         store = EmbeddedSpool(tmp_path, clock=clock)
         await store.open()
@@ -31,7 +34,7 @@ def test_version_4_queue_gains_delay_warned_and_loses_nothing(tmp_path: Path, cl
     qid = run(make())
     conn = sqlite3.connect(tmp_path / "spool" / "queue.db")
     conn.execute("ALTER TABLE recipients DROP COLUMN delay_warned")
-    conn.execute("PRAGMA user_version=4")
+    conn.execute(f"PRAGMA user_version={BEFORE}")
     conn.commit()
     conn.close()
 
@@ -56,6 +59,7 @@ def test_version_4_queue_gains_delay_warned_and_loses_nothing(tmp_path: Path, cl
     run(reopen())
     conn = sqlite3.connect(tmp_path / "spool" / "queue.db")
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == _db.SCHEMA_VERSION
+        assert BEFORE == _db.SCHEMA_VERSION - 1
     finally:
         conn.close()
