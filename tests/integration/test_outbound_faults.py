@@ -526,3 +526,57 @@ def test_private_mx_is_a_mail_loop_without_allow_private_addresses(tmp_path, dns
     ]
     (dsn,) = bounces
     assert dsn_status(dsn) == [("rfc822; x@far.test", "failed", "5.4.6")]
+
+
+def test_opportunistic_tls_handshake_failure_falls_back_to_plaintext(tmp_path, dns, port):
+    """A host that offers STARTTLS, answers 220 and then cannot do TLS: with the
+    default ("may") policy the relay connects again and delivers in plaintext (RFC
+    7435, Postfix's "may"); the log detail says so."""
+    connections: list[list[bytes]] = []
+
+    async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen: list[bytes] = []
+        connections.append(seen)
+        writer.write(b"220 broken-tls.test ESMTP\r\n")
+        while line := await asyncio.wait_for(reader.readline(), 5):
+            verb = line[:4].upper()
+            seen.append(verb)
+            if verb == b"EHLO":
+                writer.write(b"250-broken-tls.test\r\n250 STARTTLS\r\n")
+            elif verb == b"STAR":
+                writer.write(b"220 go ahead\r\n")
+                await writer.drain()
+                await reader.read(5)  # the ClientHello, answered with garbage
+                writer.write(b"this is not TLS\r\n" * 10)
+                await writer.drain()
+                break
+            elif verb == b"DATA":
+                writer.write(b"354 go on\r\n")
+                await writer.drain()
+                await reader.readuntil(b"\r\n.\r\n")
+                writer.write(b"250 2.0.0 stored\r\n")
+            elif verb == b"QUIT":
+                writer.write(b"221 bye\r\n")
+                break
+            else:
+                writer.write(b"250 2.0.0 ok\r\n")
+            await writer.drain()
+        writer.close()
+
+    async def main():
+        server = await asyncio.start_server(peer, "127.0.0.8", port)
+        try:
+            h = harness(tmp_path, dns, port)
+            await h.put("x@partial.test")
+            await h.run_once()
+            await h.close()
+            return h
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    h = run(main())
+    assert [e[:2] for e in h.events] == [("delivered", "x@partial.test")]
+    assert "TLS handshake failed" in h.results[0].reason and "tls=none" in h.results[0].reason
+    assert connections[0] == [b"EHLO", b"STAR"]
+    assert connections[1][:3] == [b"EHLO", b"MAIL", b"RCPT"]  # no STARTTLS the second time

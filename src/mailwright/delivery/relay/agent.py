@@ -6,10 +6,12 @@ transaction per destination, the destinations concurrently.  For a destination:
 
 1. its candidates (``mx``: MX hosts in order, or the next hop's addresses); a
    routing failure (null MX, NXDOMAIN, loop, DNS down) is every recipient's answer;
-2. an idle session to it from the pool, else the candidates in order: a connection
-   failure, a 4xx (or 5xx) greeting, EHLO or TLS failure moves on to the next one
-   (RFC 5321 §5.1: "try the next"), at most ``max_mx_sessions`` sessions that got a
-   greeting (Postfix smtp_mx_session_limit) and the candidates ``mx`` allowed;
+2. an idle session to it from the pool (checked with RSET), else the candidates in
+   order: a connection failure, a 4xx (or 5xx) greeting, EHLO or TLS failure moves on
+   to the next one (RFC 5321 §5.1: "try the next"), at most ``max_mx_sessions``
+   sessions that got a greeting (Postfix smtp_mx_session_limit) and the candidates
+   ``mx`` allowed; a failed handshake under opportunistic TLS first gets one
+   plaintext connection to the same host (RFC 7435);
 3. one transaction: its per-recipient replies are the answer (a 5xx at MAIL, RCPT or
    after DATA is final; a 4xx or a connection lost after the data is a temporary
    failure, retried by the queue).  No next host after a transaction began: the
@@ -59,7 +61,7 @@ from mailwright.net.outbound.model import (
     TransactionResult,
 )
 from mailwright.net.outbound.session import OutboundSession
-from mailwright.net.outbound.tlspolicy import TlsPolicy
+from mailwright.net.outbound.tlspolicy import TlsMode, TlsPolicy
 from mailwright.smtp import Reply, codes
 from mailwright.spool.model import Recipient, SpooledMessage
 
@@ -268,7 +270,7 @@ class RelayAgent:
             policy = await self.policy(destination, plan, cand)
             peer = Peer(cand.host, cand.address, cand.port)
             try:
-                session = await OutboundSession.open(peer, settings, policy)
+                session, policy = await self._open(peer, settings, policy)
             except SessionError as exc:
                 failures.append(f"{cand}: {describe(policy)}: {exc.stage.value}: {exc.reason}")
                 last = exc
@@ -295,6 +297,23 @@ class RelayAgent:
         raise RouteError(
             reply, "; ".join(failures), host if last.stage is not Stage.CONNECT else None
         )
+
+    async def _open(
+        self, peer: Peer, settings: ClientSettings, policy: TlsPolicy
+    ) -> tuple[OutboundSession, TlsPolicy]:
+        """A session to ``peer`` under ``policy``; with opportunistic TLS, a failed
+        handshake is followed by one plaintext connection (RFC 7435 §3: encryption
+        when possible, never a reason not to deliver; Postfix's "may" does the same).
+        Any required mode never falls back."""
+        try:
+            return await OutboundSession.open(peer, settings, policy), policy
+        except SessionError as exc:
+            if exc.stage is not Stage.TLS or policy.mode is not TlsMode.OPPORTUNISTIC:
+                raise
+            why = f"{policy.reason}; TLS handshake failed ({exc.reason}), plaintext"
+            plain = TlsPolicy(TlsMode.NONE, policy.source, why)
+            log.info("%s[%s]: %s", peer.host, peer.address, why)
+            return await OutboundSession.open(peer, settings, plain), plain
 
     def _finish(
         self,
