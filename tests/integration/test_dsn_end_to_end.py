@@ -92,7 +92,8 @@ def test_undeliverable_bounce_reaches_the_postmaster_once(server: InProcessServe
     assert parsed["To"] == f"<postmaster@{EXAMPLE}>"
     assert parsed["Subject"] == "Postmaster Copy: Undelivered Mail"
     assert block["Final-Recipient"] == "rfc822; ghost@elsewhere.test"
-    assert block["Action"] == "failed" and block["Status"] == "5.7.1"
+    # The relay routes elsewhere.test by MX; the tests' DNS has no such domain.
+    assert block["Action"] == "failed" and block["Status"] == "5.1.2"
     server.wait_queue_empty()  # original, bounce and notice all done: nothing loops
     assert len(server.message_files(EXAMPLE, "postmaster")) == 1
     log = server.mail_log()
