@@ -35,6 +35,7 @@ mx.example      IN A 127.0.0.11
 NEXT_HOP = "127.0.0.11"
 SMARTHOST = "127.0.0.12"
 CAROL = "carol@remote.test"
+WORKER_TIMEOUT = 30.0  # s for a subprocess server's delivery worker to relay
 
 
 @pytest.fixture
@@ -174,3 +175,27 @@ def test_transport_tls_verify_defers_without_trust_then_delivers_with_ca_file(ma
     log = wait_for_log(trusting, " delivered to=", DELIVERY_TIMEOUT)
     line = next(x for x in log.splitlines() if " delivered to=" in x)
     assert "tls=verify" in line and "TLSv1." in line, line
+
+
+def test_relayed_by_the_delivery_worker_of_a_real_serve(make_server, make_subprocess_server, dns):
+    """The production process model: ``mailwright serve -c`` in a subprocess, its
+    queue run by the delivery worker process under uvloop, relays by MX like the
+    in-process one.  Regression: the outbound channel asserted ``isinstance(transport,
+    asyncio.Transport)``, which uvloop's transports are not, so every relayed message
+    died in ``connection_made`` in the real server."""
+    port = free_shared_port([NEXT_HOP])
+    next_hop = receiver(make_server, NEXT_HOP, port)
+    relay = make_subprocess_server(
+        extra={
+            "relay": {"trusted_networks": ["127.0.0.1/32"]},
+            "dns": {"nameservers": [dns.nameserver]},
+            "outbound": {"port": port, "allow_private_addresses": True},
+        }
+    )
+    submit(relay, CAROL, "from the worker")
+    # The worker runs at idle CPU priority (delivery.worker_idle): give it time on a
+    # busy machine.
+    (stored,) = next_hop.maildir_messages("remote.test", "carol", timeout=WORKER_TIMEOUT)
+    assert b"Subject: from the worker" in stored
+    log = wait_for_log(relay, " delivered to=", WORKER_TIMEOUT)
+    assert f"relay=mx.remote.test[{NEXT_HOP}]:{port}" in log
