@@ -183,6 +183,7 @@ def test_local_refusals_send_nothing_and_keep_the_connection() -> None:
         seen.append(await read_command(reader))
         writer.write(b"221 bye\r\n")
 
+    nobody = message()  # no recipients: nothing to send
     big = message("bob@example.test", data=b"Subject: big\r\n\r\n" + b"x" * 200 + b"\r\n")
     utf8 = message("bob@example.test", smtputf8=True)
     nul = message("bob@example.test", data=b"Subject: nul\r\n\r\n\0\r\n")
@@ -190,11 +191,12 @@ def test_local_refusals_send_nothing_and_keep_the_connection() -> None:
     async def main():  # type: ignore[no-untyped-def]
         async with scripted_server(handler) as port:
             session = await OutboundSession.open(raw_peer(port), settings(), NO_TLS)
-            results = [await session.send(m) for m in (big, utf8, nul)]
+            results = [await session.send(m) for m in (nobody, big, utf8, nul)]
             await session.quit()
             return results
 
-    too_big, no_utf8, with_nul = run(main())
+    empty, too_big, no_utf8, with_nul = run(main())
+    assert empty.recipients == () and empty.reason == "no recipients" and empty.usable
     assert seen == [b"QUIT\r\n"]  # not one MAIL went out
     assert str(too_big.recipients[0].reply).startswith("552 5.3.4 ")
     assert too_big.reason == "message of 218 octets, the peer accepts at most 100"

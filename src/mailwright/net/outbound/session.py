@@ -16,7 +16,9 @@ TLS, per policy mode:
 * ENCRYPT, VERIFY, DANE: TLS required; not offered, refused or failed -> SessionError
   (temporary, 4.7.4 / 4.7.5 as Postfix defers), never a plaintext fallback.  VERIFY
   checks the chain (system CAs + ``settings.ca_file``) and the name against
-  ``policy.match_names`` (``peer.host`` when empty; RFC 6125 wildcards).  Then, for any
+  ``policy.match_names`` (``peer.host`` when empty): host names, matched against the
+  certificate's DNS-IDs, whose wildcards follow RFC 6125 §6.4.3 (a policy's own MX
+  patterns, as MTA-STS has them, are the caller's to resolve into names).  Then, for any
   mode, ``policy.peer_check(ssl_object)`` when set: a reason fails the session.
 
 AUTH: the strongest mechanism both sides know.  Over TLS that is the core's order

@@ -313,7 +313,9 @@ async def run_transaction(
     start = len(channel.transcript)
     txn = _Transaction(channel, info, settings, message)
     reason = ""
-    if not usable:
+    if not message.recipients:
+        reason = "no recipients"  # nothing to send: no MAIL without a RCPT to follow
+    elif not usable:
         reason = "connection not usable"
         txn.final = [codes.R451_CONNECTION_LOST] * len(txn.final)
     else:
