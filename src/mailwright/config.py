@@ -424,6 +424,191 @@ class ProcessConfig(_Frozen):
     group: str | None = None
 
 
+# -- outbound: the relay (delivery.relay) -------------------------------------------
+
+# The port MX hosts are contacted on (RFC 5321 §4.5.4: the SMTP service, port 25).
+SMTP_PORT = 25
+# Postfix smtp_mx_address_limit (5): at most this many MX addresses per attempt.
+DEFAULT_MX_ADDRESSES = 5
+# Postfix smtp_mx_session_limit (2): at most this many SMTP sessions (greeting
+# received) per attempt; a refused connection does not count.
+DEFAULT_MX_SESSIONS = 2
+# Postfix default_process_limit (100): connections out at once, all destinations.
+DEFAULT_OUTBOUND_CONNECTIONS = 100
+# Postfix default_destination_concurrency_limit (20): at once to one destination.
+DEFAULT_DESTINATION_CONNECTIONS = 20
+# Postfix smtp_connection_reuse_time_limit (300s): an idle session is kept for reuse
+# by the next message to the same destination at most this long after it opened.
+DEFAULT_CONNECTION_REUSE_TIME = 300.0
+
+
+class NextHopKind(StrEnum):
+    SMTP = "smtp"
+    LMTP = "lmtp"  # RFC 2033: a mailbox store (Dovecot)
+    LOCAL = "local"  # this host's Maildir agent
+
+
+class NextHop(_Frozen):
+    """Where a route leads.  Postfix's syntax: ``[host]`` means "this host, no MX
+    lookup"; a bare host name is looked up as a mail domain (its MX records)."""
+
+    kind: NextHopKind
+    host: str = ""  # "" for local and for LMTP over a UNIX socket
+    port: int | None = None  # None: the route's default ([outbound] port, LMTP 24)
+    mx_lookup: bool = False
+    unix_path: str = ""  # LMTP over a UNIX-domain socket
+
+    def __str__(self) -> str:
+        if self.kind is NextHopKind.LOCAL:
+            return "local"
+        if self.unix_path:
+            return f"{self.kind}:unix:{self.unix_path}"
+        host = self.host if self.mx_lookup else f"[{self.host}]"
+        return f"{self.kind}:{host}" + (f":{self.port}" if self.port is not None else "")
+
+
+def parse_host_port(spec: str) -> tuple[str, int | None, bool]:
+    """``host``, ``host:port``, ``[host]``, ``[host]:port`` (IPv6 inside brackets) ->
+    (host, port or None, MX lookup wanted).  ``ValueError`` names what is wrong."""
+    spec = spec.strip()
+    if spec.startswith("["):
+        host, bracket, rest = spec[1:].partition("]")
+        mx_lookup = False
+        if not bracket:
+            raise ValueError(f"{spec!r}: missing ']'")
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"{spec!r}: expected [host]:port")
+        port_text = rest[1:] if rest else None
+    else:
+        if spec.count(":") > 1:
+            raise ValueError(f"{spec!r}: write an IPv6 address in brackets, e.g. [::1]:25")
+        host, colon, port_text_ = spec.partition(":")
+        port_text = port_text_ if colon else None
+        mx_lookup = True
+    host = host.strip().rstrip(".").lower()
+    if not host:
+        raise ValueError(f"{spec!r}: no host name")
+    port = None
+    if port_text is not None:
+        if not port_text.isdigit() or not 0 < int(port_text) <= 65535:
+            raise ValueError(f"{spec!r}: port must be a number from 1 to 65535")
+        port = int(port_text)
+    try:  # an address is never looked up as a mail domain
+        ipaddress.ip_address(host)
+        mx_lookup = False
+    except ValueError:
+        pass
+    return host, port, mx_lookup
+
+
+def parse_nexthop(spec: str) -> NextHop:
+    """A transport's ``nexthop``: ``smtp:[host]:port``, ``smtp:host`` (MX lookup of
+    host), ``lmtp:host:port``, ``lmtp:unix:/path``, ``local``."""
+    kind_text, colon, rest = spec.strip().partition(":")
+    try:
+        kind = NextHopKind(kind_text.lower())
+    except ValueError:
+        raise ValueError(
+            f"{spec!r}: expected smtp:HOST, smtp:[HOST]:PORT, lmtp:HOST:PORT, "
+            "lmtp:unix:/PATH or local"
+        ) from None
+    if kind is NextHopKind.LOCAL:
+        if colon:
+            raise ValueError(f"{spec!r}: local takes no host")
+        return NextHop(kind=kind)
+    if kind is NextHopKind.LMTP and rest.startswith("unix:"):
+        path = rest.removeprefix("unix:")
+        if not path.startswith("/"):
+            raise ValueError(f"{spec!r}: the socket path must be absolute")
+        return NextHop(kind=kind, unix_path=path)
+    host, port, mx_lookup = parse_host_port(rest)
+    if kind is NextHopKind.LMTP:
+        mx_lookup = False  # RFC 2033 §4: LMTP is never used with MX records
+    return NextHop(kind=kind, host=host, port=port, mx_lookup=mx_lookup)
+
+
+class TransportTls(StrEnum):
+    """A route's TLS setting (Postfix smtp_tls_security_level names)."""
+
+    NONE = "none"
+    MAY = "may"
+    ENCRYPT = "encrypt"
+    VERIFY = "verify"
+
+
+class _Credentials(_Frozen):
+    # The password is never inline: it lives in a file only the server reads.
+    username: str | None = None
+    password_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> Self:
+        if (self.username is None) != (self.password_file is None):
+            raise ValueError("username and password_file go together (AUTH needs both)")
+        return self
+
+
+class TransportConfig(_Credentials):
+    """One ``[[transport]]`` entry (Postfix transport_maps): ``domain`` is exact, or
+    ``.example.com`` for every subdomain of example.com."""
+
+    domain: str
+    nexthop: NextHop
+    tls: TransportTls | None = None  # None: the default policy (opportunistic)
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        value = value.strip().rstrip(".").lower()
+        if value in ("", ".") or len(value) > smtp_limits.MAX_DOMAIN_LENGTH or "@" in value:
+            raise ValueError(f"{value!r} is not a domain (or .domain for its subdomains)")
+        return value
+
+    @field_validator("nexthop", mode="before")
+    @classmethod
+    def _nexthop(cls, value: Any) -> Any:
+        return parse_nexthop(value) if isinstance(value, str) else value
+
+    def matches(self, domain: str) -> bool:
+        if self.domain.startswith("."):
+            return domain.endswith(self.domain)
+        return domain == self.domain
+
+
+class OutboundConfig(_Credentials):
+    """Mail to other hosts (``delivery.relay``).  ``relayhost`` sends everything not
+    local and not in a transport through one smarthost (Postfix relayhost syntax);
+    ``username``/``password_file``/``tls`` belong to the relayhost."""
+
+    port: Annotated[int, Field(gt=0, le=65535)] = SMTP_PORT
+    # Loopback, private and link-local MX addresses are a mail loop (5.4.6) unless
+    # this is on (tests, and a relay inside a private network).
+    allow_private_addresses: bool = False
+    helo_name: str | None = None  # None: smtp.hostname
+    relayhost: str | None = None
+    tls: TransportTls | None = None
+    max_mx_addresses: Annotated[int, Field(gt=0, le=100)] = DEFAULT_MX_ADDRESSES
+    max_mx_sessions: Annotated[int, Field(gt=0, le=100)] = DEFAULT_MX_SESSIONS
+    max_connections: Annotated[int, Field(gt=0)] = DEFAULT_OUTBOUND_CONNECTIONS
+    max_connections_per_destination: Annotated[int, Field(gt=0)] = DEFAULT_DESTINATION_CONNECTIONS
+    connection_reuse_time: Annotated[float, Field(ge=0)] = DEFAULT_CONNECTION_REUSE_TIME
+    ca_file: Path | None = None  # extra trust anchors for VERIFY (tests, private CAs)
+
+    @field_validator("relayhost")
+    @classmethod
+    def _relayhost(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_host_port(value)
+        return value
+
+    @property
+    def relay_nexthop(self) -> NextHop | None:
+        if self.relayhost is None:
+            return None
+        host, port, mx_lookup = parse_host_port(self.relayhost)
+        return NextHop(kind=NextHopKind.SMTP, host=host, port=port, mx_lookup=mx_lookup)
+
+
 class Config(_Frozen):
     data_dir: Path = Path(EMBEDDED_DATA_DIR)
     listeners: list[ListenerConfig] = Field(
@@ -438,6 +623,8 @@ class Config(_Frozen):
     relay: RelayConfig = Field(default_factory=RelayConfig)
     abuse: AbuseConfig = Field(default_factory=AbuseConfig)
     process: ProcessConfig = Field(default_factory=ProcessConfig)
+    outbound: OutboundConfig = Field(default_factory=OutboundConfig)
+    transports: list[TransportConfig] = Field(default_factory=list, alias="transport")
     tls_policies: list[TlsPolicyConfig] = Field(default_factory=list, alias="tls_policy")
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
@@ -670,7 +857,25 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
         # Certificate paths too, for the same reason (absolute paths are kept as given).
         tls = config.tls.resolved(Path(source).resolve().parent)
         config = config.model_copy(update={"tls": tls})
+    if source not in ("<config>", "<embedded>"):
+        config = _resolve_password_files(config, Path(source).resolve().parent)
     return config
+
+
+def _resolve_password_files(config: Config, base: Path) -> Config:
+    """Relative ``password_file`` paths are relative to the config file, as above."""
+
+    def resolved(item: Any) -> Any:
+        if item.password_file is None or item.password_file.is_absolute():
+            return item
+        return item.model_copy(update={"password_file": base / item.password_file})
+
+    return config.model_copy(
+        update={
+            "outbound": resolved(config.outbound),
+            "transports": [resolved(t) for t in config.transports],
+        }
+    )
 
 
 def load_config(path: Path | str) -> Config:

@@ -109,3 +109,33 @@ def test_check_config_and_serve_find_the_same_problem(tmp_path: Path) -> None:
     problem = f"tls: {cert}: cannot read certificate file: No such file or directory"
     assert checked.stderr.splitlines() == [f"mailwright: {path}: {problem}"]
     assert served.stderr.splitlines() == [f"mailwright: cannot start: {problem}"]
+
+
+def test_check_config_reads_the_relay_password_files(tmp_path: Path) -> None:
+    """A smarthost password file that cannot be read is a start-up error naming the
+    field, not a deferral of every message at delivery time; an empty one too."""
+    (tmp_path / "empty.pw").write_text("")
+    missing = tmp_path / "missing.pw"
+    path = write_config(
+        tmp_path,
+        outbound={
+            "relayhost": "[smarthost.test]:587",
+            "username": "me",
+            "password_file": str(missing),
+        },
+        transport=[
+            {
+                "domain": "lists.test",
+                "nexthop": "smtp:[lists.test]",
+                "username": "me",
+                "password_file": str(tmp_path / "empty.pw"),
+            }
+        ],
+    )
+    done = mailwright("check-config", path)
+    assert done.returncode == EXIT_CONFIG, done
+    assert done.stderr.splitlines() == [
+        f"mailwright: {path}: outbound.password_file: cannot read {missing}: "
+        "No such file or directory",
+        f"mailwright: {path}: transport.0.password_file: {tmp_path / 'empty.pw'} is empty",
+    ]

@@ -30,6 +30,7 @@ from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from helpers.dnsserver import LoopbackDns
 from helpers.procs import wait_until
 from mailwright.config import Config, parse_config
 from mailwright.runtime.server import App
@@ -53,6 +54,21 @@ LISTENING_RE = re.compile(r"mailwright: listening on 127\.0\.0\.1:(\d+) \(inboun
 ANY_LISTENING_RE = re.compile(r"mailwright: listening on (\S+):(\d+) \((\w+)\)")
 # Announced after every listener is bound (App.start).
 READY_MARK = "mailwright: data in "
+
+
+# The DNS every test server asks unless a test names its own ([dns] in ``extra``): a
+# loopback server whose zone ``test.`` holds nothing, so mail to any other domain
+# fails with NXDOMAIN (550 5.1.2) — and no test ever reaches the system resolver.
+EMPTY_TEST_ZONE = "$ORIGIN test.\n@ 300 IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60\n"
+_default_dns: list[LoopbackDns] = []
+
+
+def default_nameserver() -> str:
+    """``IP:port`` of the shared empty-zone DNS server, started on first use (its
+    threads are daemons: it ends with the test process)."""
+    if not _default_dns:
+        _default_dns.append(LoopbackDns(EMPTY_TEST_ZONE).start())
+    return _default_dns[0].nameserver
 
 
 def config_dict(
@@ -82,6 +98,7 @@ def config_dict(
         # No tarpit: many tests provoke errors on purpose and must stay fast; the
         # tarpit has its own tests.
         "abuse": {"tarpit_delay": 0},
+        "dns": {"nameservers": [default_nameserver()]},
         **(extra or {}),
     }
 

@@ -165,7 +165,5 @@ def test_systemd_analyze_verifies_the_unit():
 def test_systemd_analyze_verify_reports_a_bad_directive(tmp_path: Path):
     """The check above can fail: a misspelt system-call set is reported."""
     bad = tmp_path / "mailwright.service"
-    bad.write_text(
-        UNIT.read_text("utf-8").replace("@system-service", "@system-servic", 1), "utf-8"
-    )
+    bad.write_text(UNIT.read_text("utf-8").replace("@system-service", "@system-servic", 1), "utf-8")
     assert any("@system-servic" in line for line in verify(bad))

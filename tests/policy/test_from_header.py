@@ -12,8 +12,7 @@ from mailwright.policy.builtin.from_header import (
 )
 
 MESSAGE = (
-    b"From: Alice <alice@example.test>, bob@example.test\r\n"
-    b"Subject: x\r\n\r\nFrom: body@x\r\n"
+    b"From: Alice <alice@example.test>, bob@example.test\r\nSubject: x\r\n\r\nFrom: body@x\r\n"
 )
 
 

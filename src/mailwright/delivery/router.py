@@ -5,7 +5,13 @@ pending recipients; it splits them by route, calls each route's agent once with 
 share (concurrently), and merges the per-recipient results.  Adding the SMTP relay
 (MX lookup or smarthost) later means passing it as ``remote``; nothing else changes.
 
-Until a relay is configured, recipients in domains that are not local get
+Routes: a ``[[transport]]`` entry decides first (``local``, ``lmtp:...`` or
+``smtp:...``; Postfix's transport_maps also override local domains: that is how a
+local domain's mail goes to Dovecot over LMTP); otherwise a local domain is LOCAL
+and every other domain REMOTE (the relay: relayhost or MX).  LMTP recipients go to
+the remote agent too (``delivery.relay`` speaks both), in a call of their own.
+
+Without a remote agent, recipients in domains that are not local get
 ``NoRelayAgent``'s permanent ``550 5.7.1``: that is the real answer of a server with
 no route off the host (Postfix answers "Relay access denied" with 5.7.1 likewise),
 and the message bounces instead of sitting in the queue until it expires.
@@ -21,7 +27,9 @@ import logging
 from enum import StrEnum
 
 from mailwright.accounts.directory import LocalDirectory
+from mailwright.config import NextHopKind
 from mailwright.delivery.base import DeliveryAgent, DeliveryResult
+from mailwright.delivery.relay.routes import RouteTable
 from mailwright.smtp import Reply, codes
 from mailwright.spool.model import Recipient, SpooledMessage
 
@@ -31,6 +39,14 @@ log = logging.getLogger(__name__)
 class Route(StrEnum):
     LOCAL = "local"  # Maildir delivery on this host
     REMOTE = "remote"  # everything else: the relay, once configured
+    LMTP = "lmtp"  # a transport entry sends the domain to an LMTP store (the relay agent)
+
+
+_BY_KIND = {
+    NextHopKind.LOCAL: Route.LOCAL,
+    NextHopKind.LMTP: Route.LMTP,
+    NextHopKind.SMTP: Route.REMOTE,
+}
 
 
 def recipient_domain(address: str) -> str | None:
@@ -68,16 +84,25 @@ class Router:
         directory: LocalDirectory,
         local: DeliveryAgent,
         remote: DeliveryAgent | None = None,
+        routes: RouteTable | None = None,
     ) -> None:
         self.directory = directory
+        self.routes = routes
+        remote = remote if remote is not None else NoRelayAgent()
         self.agents: dict[Route, DeliveryAgent] = {
             Route.LOCAL: local,
-            Route.REMOTE: remote if remote is not None else NoRelayAgent(),
+            Route.REMOTE: remote,
+            Route.LMTP: remote,
         }
 
     def route(self, address: str) -> Route:
         domain = recipient_domain(address)
-        if domain is None or self.directory.is_local_domain(domain):
+        if domain is None:
+            return Route.LOCAL
+        kind = self.routes.kind(domain.lower()) if self.routes is not None else None
+        if kind is not None:
+            return _BY_KIND[kind]
+        if self.directory.is_local_domain(domain):
             return Route.LOCAL
         return Route.REMOTE
 

@@ -421,16 +421,46 @@ class MailLog:
             reason=reason,
         )
 
-    def delivered(self, queue_id: str, rcpt: str, reply: Reply | str) -> None:
-        self.emit(queue_id, "delivered", to=rcpt, reply=str(reply))
+    # ``relay`` is the host that answered (Postfix's relay=, "mx[192.0.2.1]:25") and
+    # ``detail`` the relay's account of the route and TLS policy; None for local mail.
+    def delivered(
+        self,
+        queue_id: str,
+        rcpt: str,
+        reply: Reply | str,
+        relay: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        self.emit(queue_id, "delivered", to=rcpt, reply=str(reply), relay=relay, detail=detail)
 
-    def deferred(self, queue_id: str, rcpt: str, reply: Reply | str, next_attempt: float) -> None:
+    def deferred(
+        self,
+        queue_id: str,
+        rcpt: str,
+        reply: Reply | str,
+        next_attempt: float,
+        relay: str | None = None,
+        detail: str | None = None,
+    ) -> None:
         self.emit(
-            queue_id, "deferred", to=rcpt, reply=str(reply), next=format_timestamp(next_attempt)
+            queue_id,
+            "deferred",
+            to=rcpt,
+            reply=str(reply),
+            next=format_timestamp(next_attempt),
+            relay=relay,
+            detail=detail,
         )
 
-    def bounced(self, queue_id: str, rcpt: str, reply: Reply | str) -> None:
-        self.emit(queue_id, "bounced", to=rcpt, reply=str(reply))
+    def bounced(
+        self,
+        queue_id: str,
+        rcpt: str,
+        reply: Reply | str,
+        relay: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        self.emit(queue_id, "bounced", to=rcpt, reply=str(reply), relay=relay, detail=detail)
 
     def expired(self, queue_id: str, rcpt: str) -> None:
         self.emit(queue_id, "expired", to=rcpt)

@@ -31,7 +31,10 @@ from mailwright.accounts.users import UserStore
 from mailwright.config import Config
 from mailwright.delivery.base import DeliveryResult
 from mailwright.delivery.local import LocalDeliveryAgent, mail_root
+from mailwright.delivery.relay.build import build_remote_agent
+from mailwright.delivery.resolver import build_resolver
 from mailwright.delivery.router import Router
+from mailwright.delivery.tlspolicy.build import build_decider
 from mailwright.net.services import SessionServices
 from mailwright.net.tls import TlsManager
 from mailwright.obs.debuglog import setup_debug_log
@@ -102,12 +105,16 @@ def delivery_logger(maillog: MailLog) -> EventCallback:
     def log_delivery(
         kind: str, message: SpooledMessage, address: str, result: DeliveryResult
     ) -> None:
+        # The relay's results name the host and the TLS policy (relay=, detail=).
+        relay, detail = result.remote_host, (result.reason or None) if result.remote_host else None
         if kind == "delivered":
-            maillog.delivered(message.queue_id, address, result.reply)
+            maillog.delivered(message.queue_id, address, result.reply, relay, detail)
         elif kind == "deferred":
-            maillog.deferred(message.queue_id, address, result.reply, message.next_attempt)
+            maillog.deferred(
+                message.queue_id, address, result.reply, message.next_attempt, relay, detail
+            )
         elif kind == "bounced":
-            maillog.bounced(message.queue_id, address, result.reply)
+            maillog.bounced(message.queue_id, address, result.reply, relay, detail)
         elif kind == "expired":
             maillog.expired(message.queue_id, address)
 
@@ -127,9 +134,12 @@ def build_queue_runner(
 ) -> tuple[QueueRunner, LocalDeliveryAgent]:
     """The queue runner and its local agent: in the server, or in the delivery worker."""
     local_agent = build_local_agent(config, directory)
+    resolver = build_resolver(config.dns)  # relay: MX routing, DANE, MTA-STS
+    decider = build_decider(config, resolver, extra_ca_file=config.outbound.ca_file)
+    remote = build_remote_agent(config, resolver, decider=decider)
     runner = QueueRunner(
         spool,
-        Router(directory, local_agent),
+        Router(directory, local_agent, remote, remote.routes),
         config.delivery,
         on_event=delivery_logger(maillog),
         reporting_mta=config.smtp.hostname,

@@ -31,7 +31,8 @@ from pathlib import Path
 
 from mailwright.accounts.directory import LocalDirectory
 from mailwright.accounts.users import UserError, UserStore
-from mailwright.config import Config, ListenerConfig, TlsConfig
+from mailwright.config import Config, ConfigError, ListenerConfig, TlsConfig
+from mailwright.delivery.relay.build import credentials
 from mailwright.net.listener import ListenerError
 from mailwright.net.tls import TlsError, TlsManager
 from mailwright.runtime.privileges import PrivilegeError, account_ids
@@ -83,6 +84,7 @@ def check(config: Config) -> Findings:
     if _check_data_dir(config.data_dir, identity, found):
         _check_users_file(config, found)  # else its error would only repeat that one
     _check_certificates(config, found)
+    _check_password_files(config, found)
     _check_mail_is_accepted(config, found)
     return found
 
@@ -224,6 +226,14 @@ def _check_certificates(config: Config, found: Findings) -> None:
             TlsManager(single, config.data_dir, config.smtp.hostname).load()
         except TlsError as exc:
             found.problems.append(f"tls: {exc}")
+
+
+def _check_password_files(config: Config, found: Findings) -> None:
+    """Each relay ``password_file`` reads as the relay reads it, at start-up."""
+    try:
+        credentials(config)
+    except ConfigError as exc:
+        found.problems.extend(exc.problems)
 
 
 def _check_users_file(config: Config, found: Findings) -> None:

@@ -140,3 +140,22 @@ R553_SMTPUTF8_REQUIRED = R(553, "5.6.7", "SMTPUTF8 is required, but was not offe
 R554_CONVERSION_IMPOSSIBLE = R(
     554, "5.6.3", "8-bit message cannot be converted to 7-bit MIME for a host without 8BITMIME"
 )
+# Relay results (delivery.relay): routing and MX outcomes.  RFC 3463 X.4.x are
+# network and routing statuses; the detail (which name, which host) goes in the
+# private reason, the text stays fixed.
+R451_DNS_TEMPORARY = R(451, "4.4.3", "Temporary DNS failure looking up the destination, will retry")
+R451_NO_MX_ADDRESS = R(451, "4.4.4", "No address for the domain's mail servers, will retry")
+R451_SESSION_LIMIT = R(451, "4.4.2", "Mail servers for the domain failed, will retry")
+# RFC 8461 §5.1: no MX host matches the domain's enforced MTA-STS policy: temporary
+# until a fresh policy is fetched.  X.7.5 "cryptographic failure" as Postfix's
+# MTA-STS helpers report it.
+R451_MTA_STS_NO_MX = R(
+    451, "4.7.5", "No MX host allowed by the domain's MTA-STS policy, will retry"
+)
+R550_DOMAIN_NOT_FOUND = R(550, "5.1.2", "Recipient domain not found")
+R550_BAD_DOMAIN = R(550, "5.1.2", "Recipient domain name is not valid")
+R550_NO_ADDRESS = R(550, "5.4.4", "Recipient domain has no mail server address")
+# RFC 7505 §4.1: the reply a null MX domain's mail gets, code and text as written there.
+R556_NULL_MX = R(556, "5.1.10", "Recipient address has null MX")
+# RFC 3463 X.4.6 "routing loop detected" (Postfix: "mail for ... loops back to myself").
+R554_MAIL_LOOP = R(554, "5.4.6", "Mail for the domain loops back to myself")

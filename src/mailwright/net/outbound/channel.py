@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Iterable
+from typing import cast
 
 from mailwright.net.outbound.model import Peer, Stage, TranscriptEntry
 from mailwright.smtp import (
@@ -54,8 +55,9 @@ class _Protocol(asyncio.Protocol):
         self._paused_reading = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A cast, not an isinstance check: uvloop's transports (serve's event loop)
+        # implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.conn.receive_data(data)
