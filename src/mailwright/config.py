@@ -50,6 +50,16 @@ class ConfigError(Exception):
         super().__init__("\n".join(f"{source}: {p}" for p in problems))
 
 
+def _ip_networks(value: list[str]) -> list[str]:
+    """Validate a list of CIDR networks; the error names the bad entry."""
+    for network in value:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ValueError(f"{network!r} is not an IP network (CIDR)") from None
+    return value
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -281,12 +291,7 @@ class DnsConfig(_Frozen):
     @field_validator("trusted_resolvers")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
-        for network in value:
-            try:
-                ipaddress.ip_network(network, strict=False)
-            except ValueError:
-                raise ValueError(f"{network!r} is not an IP network (CIDR)") from None
-        return value
+        return _ip_networks(value)
 
 
 class CertificateConfig(_Frozen):
@@ -363,12 +368,7 @@ class RelayConfig(_Frozen):
     @field_validator("trusted_networks")
     @classmethod
     def _cidrs(cls, value: list[str]) -> list[str]:
-        for network in value:
-            try:
-                ipaddress.ip_network(network, strict=False)
-            except ValueError:
-                raise ValueError(f"{network!r} is not an IP network (CIDR)") from None
-        return value
+        return _ip_networks(value)
 
 
 class TlsPolicyConfig(_Frozen):
