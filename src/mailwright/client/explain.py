@@ -148,6 +148,14 @@ def _parse(raw: str) -> _Parsed:
     if both:
         _check_basic(both.group(1))
         return _Parsed(int(both.group(1)), both.group(2), "")
+    codes_only = re.fullmatch(r"(\d{3})[ -](\d+\.\d+\.\d+)", stripped)
+    if codes_only:
+        # Two codes and nothing else: the second was meant as an enhanced code.
+        _check_basic(codes_only.group(1))
+        raise ExplainError(
+            f"{codes_only.group(2)!r} is not an enhanced status code: class.subject.detail "
+            "with class 2, 4 or 5 and up to three digits each (RFC 3463 §2)"
+        )
     lines = [line for line in stripped.splitlines() if line.strip()]
     reply = _reply_lines(lines)
     if reply is not None:
@@ -188,18 +196,22 @@ def _reply_lines(lines: list[str]) -> _Parsed | None:
     """A reply as pasted: every line ``NNN[ -]text`` with one code (RFC 5321 §4.2.1:
     the lines of a multi-line reply share the code).  The first line's enhanced code
     counts; RFC 2034 §4 repeats it on every line, so it is stripped from each."""
-    matches = [_REPLY_LINE.match(line) for line in lines]
-    if not matches or not all(matches):
-        return None
-    codes = {m.group(1) for m in matches if m}
-    if len(codes) != 1:
+    # A bounce may put a sentence before the reply ("SMTP error from remote mail server
+    # after RCPT TO:<a@b>:" then the reply lines): the first run of lines with one code.
+    matches: list[re.Match[str]] = []
+    for line in lines:
+        m = _REPLY_LINE.match(line)
+        if m is None or (matches and m.group(1) != matches[0].group(1)):
+            if matches:
+                break
+            continue
+        matches.append(m)
+    if not matches:
         return None
     first = matches[0]
-    assert first is not None
     enhanced = first.group(3) or ""
     texts = []
     for m in matches:
-        assert m is not None
         texts.append(
             (
                 (m.group(4) or "")
@@ -355,8 +367,6 @@ def _hint(text: str, enhanced: str, code: int | None) -> Hint | None:
         return None  # success texts carry no diagnosis ("250 2.0.0 Ok: queued as ...")
     sub_detail = enhanced.split(".", 1)[1] if enhanced else ""
     for hint in HINTS:
-        if hint.enhanced and hint.enhanced != sub_detail:
-            continue
-        if hint.pattern.search(text):
+        if hint.matches(text, sub_detail):
             return hint
     return None

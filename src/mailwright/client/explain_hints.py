@@ -17,17 +17,42 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True)
 class Hint:
     """``pattern`` searched in the reply text (case-insensitive); ``enhanced`` narrows
-    it to one enhanced code's subject.detail (e.g. "7.26") when not empty."""
+    it to one enhanced code's subject.detail (e.g. "7.26") when not empty; ``marker``,
+    when set, must also be in the text (a provider's signature, such as Gmail's
+    "gsmtp"), so a generic word like "spam" is not blamed on a provider."""
 
     source: str
     pattern: re.Pattern[str]
     diagnosis: str
     fix: str
     enhanced: str = ""
+    marker: re.Pattern[str] | None = None
+
+    def matches(self, text: str, sub_detail: str) -> bool:
+        if self.enhanced and self.enhanced != sub_detail:
+            return False
+        if self.marker is not None and not self.marker.search(text):
+            return False
+        return self.pattern.search(text) is not None
 
 
-def _h(source: str, pattern: str, diagnosis: str, fix: str, enhanced: str = "") -> Hint:
-    return Hint(source, re.compile(pattern, re.IGNORECASE), diagnosis, fix, enhanced)
+# Gmail ends every reply with "gsmtp" and links support.google.com.
+_GMAIL = re.compile(r"gsmtp|google\.com|gmail", re.IGNORECASE)
+# Exchange Online / Outlook.com name themselves or their hosts in the text.
+_MICROSOFT = re.compile(
+    r"outlook|hotmail|microsoft|protection\.outlook|exchange|\bAS\(\d+\)", re.IGNORECASE
+)
+
+
+def _h(
+    source: str,
+    pattern: str,
+    diagnosis: str,
+    fix: str,
+    enhanced: str = "",
+    marker: re.Pattern[str] | None = None,
+) -> Hint:
+    return Hint(source, re.compile(pattern, re.IGNORECASE), diagnosis, fix, enhanced, marker)
 
 
 HINTS: tuple[Hint, ...] = (
@@ -39,6 +64,7 @@ HINTS: tuple[Hint, ...] = (
         "publish SPF and sign with DKIM aligned with the From: domain; bulk senders "
         "also need a DMARC record",
         "7.26",
+        _GMAIL,
     ),
     _h(
         "Gmail",
@@ -46,6 +72,7 @@ HINTS: tuple[Hint, ...] = (
         "Gmail is rate-limiting this sender or IP",
         "send slower and check the sender's reputation (Postmaster Tools)",
         "7.28",
+        _GMAIL,
     ),
     _h(
         "Gmail",
@@ -53,18 +80,21 @@ HINTS: tuple[Hint, ...] = (
         "Gmail requires a PTR record for the sending IP that resolves back",
         "set a PTR for the sending IP whose name resolves back to it",
         "7.25",
+        _GMAIL,
     ),
     _h(
         "Gmail",
         r"likely unsolicited|spam",
         "Gmail's filters classified the message as spam",
         "check the content, authentication and the sending IP's reputation",
+        marker=_GMAIL,
     ),
     _h(
         "Microsoft",
         r"S3150|S3140|blocklist|block list",
         "Microsoft (Outlook.com/Exchange Online) blocks the sending IP",
         "request delisting through the Outlook.com sender support form",
+        marker=_MICROSOFT,
     ),
     _h(
         "Microsoft",
@@ -78,6 +108,7 @@ HINTS: tuple[Hint, ...] = (
         r"sending domain (?:does not|doesn't) (?:pass|meet)",
         "Microsoft requires the sending domain to pass DMARC/authentication",
         "publish SPF, DKIM and DMARC aligned with the From: domain",
+        marker=_MICROSOFT,
     ),
     _h(
         "Microsoft",
@@ -90,6 +121,7 @@ HINTS: tuple[Hint, ...] = (
         r"tenant|recipient'?s? organization|RESOLVER\.",
         "Exchange Online refused it by the recipient organisation's settings",
         "the recipient's administrator must allow the sender or fix the mail flow rule",
+        marker=_MICROSOFT,
     ),
     # --- Postfix texts ---
     _h(
