@@ -14,7 +14,8 @@ from __future__ import annotations
 import pytest
 
 from mailwright.client.explain import ExplainError, explain_reply, parse_reply_text, short
-from mailwright.client.explain_codes import BASIC, ENHANCED
+from mailwright.client.explain_codes import ENHANCED
+from mailwright.client.explain_replies import BASIC
 from mailwright.smtp import Reply
 
 # The IANA registry's enumerated status codes: (subject.detail, title, RFC).

@@ -25,16 +25,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from mailwright.client.explain_codes import (
-    BASIC,
-    CLASSES,
-    ENHANCED,
-    FIRST_DIGIT,
-    SECOND_DIGIT,
-    SUBJECTS,
-    CodeInfo,
-)
+from mailwright.client.explain_codes import CLASSES, ENHANCED, SUBJECTS, CodeInfo
 from mailwright.client.explain_hints import HINTS, Hint
+from mailwright.client.explain_replies import BASIC, FIRST_DIGIT, SECOND_DIGIT
 from mailwright.smtp import Reply
 
 __all__ = [
