@@ -13,6 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -349,8 +352,6 @@ def test_check_server_without_starttls(make_server: MakeServer, loopback_dns: Ma
 
 
 def test_check_nothing_listening(loopback_dns: MakeDns, tmp_path: Path) -> None:
-    import socket
-
     with socket.socket() as placeholder:  # a port that is certainly closed
         placeholder.bind(("127.0.0.1", 0))
         port = placeholder.getsockname()[1]
@@ -459,3 +460,16 @@ def test_check_mta_sts_record_without_a_policy(
     assert "  - MTA-STS: TXT record published but no valid policy at mta-sts.example.test:" in (
         result.output
     )
+
+
+def test_registered_on_the_mailwright_command(loopback_dns: MakeDns) -> None:
+    dns = loopback_dns(zone("@ IN MX 10 mx", "mx IN A 192.0.2.1"))
+    done = subprocess.run(
+        [sys.executable, "-m", "mailwright", "mx", "example.test", "--dns", dns.nameserver],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[2:4] == ["     10  mx.example.test", "         192.0.2.1"]
+    assert dns.asked("example.test", "MX") == 1
