@@ -127,6 +127,14 @@ from mailwright.cli.queue import queue  # noqa: E402
 
 cli.add_command(queue)
 
+from mailwright.cli.explain import explain  # noqa: E402
+
+cli.add_command(explain)
+
+from mailwright.cli.mx import mx  # noqa: E402
+
+cli.add_command(mx)
+
 
 @cli.command(
     context_settings={"ignore_unknown_options": True, "help_option_names": []},
