@@ -179,6 +179,38 @@ def tree_cpu_seconds(root: int) -> float:
     return total / _CLK_TCK
 
 
+def _role(pid: int) -> str:
+    """A process's name for the CPU breakdown: mailwright's module (serve, sessions,
+    worker), Postfix's program name (smtpd, cleanup, qmgr, smtp...)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "?"
+    for arg in argv:
+        if arg.startswith(b"mailwright.runtime."):
+            return arg.decode().rsplit(".", 1)[1]
+    if any(arg == b"serve" for arg in argv):
+        return "serve"
+    return Path(argv[0].decode(errors="replace")).name or "?"
+
+
+def tree_cpu_by_role(root: int) -> dict[str, float]:
+    """CPU seconds of the tree's live processes by ``_role``; processes already reaped
+    are under "(exited)".  Taking the difference of two calls gives where a run's CPU
+    went; a process that exited in between moves its time from its role to
+    "(exited)", so only the sum of the differences is exact."""
+    out: dict[str, float] = {}
+    for pid in tree(root):
+        fields = _stat(pid)
+        if fields is None:
+            continue
+        role = _role(pid)
+        out[role] = out.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / _CLK_TCK
+        if pid == root:
+            out["(exited)"] = (int(fields[13]) + int(fields[14])) / _CLK_TCK
+    return out
+
+
 def tree_memory_kib(root: int) -> tuple[int, int]:
     """Summed VmRSS and Pss (KiB) of ``root`` and its live descendants.  RSS counts a
     page shared by N processes N times — Postfix's dozen processes share most of their

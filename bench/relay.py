@@ -46,6 +46,7 @@ from _relayd import (
     start_mailwright_relay,
     start_postfix,
     start_sink,
+    tree_cpu_by_role,
     tree_cpu_seconds,
     tree_memory_kib,
 )
@@ -190,7 +191,7 @@ def run_cell(name: str, workdir: Path, conc: int, args: Any) -> Result:
         root = server.root()
         sampler = RssSampler(root)
         sampler.start()
-        cpu0 = tree_cpu_seconds(root)
+        cpu0, roles0 = tree_cpu_seconds(root), tree_cpu_by_role(root)
         accepted, batches, problems, argv = 0, 0, [], []
         start = time.perf_counter()
         while time.perf_counter() - start < args.seconds:
@@ -204,7 +205,7 @@ def run_cell(name: str, workdir: Path, conc: int, args: Any) -> Result:
         backlog = accepted - (sink.delivered() - base)
         done = _wait_until(lambda: sink.delivered() - base >= accepted, args.drain_timeout)
         end = time.perf_counter()
-        cpu1 = tree_cpu_seconds(root)
+        cpu1, roles1 = tree_cpu_seconds(root), tree_cpu_by_role(root)
         sampler.stop()
         delivered = sink.delivered() - base
         if not done:
@@ -226,6 +227,12 @@ def run_cell(name: str, workdir: Path, conc: int, args: Any) -> Result:
             backlog_at_load_end=backlog,
             cpu_ms_per_msg=round((cpu1 - cpu0) * 1000 / max(delivered, 1), 3),
             cpu_share=round((cpu1 - cpu0) / total, 3),
+            cpu_ms_per_msg_by_process={
+                role: round(
+                    (roles1.get(role, 0.0) - roles0.get(role, 0.0)) * 1000 / max(delivered, 1), 3
+                )
+                for role in sorted(set(roles0) | set(roles1))
+            },
             peak_rss_kib=sampler.peak_rss_kib,
             peak_pss_kib=sampler.peak_pss_kib,
             loadavg=os.getloadavg()[0],
@@ -273,6 +280,17 @@ def report(data: Result) -> str:
                 f"{run.get('peak_rss_kib', 0) / 1024:.1f} | "
                 f"{'yes' if all(r.get('verified') for r in cell[name]) else 'NO'} |"
             )
+    lines += [
+        "",
+        "CPU ms/msg by process (live ones by name; exited ones, e.g. Postfix's"
+        " short-lived daemons, under (exited)):",
+    ]
+    for cell in data["cells"]:
+        for name in SERVERS:
+            roles = _best(cell[name]).get("cpu_ms_per_msg_by_process", {})
+            shown = ", ".join(f"{role} {ms:.2f}" for role, ms in roles.items() if abs(ms) >= 0.005)
+            if shown:
+                lines.append(f"- c={cell['concurrency']} {name}: {shown}")
     lines += ["", "| target | measured | goal | met |", "|:---|---:|---:|:---|"]
     for target in data["targets"]:
         lines.append(
