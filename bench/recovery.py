@@ -9,13 +9,13 @@ and how much memory it takes.
    the last two days; then, like a runner that tried and failed, ``record_attempt``
    gives most of them 1-5 attempts of history (a 451 from a remote host) and a next
    attempt in the next hours.  A small share (``--due``, default 1%) is due now.
-2. Then **start** ``mailwright serve`` on that data folder, relaying to a fresh
+2. ``mailwright queue list --json | wc -l`` on the full queue: its wall time and the
+   line count, which must equal the messages filled.
+3. **Start** ``mailwright serve`` on that data folder, relaying to a fresh
    ``smtp-sink`` (``[outbound] relayhost``).  Measured from the spawn: the time to the
    ``listening on`` line, and to the sink's first message (the queue runner's first
    claim, plus one delivery), and to the sink having every due message.  Peak RSS
    (VmHWM) of the server and of its delivery worker once the due mail is out.
-3. Before the start (everything still queued): ``mailwright queue list --json | wc -l``,
-   its wall time and the line count, which must equal the messages filled.
 
 Run it with two queue sizes (``--messages 10000,100000``) to see whether memory grows
 with the queue.  Markdown on stdout, JSON in ``bench/results/recovery-<time>.json``.
