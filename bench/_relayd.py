@@ -249,9 +249,19 @@ tls = "{tls}"
 
 
 def start_mailwright_relay(
-    workdir: Path, sink_port: int, *, processes: int, tls: str, command: list[str] | None
+    workdir: Path,
+    sink_port: int,
+    *,
+    processes: int,
+    tls: str,
+    command: list[str] | None,
+    worker_nice: int | None = None,
 ) -> ServerProcess:
+    """``worker_nice``: None keeps ``delivery.worker_idle`` (the default, SCHED_IDLE);
+    a number runs the delivery worker as a normal process at that nice value."""
     extra = MAILWRIGHT_RELAY.format(dns_port=free_port(), sink_port=sink_port, tls=tls)
+    if worker_nice is not None:
+        extra += f"[delivery]\nworker_idle = false\nworker_nice = {worker_nice}\n"
     return start_mailwright(workdir, command, extra_config=extra, processes=processes)
 
 

@@ -138,7 +138,12 @@ class Running:
         if name == "mailwright":
             command = shlex.split(args.mailwright_command) if args.mailwright_command else None
             self.mw = start_mailwright_relay(
-                workdir, sink.port, processes=args.processes, tls=args.tls, command=command
+                workdir,
+                sink.port,
+                processes=args.processes,
+                tls=args.tls,
+                command=command,
+                worker_nice=args.worker_nice,
             )
             self.port = self.mw.port
         else:
@@ -258,7 +263,12 @@ def report(data: Result) -> str:
         "",
         f"{data['started']} · mode `{data['mode']}` · load {data['seconds_per_cell']} s per cell"
         f" · 1 KB, one connection per message · outbound TLS `{data['tls']}` · repeats "
-        f"{data['repeats']} · mailwright smtp.processes {data['processes']}",
+        f"{data['repeats']} · mailwright smtp.processes {data['processes']}, delivery worker "
+        + (
+            "idle priority"
+            if data.get("worker_nice") is None
+            else f"normal priority, nice {data['worker_nice']}"
+        ),
         f"nproc {facts['nproc']} · Python {facts['python']} · mailwright {facts['mailwright']}"
         f" · Postfix {facts['postfix']} · git {facts['git_commit']}"
         f"{' (dirty)' if facts['git_dirty'] else ''} · load {facts['loadavg_start'][0]:.2f} → "
@@ -365,6 +375,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=os.cpu_count() or 1,
         help="mailwright's smtp.processes (default: the CPU count)",
     )
+    parser.add_argument(
+        "--worker-nice",
+        type=int,
+        choices=range(20),
+        metavar="0-19",
+        help="run mailwright's delivery worker as a normal process at this nice value "
+        "(delivery.worker_idle = false) instead of at idle priority (the default)",
+    )
     parser.add_argument("--mailwright-command", help="start mailwright with this command")
     parser.add_argument(
         "--drain-timeout",
@@ -399,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         "processes": args.processes,
         "repeats": args.repeats,
         "mailwright_command": args.mailwright_command,
+        "worker_nice": args.worker_nice,
         "machine": machine_facts(),
         "cells": [],
     }
