@@ -279,7 +279,7 @@ class EmbeddedSpool:
                 else:
                     report.foreign_files.append(entry.name)
             # A message has exactly one body: its ``bodies`` row or its file.
-            file_backed = _db.all_ids(self._conn) - _db.inline_ids(self._conn)
+            file_backed = _db.file_backed_ids(self._conn)
             for qid in sorted(on_disk - file_backed):
                 os.unlink(self.msg_dir / qid)
                 report.orphans_removed.append(qid)
