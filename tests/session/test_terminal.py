@@ -1,0 +1,95 @@
+"""``mailwright session`` in a real terminal: tmux runs it against ``mailwright serve``
+(a subprocess), ``send-keys`` types the seeds' classic telnet dialog, and the pane
+shows what a user sees.  The Maildir holds the message that was typed."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers.servers import EXAMPLE, SubprocessServer
+from helpers.tmux import Tmux
+
+pytestmark = pytest.mark.interop
+
+SENDER = "sender@remote.test"
+
+
+@pytest.fixture(scope="module")
+def mw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SubprocessServer]:
+    server = SubprocessServer(tmp_path_factory.mktemp("session-serve")).start()
+    try:
+        yield server
+    finally:
+        server.terminate()
+
+
+@pytest.fixture
+def tmux(tmp_path: Path) -> Iterator[Tmux]:
+    term = Tmux(tmp_path)
+    try:
+        yield term
+    finally:
+        term.kill()
+
+
+def session_env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path / "home"),
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+    }
+
+
+def command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "mailwright", "session", *args]
+
+
+def enter(term: Tmux, line: str) -> None:
+    term.type(line)
+    term.key("Enter")
+
+
+def test_classic_dialog_typed_in_a_terminal_arrives_in_the_maildir(
+    mw: SubprocessServer, tmux: Tmux, tmp_path: Path
+) -> None:
+    tmux.start(command(f"{mw.host}:{mw.port}"), session_env(tmp_path))
+    tmux.wait_for(r"^<- 220 ")
+    tmux.wait_for(r"^smtp>$")
+
+    enter(tmux, "HELO client.example.test")
+    tmux.wait_for(r"^<- 250 ", count=1)
+    # A typo corrected with Backspace, which telnet would have sent as ^H.
+    tmux.type(f"MAIL FROM:<{SENDER[:-1]}x")
+    tmux.key("BSpace")
+    enter(tmux, f"{SENDER[-1]}>")
+    tmux.wait_for(rf"^-> MAIL FROM:<{SENDER}>$")
+    tmux.wait_for(r"^<- 250 2\.1\.0 ")
+    enter(tmux, f"RCPT TO:<alice@{EXAMPLE}>")
+    tmux.wait_for(r"^<- 250 2\.1\.5 ")
+    enter(tmux, "DATA")
+    tmux.wait_for(r"^<- 354 ")
+    tmux.wait_for(r"^data>$")
+    enter(tmux, "Subject: typed in tmux")
+    enter(tmux, "")
+    enter(tmux, "Hello from a real terminal.")
+    enter(tmux, ".leading dot, stuffed on the wire")
+    enter(tmux, ".")
+    screen = tmux.wait_for(r"^<- 250 2\.0\.0 .*queued as")
+    enter(tmux, "QUIT")
+    tmux.wait_for(r"^<- 221 ")
+    assert tmux.exit_status() == 0
+
+    screen = tmux.capture()
+    assert "-> ..leading dot, stuffed on the wire" in screen  # the wire form is shown
+    assert f"{SENDER[:-1]}x" not in screen.replace("MAIL FROM:<" + SENDER, "")
+    [message] = mw.maildir_messages(EXAMPLE, "alice")
+    assert b"Subject: typed in tmux\n" in message
+    assert b"\nHello from a real terminal.\n.leading dot, stuffed on the wire\n" in message
+    assert f"<{SENDER}>".encode() in message  # Return-Path: the corrected address
+    assert f"from=<{SENDER}>" in mw.mail_log()
