@@ -34,15 +34,16 @@ PROMPTS AND HELPERS
                     core; a line it cannot read is refused with the reason, and
                     nothing is sent (use raw mode to send it anyway)
   data>             after DATA's 354: the message, line by line; a line with a
-                    lone . ends it; dots at a line start are doubled for you
+                    lone . ends it; dots at a line start are doubled for you;
+                    every line is message text here, helpers included
   starttls          STARTTLS and the TLS handshake; send EHLO again afterwards
   auth MECH USER    AUTH plain|login|cram-md5|scram-sha-256 as USER; the password
                     is asked for without echo, the base64 is done for you, and
                     the transcript shows <redacted> for the secrets
   raw               toggle raw mode (raw>): lines go out exactly as typed, with
                     the escapes \\r \\n \\t \\\\ \\xHH; a line holding a \\r or \\n
-                    escape is sent with no CRLF added (bare LF tests: DATA, then
-                    "hello\\n.\\n"); leaving raw mode, send EHLO or HELO first
+                    escape is sent with no CRLF added (a bare-LF test: raw, DATA,
+                    then hello\\n.\\n); leaving raw mode, send EHLO or HELO first
   save FILE         write the transcript so far to FILE
   ?                 list these; Ctrl-D sends QUIT and ends the session
 

@@ -142,7 +142,9 @@ class LineProtocol:
     def mode(self) -> Mode:
         if self.raw:
             return Mode.RAW
-        if self.conn.state is State.DATA:
+        if self.conn.state is State.DATA and not self.conn.pending:
+            # From the 354 until the final dot; once the dot is written the state
+            # stays DATA until its reply, but what is typed then is no body line.
             return Mode.DATA
         return Mode.COMMAND
 
