@@ -5,6 +5,7 @@ shows what a user sees.  The Maildir holds the message that was typed."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 
 from helpers.servers import EXAMPLE, SubprocessServer
 from helpers.tmux import Tmux
+from mailwright.client.explain import short
+from mailwright.client.interactive.display import EXPLANATION_PREFIX
 
 pytestmark = pytest.mark.interop
 
@@ -55,6 +58,13 @@ def enter(term: Tmux, line: str) -> None:
     term.key("Enter")
 
 
+def explained(screen: str, reply_line: str) -> None:
+    """``reply_line`` is on the terminal, followed by its short explanation."""
+    lines = screen.splitlines()
+    index = lines.index(f"<- {reply_line}")
+    assert lines[index + 1] == EXPLANATION_PREFIX + short(reply_line), lines[index : index + 2]
+
+
 def test_classic_dialog_typed_in_a_terminal_arrives_in_the_maildir(
     mw: SubprocessServer, tmux: Tmux, tmp_path: Path
 ) -> None:
@@ -70,6 +80,8 @@ def test_classic_dialog_typed_in_a_terminal_arrives_in_the_maildir(
     enter(tmux, f"{SENDER[-1]}>")
     tmux.wait_for(rf"^-> MAIL FROM:<{SENDER}>$")
     tmux.wait_for(r"^<- 250 2\.1\.0 ")
+    enter(tmux, f"RCPT TO:<nobody@{EXAMPLE}>")
+    tmux.wait_for(r"^<- 550 5\.1\.1 ")
     enter(tmux, f"RCPT TO:<alice@{EXAMPLE}>")
     tmux.wait_for(r"^<- 250 2\.1\.5 ")
     enter(tmux, "DATA")
@@ -80,16 +92,33 @@ def test_classic_dialog_typed_in_a_terminal_arrives_in_the_maildir(
     enter(tmux, "Hello from a real terminal.")
     enter(tmux, ".leading dot, stuffed on the wire")
     enter(tmux, ".")
-    screen = tmux.wait_for(r"^<- 250 2\.0\.0 .*queued as")
+    tmux.wait_for(r"^<- 250 2\.0\.0 .*queued as")
     enter(tmux, "QUIT")
     tmux.wait_for(r"^<- 221 ")
     assert tmux.exit_status() == 0
 
     screen = tmux.capture()
+    greeting = re.search(r"^<- (220 .*)$", screen, re.MULTILINE)
+    queued = re.search(r"^<- (250 2\.0\.0 .*queued as.*)$", screen, re.MULTILINE)
+    assert greeting and queued
+    for reply in (
+        greeting.group(1),
+        "250 2.1.0 Ok",
+        "550 5.1.1 Recipient address rejected: user unknown",
+        "250 2.1.5 Ok",
+        "354 End data with <CR><LF>.<CR><LF>",
+        queued.group(1),
+        "221 2.0.0 Bye",
+    ):
+        explained(screen, reply)
     assert "-> ..leading dot, stuffed on the wire" in screen  # the wire form is shown
-    assert f"{SENDER[:-1]}x" not in screen.replace("MAIL FROM:<" + SENDER, "")
     [message] = mw.maildir_messages(EXAMPLE, "alice")
     assert b"Subject: typed in tmux\n" in message
     assert b"\nHello from a real terminal.\n.leading dot, stuffed on the wire\n" in message
-    assert f"<{SENDER}>".encode() in message  # Return-Path: the corrected address
+    assert message.startswith(f"Return-Path: <{SENDER}>\n".encode())  # the corrected one
     assert f"from=<{SENDER}>" in mw.mail_log()
+    # Commands are kept in the history file; message lines are not.
+    history = (tmp_path / "state" / "mailwright" / "session_history").read_text()
+    assert f"+MAIL FROM:<{SENDER}>" in history.splitlines()
+    assert "+HELO client.example.test" in history.splitlines()
+    assert "typed in tmux" not in history

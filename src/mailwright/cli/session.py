@@ -167,7 +167,7 @@ def session(
         transcript=transcript,
     )
     try:
-        status = asyncio.run(run_session(options, explain=None))
+        status = asyncio.run(run_session(options))
     except SessionStartError as exc:
         _fail(str(exc), EXIT_CONNECT)
     except KeyboardInterrupt:

@@ -20,6 +20,7 @@ from prompt_toolkit import PromptSession
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.patch_stdout import patch_stdout
 
+from mailwright.client.explain import short
 from mailwright.client.interactive.auth import AuthExchange
 from mailwright.client.interactive.completion import SessionCompleter
 from mailwright.client.interactive.display import Display, Explain
@@ -266,5 +267,7 @@ class SessionStartError(Exception):
     """No session: the one line to print (exit status EXIT_CONNECT)."""
 
 
-async def run_session(options: SessionOptions, explain: Explain | None) -> int:
+async def run_session(options: SessionOptions, explain: Explain | None = short) -> int:
+    """Run the session; the exit status.  ``explain`` words each reply (by default
+    ``client.explain.short``, the words ``send`` and ``probe`` use too)."""
     return await Terminal(options, explain).run()

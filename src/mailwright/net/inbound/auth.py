@@ -55,7 +55,6 @@ from mailwright.smtp import (
 log = logging.getLogger(__name__)
 
 
-
 # Outcomes of fixed replies (and fixed reasons), built once.
 _OK = Outcome(codes.R235_AUTH_OK)
 _NOT_ENABLED = Outcome(codes.R503_AUTH_NOT_ENABLED)

@@ -461,9 +461,7 @@ class InboundSession(asyncio.Protocol):
     @property
     def _open(self) -> bool:
         return (
-            self.conn.state is not State.CLOSED
-            and not self._lost
-            and not self._close_after_reply
+            self.conn.state is not State.CLOSED and not self._lost and not self._close_after_reply
         )
 
     @property
@@ -540,11 +538,7 @@ class InboundSession(asyncio.Protocol):
             max_errors = cfg.max_errors
             if self.listener.stressed:
                 max_errors = min(max_errors, STRESS_MAX_ERRORS)
-            if (
-                reply.counts_as_error
-                and self.errors >= max_errors
-                and reply.code not in (421, 521)
-            ):
+            if reply.counts_as_error and self.errors >= max_errors and reply.code not in (421, 521):
                 # Postfix smtpd_hard_error_limit: the reply to the last straw is 421.
                 self._log_rejection(event, reply, outcome.reason)
                 reply = codes.R421_TOO_MANY_ERRORS
