@@ -81,6 +81,7 @@ class Terminal:
         self._changed = asyncio.Event()
         self._ended: Closed | None = None
         self._wire: Wire | None = None
+        self._prompt: PromptSession[str] | None = None  # the one reading a line now
         self._tls = client_context(verify=False)  # a test client shows what it got
 
     # -- input from the wire ----------------------------------------------------------
@@ -91,7 +92,15 @@ class Terminal:
                 self.display.lines(item.lines, item.reply)
             else:
                 self._ended = item
+                self._interrupt_prompt()
         self._changed.set()
+
+    def _interrupt_prompt(self) -> None:
+        """The server went away while the user may be typing: end the prompt, so
+        the session ends now, not at the next Enter."""
+        app = self._prompt.app if self._prompt is not None else None
+        if app is not None and app.is_running and app.future is not None and not app.future.done():
+            app.exit(exception=_ServerClosed())
 
     async def _wait_replies(self) -> bool:
         """Until every owed reply is in; False (and a note) if the time ran out."""
@@ -154,13 +163,17 @@ class Terminal:
         body: PromptSession[str] = PromptSession(history=InMemoryHistory())
         while self._ended is None:
             mode = self.protocol.mode
-            prompt = body if mode is Mode.DATA else commands
+            self._prompt = body if mode is Mode.DATA else commands
             try:
-                line = await prompt.prompt_async(_PROMPTS[mode])
+                line = await self._prompt.prompt_async(_PROMPTS[mode])
             except KeyboardInterrupt:
                 continue  # Ctrl-C drops the line being typed, as in a shell
             except EOFError:
                 return await self._end_by_user()
+            except _ServerClosed:
+                break
+            finally:
+                self._prompt = None
             if self._ended is not None:
                 break  # the server went away while the line was typed
             await self._handle(line)
@@ -261,6 +274,10 @@ class Terminal:
                 f"warning: the server accepted AUTH {mechanism} without proving it knows "
                 "the password (no SCRAM server signature, RFC 5802 §5)"
             )
+
+
+class _ServerClosed(Exception):
+    """Ends the prompt when the connection ended while a line was being typed."""
 
 
 class SessionStartError(Exception):
