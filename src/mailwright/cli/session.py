@@ -139,13 +139,13 @@ def session(
         _fail(str(exc))
     if helo is not None and (not helo.strip() or " " in helo.strip()):
         _fail(f"--helo {helo!r}: one domain name or address literal is needed")
-    if not sys.stdin.isatty() or not sys.stdout.isatty():
-        _fail("needs a terminal (for scripts, use mailwright send)")
     if transcript is not None:
         try:
             transcript.open("a").close()
         except OSError as exc:
             _fail(f"--transcript {transcript}: {exc.strerror or exc}")
+    if not sys.stdin.isatty() or not sys.stdout.isatty():
+        _fail("needs a terminal (for scripts, use mailwright send)")
     history = None
     if not no_history:
         history = history_path()
