@@ -47,8 +47,10 @@ class Tmux:
     def start(self, argv: list[str], env: Mapping[str, str]) -> None:
         exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
         # `exec cat` keeps the pane (and what it shows) after the command ended,
-        # waiting on the terminal rather than on a timer.
-        shell = f'env {exports} {shlex.join(argv)}; echo "exit status $?"; exec cat'
+        # waiting on the terminal rather than on a timer.  The shell catches SIGINT
+        # (a caught signal is reset to the default in the child, an ignored one would
+        # be inherited) so a test's Ctrl-C reaches the command and the pane survives.
+        shell = f'trap true INT; env {exports} {shlex.join(argv)}; echo "exit status $?"; exec cat'
         self._tmux(
             "-f", "/dev/null", "new-session", "-d", "-s", self.target,
             "-x", str(PANE_WIDTH), "-y", str(PANE_HEIGHT), "sh", "-c", shell,

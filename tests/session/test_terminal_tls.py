@@ -200,3 +200,56 @@ def test_server_closing_while_the_prompt_waits_ends_the_session_at_once(
     screen = tmux.capture()
     assert "<- 421 4.4.2 Idle timeout, closing connection" in screen
     assert "== connection closed by the server" in screen
+
+
+def test_auth_without_tls_warns_and_ctrl_c_at_the_password_sends_nothing(
+    mw: SubprocessServer, tmux: Tmux, tmp_path: Path
+) -> None:
+    tmux.start(command(f"{HOST}:{mw.ports['submission']}", "--no-history"), session_env(tmp_path))
+    tmux.wait_for(r"^smtp>$")
+    enter(tmux, "EHLO client.example.test")
+    tmux.wait_for(r"^<- 250 ")
+    enter(tmux, f"auth login {ALICE}")
+    tmux.wait_for(r"^warning: no TLS: LOGIN's base64 is not encryption")
+    tmux.wait_for(r"^password for ")
+    tmux.key("C-c")
+    tmux.wait_for(r"^auth cancelled; nothing sent$")
+    enter(tmux, "QUIT")
+    assert tmux.exit_status() == 0
+    assert "-> AUTH" not in tmux.capture()
+
+
+def test_ctrl_c_while_a_reply_is_awaited_exits_130_with_one_line(
+    tmux: Tmux, tmp_path: Path
+) -> None:
+    """A server that never answers: Ctrl-C ends the wait (no traceback), and the
+    ``--transcript`` is still written."""
+    saved = tmp_path / "t.txt"
+    done = threading.Event()
+    with socket.socket() as listener:
+        listener.bind((HOST, 0))
+        listener.listen(1)
+        listener.settimeout(WAIT_TIMEOUT)
+
+        def peer() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(b"220 silent.test ESMTP\r\n")
+                done.wait(WAIT_TIMEOUT)  # reads nothing, answers nothing
+
+        thread = threading.Thread(target=peer, daemon=True)
+        thread.start()
+        port = listener.getsockname()[1]
+        args = ("--no-history", "--transcript", str(saved))
+        tmux.start(command(f"{HOST}:{port}", *args), session_env(tmp_path))
+        tmux.wait_for(r"^smtp>$")
+        enter(tmux, "NOOP")
+        tmux.wait_for(r"^-> NOOP$")
+        tmux.key("C-c")
+        assert tmux.exit_status() == 130
+        done.set()
+        thread.join(WAIT_TIMEOUT)
+    screen = tmux.capture()
+    assert "Traceback" not in screen
+    assert "mailwright: session: interrupted" in screen.splitlines()
+    assert saved.read_text().splitlines()[-1] == "-> NOOP"

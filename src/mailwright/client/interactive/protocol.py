@@ -36,6 +36,7 @@ from mailwright.smtp import (
     Ehlo,
     Event,
     Helo,
+    LocalProtocolError,
     ParseContext,
     ProtocolError,
     Quit,
@@ -202,7 +203,12 @@ class LineProtocol:
             return Note(
                 "not sent: BDAT chunks cannot be typed; use raw mode, or mailwright send --bdat"
             )
-        return self.send(event)
+        try:
+            return self.send(event)
+        except (LocalProtocolError, ValueError) as exc:
+            # Not reached while the terminal waits for every reply before the next
+            # line; if it were, the core is now unusable and the session ends.
+            return Note(f"not sent: {exc}")
 
     def send(self, event: Event) -> Write:
         """Write ``event`` through the core; AUTH lines are recorded redacted."""

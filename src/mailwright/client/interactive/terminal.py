@@ -50,6 +50,9 @@ REPLY_TIMEOUT = 600.0
 CONNECT_TIMEOUT = 30.0
 TLS_TIMEOUT = 300.0
 
+# Mechanisms that put the password itself on the wire (RFC 4616, LOGIN's base64).
+CLEARTEXT_MECHANISMS = frozenset({"PLAIN", "LOGIN"})
+
 _PROMPTS = {Mode.COMMAND: "smtp> ", Mode.DATA: "data> ", Mode.RAW: "raw> "}
 
 
@@ -252,6 +255,11 @@ class Terminal:
         if self.protocol.mode is not Mode.COMMAND or self.protocol.conn.pending:
             self.display.note("not now: finish the command or message in progress first")
             return
+        if not self.protocol.tls and mechanism in CLEARTEXT_MECHANISMS:
+            self.display.note(
+                f"warning: no TLS: {mechanism}'s base64 is not encryption; anyone on the "
+                "path reads the password (RFC 4954 §4; starttls first)"
+            )
         try:
             password = await PromptSession[str]().prompt_async(
                 f"password for {username}: ", is_password=True
