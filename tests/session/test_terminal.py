@@ -122,3 +122,30 @@ def test_classic_dialog_typed_in_a_terminal_arrives_in_the_maildir(
     assert f"+MAIL FROM:<{SENDER}>" in history.splitlines()
     assert "+HELO client.example.test" in history.splitlines()
     assert "typed in tmux" not in history
+
+
+def test_history_recalls_the_last_sessions_commands(mw: SubprocessServer, tmp_path: Path) -> None:
+    env = session_env(tmp_path)  # both sessions share XDG_STATE_HOME
+    first, second = Tmux(tmp_path / "first"), Tmux(tmp_path / "second")
+    for term in (first, second):
+        term.socket.parent.mkdir()
+    try:
+        first.start(command(f"{mw.host}:{mw.port}"), env)
+        first.wait_for(r"^smtp>$")
+        enter(first, "NOOP first session")
+        first.wait_for(r"^<- 250 ")
+        enter(first, "QUIT")
+        assert first.exit_status() == 0
+
+        second.start(command(f"{mw.host}:{mw.port}"), env)
+        second.wait_for(r"^smtp>$")
+        second.key("Up", "Up")  # back past QUIT to the NOOP
+        second.wait_for(r"^smtp> NOOP first session$")
+        second.key("Enter")
+        second.wait_for(r"^-> NOOP first session$")
+        second.wait_for(r"^<- 250 ")
+        enter(second, "QUIT")
+        assert second.exit_status() == 0
+    finally:
+        first.kill()
+        second.kill()
