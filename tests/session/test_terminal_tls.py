@@ -6,6 +6,7 @@ redacted, and raw mode putting a bare-LF end of data on the wire."""
 from __future__ import annotations
 
 import base64
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -58,7 +59,14 @@ def test_starttls_then_auth_plain_and_a_saved_transcript(
     tmux.key("Tab")  # completes what the EHLO reply advertised
     tmux.wait_for(r"^smtp> STARTTLS$")
     tmux.key("Enter")
-    tmux.wait_for(r"^== TLS started: TLSv1\.[23] ")
+    screen = tmux.wait_for(r"^== TLS started: TLSv1\.[23] ")
+    # What the server presented, shown though not verified (a tester wants to see it).
+    assert re.search(
+        r"^== TLS started: TLSv1\.[23] \S+; certificate (O=mailwright self-signed,"
+        r"CN=mx\.example\.test), issuer \1, valid until 20\d\d-.* UTC; not verified$",
+        screen,
+        re.MULTILINE,
+    ), screen
     enter(tmux, "EHLO client.example.test")
     tmux.wait_for(r"^<~ 250-AUTH .*PLAIN")
     tmux.type("auth pl")

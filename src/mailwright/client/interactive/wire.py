@@ -15,6 +15,8 @@ import os
 import ssl
 from collections.abc import Callable
 
+from cryptography import x509
+
 from mailwright.net.tls import describe
 
 
@@ -83,8 +85,24 @@ class Wire(asyncio.Protocol):
         return self.tls_description()
 
     def tls_description(self) -> str:
+        """``TLSv1.3 TLS_AES_256_GCM_SHA384; certificate CN=..., issuer CN=..., valid
+        until ...; not verified``: the session does not verify (it shows what the
+        server presents, as a tester wants to see a broken certificate too)."""
         obj = self.transport.get_extra_info("ssl_object") if self.transport else None
-        return describe(obj) if isinstance(obj, (ssl.SSLObject, ssl.SSLSocket)) else ""
+        if not isinstance(obj, (ssl.SSLObject, ssl.SSLSocket)):
+            return ""
+        der = obj.getpeercert(binary_form=True)
+        if not der:
+            return f"{describe(obj)}; no certificate"
+        try:
+            cert = x509.load_der_x509_certificate(der)
+        except ValueError:
+            return f"{describe(obj)}; an unreadable certificate"
+        return (
+            f"{describe(obj)}; certificate {cert.subject.rfc4514_string()}, issuer "
+            f"{cert.issuer.rfc4514_string()}, valid until "
+            f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC; not verified"
+        )
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
