@@ -14,7 +14,8 @@ from __future__ import annotations
 import pytest
 
 from mailwright.client.explain import ExplainError, explain_reply, parse_reply_text, short
-from mailwright.client.explain_codes import BASIC, ENHANCED
+from mailwright.client.explain_codes import ENHANCED
+from mailwright.client.explain_replies import BASIC
 from mailwright.smtp import Reply
 
 # The IANA registry's enumerated status codes: (subject.detail, title, RFC).
@@ -312,8 +313,9 @@ def test_short_is_one_line_with_the_fix_for_failures() -> None:
     assert "\n" not in line
     assert line.startswith("Bad destination mailbox address")
     assert line.endswith("-- the recipient does not exist: check the address")
-    assert short("250 2.0.0 Ok: queued as 1234") == "Other undefined Status"
-    assert short("221 2.0.0 Bye") == "Other undefined Status"
+    assert short("250 2.0.0 Ok: queued as 1234") == "Requested mail action okay, completed"
+    assert short("221 2.0.0 Bye") == "Service closing transmission channel"
+    assert short("250 2.1.5 Ok") == "Destination address valid"
     assert short("354 go ahead") == "Start mail input; end with <CRLF>.<CRLF>"
     assert short("no code here") == ""
 

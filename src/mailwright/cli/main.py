@@ -131,6 +131,10 @@ from mailwright.cli.explain import explain  # noqa: E402
 
 cli.add_command(explain)
 
+from mailwright.cli.mx import mx  # noqa: E402
+
+cli.add_command(mx)
+
 from mailwright.cli.session import session  # noqa: E402
 
 cli.add_command(session)

@@ -25,16 +25,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from mailwright.client.explain_codes import (
-    BASIC,
-    CLASSES,
-    ENHANCED,
-    FIRST_DIGIT,
-    SECOND_DIGIT,
-    SUBJECTS,
-    CodeInfo,
-)
+from mailwright.client.explain_codes import CLASSES, ENHANCED, SUBJECTS, CodeInfo
 from mailwright.client.explain_hints import HINTS, Hint
+from mailwright.client.explain_replies import BASIC, FIRST_DIGIT, SECOND_DIGIT
 from mailwright.smtp import Reply
 
 __all__ = [
@@ -237,9 +230,9 @@ def explain_reply(text_or_reply: str | Reply) -> Explanation:
 def short(reply: str | Reply) -> str:
     """One line for ``send``/``probe``/``session`` to print beside a reply.
 
-    ``"5.1.1 Bad destination mailbox address: the recipient does not exist: check the
-    address"``; success replies get only their meaning.  Never raises: text with no
-    code gives "".
+    ``"Bad destination mailbox address -- the recipient does not exist: check the
+    address"`` (no codes: the caller prints the reply beside it); success and
+    intermediate replies get only their name.  Never raises: text with no code gives "".
     """
     try:
         e = explain_reply(reply)
@@ -267,8 +260,11 @@ def _explain(parsed: _Parsed) -> Explanation:
     hint = _hint(text, enhanced, code) if text else None
 
     # The enhanced code is the more precise of the two (RFC 3463 §1), so it names the
-    # problem when present; the basic code still decides retry vs. give up.
+    # problem when present — except X.0.0, which says nothing the basic code does not
+    # ("250 2.0.0 Ok"); the basic code still decides retry vs. give up.
     main = enh_info or basic_info
+    if basic_info is not None and enhanced and _enhanced_key(enhanced) == (0, 0):
+        main = basic_info
     assert main is not None
     label = " ".join(p for p in (str(code) if code is not None else "", enhanced) if p)
     title = main.title if hint is None else f"{main.title} ({hint.diagnosis})"
