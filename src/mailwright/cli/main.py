@@ -135,6 +135,10 @@ from mailwright.cli.mx import mx  # noqa: E402
 
 cli.add_command(mx)
 
+from mailwright.cli.session import session  # noqa: E402
+
+cli.add_command(session)
+
 
 @cli.command(
     context_settings={"ignore_unknown_options": True, "help_option_names": []},

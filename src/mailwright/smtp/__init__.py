@@ -7,7 +7,7 @@ so every rule here is testable byte by byte.
 
 from mailwright.smtp._address import Address, AddressError, parse_path, to_ascii_domain
 from mailwright.smtp._client import ClientConnection, normalize_line_endings
-from mailwright.smtp._commands import COMMANDS, parse_command, write_command
+from mailwright.smtp._commands import COMMANDS, ParseContext, parse_command, write_command
 from mailwright.smtp._data import DataReader, has_bare_line_ending
 from mailwright.smtp._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from mailwright.smtp._events import (
@@ -108,6 +108,7 @@ __all__ = [
     "MailFrom",
     "MailParams",
     "Noop",
+    "ParseContext",
     "ProtocolError",
     "Quit",
     "RcptParams",

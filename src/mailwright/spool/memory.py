@@ -236,9 +236,7 @@ class MemorySpool:
         times = [
             m.next_attempt
             for m in self.state.messages.values()
-            if m.pending
-            and not self._leased(m.queue_id, now)
-            and m.queue_id not in self.state.held
+            if m.pending and not self._leased(m.queue_id, now) and m.queue_id not in self.state.held
         ]
         return min(times, default=None)
 

@@ -1,0 +1,1 @@
+"""Tests of ``mailwright session`` (``mailwright.client.interactive``)."""
