@@ -154,6 +154,7 @@ def test_expired_certificate_is_reported(
         f"{HOST}:{server.port}", "--smtps-port", 0, "--tls-name", NAME,
         "--ca", ca_file(ca, tmp_path),
     )  # fmt: skip
+    assert code == 0  # no --fail-on: findings alone never fail the run
     assert severities(report)["expired-certificate"] == "high"
     # The chain is trusted (--ca): the date is the one problem, reported once.
     assert "untrusted-certificate" not in ids(report)
@@ -169,6 +170,7 @@ def test_certificate_for_another_name_is_reported(
         f"{HOST}:{server.port}", "--smtps-port", 0, "--tls-name", NAME,
         "--ca", ca_file(ca, tmp_path),
     )  # fmt: skip
+    assert code == 0
     mismatch = next(f for f in report["findings"] if f["id"] == "certificate-name-mismatch")
     assert mismatch["detail"] == f"STARTTLS: issued for {OTHER_NAME}, not {NAME}"
     assert "untrusted-certificate" not in ids(report)
@@ -176,7 +178,8 @@ def test_certificate_for_another_name_is_reported(
 
 
 def test_self_signed_certificate_is_untrusted(server: InProcessServer) -> None:
-    code, report = probe_json(f"{HOST}:{server.port}", "--smtps-port", 0)
+    code, report = probe_json(f"{HOST}:{server.port}", "--smtps-port", 0, "--fail-on", "medium")
+    assert code == 1
     untrusted = next(f for f in report["findings"] if f["id"] == "untrusted-certificate")
     assert "self-signed" in untrusted["detail"]
     assert report["facts"]["tls"]["self_signed"] is True
