@@ -131,6 +131,10 @@ from mailwright.cli.probe import probe  # noqa: E402
 
 cli.add_command(probe)
 
+from mailwright.cli.explain import explain  # noqa: E402
+
+cli.add_command(explain)
+
 
 @cli.command(
     context_settings={"ignore_unknown_options": True, "help_option_names": []},
