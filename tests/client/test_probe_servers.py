@@ -29,6 +29,7 @@ from helpers.outbound import free_port
 from helpers.secure import listeners, secure_extra, write_users
 from helpers.servers import HOST, InProcessServer
 from mailwright.cli.main import cli
+from mailwright.client.explain import short
 
 NAME = "mx.example.test"
 OTHER_NAME = "mail.other.test"
@@ -108,6 +109,9 @@ def test_well_configured_server_gets_no_finding_above_info(
     assert facts["enumeration"]["VRFY"].startswith("252")
     assert len(facts["relay_test"]) == 8
     assert all(r.startswith("5") for r in facts["relay_test"].values())
+    # Each refusal quoted comes with client.explain's one-line meaning and fix.
+    denied = facts["relay_test"]["<relay-probe@example.net>"]
+    assert report["reply_notes"][denied] == short(denied) != ""
     assert set(facts["smuggling_test"]) >= {"bare-lf", "cr-dot-crlf", "crlf-dot-lf"}
     assert all("not vulnerable" in r for r in facts["smuggling_test"].values())
     server.assert_nothing_stored()
@@ -203,6 +207,8 @@ def test_human_report_names_findings_with_explanation_and_fix(server: InProcessS
     assert "medium   untrusted-certificate: STARTTLS: self-signed certificate" in done.stdout
     assert "why: The certificate chain does not lead to a trusted CA" in done.stdout
     assert "fix: Use a certificate from a public CA" in done.stdout
+    expn = "502 5.5.1 EXPN not available"  # the default server's EXPN (smtp.expn off)
+    assert f"  replies:\n    {expn}\n      = {short(expn)}\n" in done.stdout
 
 
 def test_host_name_is_resolved_with_dns_and_checked_against_the_certificate(

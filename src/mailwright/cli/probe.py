@@ -275,6 +275,12 @@ def _print(report: object) -> None:
         click.echo(f"           fix: {item.kind.fix}")
     for note in report.notes:
         click.echo(f"  note: {note}")
+    if report.reply_notes:
+        click.echo("")
+        click.echo("  replies:")
+        for reply, meaning in report.reply_notes.items():
+            click.echo(f"    {reply}")
+            click.echo(f"      = {meaning}")
     worst = report.worst
     click.echo("")
     click.echo(

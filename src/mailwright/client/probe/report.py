@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mailwright.client.explain import short
 from mailwright.client.probe.findings import Finding, Severity
+from mailwright.smtp import Reply
 
 
 @dataclass(slots=True)
@@ -21,11 +23,21 @@ class Report:
     notes: list[str] = field(default_factory=list)
     # The probe could not talk to the server at all (no connection, no greeting).
     failed: str | None = None
+    # Each refusal the report quotes -> what it means and what fixes it (client.explain).
+    reply_notes: dict[str, str] = field(default_factory=dict)
 
     def add(self, *found: Finding) -> None:
         for item in found:
             if not any(f.id == item.id and f.detail == item.detail for f in self.findings):
                 self.findings.append(item)
+
+    def note_reply(self, *replies: Reply) -> None:
+        """Explain the replies that were not plain successes, once each."""
+        for reply in replies:
+            if reply.code >= 300 and reply.code != 354:
+                note = short(reply)
+                if note:
+                    self.reply_notes.setdefault(str(reply), note)
 
     def ids(self) -> list[str]:
         return [f.id for f in self.findings]
@@ -58,5 +70,6 @@ class Report:
                 for f in self.sorted_findings()
             ],
             "notes": self.notes,
+            "reply_notes": self.reply_notes,
             "worst": worst.label if worst is not None else None,
         }

@@ -78,6 +78,7 @@ async def run(ctx: Context) -> None:
             if pair is None:
                 return
             seen[verb] = f"{pair[0]} / {pair[1]}"
+            ctx.report.note_reply(*pair)
             if _reveals(*pair):
                 ctx.report.add(
                     finding(
@@ -89,6 +90,7 @@ async def run(ctx: Context) -> None:
             rcpt = await _rcpt(dialog, known, unknown)
             if rcpt is not None:
                 seen["RCPT"] = f"{rcpt[0]} / {rcpt[1]}"
+                ctx.report.note_reply(*rcpt)
                 if rcpt[0].is_positive and rcpt[1].is_permanent:
                     ctx.report.add(
                         finding(

@@ -30,6 +30,7 @@ async def run(ctx: Context) -> Dialog | None:
         return None
     report.facts["banner"] = str(dialog.greeting)
     if dialog.greeting.code != 220:
+        report.note_reply(dialog.greeting)
         report.failed = f"the server refused the session: {dialog.greeting}"
         await dialog.close()
         return None
@@ -42,6 +43,7 @@ async def run(ctx: Context) -> Dialog | None:
         await dialog.close()
         return None
     report.facts["ehlo"] = str(reply)
+    report.note_reply(reply)
     if dialog.extensions is None:
         report.add(finding("no-esmtp", f"EHLO answered {reply}"))
         report.facts["extensions"] = {}

@@ -55,6 +55,7 @@ async def run(ctx: Context) -> None:
         for name, address in relay_forms(ctx.target.domain_part, settings.relay_domain):
             reply = await _try(ctx, sender, address)
             tried[address.to_path()] = str(reply)
+            ctx.report.note_reply(reply)
             if reply.is_positive:
                 accepted.append(f"{name} {address.to_path()}: {reply}")
     except _NotRun as exc:
@@ -82,6 +83,7 @@ async def _try(ctx: Context, sender: Address | None, address: Address) -> Reply:
             raise _NotRun("the session was refused")
         mail = await dialog.command(MailFrom(sender), Stage.MAIL)
         if not mail.is_positive:
+            ctx.report.note_reply(mail)
             raise _NotRun(f"MAIL FROM:<{ctx.settings.relay_from}> refused: {mail}")
         reply = await dialog.command(RcptTo(address), Stage.RCPT)
         if dialog.open_for_commands:

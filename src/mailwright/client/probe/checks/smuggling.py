@@ -106,6 +106,7 @@ async def run(ctx: Context) -> None:
             ctx.report.notes.append(f"smuggling {name}: not checked: {exc}")
             continue
         results[name] = outcome.summary
+        ctx.report.note_reply(outcome.first, *outcome.extra)
         if outcome.ended_early:
             ctx.report.add(finding(f"smuggling-{name}", outcome.summary))
     ctx.report.facts["smuggling_test"] = results

@@ -36,6 +36,7 @@ async def run(ctx: Context, dialog: Dialog) -> dict[str, str] | None:
         await dialog.close()
         return None
     if reply.code != 220:
+        report.note_reply(reply)
         report.add(finding("starttls-failed", f"STARTTLS answered {reply}"))
         await dialog.close()
         return None
