@@ -60,13 +60,15 @@ def ca() -> trustme.CA:
 
 
 def certificate(
-    ca: trustme.CA, directory: Path, name: str, *, expired: bool = False
+    ca: trustme.CA, directory: Path, name: str, *, expired: bool = False, future: bool = False
 ) -> dict[str, Any]:
     """``extra`` for a server whose only certificate is a leaf for ``name``."""
     dates = {}
+    now = datetime.now(UTC)
     if expired:
-        now = datetime.now(UTC)
         dates = {"not_before": now - timedelta(days=60), "not_after": now - timedelta(days=1)}
+    if future:
+        dates = {"not_before": now + timedelta(days=1), "not_after": now + timedelta(days=90)}
     leaf = ca.issue_cert(name, common_name=name, **dates)
     directory.mkdir(parents=True, exist_ok=True)
     cert, key = directory / "leaf.crt", directory / "leaf.key"
@@ -164,6 +166,19 @@ def test_expired_certificate_is_reported(
     assert "untrusted-certificate" not in ids(report)
     assert "certificate-name-mismatch" not in ids(report)
     assert report["facts"]["tls"]["verified"] is False
+
+
+def test_certificate_not_yet_valid_is_reported(
+    make_server: MakeServer, ca: trustme.CA, tmp_path: Path
+) -> None:
+    server = make_server(extra=certificate(ca, tmp_path / "certs", NAME, future=True))
+    code, report = probe_json(
+        f"{HOST}:{server.port}", "--smtps-port", 0, "--tls-name", NAME,
+        "--ca", ca_file(ca, tmp_path), "--fail-on", "high",
+    )  # fmt: skip
+    assert code == 1
+    assert severities(report)["certificate-not-yet-valid"] == "high"
+    assert not {"expired-certificate", "untrusted-certificate"} & set(ids(report))
 
 
 def test_certificate_for_another_name_is_reported(
