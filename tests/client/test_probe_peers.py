@@ -32,6 +32,7 @@ class Peer:
 
     banner: bytes = LENIENT_BANNER
     tls: ssl.SSLContext | None = None  # offer STARTTLS with this context
+    esmtp: bool = True  # False: EHLO is refused, only HELO works (RFC 821 servers)
     messages: list[bytes] = field(default_factory=list)
     commands: list[bytes] = field(default_factory=list)
 
@@ -44,7 +45,11 @@ class Peer:
             command = line.rstrip(b"\r\n")
             self.commands.append(command)
             verb = command[:4].upper()
-            if verb == b"EHLO":
+            if verb == b"EHLO" and not self.esmtp:
+                writer.write(b"500 5.5.1 command unrecognized\r\n")
+            elif verb == b"HELO":
+                writer.write(b"250 lenient.test\r\n")
+            elif verb == b"EHLO":
                 tls = (
                     b"250-STARTTLS\r\n"
                     if self.tls and not writer.get_extra_info("ssl_object")
@@ -123,6 +128,16 @@ def test_no_starttls_versioned_banner_and_no_implicit_tls_are_reported() -> None
     assert found["banner-reveals-software"] is Severity.LOW
     assert found["no-implicit-tls"] is Severity.INFO
     assert report.facts["banner"] == LENIENT_BANNER.decode().strip()
+
+
+def test_server_without_ehlo_is_reported_and_probed_with_helo() -> None:
+    peer = Peer(esmtp=False)
+    report = probe_peer(peer, user_probe=TO)
+    assert {"no-esmtp", "no-starttls"} <= set(report.ids())
+    assert report.failed is None
+    assert report.facts["ehlo"] == "250 lenient.test"  # the HELO that followed
+    assert b"HELO probe.test" in peer.commands
+    assert report.facts["enumeration"]["VRFY"].startswith("252")
 
 
 def weak_tls_context(tmp_path: Path) -> ssl.SSLContext:

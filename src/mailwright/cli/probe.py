@@ -8,11 +8,14 @@ import json
 import socket
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
 from mailwright.cli.configload import EXIT_CONFIG
+
+if TYPE_CHECKING:  # imported when the command runs: `mailwright --help` stays fast
+    from mailwright.client.probe import Report
 
 # Exit statuses (listed in --help).
 EXIT_OK = 0  # probed; nothing at or above --fail-on (or no --fail-on)
@@ -169,6 +172,7 @@ def probe(
 ) -> None:
     from mailwright.client.probe import ProbeSettings, Severity
     from mailwright.client.probe import probe as run_probe
+    from mailwright.client.probe.dialog import is_ip_literal
     from mailwright.client.probe.target import TargetError, resolve, split_target
     from mailwright.dns.servers import parse_nameserver
 
@@ -206,11 +210,11 @@ def probe(
         mail_from=mail_from,
     )
 
-    async def main() -> object:
+    async def main() -> Report:
         from mailwright.dns.resolver import DnsResolver
 
         resolver = None
-        if not _is_ip(host):
+        if not is_ip_literal(host):
             resolver = DnsResolver(nameservers, timeout=min(timeout, 5.0))
         resolved = await resolve(host, port or default_port, resolver)
         return await run_probe(resolved, settings)
@@ -222,9 +226,6 @@ def probe(
         sys.exit(EXIT_UNREACHABLE)
     except ValueError as exc:  # no nameservers in resolv.conf
         _fail(str(exc))
-    from mailwright.client.probe import Report
-
-    assert isinstance(report, Report)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
     else:
@@ -236,16 +237,7 @@ def probe(
     sys.exit(EXIT_OK)
 
 
-def _is_ip(host: str) -> bool:
-    from mailwright.client.probe.dialog import is_ip_literal
-
-    return is_ip_literal(host)
-
-
-def _print(report: object) -> None:
-    from mailwright.client.probe import Report
-
-    assert isinstance(report, Report)
+def _print(report: Report) -> None:
     click.echo(f"mailwright probe {report.target}")
     if report.failed is not None:
         click.echo(f"  cannot probe: {report.failed}")
