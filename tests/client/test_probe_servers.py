@@ -282,7 +282,7 @@ def test_help_reads_like_a_man_page() -> None:
     assert done.exit_code == 0
     for text in (
         "Exit status:",
-        "  3  no SMTP session",
+        "  3    no SMTP session",
         "Examples:",
         "--relay-test",
         "never",

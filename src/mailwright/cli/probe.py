@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # imported when the command runs: `mailwright --help` stays f
 EXIT_OK = 0  # probed; nothing at or above --fail-on (or no --fail-on)
 EXIT_FINDINGS = 1  # probed; a finding at or above --fail-on
 EXIT_UNREACHABLE = 3  # no SMTP session at all: connect, greeting or EHLO/HELO failed
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command ended by Ctrl-C
 
 _SEVERITY_COLOURS = {
     "critical": "magenta",
@@ -40,7 +41,9 @@ Connects to HOST (port 25 unless given) and checks, in order:
     and whether TLS 1.0/1.1 is still accepted;
   * implicit TLS on the submissions port (465, --smtps-port);
   * AUTH mechanisms, and whether AUTH is offered before TLS;
-  * user enumeration with VRFY and EXPN (and RCPT with --user-probe).
+  * user enumeration with VRFY and EXPN (and RCPT with --user-probe;
+    an MX that refuses unknown recipients at RCPT is doing right, so
+    that is only user-enumeration-rcpt, info).
 
 \b
 Two intrusive tests run only when asked for, and only against HOST:
@@ -63,10 +66,12 @@ smuggling-bare-lf.  --json prints them as one JSON object instead.
 
 \b
 Exit status:
-  0  probed; no finding at or above --fail-on (always 0 without it)
-  1  probed; a finding at or above --fail-on was found
-  2  usage error (bad option, host or address)
-  3  no SMTP session: connection, greeting or EHLO/HELO failed
+  0    probed; no finding at or above --fail-on (always 0 without it)
+  1    probed; a finding at or above --fail-on was found
+  2    usage error (bad option, host or address)
+  3    no SMTP session: connection, greeting or EHLO/HELO failed,
+       or HOST does not resolve
+  130  interrupted (Ctrl-C)
 
 \b
 Examples:
@@ -226,6 +231,8 @@ def probe(
         sys.exit(EXIT_UNREACHABLE)
     except ValueError as exc:  # no nameservers in resolv.conf
         _fail(str(exc))
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
     else:
