@@ -266,6 +266,9 @@ def test_unreachable_server_exits_3() -> None:
         (["bad host!"], "'bad host!' is not a host name or IP address"),
         (["[::1"], "write an IPv6 address as [ADDRESS]"),
         (["mx.example.test", "--dns", "dns.example"], "--dns: nameserver 'dns.example'"),
+        (["127.0.0.1", "--smuggling-test", "--to", "me"], "--to 'me': "),
+        (["127.0.0.1", "--user-probe", "a b@example.test"], "--user-probe 'a b@example.test': "),
+        (["127.0.0.1", "--relay-domain", "not a domain"], "--relay-domain 'not a domain' is"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(args: list[str], message: str) -> None:

@@ -178,7 +178,13 @@ def probe(
     from mailwright.client.probe import ProbeSettings, Severity
     from mailwright.client.probe import probe as run_probe
     from mailwright.client.probe.dialog import is_ip_literal
-    from mailwright.client.probe.target import TargetError, resolve, split_target
+    from mailwright.client.probe.target import (
+        TargetError,
+        check_address,
+        check_domain,
+        resolve,
+        split_target,
+    )
     from mailwright.dns.servers import parse_nameserver
 
     level = None
@@ -193,6 +199,15 @@ def probe(
         _fail("--to is for --smuggling-test")
     try:
         host, default_port = split_target(target)
+        for option, value in (
+            ("--to", to),
+            ("--from", mail_from),
+            ("--user-probe", user_probe),
+            ("--relay-from", relay_from),
+        ):
+            if value is not None:
+                check_address(value, option)
+        check_domain(relay_domain, "--relay-domain")
     except TargetError as exc:
         _fail(str(exc))
     nameservers = None

@@ -13,6 +13,7 @@ import ipaddress
 
 from mailwright.client.probe.dialog import SMTP_PORT, Target, is_ip_literal
 from mailwright.dns.types import DnsError, Resolver
+from mailwright.smtp import AddressError, parse_path
 
 MAX_PORT = 65535
 
@@ -49,6 +50,22 @@ def split_target(text: str, default_port: int = SMTP_PORT) -> tuple[str, int]:
     if not is_ip_literal(host) and not _is_hostname(host):
         raise TargetError(f"{host!r} is not a host name or IP address")
     return host, parse_port(port) if sep else default_port
+
+
+def check_address(text: str, what: str) -> str:
+    """``text`` when it is a mailbox the probe can put in MAIL FROM or RCPT TO (the
+    RFC 5321 §4.1.2 grammar, as the core parses it); TargetError naming ``what``."""
+    try:
+        parse_path(f"<{text}>", allow_null=False)
+    except AddressError as exc:
+        raise TargetError(f"{what} {text!r}: {exc}") from None
+    return text
+
+
+def check_domain(text: str, what: str) -> str:
+    if not _is_hostname(text) or "." not in text.strip("."):
+        raise TargetError(f"{what} {text!r} is not a domain name")
+    return text
 
 
 def _is_hostname(text: str) -> bool:
