@@ -33,6 +33,7 @@ class Peer:
     banner: bytes = LENIENT_BANNER
     tls: ssl.SSLContext | None = None  # offer STARTTLS with this context
     esmtp: bool = True  # False: EHLO is refused, only HELO works (RFC 821 servers)
+    refuse_starttls: bool = False  # advertise STARTTLS, then answer it 454
     messages: list[bytes] = field(default_factory=list)
     commands: list[bytes] = field(default_factory=list)
 
@@ -50,12 +51,12 @@ class Peer:
             elif verb == b"HELO":
                 writer.write(b"250 lenient.test\r\n")
             elif verb == b"EHLO":
-                tls = (
-                    b"250-STARTTLS\r\n"
-                    if self.tls and not writer.get_extra_info("ssl_object")
-                    else b""
-                )
+                in_tls = writer.get_extra_info("ssl_object") is not None
+                offer = self.refuse_starttls or (self.tls is not None and not in_tls)
+                tls = b"250-STARTTLS\r\n" if offer else b""
                 writer.write(b"250-lenient.test\r\n" + tls + b"250 PIPELINING\r\n")
+            elif verb == b"STAR" and self.refuse_starttls:
+                writer.write(b"454 4.7.0 TLS not available due to local problem\r\n")
             elif verb == b"STAR" and self.tls is not None:
                 writer.write(b"220 2.0.0 go ahead\r\n")
                 await writer.drain()
@@ -138,6 +139,14 @@ def test_server_without_ehlo_is_reported_and_probed_with_helo() -> None:
     assert report.facts["ehlo"] == "250 lenient.test"  # the HELO that followed
     assert b"HELO probe.test" in peer.commands
     assert report.facts["enumeration"]["VRFY"].startswith("252")
+
+
+def test_starttls_offered_but_refused_is_reported() -> None:
+    report = probe_peer(Peer(refuse_starttls=True))
+    failed = next(f for f in report.findings if f.id == "starttls-failed")
+    assert failed.detail == "STARTTLS answered 454 4.7.0 TLS not available due to local problem"
+    assert "no-starttls" not in report.ids()
+    assert "454 4.7.0 TLS not available due to local problem" in report.reply_notes
 
 
 def weak_tls_context(tmp_path: Path) -> ssl.SSLContext:
