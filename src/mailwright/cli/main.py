@@ -127,6 +127,10 @@ from mailwright.cli.queue import queue  # noqa: E402
 
 cli.add_command(queue)
 
+from mailwright.cli.probe import probe  # noqa: E402
+
+cli.add_command(probe)
+
 from mailwright.cli.explain import explain  # noqa: E402
 
 cli.add_command(explain)
