@@ -38,6 +38,11 @@ def test_message_deleted_during_an_offered_attempt_is_dropped_without_a_pause(
         await store.open()
         runner = QueueRunner(store, agent, CONFIG, clock=clock)
         task = asyncio.create_task(runner.run())
+        # The runner's first scan must be over before the message is stored: a scan
+        # after the put would claim it with a lease, and delete rightly refuses that.
+        async with asyncio.timeout(WAIT):
+            while runner.scans == 0:
+                await asyncio.sleep(0.001)
         first = await put(store)
         runner.offer(first)
         async with asyncio.timeout(WAIT):

@@ -192,7 +192,7 @@ class QueueRunner:
         self._unrecorded: dict[str, tuple[SpooledMessage, list[Attempt]]] = {}
         self.bounces_sent = 0  # failure reports queued (double bounces included)
         self.notices_sent = 0  # delay and success reports queued
-        self.scans = 0  # looks at the queue (``_fill``): a metric, and what tests count
+        self.scans = 0  # finished looks at the queue (``_fill``): a metric; tests count it
 
     # -- control -----------------------------------------------------------------------
 
@@ -328,7 +328,12 @@ class QueueRunner:
 
     async def _fill(self) -> float:
         """Start attempts for due messages; return seconds until something is due."""
-        self.scans += 1
+        try:
+            return await self._scan()
+        finally:
+            self.scans += 1  # counted when the look at the queue is over
+
+    async def _scan(self) -> float:
         now = self._clock()
         if now < self._paused_until:
             return self._paused_until - now
