@@ -21,7 +21,7 @@ import asyncio
 import ssl
 from collections.abc import Iterable
 
-from mailwright.net.outbound.model import Peer, Stage, TranscriptEntry
+from mailwright.net.outbound.model import Peer, Stage, TranscriptEntry, WireTrace
 from mailwright.smtp import (
     NEED_DATA,
     PAUSED,
@@ -52,12 +52,15 @@ class _Protocol(asyncio.Protocol):
         self._wakeup: asyncio.Future[None] | None = None
         self._can_write: asyncio.Future[None] | None = None
         self._paused_reading = False
+        self.trace: WireTrace | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        if self.trace is not None:
+            self.trace(False, data, self.conn.tls_active)
         self.conn.receive_data(data)
         if self._wakeup is None or self._wakeup.done():
             # Nobody waits for a reply: stop reading, so a peer that talks out of
@@ -118,16 +121,41 @@ class Channel:
 
     @classmethod
     async def connect(
-        cls, peer: Peer, timeout: float, *, unix: bool = False, lmtp: bool = False
+        cls,
+        peer: Peer,
+        timeout: float,
+        *,
+        unix: bool = False,
+        lmtp: bool = False,
+        trace: WireTrace | None = None,
+        tls: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        handshake_timeout: float | None = None,
     ) -> Channel:
+        """Connect; with ``tls``, implicit TLS (RFC 8314 §3.3): the handshake is part
+        of connecting, and its failure says so (4.7.5, not "no answer")."""
         loop = asyncio.get_running_loop()
         protocol = _Protocol(ClientConnection(lmtp=lmtp))
+        protocol.trace = trace
         try:
             async with asyncio.timeout(timeout):
                 if unix:
                     await loop.create_unix_connection(lambda: protocol, peer.address)
+                elif tls is not None:
+                    await loop.create_connection(
+                        lambda: protocol,
+                        peer.address,
+                        peer.port,
+                        ssl=tls,
+                        server_hostname=server_hostname or "",
+                        ssl_handshake_timeout=handshake_timeout,
+                    )
+                    # Everything on this connection is inside TLS, as after STARTTLS.
+                    protocol.conn.tls_active = True
                 else:
                     await loop.create_connection(lambda: protocol, peer.address, peer.port)
+        except ssl.SSLError as exc:
+            raise ChannelError(f"TLS handshake failed: {exc}", codes.R451_TLS_FAILED) from None
         except TimeoutError:
             raise ChannelError(
                 f"connect timed out after {timeout:g}s", codes.R451_NO_ANSWER
@@ -162,6 +190,8 @@ class Channel:
             raise ChannelError(f"protocol error: {exc}", codes.R451_PEER_PROTOCOL_ERROR) from None
         except ValueError as exc:  # text the core cannot write (CR/LF in a HELO name)
             raise ChannelError(f"cannot write command: {exc}", codes.R451_AGENT_ERROR) from None
+        if self._protocol.trace is not None:
+            self._protocol.trace(True, data, self.conn.tls_active)
         self._protocol.transport.write(data)
 
     async def drain(self, timeout: float) -> None:
