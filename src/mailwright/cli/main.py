@@ -127,6 +127,10 @@ from mailwright.cli.queue import queue  # noqa: E402
 
 cli.add_command(queue)
 
+from mailwright.cli.send import send  # noqa: E402
+
+cli.add_command(send)
+
 
 @cli.command(
     context_settings={"ignore_unknown_options": True, "help_option_names": []},
