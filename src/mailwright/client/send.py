@@ -293,9 +293,8 @@ async def _transact(opts: SendOptions, session: OutboundSession, report: SendRep
             report.reason = result.reason
         else:
             last = delivered[-1].reply if delivered else None
-            report.reason = (
-                f"{len(delivered)}/{len(result.recipients)} recipient(s) accepted"
-                + (f": {last}" if last else "")
+            report.reason = f"{len(delivered)}/{len(result.recipients)} recipient(s) accepted" + (
+                f": {last}" if last else ""
             )
     else:
         refused = next((r for r in result.recipients if not r.delivered), None)

@@ -150,7 +150,10 @@ def _verify(
         except ValueError:
             subject = x509.DNSName(name)
         verifier = (
-            PolicyBuilder().store(Store(roots)).time(datetime.now(UTC)).build_server_verifier(subject)
+            PolicyBuilder()
+            .store(Store(roots))
+            .time(datetime.now(UTC))
+            .build_server_verifier(subject)
         )
         verifier.verify(leaf, intermediates)
     except VerificationError as exc:

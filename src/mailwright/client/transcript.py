@@ -52,10 +52,15 @@ class Line:
 
     def render(self, timings: bool = True) -> str:
         prefix = f"{self.at:8.3f} " if timings else ""
-        return f"{prefix}{self.marker} {self.text}"
+        line = f"{prefix}{self.marker} {self.text}"
+        return line if self.text else line.rstrip(" ")  # no trailing blank
 
     def as_json(self) -> dict[str, object]:
         return {"t": round(self.at, 6), "dir": self.kind.value, "tls": self.tls, "line": self.text}
+
+
+def _text(raw: bytes) -> str:
+    return raw.rstrip(b"\r").decode("utf-8", "replace")
 
 
 class Recorder:
@@ -75,6 +80,7 @@ class Recorder:
         self._start = clock()
         self._partial = {True: b"", False: b""}
         self._in_auth = False
+        self._chunk_left = 0  # octets of the current BDAT chunk still to come
 
     def _add(self, kind: Kind, tls: bool, text: str) -> None:
         line = Line(self._clock() - self._start, kind, tls, text)
@@ -90,16 +96,45 @@ class Recorder:
 
     def trace(self, outgoing: bool, data: bytes, tls: bool) -> None:
         """``ClientSettings.trace``: split into lines, redact, record."""
-        buf = self._partial[outgoing] + data
+        if outgoing:
+            self._outgoing(data, tls)
+            return
+        buf = self._partial[False] + data
         *complete, rest = buf.split(b"\n")
-        self._partial[outgoing] = rest
+        self._partial[False] = rest
         for raw in complete:
-            text = raw.rstrip(b"\r").decode("utf-8", "replace")
-            if outgoing:
-                self._add(Kind.SEND, tls, self._redact(text))
-            else:
-                self._reply_line(text)
-                self._add(Kind.RECV, tls, text)
+            text = _text(raw)
+            self._reply_line(text)
+            self._add(Kind.RECV, tls, text)
+
+    def _outgoing(self, data: bytes, tls: bool) -> None:
+        """Commands line by line; a BDAT chunk (RFC 3030 §2) is exactly its announced
+        octets, shown as its lines, its last partial line ending with the chunk."""
+        while data:
+            if self._chunk_left:
+                take = data[: self._chunk_left]
+                data = data[len(take) :]
+                self._chunk_left -= len(take)
+                *complete, rest = (self._partial[True] + take).split(b"\n")
+                for raw in complete:
+                    self._add(Kind.SEND, tls, _text(raw))
+                if not self._chunk_left and rest:
+                    self._add(Kind.SEND, tls, _text(rest))
+                    rest = b""
+                self._partial[True] = rest
+                continue
+            buf = self._partial[True] + data
+            end = buf.find(b"\n")
+            if end < 0:
+                self._partial[True] = buf
+                return
+            line, data = buf[:end], buf[end + 1 :]
+            self._partial[True] = b""
+            text = _text(line)
+            self._add(Kind.SEND, tls, self._redact(text))
+            words = text.split()
+            if len(words) >= 2 and words[0].upper() == "BDAT" and words[1].isdigit():
+                self._chunk_left = int(words[1])
 
     def flush(self) -> None:
         """A last line without its line end (a peer that closed mid-line)."""
