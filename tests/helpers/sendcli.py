@@ -4,6 +4,8 @@ process) and mask the volatile parts of its transcript for golden comparisons.""
 from __future__ import annotations
 
 import re
+import socket
+import threading
 from dataclasses import dataclass
 
 from click.testing import CliRunner
@@ -62,3 +64,59 @@ def send(*args: str, env: dict[str, str] | None = None, fixed: bool = True) -> R
         cli, ["send", *(FIXED if fixed else ()), *args], env=env, catch_exceptions=False
     )
     return Run(result.exit_code, result.stdout, result.stderr)
+
+
+class ScriptedPeer:
+    """A one-connection SMTP peer on a loopback port, for what no real server does on
+    request (a refusing greeting, a refused BDAT): answers each command by its verb
+    from ``replies`` ("CONNECT" is the greeting), 250 otherwise; reads a DATA body to
+    the lone dot and a BDAT chunk by its size, as RFC 5321/3030 frame them."""
+
+    def __init__(self, replies: dict[str, str]) -> None:
+        self.replies = {"CONNECT": "220 scripted.test ESMTP", **replies}
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(10)
+        self.port = self.sock.getsockname()[1]
+        self.commands: list[str] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _reply(self, conn: socket.socket, verb: str, default: str = "250 2.0.0 Ok") -> str:
+        reply = self.replies.get(verb, default)
+        conn.sendall(reply.encode() + b"\r\n")
+        return reply
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        with conn, conn.makefile("rb") as rfile:
+            conn.settimeout(10)
+            if not self._reply(conn, "CONNECT").startswith("220"):
+                rfile.readline()  # the client's QUIT
+                return
+            while line := rfile.readline():
+                text = line.decode("utf-8", "replace").rstrip("\r\n")
+                self.commands.append(text)
+                verb = text.split(" ", 1)[0].upper()
+                if verb == "EHLO":
+                    ehlo = "250-scripted.test\r\n250-PIPELINING\r\n250 CHUNKING"
+                    self._reply(conn, "EHLO", ehlo)
+                elif verb == "DATA":
+                    if self._reply(conn, "DATA", "354 go ahead").startswith("354"):
+                        while rfile.readline() not in (b".\r\n", b""):
+                            pass
+                        self._reply(conn, ".")
+                elif verb == "BDAT":
+                    rfile.read(int(text.split()[1]))
+                    self._reply(conn, "BDAT")
+                elif verb == "QUIT":
+                    self._reply(conn, "QUIT", "221 2.0.0 Bye")
+                    return
+                else:
+                    self._reply(conn, verb)
+
+    def close(self) -> None:
+        self.sock.close()
+        self.thread.join(10)

@@ -289,6 +289,11 @@ def _main(  # one parameter per option
         _fail("--auth needs --user")
     if data_file is not None and (body or html or attach or headers or subject):
         _fail("--data sends FILE as is: no --body, --html, --attach, --header, --subject")
+    if server is not None:
+        try:
+            split_host_port(server, 25)
+        except TargetError as exc:
+            _fail(f"--server: {exc}")
     recipients_to, recipients_cc, recipients_bcc = _split(to), _split(cc), _split(bcc)
     recipients = (*recipients_to, *recipients_cc, *recipients_bcc)
     if not recipients:
