@@ -30,6 +30,7 @@ FIXED = (
 _MASKS = [
     (re.compile(r"^ *\d+\.\d{3} ", re.M), "T "),
     (re.compile(r"\]:\d+"), "]:PORT"),
+    (re.compile(r"(Connect call failed \('[^']+', )\d+\)"), r"\1PORT)"),
     (re.compile(r"queued as [0-9A-Z]{16}"), "queued as QID"),
     (re.compile(r"(TLS peer validity: ).*"), r"\1DATES"),
     # SASL challenges are random (CRAM-MD5 timestamp, SCRAM nonce and salt).
