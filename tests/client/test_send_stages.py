@@ -60,7 +60,10 @@ def test_quit_after_each_stage_golden_and_nothing_delivered(
     assert run.status == 0, run
     lines = run.lines()
     assert lines[0] == "T === Trying 127.0.0.1[127.0.0.1]:PORT..."
-    assert lines[1:-2] == STAGES[stage]
+    dialog = lines[1:-2]
+    if stage == "connect" and dialog == GREETING:
+        dialog = []  # closed without a word; the greeting may have come in meanwhile
+    assert dialog == STAGES[stage]
     assert lines[-2] == "T === Connection closed"
     word = stage if stage in ("connect", "banner", "ehlo") else stage.upper()
     assert lines[-1].startswith(f"ok via 127.0.0.1[127.0.0.1]:PORT: stopped after {word}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Iterable
+from typing import cast
 
 from mailwright.net.outbound.model import Peer, Stage, TranscriptEntry, WireTrace
 from mailwright.smtp import (
@@ -55,8 +56,8 @@ class _Protocol(asyncio.Protocol):
         self.trace: WireTrace | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports have asyncio.Transport's methods without its class.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         if self.trace is not None:
@@ -211,6 +212,15 @@ class Channel:
     async def reply(self, stage: Stage, command: str, timeout: float) -> Reply:
         """The next reply, recorded in the transcript; ChannelError on timeout, EOF
         or a malformed reply."""
+        # Fast path: a reply already buffered (the rest of a pipelined group's
+        # answers, RFC 2920 §3.1, usually arrive in one read) needs no timer.
+        try:
+            event = self.conn.next_event()
+        except ProtocolError as exc:
+            raise ChannelError(f"protocol error: {exc}", codes.R451_PEER_PROTOCOL_ERROR) from None
+        if isinstance(event, Reply):
+            self.transcript.append(TranscriptEntry(stage, command, event))
+            return event
         try:
             async with asyncio.timeout(timeout):
                 while True:
