@@ -197,6 +197,10 @@ class Channel:
 
     async def drain(self, timeout: float) -> None:
         """Wait until the transport takes more data (bounded: RFC 5321 §4.5.3.2.5)."""
+        protocol = self._protocol
+        can_write = protocol._can_write
+        if (can_write is None or can_write.done()) and not protocol.lost:
+            return  # not paused: no timer needed (the common case, every message)
         try:
             async with asyncio.timeout(timeout):
                 await self._protocol.writable()

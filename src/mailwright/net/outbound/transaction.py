@@ -280,14 +280,10 @@ class _Transaction:
 
     async def send_data(self, body: bytes) -> None:
         t = self.timeouts
-        blocks = list(_chunks(body, DATA_BLOCK_SIZE))
-        for block in blocks[:-1]:
+        for block in _chunks(body, DATA_BLOCK_SIZE):
             self.channel.write([DataChunk(block)])
             await self.channel.drain(t.data_block)
-        # The last block and the end of data in one write: one segment for a small
-        # message, not two.
-        last: list[Event] = [DataChunk(blocks[-1])] if blocks else []
-        self.channel.write([*last, EndOfData(len(body))])
+        self.channel.write([EndOfData(len(body))])
         await self.channel.drain(t.data_block)
         await self.final_replies(".", t.data_end)
 
