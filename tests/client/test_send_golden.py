@@ -36,9 +36,9 @@ T === TLS peer issuer: O=mailwright self-signed,CN=mx.example.test
 T === TLS peer validity: DATES
 T === TLS peer names: mx.example.test, localhost, 127.0.0.1, ::1
 T === TLS chain 0: O=mailwright self-signed,CN=mx.example.test
-T === TLS verification: failed for 127.0.0.1: no chain to a trusted CA (self-signed or \
-unknown issuer; validation failed: candidates exhausted: all candidates exhausted with no \
-interior errors)"""
+T === TLS verification: failed for 127.0.0.1 (CA/B Forum profile): no chain to a trusted \
+CA (self-signed or unknown issuer; validation failed: candidates exhausted: all candidates \
+exhausted with no interior errors)"""
 
 EHLO_TLS = """\
 T  ~> EHLO client.test

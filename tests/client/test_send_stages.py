@@ -78,9 +78,9 @@ def test_quit_after_tls_and_auth_golden(mw: InProcessServer) -> None:
     )  # fmt: skip
     tls = send(*common, "--quit-after", "tls", env={"PW": PASSWORD}).lines()
     assert tls[-5:-2] == [
-        "T === TLS verification: failed for 127.0.0.1: no chain to a trusted CA (self-signed "
-        "or unknown issuer; validation failed: candidates exhausted: all candidates exhausted "
-        "with no interior errors)",
+        "T === TLS verification: failed for 127.0.0.1 (CA/B Forum profile): no chain to a "
+        "trusted CA (self-signed or unknown issuer; validation failed: candidates exhausted: "
+        "all candidates exhausted with no interior errors)",
         *QUIT_TLS,
     ]
     assert not any("EHLO" in line for line in tls[tls.index("T  -> STARTTLS") :])

@@ -32,6 +32,8 @@ _MASKS = [
     (re.compile(r"\]:\d+"), "]:PORT"),
     (re.compile(r"(Connect call failed \('[^']+', )\d+\)"), r"\1PORT)"),
     (re.compile(r"queued as [0-9A-Z]{16}"), "queued as QID"),
+    (re.compile(r"queued as [0-9A-F]{8,12}\b"), "queued as QID"),  # Postfix's short ids
+    (re.compile(r"(trustme v[\d.]+|#)[\w-]{16}"), r"\1ID"),  # trustme's random serials
     (re.compile(r"(TLS peer validity: ).*"), r"\1DATES"),
     # SASL challenges are random (CRAM-MD5 timestamp, SCRAM nonce and salt).
     (re.compile(r"^(T <~  334 )\S{16,}$", re.M), r"\1CHALLENGE"),

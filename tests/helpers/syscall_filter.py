@@ -31,7 +31,13 @@ from typing import TypedDict
 # exit(), exit_group(), getrlimit(), rt_sigreturn(), sigreturn() and the system calls
 # for querying time and sleeping" (the latter are in @default, which systemd adds).
 IMPLICIT_ALLOW = (
-    "@default", "execve", "exit", "exit_group", "getrlimit", "rt_sigreturn", "sigreturn"
+    "@default",
+    "execve",
+    "exit",
+    "exit_group",
+    "getrlimit",
+    "rt_sigreturn",
+    "sigreturn",
 )
 KILL = "kill"
 ALLOW = "allow"

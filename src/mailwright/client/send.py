@@ -237,7 +237,7 @@ async def send_one(opts: SendOptions, recorder: Recorder) -> SendReport:
 
     def on_tls(ssl_object: ssl.SSLObject) -> str | None:
         name = opts.tls_sni or (report.target.host if report.target else "")
-        report.tls = inspect(ssl_object, name, opts.tls_ca)
+        report.tls = inspect(ssl_object, name, opts.tls_ca, verified=opts.tls_verify)
         for line in report.tls.lines():
             recorder.note(line)
         return None

@@ -160,20 +160,25 @@ def _verify(
         text = str(exc)
         if "candidates exhausted" in text:
             text = f"no chain to a trusted CA (self-signed or unknown issuer; {text})"
-        return False, f"failed for {name}: {text}"
+        return False, f"failed for {name} (CA/B Forum profile): {text}"
     except ValueError as exc:  # a certificate the validator cannot read at all
-        return False, f"failed for {name}: {exc}"
+        return False, f"failed for {name} (CA/B Forum profile): {exc}"
     return True, f"ok: chain to a trusted CA, valid for {name}"
 
 
-def inspect(ssl_object: ssl.SSLObject, name: str, ca_file: Path | None) -> TlsInfo:
-    """The report for the connection behind ``ssl_object``, checked for ``name``."""
+def inspect(
+    ssl_object: ssl.SSLObject, name: str, ca_file: Path | None, *, verified: bool = False
+) -> TlsInfo:
+    """The report for the connection behind ``ssl_object``, checked for ``name``.
+    ``verified``: the handshake already verified chain and name (``--tls-verify``):
+    that is the answer, OpenSSL's; otherwise cryptography's path validation answers,
+    under the stricter CA/B Forum profile, as information."""
     cipher = ssl_object.cipher()
     der = ssl_object.getpeercert(binary_form=True)
     leaf = x509.load_der_x509_certificate(der) if der else None
     chain = _chain(ssl_object)
     cert = None
-    verified, why = False, "no certificate"
+    why = "no certificate"
     if leaf is not None:
         cert = CertInfo(
             subject=leaf.subject.rfc4514_string(),
@@ -182,7 +187,10 @@ def inspect(ssl_object: ssl.SSLObject, name: str, ca_file: Path | None) -> TlsIn
             not_after=leaf.not_valid_after_utc.isoformat(),
             names=_names(leaf),
         )
-        verified, why = _verify(leaf, chain[1:], name, ca_file)
+        if verified:
+            why = f"ok: verified in the handshake, chain to a trusted CA and name {name}"
+        else:
+            verified, why = _verify(leaf, chain[1:], name, ca_file)
     return TlsInfo(
         version=ssl_object.version() or "TLS",
         cipher=cipher[0] if cipher else "",
