@@ -189,3 +189,27 @@ def test_help_reads_like_a_man_page() -> None:
         assert heading in run.out
     for code in ("0", "2", "3", "21", "22", "23", "24", "25", "26", "28", "29"):
         assert any(line.split()[:1] == [code] for line in run.out.splitlines()), code
+
+
+def test_bulk_count_over_connections_json(mw: InProcessServer) -> None:
+    before = mw.accepted_count()
+    run = send(
+        "--server", f"127.0.0.1:{mw.ports['inbound']}", "--from", "a@client.test",
+        "--to", "alice@example.test", "--count", "30", "--concurrency", "4", "--pipeline",
+        "--json",
+    )  # fmt: skip
+    assert run.status == 0, run
+    doc = json.loads(run.out)
+    assert (doc["count"], doc["concurrency"], doc["sent"], doc["failed"]) == (30, 4, 30, 0)
+    assert set(doc["latency_ms"]) == {"p50", "p90", "p99"}
+    assert 0 < doc["latency_ms"]["p50"] <= doc["latency_ms"]["p90"] <= doc["latency_ms"]["p99"]
+    assert doc["messages_per_second"] > 0
+    mw.wait_settled()
+    assert mw.accepted_count() == before + 30  # every message, once
+    text = send(
+        "--server", f"127.0.0.1:{mw.ports['inbound']}", "--to", "alice@example.test",
+        "--count", "5", "--concurrency", "2",
+    )  # fmt: skip
+    assert text.status == 0
+    assert text.out.startswith("5 sent, 0 failed in ")
+    assert "messages/s; latency p50 " in text.out
