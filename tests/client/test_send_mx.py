@@ -11,7 +11,7 @@ import pytest
 from helpers.dnsserver import LoopbackDns
 from helpers.sendcli import send
 from helpers.servers import InProcessServer
-from mailwright.client.outcome import EXIT_USAGE
+from mailwright.client.outcome import EXIT_CONNECT, EXIT_USAGE
 
 ZONE = """
 $ORIGIN example.test.
@@ -75,3 +75,10 @@ def test_domain_without_mail_is_said_so(dns: LoopbackDns, domain: str, problem: 
     run = send("--dns", dns.nameserver, "--to", f"x@{domain}")
     assert run.status == EXIT_USAGE, run
     assert run.lines()[0] == f"T *** {domain}: {problem}"
+
+
+def test_dns_failure_is_the_connection_status() -> None:
+    with LoopbackDns(ZONE, servfail=["broken.example.test"]) as server:
+        run = send("--dns", server.nameserver, "--to", "x@broken.example.test", "--timeout", "2")
+    assert run.status == EXIT_CONNECT, run
+    assert run.lines()[0].startswith("T *** MX lookup of broken.example.test failed")

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import socket
 import ssl
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mailwright.client.outcome import (
-    EXIT_AUTH,
     EXIT_CONNECT,
     EXIT_OK,
     EXIT_USAGE,
@@ -231,8 +230,7 @@ async def send_one(opts: SendOptions, recorder: Recorder) -> SendReport:
         found = await targets_for(opts)
     except TargetError as exc:
         recorder.error(str(exc))
-        status = EXIT_CONNECT if "failed" in str(exc) else EXIT_USAGE
-        return SendReport(status, str(exc), recorder)
+        return SendReport(EXIT_CONNECT if exc.temporary else EXIT_USAGE, str(exc), recorder)
     report = SendReport(EXIT_CONNECT, "no server answered", recorder)
 
     def on_tls(ssl_object: ssl.SSLObject) -> str | None:
@@ -256,8 +254,6 @@ async def send_one(opts: SendOptions, recorder: Recorder) -> SendReport:
             report.replies = list(exc.transcript)
             report.status = session_status(exc)
             report.reason = f"{exc.stage.value}: {exc.reason}"
-            if exc.stage is Stage.AUTH:
-                report.status = EXIT_AUTH
             recorder.error(report.reason)
             if report.status == EXIT_CONNECT and exc.stage in (Stage.CONNECT, Stage.GREETING):
                 continue  # this one never answered: the next address may
@@ -304,6 +300,3 @@ async def _transact(opts: SendOptions, session: OutboundSession, report: SendRep
             report.reason += f": {detail}"
     return report
 
-
-def with_message(opts: SendOptions, message: bytes) -> SendOptions:
-    return replace(opts, message=message)

@@ -20,7 +20,12 @@ from mailwright.dns.types import DnsError, Resolver
 
 
 class TargetError(Exception):
-    """No address to try: bad --server, a domain without mail, a failed lookup."""
+    """No address to try: bad --server, a domain without mail, a failed lookup
+    (``temporary``: the DNS did not answer, trying later may help)."""
+
+    def __init__(self, message: str, *, temporary: bool = False) -> None:
+        super().__init__(message)
+        self.temporary = temporary
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +77,7 @@ async def addresses(resolver: Resolver, host: str, family: int | None) -> list[s
         if family in (None, 6):
             found += (await resolver.aaaa(host)).records
     except DnsError as exc:
-        raise TargetError(f"DNS lookup of {host} failed: {exc}") from None
+        raise TargetError(f"DNS lookup of {host} failed: {exc}", temporary=True) from None
     return found
 
 
@@ -99,7 +104,7 @@ async def resolve_targets(
     try:
         answer = await resolver.mx(domain)
     except DnsError as exc:
-        raise TargetError(f"MX lookup of {domain} failed: {exc}") from None
+        raise TargetError(f"MX lookup of {domain} failed: {exc}", temporary=True) from None
     if not answer.exists:
         raise TargetError(f"{domain}: no such domain (NXDOMAIN)")
     records = sorted(answer.records, key=lambda r: r.preference)
