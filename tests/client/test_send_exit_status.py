@@ -133,3 +133,17 @@ def test_usage_errors_one_line_status_2(args: tuple[str, ...], message: str) -> 
     assert run.status == EXIT_USAGE, run
     assert len(run.err.strip().splitlines()) == 1, run.err
     assert message in run.err
+
+
+def test_lmtp_one_reply_per_recipient(tmp_path: Path) -> None:
+    with smtp_sink(tmp_path, "-L") as sink:
+        run = send(
+            "--server", f"{sink.address}:{sink.port}", "--protocol", "lmtp",
+            "--from", "a@client.test", "--to", "b@sink.example.test,c@sink.example.test",
+        )  # fmt: skip
+    assert run.status == 0, run
+    lines = run.lines()
+    assert "T  -> LHLO client.test" in lines
+    dot = lines.index("T  -> .")
+    assert [line[:9] for line in lines[dot + 1 : dot + 3]] == ["T <-  250"] * 2  # RFC 2033 §4.2
+    assert "2/2 recipient(s) accepted" in lines[-1]
