@@ -143,6 +143,10 @@ from mailwright.cli.session import session  # noqa: E402
 
 cli.add_command(session)
 
+from mailwright.cli.send import send  # noqa: E402
+
+cli.add_command(send)
+
 
 @cli.command(
     context_settings={"ignore_unknown_options": True, "help_option_names": []},

@@ -126,6 +126,9 @@ R451_TLS_FAILED = R(451, "4.7.5", "TLS negotiation or certificate check failed")
 R451_AUTH_UNAVAILABLE = R(
     451, "4.7.0", "Authentication is required, but no usable mechanism was offered by host"
 )
+# A transaction the client itself stopped early (``mailwright send --quit-after``):
+# the recipients left without a reply of their own were never offered the message.
+R451_STOPPED_BY_CLIENT = R(451, "4.3.0", "Transaction stopped by the client, message not sent")
 # A queued envelope address the client cannot write (RFC 3463 X.1.7, X.1.3).
 R553_BAD_SENDER_SYNTAX = R(553, "5.1.7", "Bad sender address syntax")
 R553_BAD_RECIPIENT_SYNTAX = R(553, "5.1.3", "Bad recipient address syntax")

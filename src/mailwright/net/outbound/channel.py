@@ -22,7 +22,7 @@ import ssl
 from collections.abc import Iterable
 from typing import cast
 
-from mailwright.net.outbound.model import Peer, Stage, TranscriptEntry
+from mailwright.net.outbound.model import Peer, Stage, TranscriptEntry, WireTrace
 from mailwright.smtp import (
     NEED_DATA,
     PAUSED,
@@ -53,6 +53,7 @@ class _Protocol(asyncio.Protocol):
         self._wakeup: asyncio.Future[None] | None = None
         self._can_write: asyncio.Future[None] | None = None
         self._paused_reading = False
+        self.trace: WireTrace | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A cast, not an isinstance check: uvloop's transports (serve's event loop)
@@ -60,6 +61,8 @@ class _Protocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        if self.trace is not None:
+            self.trace(False, data, self.conn.tls_active)
         self.conn.receive_data(data)
         if self._wakeup is None or self._wakeup.done():
             # Nobody waits for a reply: stop reading, so a peer that talks out of
@@ -120,16 +123,41 @@ class Channel:
 
     @classmethod
     async def connect(
-        cls, peer: Peer, timeout: float, *, unix: bool = False, lmtp: bool = False
+        cls,
+        peer: Peer,
+        timeout: float,
+        *,
+        unix: bool = False,
+        lmtp: bool = False,
+        trace: WireTrace | None = None,
+        tls: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        handshake_timeout: float | None = None,
     ) -> Channel:
+        """Connect; with ``tls``, implicit TLS (RFC 8314 §3.3): the handshake is part
+        of connecting, and its failure says so (4.7.5, not "no answer")."""
         loop = asyncio.get_running_loop()
         protocol = _Protocol(ClientConnection(lmtp=lmtp))
+        protocol.trace = trace
         try:
             async with asyncio.timeout(timeout):
                 if unix:
                     await loop.create_unix_connection(lambda: protocol, peer.address)
+                elif tls is not None:
+                    await loop.create_connection(
+                        lambda: protocol,
+                        peer.address,
+                        peer.port,
+                        ssl=tls,
+                        server_hostname=server_hostname or "",
+                        ssl_handshake_timeout=handshake_timeout,
+                    )
+                    # Everything on this connection is inside TLS, as after STARTTLS.
+                    protocol.conn.tls_active = True
                 else:
                     await loop.create_connection(lambda: protocol, peer.address, peer.port)
+        except ssl.SSLError as exc:
+            raise ChannelError(f"TLS handshake failed: {exc}", codes.R451_TLS_FAILED) from None
         except TimeoutError:
             raise ChannelError(
                 f"connect timed out after {timeout:g}s", codes.R451_NO_ANSWER
@@ -164,10 +192,16 @@ class Channel:
             raise ChannelError(f"protocol error: {exc}", codes.R451_PEER_PROTOCOL_ERROR) from None
         except ValueError as exc:  # text the core cannot write (CR/LF in a HELO name)
             raise ChannelError(f"cannot write command: {exc}", codes.R451_AGENT_ERROR) from None
+        if self._protocol.trace is not None:
+            self._protocol.trace(True, data, self.conn.tls_active)
         self._protocol.transport.write(data)
 
     async def drain(self, timeout: float) -> None:
         """Wait until the transport takes more data (bounded: RFC 5321 §4.5.3.2.5)."""
+        protocol = self._protocol
+        can_write = protocol._can_write
+        if (can_write is None or can_write.done()) and not protocol.lost:
+            return  # not paused: no timer needed (the common case, every message)
         try:
             async with asyncio.timeout(timeout):
                 await self._protocol.writable()
@@ -183,6 +217,15 @@ class Channel:
     async def reply(self, stage: Stage, command: str, timeout: float) -> Reply:
         """The next reply, recorded in the transcript; ChannelError on timeout, EOF
         or a malformed reply."""
+        # Fast path: a reply already buffered (the rest of a pipelined group's
+        # answers, RFC 2920 §3.1, usually arrive in one read) needs no timer.
+        try:
+            event = self.conn.next_event()
+        except ProtocolError as exc:
+            raise ChannelError(f"protocol error: {exc}", codes.R451_PEER_PROTOCOL_ERROR) from None
+        if isinstance(event, Reply):
+            self.transcript.append(TranscriptEntry(stage, command, event))
+            return event
         try:
             async with asyncio.timeout(timeout):
                 while True:

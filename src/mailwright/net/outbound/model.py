@@ -7,6 +7,7 @@ the bounce code and ``mailwright send`` can build and inspect them without a net
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -75,6 +76,13 @@ class Credentials:
     mechanisms: tuple[str, ...] = ()
 
 
+# A tap on the wire, for a client that shows the dialog (``mailwright send``): called
+# with (outgoing, octets, inside TLS) for every write and every read, in order; the
+# octets are the plaintext (decrypted) ones.  AUTH secrets are in them: the caller
+# redacts.
+WireTrace = Callable[[bool, bytes, bool], None]
+
+
 @dataclass(frozen=True, slots=True)
 class ClientSettings:
     helo_name: str
@@ -88,6 +96,13 @@ class ClientSettings:
     # Use these ESMTP extensions when offered; a test client may switch one off.
     use_pipelining: bool = True
     use_chunking: bool = True
+    # For a test client (``mailwright send``); the relay leaves them at their defaults.
+    trace: WireTrace | None = field(default=None, compare=False)
+    implicit_tls: bool = False  # TLS from the first octet (RFC 8314 §3.3, port 465)
+    # Stop after this stage's reply (CONNECT: before the greeting is read; DATA: after
+    # the 354, dropping the connection without the message) and QUIT where SMTP allows.
+    stop_after: Stage | None = None
+    bdat_chunk_size: int = 0  # octets per BDAT chunk; 0 = transaction.BDAT_CHUNK_SIZE
 
 
 @dataclass(frozen=True, slots=True)

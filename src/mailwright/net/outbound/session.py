@@ -37,6 +37,7 @@ import binascii
 import contextlib
 import ipaddress
 import logging
+import ssl
 from dataclasses import replace
 
 from mailwright.net.outbound.channel import Channel, ChannelError
@@ -85,6 +86,14 @@ def _is_ip_literal(host: str) -> bool:
     return True
 
 
+def _context(policy: TlsPolicy, settings: ClientSettings) -> ssl.SSLContext:
+    return client_context(verify=policy.mode is TlsMode.VERIFY, ca_file=settings.ca_file)
+
+
+def _sni(peer: Peer) -> str | None:
+    return None if _is_ip_literal(peer.host) else peer.host
+
+
 class OutboundSession:
     """One open connection to one peer.  Use ``await OutboundSession.open(...)``."""
 
@@ -110,17 +119,30 @@ class OutboundSession:
         """Connect and run greeting, EHLO, STARTTLS, EHLO, AUTH; SessionError when any
         of them fails (the connection is closed then)."""
         unix = settings.lmtp and "/" in peer.address
+        implicit = settings.implicit_tls and not unix
         try:
             channel = await Channel.connect(
-                peer, settings.timeouts.connect, unix=unix, lmtp=settings.lmtp
+                peer,
+                settings.timeouts.connect,
+                unix=unix,
+                lmtp=settings.lmtp,
+                trace=settings.trace,
+                tls=_context(policy, settings) if implicit else None,
+                server_hostname=_sni(peer),
+                handshake_timeout=settings.timeouts.tls_handshake,
             )
         except ChannelError as exc:
+            stage = Stage.TLS if exc.reply is codes.R451_TLS_FAILED else Stage.CONNECT
             raise SessionError(
-                Stage.CONNECT, exc.reason, temporary=True, result_reply=exc.reply, peer=peer
+                stage, exc.reason, temporary=True, result_reply=exc.reply, peer=peer
             ) from None
         session = cls(channel, peer, settings, policy)
         try:
-            await session._open()
+            if implicit:
+                session._stage = Stage.TLS
+                session._check_tls()
+            if settings.stop_after is not Stage.CONNECT:
+                await session._open()
             session._opening = len(channel.transcript)
         except ChannelError as exc:
             channel.abort()
@@ -180,15 +202,22 @@ class OutboundSession:
         self.info = self._replace(greeting=greeting)
         if greeting.code != 220:
             raise self._error(f"greeting refused: {greeting}", reply=greeting)
+        stop = self.settings.stop_after
+        if stop is Stage.GREETING:
+            return
         await self._hello()
         mode = self.policy.mode
-        if mode is not TlsMode.NONE and "STARTTLS" in self.info.extensions:
+        if self.settings.implicit_tls:
+            pass  # already inside TLS (RFC 8314 §3.3): no STARTTLS (RFC 3207 §4.2)
+        elif mode is not TlsMode.NONE and "STARTTLS" in self.info.extensions:
             await self._starttls()
         elif self.policy.required:
             self._stage = Stage.STARTTLS
             raise self._error(
                 "TLS required but not offered", result_reply=codes.R451_TLS_NOT_OFFERED
             )
+        if stop in (Stage.EHLO, Stage.HELO, Stage.STARTTLS, Stage.TLS):
+            return
         if self.settings.auth is not None:
             await self._auth()
 
@@ -237,16 +266,22 @@ class OutboundSession:
             )
             return
         self._stage = Stage.TLS
-        verify = self.policy.mode is TlsMode.VERIFY
-        context = client_context(verify=verify, ca_file=self.settings.ca_file)
-        sni = None if _is_ip_literal(self.peer.host) else self.peer.host
+        context = _context(self.policy, self.settings)
         try:
-            await self._channel.start_tls(context, sni, timeouts.tls_handshake)
+            await self._channel.start_tls(context, _sni(self.peer), timeouts.tls_handshake)
         except ChannelError as exc:
             raise self._error(exc.reason, result_reply=exc.reply, temporary=True) from None
+        self._check_tls()
+        if self.settings.stop_after in (Stage.STARTTLS, Stage.TLS):
+            return
+        await self._hello()  # RFC 3207 §4.2: forget what the plaintext EHLO said
+
+    def _check_tls(self) -> None:
+        """After the handshake (STARTTLS or implicit): the name check of VERIFY, the
+        policy's peer check, then the session info."""
         ssl_object = self._channel.ssl_object
         assert ssl_object is not None
-        if verify:
+        if self.policy.mode is TlsMode.VERIFY:
             names = self.policy.match_names or (self.peer.host,)
             if not certificate_names_match(ssl_object, names):
                 raise self._error(
@@ -265,7 +300,6 @@ class OutboundSession:
         self.info = self._replace(
             tls_version=ssl_object.version(), tls_cipher=cipher[0] if cipher else None
         )
-        await self._hello()  # RFC 3207 §4.2: forget what the plaintext EHLO said
 
     async def _auth(self) -> None:
         self._stage = Stage.AUTH
@@ -378,7 +412,14 @@ class OutboundSession:
         """QUIT (RFC 5321 §4.1.1.10) and close; never raises."""
         if self._closed:
             return
-        usable = self.usable
+        conn = self._channel.conn
+        # Also before EHLO or right after TLS (a session stopped early on request):
+        # QUIT is valid in any state outside a transaction (RFC 5321 §4.1.1.10).
+        usable = self.usable or (
+            self._channel.alive
+            and conn.pending == 0
+            and conn.state is State.NEED_HELO
+        )
         self._closed = True
         with contextlib.suppress(Exception):
             if usable:

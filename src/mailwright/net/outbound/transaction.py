@@ -51,6 +51,7 @@ from mailwright.smtp import (
     Event,
     MailFrom,
     MailParams,
+    Quit,
     RcptParams,
     RcptTo,
     Reply,
@@ -211,7 +212,14 @@ class _Transaction:
         body, body_param, bdat = self.check()
         mail, rcpts = self.envelope(body, body_param)
         t = self.timeouts
-        pipelining = self.settings.use_pipelining and "PIPELINING" in self.ext
+        stop = self.settings.stop_after
+        # A stop inside the envelope needs each reply before the next command.
+        pipelining = (
+            self.settings.use_pipelining
+            and "PIPELINING" in self.ext
+            and stop not in (Stage.MAIL, Stage.RCPT, Stage.DATA)
+        )
+        bdat = bdat and stop is not Stage.DATA
         data_sent = False
         if pipelining:
             group: list[Event] = [mail, *rcpts]
@@ -223,6 +231,8 @@ class _Transaction:
         else:
             self.channel.write([mail])
         self.mail_reply = await self.reply(Stage.MAIL, describe_command(mail), t.mail)
+        if stop is Stage.MAIL:
+            return await self.stop("MAIL")
         for index, rcpt in enumerate(rcpts):
             if not pipelining:
                 if not self.mail_reply.is_positive:
@@ -235,6 +245,8 @@ class _Transaction:
                 self.final[index] = reply
         if not self.mail_reply.is_positive:
             self.final = [self.mail_reply] * len(self.final)
+        if stop is Stage.RCPT:
+            return await self.stop("RCPT")
         if not data_sent and self.accepted and not bdat:
             self.channel.write([Data()])
             data_sent = True
@@ -249,6 +261,13 @@ class _Transaction:
                 for index in self.accepted:
                     self.final[index] = data_reply
                 self.accepted = []
+            elif stop is Stage.DATA:
+                # Inside the data nothing but the message may follow (RFC 5321
+                # §4.1.1.4): leave without it; the server must not deliver (§4.1.1.4,
+                # a transaction without its end of data is aborted).
+                self.fill_stopped()
+                self.channel.abort()
+                return "stopped after DATA (--quit-after): connection dropped"
         if not self.accepted:
             if self.mail_reply.is_positive:
                 await self.reset()
@@ -268,9 +287,21 @@ class _Transaction:
         await self.channel.drain(t.data_block)
         await self.final_replies(".", t.data_end)
 
+    def fill_stopped(self) -> None:
+        self.final = [r if r is not None else codes.R451_STOPPED_BY_CLIENT for r in self.final]
+
+    async def stop(self, after: str) -> str:
+        """QUIT after the reply to ``after`` (``ClientSettings.stop_after``)."""
+        self.fill_stopped()
+        self.channel.write([Quit()])
+        await self.channel.reply(Stage.QUIT, "QUIT", self.timeouts.quit)
+        self.channel.close()
+        return f"stopped after {after} (--quit-after)"
+
     async def send_chunks(self, body: bytes) -> None:
         t = self.timeouts
-        pieces = list(_chunks(body, BDAT_CHUNK_SIZE)) or [b""]
+        size = self.settings.bdat_chunk_size or BDAT_CHUNK_SIZE
+        pieces = list(_chunks(body, size)) or [b""]
         for number, piece in enumerate(pieces, 1):
             self.channel.write([Bdat(len(piece), last=number == len(pieces)), DataChunk(piece)])
             await self.channel.drain(t.data_block)
