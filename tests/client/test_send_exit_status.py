@@ -47,6 +47,8 @@ def test_refusal_at_each_stage_from_smtp_sink(tmp_path: Path, reject: str, statu
         )  # fmt: skip
     assert run.status == status, run
     assert f"(exit {status}, " in run.lines()[-1]
+    # The refusal explained in the words probe and session use (client.explain).
+    assert run.lines()[-2].startswith("== why: "), run.lines()[-2:]
     assert any(line.startswith("T <-  5") for line in run.lines()), run  # the refusal shown
 
 

@@ -386,5 +386,7 @@ def _main(  # one parameter per option
     if as_json:
         click.echo(json.dumps(report.as_json(), ensure_ascii=False))
     else:
+        if report.status != 0 and report.explanation():  # above the one summary line
+            printer.text(f"== why: {report.explanation()}", "yellow")
         printer.text(report.summary(), "bold green" if report.status == 0 else "bold red")
     return report.status

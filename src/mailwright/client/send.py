@@ -15,6 +15,7 @@ import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mailwright.client.explain import short
 from mailwright.client.outcome import (
     EXIT_CONNECT,
     EXIT_OK,
@@ -122,6 +123,20 @@ class SendReport:
     def meaning(self) -> str:
         return MEANINGS.get(self.status, "")
 
+    @property
+    def refusal(self) -> Reply | None:
+        """The last 4xx/5xx reply the server gave, if any (what the summary explains)."""
+        for entry in reversed(self.replies):
+            if entry.reply.code >= 400:
+                return entry.reply
+        return None
+
+    def explanation(self) -> str:
+        """What the refusal means and what usually fixes it (``client.explain``), the
+        same words ``probe`` and ``session`` show; "" when nothing was refused."""
+        refusal = self.refusal
+        return short(refusal) if refusal is not None else ""
+
     def summary(self) -> str:
         t = self.target
         where = f" via {t.host}[{t.address}]:{t.port}" if t else ""
@@ -159,7 +174,13 @@ class SendReport:
 
 
 def _reply_json(reply: Reply) -> dict[str, object]:
-    return {"code": reply.code, "enhanced": reply.enhanced or None, "text": list(reply.lines)}
+    explained = {"explanation": short(reply)} if reply.code >= 400 else {}
+    return {
+        "code": reply.code,
+        "enhanced": reply.enhanced or None,
+        "text": list(reply.lines),
+        **explained,
+    }
 
 
 def timeouts(seconds: float) -> ClientTimeouts:
