@@ -31,6 +31,7 @@ from itertools import groupby
 
 from mailwright.dns.types import Answer, DnsTemporaryError, MxRecord, Resolver
 from mailwright.smtp import Reply, codes, to_ascii_domain
+from mailwright.spool.model import RemoteSession
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +52,18 @@ class Candidate:
 class RouteError(Exception):
     """No candidate: ``reply`` says whether it is permanent, ``reason`` why (log)."""
 
-    def __init__(self, reply: Reply, reason: str, remote_host: str | None = None) -> None:
+    def __init__(
+        self,
+        reply: Reply,
+        reason: str,
+        remote_host: str | None = None,
+        session: RemoteSession | None = None,
+    ) -> None:
         super().__init__(reason)
         self.reply = reply
         self.reason = reason
         self.remote_host = remote_host  # the host whose answer ``reply`` is, if any
+        self.session = session  # that host's session, for the attempt history
 
 
 # MTA-STS (RFC 8461 §4.1): the MX host names a domain's enforced policy allows, in
