@@ -79,6 +79,7 @@ class RelaySettings:
     max_mx_sessions: int
     allow_private_addresses: bool = False
     own_endpoints: frozenset[tuple[str, int]] = frozenset()
+    own_addresses: frozenset[str] = frozenset()  # this host's interfaces (``interfaces``)
     max_connections: int = DEFAULT_OUTBOUND_CONNECTIONS
     max_connections_per_destination: int = DEFAULT_DESTINATION_CONNECTIONS
     connection_reuse_time: float = DEFAULT_CONNECTION_REUSE_TIME
@@ -129,6 +130,7 @@ class RelayAgent:
             max_addresses=settings.max_mx_addresses,
             allow_private=settings.allow_private_addresses,
             own_endpoints=settings.own_endpoints,
+            own_addresses=settings.own_addresses,
         )
 
     # -- the DeliveryAgent seam ------------------------------------------------------
