@@ -211,7 +211,9 @@ def test_queue_show_envelope_history_and_header(config: Path) -> None:
     assert "Sender:       <carol@example.org>" in text
     assert "Queue:        deferred" in text and "Attempts:     2" in text
     assert "  e@example.net  deferred  attempts=2  (451 4.2.0 Mailbox busy)" in text
-    assert "f@gmail.test  bounced  550 5.1.1 User unknown  [mx.example.net]" in text
+    # The history is per recipient: its attempts under its address.
+    after = text.split("\n  f@gmail.test\n", 1)[1].splitlines()[0]
+    assert after.endswith("  bounced  550 5.1.1 User unknown  [mx.example.net]")
     assert "Subject: test" in text and "Hello" not in text  # header only
     assert "\nHello\n" in ok(config, "show", q.mixed, "--body")
     held = ok(config, "show", q.held)

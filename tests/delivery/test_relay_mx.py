@@ -68,6 +68,12 @@ m2.many      IN A 80.80.0.65
 xn--bcher-kva IN MX 10 mx.xn--bcher-kva
 mx.xn--bcher-kva IN A 80.80.0.70
 smarthost    IN A 80.80.0.80
+self         IN MX 10 mx.self
+self         IN MX 20 mx.other
+mx.self      IN A 80.80.0.90
+mx.self      IN AAAA 2a00:1450::90
+mx.other     IN A 80.80.0.91
+selfonly     IN MX 10 mx.self
 """
 SETTINGS = MxSettings(port=25, max_addresses=5)
 
@@ -164,6 +170,27 @@ def test_our_own_listener_is_a_loop_even_when_private_is_allowed(dns):
     assert candidates(dns, "mixed.test", other_port) == [
         "lo.mixed.test[127.0.0.1]:2525",
         "pub.mixed.test[80.80.0.40]:2525",
+    ]
+
+
+def test_an_mx_on_one_of_our_interface_addresses_is_a_loop_unless_allowed(dns):
+    """A public address of this host's interfaces is ourselves whatever the port
+    (Postfix: "loops back to myself"); written in any form, it still matches."""
+    ours = {"80.80.0.90", "2a00:1450:0:0:0:0:0:90"}
+    own = MxSettings(port=2525, max_addresses=5, own_addresses=ours)
+    assert candidates(dns, "self.test", own) == ["mx.other.test[80.80.0.91]:2525"]
+    error = failure(dns, "selfonly.test", own)
+    assert error.reply == codes.R554_MAIL_LOOP and error.reply.enhanced == "5.4.6"
+    assert "mx.self.test[80.80.0.90]:2525" in error.reason
+    assert "mx.self.test[2a00:1450::90]:2525" in error.reason
+    allowed = MxSettings(port=2525, max_addresses=5, allow_private=True, own_addresses=ours)
+    assert candidates(dns, "selfonly.test", allowed) == [
+        "mx.self.test[80.80.0.90]:2525",
+        "mx.self.test[2a00:1450::90]:2525",
+    ]
+    assert candidates(dns, "selfonly.test") == [  # not ours: a public MX like any other
+        "mx.self.test[80.80.0.90]:25",
+        "mx.self.test[2a00:1450::90]:25",
     ]
 
 

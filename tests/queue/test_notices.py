@@ -24,7 +24,7 @@ from mailwright.queue.dsn import FOLD_WIDTH
 from mailwright.queue.notices import postmaster_address
 from mailwright.queue.runner import QueueRunner
 from mailwright.smtp import Reply
-from mailwright.spool.model import Envelope, Recipient, SpooledMessage
+from mailwright.spool.model import Envelope, Recipient, RemoteSession, SpooledMessage
 from mailwright.spool.store import SpoolStore
 
 HOUR = 3600.0
@@ -129,6 +129,40 @@ def test_bounce_names_the_remote_mta_and_carries_its_whole_reply(
         assert max(len(x) for x in status_part.split(b"\r\n")) <= FOLD_WIDTH
         human = parts(parsed)[0].get_payload(decode=True)
         assert isinstance(human, bytes) and b"host mx1.example.net said: 550 5.1.1" in human
+        await store.close()
+
+    run(main())
+
+
+def test_remote_mta_is_the_host_name_alone_not_postfix_host_address_port(
+    stores: StoreFactory, clock: Clock
+) -> None:
+    """RFC 3464 §2.3.5: ``Remote-MTA: dns; <host name>`` — the relay's results name
+    the host Postfix style ("mx[192.0.2.1]:25"), which belongs in the human part only.
+    The name comes from the result's session, or the part before "[" without one."""
+    postfix_style = "mx1.example.net[192.0.2.1]:25"
+    session = RemoteSession("mx2.example.net", "2001:db8::2", 25)
+    agent = ScriptedAgent(
+        {
+            "bob@example.net": DeliveryResult(UNKNOWN, remote_host=postfix_style),
+            "carol@example.net": DeliveryResult(
+                UNKNOWN, remote_host="mx2.example.net[2001:db8::2]:25", session=session
+            ),
+        }
+    )
+
+    async def main() -> None:
+        store = stores(clock)
+        await store.open()
+        env = Envelope(SENDER, (Recipient("bob@example.net"), Recipient("carol@example.net")))
+        await put(store, env)
+        await runner(store, agent, clock).run_once()
+        ((_, parsed),) = agent.reports()
+        _, bob, carol = status_blocks(parsed)
+        assert bob["Remote-MTA"] == "dns; mx1.example.net"
+        assert carol["Remote-MTA"] == "dns; mx2.example.net"
+        human = parts(parsed)[0].get_payload(decode=True)
+        assert isinstance(human, bytes) and f"host {postfix_style} said".encode() in human
         await store.close()
 
     run(main())

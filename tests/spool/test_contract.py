@@ -23,6 +23,8 @@ from mailwright.spool.model import (
     Recipient,
     RecipientStatus,
     RemoteReply,
+    RemoteSession,
+    SessionReply,
 )
 from mailwright.spool.store import MessageBusy, MessageGone, SpoolError, SpoolStore
 
@@ -416,6 +418,53 @@ def test_contract_attempt_history_order_and_content(stores: StoreFactory, clock:
         assert await restarted.attempts(m.queue_id) == first + second
         await restarted.remove(m.queue_id)  # the history goes with the message
         assert await restarted.attempts(m.queue_id) == []
+        await restarted.close()
+
+    run(main())
+
+
+def test_contract_attempt_history_keeps_the_remote_session(
+    stores: StoreFactory, clock: Clock
+) -> None:
+    """An attempt's session (host name and address, TLS version and cipher, the TLS
+    policy and the replies that concern the recipient) comes back as it was recorded,
+    also after a restart; a session that is None stays None."""
+    refused = RemoteReply(550, "5.1.1", "<b@example.org>: User unknown (\u00e9t\u00e9)")
+    replies = (
+        SessionReply("greeting", "", RemoteReply(220, "", "mx.example.org ESMTP")),
+        SessionReply("ehlo", "EHLO out.example.net", RemoteReply(250, "", "mx PIPELINING")),
+        SessionReply("starttls", "STARTTLS", RemoteReply(220, "2.0.0", "Ready")),
+        SessionReply("mail", "MAIL FROM:<a@example.net>", RemoteReply(250, "2.1.0", "Ok")),
+        SessionReply("rcpt", "RCPT TO:<b@example.org>", refused),
+    )
+    session = RemoteSession(
+        host="mx.example.org",
+        address="2001:db8::25",
+        port=2525,
+        tls_version="TLSv1.3",
+        tls_cipher="TLS_AES_256_GCM_SHA384",
+        tls_mode="verify",
+        tls_source="mta-sts",
+        tls_reason="policy mode enforce",
+        replies=replies,
+    )
+
+    async def main() -> None:
+        store = await opened(stores, clock)
+        message = await put(store, envelope("a@example.net", "b@example.org"))
+        message.attempts = 1
+        message.recipients[1].status = RecipientStatus.FAILED
+        message.recipients[1].last_reply = refused
+        rows = [
+            Attempt(1, clock.now, RecipientStatus.FAILED, refused, "mx.example.org", session),
+            Attempt(0, clock.now, RecipientStatus.PENDING, refused, None, None),
+        ]
+        await store.record_attempt(message, rows)
+        assert await store.attempts(message.queue_id) == rows
+        await store.close()
+        restarted = await opened(stores, clock)
+        (first, second) = await restarted.attempts(message.queue_id)
+        assert first.session == session and second.session is None
         await restarted.close()
 
     run(main())

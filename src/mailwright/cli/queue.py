@@ -36,10 +36,10 @@ from mailwright.queue.admin import (
     QueueFilter,
     State,
     as_json,
-    attempt_state,
     queue_name,
     states,
 )
+from mailwright.queue.timeline import attempt_record, timeline_lines
 from mailwright.spool.embedded import EmbeddedSpool
 from mailwright.spool.model import QueueEntry
 from mailwright.spool.queueid import is_queue_id
@@ -229,20 +229,7 @@ def show(queue_id: str, body: bool, as_json_object: bool, config_path: Path | No
         addresses = [s.recipient.address for s in message.recipients]
         if as_json_object:
             record = as_json(entry, now)
-            record["history"] = [
-                {
-                    "address": addresses[a.position] if a.position < len(addresses) else None,
-                    "at": a.at,
-                    "state": str(attempt_state(a)),
-                    "reply": {
-                        "code": a.reply.code,
-                        "enhanced": a.reply.enhanced,
-                        "text": a.reply.text,
-                    },
-                    "remote_host": a.remote_host,
-                }
-                for a in history
-            ]
+            record["history"] = [attempt_record(a, addresses) for a in history]
             click.echo(json.dumps(record))
             return True
         text = await _message_text(spool, qid)
@@ -285,10 +272,8 @@ def show(queue_id: str, body: bool, as_json_object: bool, config_path: Path | No
                 line += f"  ({rcpt.last_reply})"
             click.echo(line)
         click.echo("History:" if history else "History:      no attempt yet")
-        for a in history:
-            who = addresses[a.position] if a.position < len(addresses) else f"#{a.position}"
-            where = f"  [{a.remote_host}]" if a.remote_host else ""
-            click.echo(f"  {_when(a.at)}  {who}  {attempt_state(a)}  {a.reply}{where}")
+        for line in timeline_lines(history, addresses):
+            click.echo(line)
         click.echo("")
         if body:
             click.echo(text, nl=False)

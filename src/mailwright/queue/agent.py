@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from mailwright.smtp import Reply
-from mailwright.spool.model import Recipient, SpooledMessage
+from mailwright.spool.model import Recipient, RemoteSession, SpooledMessage
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +25,18 @@ class DeliveryResult:
     # The next hop advertised DSN and took our NOTIFY/ORCPT (RFC 3461 §4.2, §5.2): it
     # reports success itself, so no "relayed" DSN is due.  The relay agent sets it.
     next_hop_dsn: bool = False
+    # The session that gave ``reply`` (host name and address, TLS, the policy and the
+    # replies that concern this recipient): kept in the attempt history.
+    session: RemoteSession | None = None
+
+    @property
+    def remote_mta(self) -> str | None:
+        """The name of the host that answered (a DSN's Remote-MTA, RFC 3464 §2.3.5)."""
+        if self.remote_host is None:
+            return None
+        if self.session is not None:
+            return self.session.host
+        return self.remote_host.split("[", 1)[0] or None  # Postfix style "host[addr]:port"
 
     @property
     def ok(self) -> bool:

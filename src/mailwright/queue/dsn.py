@@ -125,7 +125,8 @@ class Reported:
 
     state: RecipientState
     action: Action
-    remote_host: str | None = None
+    remote_host: str | None = None  # Postfix style "host[address]:port", for the text
+    remote_mta: str | None = None  # the host's name alone: Remote-MTA (RFC 3464 §2.3.5)
 
 
 def status_of(reply: RemoteReply | None) -> tuple[str, str | None]:
@@ -305,7 +306,7 @@ def _delivery_status(
         if recipient.orcpt and (original := _original_recipient(recipient.orcpt)):
             rcpt.append(f"Original-Recipient: {original}")
         rcpt += [f"Action: {entry.action}", f"Status: {_status(entry)}"]
-        if entry.remote_host and (host := _clean(entry.remote_host)):
+        if entry.remote_mta and (host := _clean(entry.remote_mta)):
             rcpt.append(f"Remote-MTA: dns; {host}")
         if diagnostic:
             rcpt.append(_fold("Diagnostic-Code", f"smtp; {diagnostic}"))

@@ -101,6 +101,13 @@ def success_action(result: DeliveryResult) -> Action | None:
     return None if result.next_hop_dsn else Action.RELAYED
 
 
+def reported(state: RecipientState, action: Action, result: DeliveryResult | None) -> Reported:
+    """A recipient in a report, with who answered for it (None: us, or not this time)."""
+    if result is None:
+        return Reported(state, action)
+    return Reported(state, action, result.remote_host, result.remote_mta)
+
+
 class Notices:
     """Queues the reports an attempt calls for (see the module docstring)."""
 
@@ -151,20 +158,16 @@ class Notices:
         now: float,
     ) -> list[tuple[ReportKind, Queued]]:
         sender = message.envelope.mail_from
-        wanted = [
-            (s, None if r is None else r.remote_host)
-            for s, r in failed
-            if wants_failure_notice(s.recipient)
-        ]
+        wanted = [(s, r) for s, r in failed if wants_failure_notice(s.recipient)]
         if sender:
-            entries = [Reported(s, Action.FAILED, host) for s, host in wanted]
+            entries = [reported(s, Action.FAILED, r) for s, r in wanted]
             return await self._queue(message, ReportKind.FAILURE, entries, body, now, sender)
         # A null sender: a double bounce to the postmaster, unless the postmaster is
         # who failed (the second loop guard; NOTIFY=NEVER on our notice is the first).
         postmaster = self._postmaster.lower()
         entries = [
-            Reported(s, Action.FAILED, host)
-            for s, host in wanted
+            reported(s, Action.FAILED, r)
+            for s, r in wanted
             if s.recipient.address.lower() not in (postmaster, POSTMASTER)
         ]
         dropped = [s.recipient.address for s, _ in failed if not any(e.state is s for e in entries)]
@@ -181,7 +184,7 @@ class Notices:
         self, message: SpooledMessage, tried: list[Tried], body: bytes | None, now: float
     ) -> list[tuple[ReportKind, Queued]]:
         entries = [
-            Reported(s, action, r.remote_host)
+            reported(s, action, r)
             for s, r in tried
             if s.status is RecipientStatus.DELIVERED
             and wants_success_notice(s.recipient)
@@ -205,9 +208,9 @@ class Notices:
         warn_after = self._config.delay_warning_time
         if warn_after <= 0 or now < message.received_at + warn_after:
             return []
-        hosts = {id(s): r.remote_host for s, r in tried}
+        results = {id(s): r for s, r in tried}
         due = [s for s in message.pending if not s.delay_warned and wants_delay_notice(s.recipient)]
-        entries = [Reported(s, Action.DELAYED, hosts.get(id(s))) for s in due]
+        entries = [reported(s, Action.DELAYED, results.get(id(s))) for s in due]
         sender = message.envelope.mail_from
         try:
             queued = await self._queue(message, ReportKind.DELAY, entries, body, now, sender)

@@ -97,7 +97,14 @@ def history(message: SpooledMessage, tried: list[Tried], now: float) -> list[Att
     """One history row per recipient tried, in its final state (after the bounce)."""
     position = {id(state): i for i, state in enumerate(message.recipients)}
     return [
-        Attempt(position[id(state)], now, state.status, state.last_reply, result.remote_host)
+        Attempt(
+            position[id(state)],
+            now,
+            state.status,
+            state.last_reply,
+            result.remote_host,
+            result.session,
+        )
         for state, result in tried
         if state.last_reply is not None
     ]

@@ -31,7 +31,9 @@ since version 5, ``messages.held_at`` (``SpoolStore.hold``: when the operator he
 it; NULL when not held — every message stored before — and ``claim``, ``due`` and
 ``next_due`` skip held rows);
 since version 6, ``recipients.delay_warned`` (1 once a delay DSN was queued for the
-recipient, so a restart never sends a second one; 0 for every row stored before).
+recipient, so a restart never sends a second one; 0 for every row stored before);
+since version 7, ``attempts.session`` (the remote session of a relay attempt as JSON,
+``_sessionjson``: host and address, TLS, the policy, the replies; NULL before).
 ``attempts`` is an ordinary rowid table: the rowid gives the order of the history
 and the ``attempts_message`` index serves both reading it and the cascading delete.
 A separate recipients
@@ -53,6 +55,7 @@ import sqlite3
 import sys
 from collections.abc import Callable, Iterable, Sequence
 
+from mailwright.spool import _sessionjson
 from mailwright.spool.model import (
     Attempt,
     BodyType,
@@ -65,7 +68,7 @@ from mailwright.spool.model import (
     SpooledMessage,
 )
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 BUSY_TIMEOUT_MS = 10_000
 # After a checkpoint, truncate the WAL back to this size instead of letting it grow.
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
@@ -147,6 +150,11 @@ _V6_DELAY_WARNED = """
 ALTER TABLE recipients ADD COLUMN delay_warned INTEGER NOT NULL DEFAULT 0
 """
 
+# Version 6 -> 7: the attempt's session (``Attempt.session``, JSON: ``_sessionjson``).
+_V7_SESSION = """
+ALTER TABLE attempts ADD COLUMN session TEXT
+"""
+
 # The version-2 ``last_reply`` strings were written by ``str(Reply)``: "451 4.2.0 text"
 # or "451 text".  Read once, by the migration; nothing parses replies after it.
 _V2_REPLY = re.compile(r"^([245]\d\d)(?: ([245]\.\d{1,3}\.\d{1,3}))?(?: (.*))?$", re.S)
@@ -179,6 +187,7 @@ _MIGRATIONS: dict[int, tuple[str, Callable[[sqlite3.Connection], None] | None]] 
     3: (_V4, None),
     4: (_V5, None),
     5: (_V6_DELAY_WARNED, None),
+    6: (_V7_SESSION, None),
 }
 
 _MESSAGE_COLUMNS = (
@@ -250,6 +259,7 @@ def create_schema(conn: sqlite3.Connection) -> int:
         if version == 0:
             _run_script(conn, SCHEMA_V1 + _BODIES + ";" + _V3 + ";" + _V4 + ";" + _V5)
             _run_script(conn, _V6_DELAY_WARNED)
+            _run_script(conn, _V7_SESSION)
         else:
             for step in range(version, SCHEMA_VERSION):
                 script, convert = _MIGRATIONS[step]
@@ -339,6 +349,7 @@ def attempt_rows(queue_id: str, attempts: Iterable[Attempt]) -> list[tuple[objec
             a.reply.enhanced,
             a.reply.text,
             a.remote_host,
+            _sessionjson.dump(a.session),
         )
         for a in attempts
     ]
@@ -497,7 +508,7 @@ def update(
 def insert_attempts(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> None:
     conn.executemany(
         "INSERT INTO attempts (queue_id, position, at, status, reply_code, reply_enhanced,"
-        " reply_text, remote_host) VALUES (?,?,?,?,?,?,?,?)",
+        " reply_text, remote_host, session) VALUES (?,?,?,?,?,?,?,?,?)",
         rows,
     )
 
@@ -510,10 +521,11 @@ def attempts(conn: sqlite3.Connection, queue_id: str) -> list[Attempt]:
             status=RecipientStatus(str(r[2])),
             reply=RemoteReply(int(r[3]), str(r[4]), str(r[5])),
             remote_host=None if r[6] is None else str(r[6]),
+            session=_sessionjson.load(r[7]),
         )
         for r in conn.execute(
-            "SELECT position, at, status, reply_code, reply_enhanced, reply_text, remote_host"
-            " FROM attempts WHERE queue_id = ? ORDER BY rowid",
+            "SELECT position, at, status, reply_code, reply_enhanced, reply_text, remote_host,"
+            " session FROM attempts WHERE queue_id = ? ORDER BY rowid",
             (queue_id,),
         )
     ]

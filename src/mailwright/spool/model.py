@@ -68,6 +68,32 @@ class RecipientState:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionReply:
+    """One reply of the session an attempt ran in, with the command it answered."""
+
+    stage: str  # where it came: "greeting", "ehlo", "starttls", "mail", "rcpt", "data"...
+    command: str  # as sent ("" for the greeting; AUTH never shows its data)
+    reply: RemoteReply
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteSession:
+    """The remote end of an attempt's SMTP/LMTP session: who answered, over what TLS,
+    under which TLS policy, and the replies that concern one recipient (the session's
+    opening, MAIL, that recipient's RCPT, DATA and the reply after the data)."""
+
+    host: str  # its name (MX host, smarthost): a DSN's Remote-MTA (RFC 3464 §2.3.5)
+    address: str  # the IP address connected to, or an LMTP unix socket's path
+    port: int
+    tls_version: str | None = None  # "TLSv1.3"; None: no TLS
+    tls_cipher: str | None = None
+    tls_mode: str | None = None  # the policy that applied: none, may, encrypt, verify, dane
+    tls_source: str | None = None  # the rule that chose it: default, transport, mta-sts, dane
+    tls_reason: str = ""  # why, in words
+    replies: tuple[SessionReply, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Attempt:
     """One delivery attempt for one recipient: a row of the per-recipient history
     (``SpoolStore.attempts``), oldest first; the API's timeline reads these."""
@@ -77,6 +103,7 @@ class Attempt:
     status: RecipientStatus  # the recipient's state after this attempt
     reply: RemoteReply
     remote_host: str | None = None  # the host that gave the reply; None: delivered locally
+    session: RemoteSession | None = None  # the session that gave it (relay attempts)
 
 
 @dataclass(slots=True)

@@ -47,7 +47,9 @@ leases back at once.
 
 **Attempts.**  ``record_attempt(message, attempts, owner)`` persists the message's
 state as ``update`` does, appends ``attempts`` (one ``Attempt`` per recipient tried:
-time, structured reply, remote host) to its history and ends ``owner``'s lease, in one
+time, structured reply, remote host and, for a relay attempt, its ``RemoteSession``:
+host name and address, TLS, the TLS policy, the replies that concern the recipient)
+to its history and ends ``owner``'s lease, in one
 commit.  ``attempts(queue_id)`` returns the history oldest first; it goes with the
 message when it is removed.  Lease and history writes need not be synced to disk at
 once: losing the last ones in a power cut re-delivers a message (allowed) and never

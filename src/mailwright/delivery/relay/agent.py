@@ -37,6 +37,7 @@ from mailwright.config import (
     DEFAULT_OUTBOUND_CONNECTIONS,
 )
 from mailwright.delivery.base import DeliveryResult
+from mailwright.delivery.relay.history import failed_session, transaction_session
 from mailwright.delivery.relay.mx import (
     Candidate,
     MxHostFilter,
@@ -78,6 +79,7 @@ class RelaySettings:
     max_mx_sessions: int
     allow_private_addresses: bool = False
     own_endpoints: frozenset[tuple[str, int]] = frozenset()
+    own_addresses: frozenset[str] = frozenset()  # this host's interfaces (``interfaces``)
     max_connections: int = DEFAULT_OUTBOUND_CONNECTIONS
     max_connections_per_destination: int = DEFAULT_DESTINATION_CONNECTIONS
     connection_reuse_time: float = DEFAULT_CONNECTION_REUSE_TIME
@@ -128,6 +130,7 @@ class RelayAgent:
             max_addresses=settings.max_mx_addresses,
             allow_private=settings.allow_private_addresses,
             own_endpoints=settings.own_endpoints,
+            own_addresses=settings.own_addresses,
         )
 
     # -- the DeliveryAgent seam ------------------------------------------------------
@@ -250,7 +253,9 @@ class RelayAgent:
         except RouteError as exc:
             log.info("%s: %s", destination, exc.reason)
             return {
-                r.address: DeliveryResult(exc.reply, exc.reason, exc.remote_host)
+                r.address: DeliveryResult(
+                    exc.reply, exc.reason, exc.remote_host, session=exc.session
+                )
                 for r in recipients
             }
         result = await pooled.session.send(outgoing)
@@ -264,6 +269,7 @@ class RelayAgent:
         settings = self.client_settings(destination)
         failures: list[str] = []
         last: SessionError | None = None
+        last_policy: TlsPolicy | None = None
         any_temporary = False
         sessions = 0
         for cand in candidates:
@@ -273,7 +279,7 @@ class RelayAgent:
                 session, policy = await self._open(peer, settings, policy)
             except SessionError as exc:
                 failures.append(f"{cand}: {describe(policy)}: {exc.stage.value}: {exc.reason}")
-                last = exc
+                last, last_policy = exc, policy
                 # Postfix smtp_sasl_auth_soft_bounce (yes): a refused login is a
                 # configuration problem to fix, not a reason to bounce the mail.
                 any_temporary = any_temporary or exc.temporary or exc.stage is Stage.AUTH
@@ -284,7 +290,7 @@ class RelayAgent:
                 continue
             log.info("%s: connected to %s, %s", destination, cand, describe(policy))
             return Pooled(session, str(cand), self.pool.clock(), policy)
-        assert last is not None, "mx and host_candidates never return an empty list"
+        assert last is not None and last_policy is not None, "candidates are never empty"
         answered = last.reply is not None and last.reply.code >= 400
         reply = with_enhanced(
             last.reply if last.reply is not None and answered else last.result_reply
@@ -294,9 +300,9 @@ class RelayAgent:
         elif any_temporary and not reply.is_transient:
             reply = last.result_reply if last.result_reply.is_transient else codes.R451_NO_ANSWER
         host = f"{last.peer.host}[{last.peer.address}]:{last.peer.port}"
-        raise RouteError(
-            reply, "; ".join(failures), host if last.stage is not Stage.CONNECT else None
-        )
+        if last.stage is Stage.CONNECT:  # nobody answered: no remote host, no session
+            raise RouteError(reply, "; ".join(failures))
+        raise RouteError(reply, "; ".join(failures), host, failed_session(last, last_policy))
 
     async def _open(
         self, peer: Peer, settings: ClientSettings, policy: TlsPolicy
@@ -325,6 +331,9 @@ class RelayAgent:
     ) -> dict[str, DeliveryResult]:
         """Keep the session for the next message (or close it); the per-recipient
         results with the host that answered and the TLS policy that applied."""
+        # The session's opening and this transaction, read before the pool may hand
+        # the session to the next message.
+        transcript = pooled.session.transcript
         if result.usable:
             self.pool.put(key, pooled)
         else:
@@ -336,14 +345,17 @@ class RelayAgent:
         reason = f"via {destination} ({destination.source}); {describe(policy)}; {tls}"
         if result.reason:
             reason += f"; {result.reason}"
-        by_address = {r.recipient.address: r for r in result.recipients}
+        by_address = {r.recipient.address: (i, r) for i, r in enumerate(result.recipients)}
         out: dict[str, DeliveryResult] = {}
         for rcpt in recipients:
-            found = by_address.get(rcpt.address)
+            index, found = by_address.get(rcpt.address, (-1, None))
             reply = with_enhanced(found.reply) if found else codes.R451_NO_RESULT
             # NOTIFY/ORCPT went on (the next hop offered DSN): success is its to report.
             passed = found is not None and found.dsn_passed
-            out[rcpt.address] = DeliveryResult(reply, reason, pooled.label, next_hop_dsn=passed)
+            session = transaction_session(info, policy, transcript, index, lmtp=destination.lmtp)
+            out[rcpt.address] = DeliveryResult(
+                reply, reason, pooled.label, next_hop_dsn=passed, session=session
+            )
         return out
 
 

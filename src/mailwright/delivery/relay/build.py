@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mailwright.config import Config, ConfigError, TransportConfig
 from mailwright.delivery.relay.agent import RelayAgent, RelaySettings
+from mailwright.delivery.relay.interfaces import interface_addresses
 from mailwright.delivery.relay.routes import RouteTable
 from mailwright.delivery.tlspolicy.decide import TlsPolicyDecider
 from mailwright.dns.types import Resolver
@@ -82,6 +83,7 @@ def build_remote_agent(
         max_mx_sessions=outbound.max_mx_sessions,
         allow_private_addresses=outbound.allow_private_addresses,
         own_endpoints=own_endpoints(config),
+        own_addresses=interface_addresses(),  # read once, at start
         max_connections=outbound.max_connections,
         max_connections_per_destination=outbound.max_connections_per_destination,
         connection_reuse_time=outbound.connection_reuse_time,

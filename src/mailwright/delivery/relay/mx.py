@@ -14,7 +14,8 @@
 * an address that is loopback, private, link-local, unspecified or multicast is not
   a place mail for another domain can go: dropped, and if nothing else is left the
   mail fails with ``554 5.4.6`` (a loop) unless ``allow_private`` (tests, private
-  networks).  An address *and port* one of our own listeners binds is always a loop;
+  networks), and so is one of this host's interface addresses (``interfaces``) on
+  any port.  An address *and port* one of our own listeners binds is always a loop;
 * a DNS failure (timeout, SERVFAIL) on the domain's MX: temporary ``451 4.4.3``.
 
 Explicit next hops (``[host]`` of a transport or the relayhost) are the operator's
@@ -31,6 +32,7 @@ from itertools import groupby
 
 from mailwright.dns.types import Answer, DnsTemporaryError, MxRecord, Resolver
 from mailwright.smtp import Reply, codes, to_ascii_domain
+from mailwright.spool.model import RemoteSession
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +53,18 @@ class Candidate:
 class RouteError(Exception):
     """No candidate: ``reply`` says whether it is permanent, ``reason`` why (log)."""
 
-    def __init__(self, reply: Reply, reason: str, remote_host: str | None = None) -> None:
+    def __init__(
+        self,
+        reply: Reply,
+        reason: str,
+        remote_host: str | None = None,
+        session: RemoteSession | None = None,
+    ) -> None:
         super().__init__(reason)
         self.reply = reply
         self.reason = reason
         self.remote_host = remote_host  # the host whose answer ``reply`` is, if any
+        self.session = session  # that host's session, for the attempt history
 
 
 # MTA-STS (RFC 8461 §4.1): the MX host names a domain's enforced policy allows, in
@@ -70,6 +79,9 @@ class MxSettings:
     max_addresses: int
     allow_private: bool = False
     own_endpoints: Collection[tuple[str, int]] = ()  # our listeners' (address, port)
+    # This host's interface addresses (``interfaces``): an MX there is ourselves on any
+    # port, a loop unless ``allow_private`` (tests and private networks run one host).
+    own_addresses: Collection[str] = ()
 
 
 def ascii_domain(domain: str) -> str:
@@ -93,6 +105,14 @@ def is_special(address: str) -> bool:
         or ip.is_multicast
         or ip.is_reserved
     )
+
+
+def _canonical(address: str) -> str:
+    """One text form per address ("::FFFF:1" and "::ffff:0.0.1" compare equal)."""
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return address
 
 
 def literal_address(domain: str) -> str | None:
@@ -144,6 +164,7 @@ class _Collector:
         self.found: list[Candidate] = []
         self.seen: set[str] = set()
         self.looping: list[str] = []
+        self.own_addresses = {_canonical(a) for a in settings.own_addresses}
 
     @property
     def full(self) -> bool:
@@ -156,8 +177,9 @@ class _Collector:
             return
         self.seen.add(address)
         candidate = Candidate(host, address, port, preference, authentic)
+        ours = _canonical(address) in self.own_addresses
         if (address, port) in self.settings.own_endpoints or (
-            self.check_private and is_special(address)
+            self.check_private and (is_special(address) or ours)
         ):
             self.looping.append(str(candidate))
             return
