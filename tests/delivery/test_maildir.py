@@ -10,6 +10,7 @@ import os
 import re
 import stat
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -18,6 +19,8 @@ import pytest
 from mailwright.delivery import batch as batch_mod
 from mailwright.delivery.batch import MaildirBatcher
 from mailwright.delivery.maildir import (
+    DeliveryKey,
+    EarlierCopy,
     Maildir,
     maildir_form,
     maildir_path,
@@ -225,6 +228,56 @@ def test_no_hard_links_falls_back_to_rename(md: Maildir, monkeypatch: pytest.Mon
     name = deliver(md, MESSAGE)
     assert (md.root / "new" / name).read_bytes() == MESSAGE_LF
     assert os.listdir(md.root / "tmp") == []
+
+
+KEY = DeliveryKey("1M91SP8GXG2MGS9X", 1796430570.028237)
+
+
+KEYED = f"1796430570.M28237K1M91SP8GXG2MGS9X.mx.example.org,S={len(MESSAGE_LF)},W={len(MESSAGE)}"
+
+
+def test_keyed_name_is_the_same_on_every_attempt(md: Maildir) -> None:
+    name = deliver(md, MESSAGE)  # unkeyed: random, unique
+    keyed = md.stage(MESSAGE, KEY)
+    assert keyed == KEYED
+    assert not isinstance(keyed, EarlierCopy) and keyed != name
+    again = md.stage(MESSAGE, KEY)  # link(2) says EEXIST: no listing needed
+    assert again == keyed and isinstance(again, EarlierCopy)
+    assert sorted(os.listdir(md.root / "new")) == sorted([name, keyed])
+    assert os.listdir(md.root / "tmp") == []
+
+
+def test_recheck_finds_a_copy_in_cur_under_another_host_name(tmp_path: Path) -> None:
+    old = Maildir(tmp_path / "box", hostname="old.example.org")
+    old.ensure()
+    name = old.stage(MESSAGE, KEY)
+    os.rename(old.root / "new" / name, old.root / "cur" / f"{name}:2,RS")
+    renamed = Maildir(tmp_path / "box", hostname="new.example.org")
+    assert renamed.stage(MESSAGE, replace(KEY, recheck=True)) == name
+    assert os.listdir(old.root / "new") == [] and os.listdir(old.root / "tmp") == []
+
+
+def test_a_crash_leftover_in_tmp_does_not_block_the_redelivery(md: Maildir) -> None:
+    (md.root / "tmp" / KEYED).write_bytes(b"half")  # killed while writing it
+    keyed = asyncio.run(MaildirBatcher().deliver(md, partial(md.stage, MESSAGE, KEY)))
+    assert keyed == KEYED and not isinstance(keyed, EarlierCopy)
+    assert (md.root / "new" / keyed).read_bytes() == MESSAGE_LF
+
+
+def test_failed_new_sync_keeps_the_earlier_copy(
+    md: Maildir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An earlier attempt's copy may have been read already: a failed sync of new/ on
+    the re-delivery fails the delivery (retried) but never removes that copy."""
+    name = md.stage(MESSAGE, KEY)
+
+    def eio(path: object) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(batch_mod, "fsync_dir", eio)
+    with pytest.raises(OSError):
+        asyncio.run(MaildirBatcher().deliver(md, partial(md.stage, MESSAGE, KEY)))
+    assert os.listdir(md.root / "new") == [name]
 
 
 def test_maildir_path_scheme(tmp_path: Path) -> None:
