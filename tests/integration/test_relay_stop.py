@@ -10,12 +10,19 @@ the one the composition root builds (``RelayHarness``), its MX found through a
 from __future__ import annotations
 
 import asyncio
+import smtplib
+import socketserver
+import threading
+from collections.abc import Iterator
 
 import pytest
 
 from helpers.dnsserver import LoopbackDns, MakeDns
 from helpers.outbound import read_until, scripted_server
+from helpers.procs import wait_until
 from helpers.relaykit import RelayHarness, relay_config, run
+from helpers.servers import HOST
+from helpers.wire import message
 from mailwright.delivery.relay.pool import IDLE_CACHE_TIME
 
 ZONE = """
@@ -25,6 +32,9 @@ $TTL 300
 far          IN MX 10 mx.far
 mx.far       IN A 127.0.0.1
 """
+
+
+PEER_TIMEOUT = 10.0  # s a peer connection waits for the next command
 
 
 @pytest.fixture
@@ -88,3 +98,84 @@ def test_runner_stop_quits_idle_relay_sessions(tmp_path, dns: LoopbackDns) -> No
 
     run(main())
     assert peer.commands == ["EHLO", "MAIL", "RCPT", "DATA", "QUIT"]
+
+
+class _PeerHandler(socketserver.StreamRequestHandler):
+    """The same dialogue as ``RecordingPeer``, for a peer in a thread (the relaying
+    server is another process): commands go to ``server.commands``."""
+
+    timeout = PEER_TIMEOUT
+    server: _ThreadedPeer
+
+    def reply(self, text: bytes) -> None:
+        self.wfile.write(text)
+        self.wfile.flush()
+
+    def handle(self) -> None:
+        self.reply(b"220 mx.far.test ESMTP\r\n")
+        while True:
+            line = self.rfile.readline()
+            if not line:
+                self.server.record("EOF")
+                return
+            verb = line.split(b" ", 1)[0].strip().upper().decode()
+            self.server.record(verb)
+            if verb == "EHLO":
+                self.reply(b"250-mx.far.test\r\n250 PIPELINING\r\n")
+            elif verb == "DATA":
+                self.reply(b"354 go ahead\r\n")
+                while self.rfile.readline() not in (b".\r\n", b""):
+                    pass
+                self.reply(b"250 2.0.0 queued\r\n")
+            elif verb == "QUIT":
+                self.reply(b"221 2.0.0 bye\r\n")
+                return
+            else:
+                self.reply(b"250 2.0.0 ok\r\n")
+
+
+class _ThreadedPeer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__((HOST, 0), _PeerHandler)
+        self.commands: list[str] = []
+        self.lock = threading.Lock()
+
+    def record(self, verb: str) -> None:
+        with self.lock:
+            self.commands.append(verb)
+
+
+@pytest.fixture
+def threaded_peer() -> Iterator[_ThreadedPeer]:
+    peer = _ThreadedPeer()
+    thread = threading.Thread(target=peer.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield peer
+    finally:
+        peer.shutdown()
+        peer.server_close()
+        thread.join(10)
+
+
+def test_server_stop_quits_the_workers_idle_relay_session(
+    make_subprocess_server, dns: LoopbackDns, threaded_peer: _ThreadedPeer
+) -> None:
+    """``mailwright serve`` with its delivery worker: SIGTERM right after a relayed
+    delivery; the worker's runner stop sends QUIT on the idle session before exit."""
+    server = make_subprocess_server(
+        extra={
+            "relay": {"trusted_networks": ["127.0.0.1/32"]},
+            "dns": {"nameservers": [dns.nameserver]},
+            "outbound": {"port": threaded_peer.server_address[1], "allow_private_addresses": True},
+        }
+    )
+    with smtplib.SMTP(HOST, server.port, local_hostname="client.test", timeout=10) as client:
+        assert client.sendmail("alice@example.test", ["someone@far.test"], message("q")) == {}
+    assert wait_until(lambda: ": delivered to=<someone@far.test>" in server.mail_log(), 30)
+    assert server.terminate() == 0
+    assert wait_until(lambda: threaded_peer.commands[-1:] in (["QUIT"], ["EOF"]), 10)
+    assert threaded_peer.commands == ["EHLO", "MAIL", "RCPT", "DATA", "QUIT"]
