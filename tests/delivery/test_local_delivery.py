@@ -275,11 +275,13 @@ def test_first_delivery_does_not_list_the_folders(
     costs no directory listing (a mailbox may hold 100,000 files)."""
     agent.ensure_all()
 
-    def no_scandir(path: object) -> None:
-        raise AssertionError(f"scandir({path}) on a first delivery")
+    def no_listing(path: object) -> None:
+        raise AssertionError(f"{path} listed on a first delivery")
 
-    monkeypatch.setattr(os, "scandir", no_scandir)
-    assert deliver(agent, "s@remote.test", "alice@example.org")["alice@example.org"].ok
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "scandir", no_listing)
+        patch.setattr(os, "listdir", no_listing)
+        assert deliver(agent, "s@remote.test", "alice@example.org")["alice@example.org"].ok
     assert len(new_files(agent, "alice@example.org")) == 1
 
 

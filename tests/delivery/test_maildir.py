@@ -28,6 +28,7 @@ from mailwright.delivery.maildir import (
     unique_name,
     virtual_size,
 )
+from mailwright.spool.queueid import new_queue_id
 
 MESSAGE = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nHello.\r\n"
 # MESSAGE as the Maildir file holds it.
@@ -278,6 +279,36 @@ def test_failed_new_sync_keeps_the_earlier_copy(
     with pytest.raises(OSError):
         asyncio.run(MaildirBatcher().deliver(md, partial(md.stage, MESSAGE, KEY)))
     assert os.listdir(md.root / "new") == [name]
+
+
+def test_backlog_from_before_a_restart_lists_the_folder_once(
+    md: Maildir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a restart every queued message is a re-delivery: the ones no process
+    attempted since (``ended_only``) share one listing of new/ and cur/, and still
+    recognise every earlier copy, in new/ or moved to cur/."""
+    keys = [DeliveryKey(new_queue_id(), 1796430570.0 + i / 7) for i in range(40)]
+    written = [md.stage(MESSAGE, key) for key in keys[:20]]  # by the process that died
+    for name in written[::2]:
+        os.rename(md.root / "new" / name, md.root / "cur" / f"{name}:2,S")
+    listed: list[object] = []
+    real_listdir = os.listdir
+
+    def counting_listdir(path: object) -> list[str]:
+        listed.append(path)
+        return real_listdir(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "listdir", counting_listdir)
+    after = [md.stage(MESSAGE, replace(k, recheck=True, ended_only=True)) for k in keys]
+    assert listed == [md.new_dir, md.cur_dir]
+    assert after[:20] == written and all(isinstance(n, EarlierCopy) for n in after[:20])
+    assert not any(isinstance(n, EarlierCopy) for n in after[20:])
+    assert len(real_listdir(md.root / "new")) + len(real_listdir(md.root / "cur")) == 40
+    # A key this process attempted before is looked up afresh: the kept listing does
+    # not know what this process wrote since.
+    again = md.stage(MESSAGE, replace(keys[30], recheck=True))
+    assert again == after[30] and isinstance(again, EarlierCopy)
+    assert len(listed) == 4
 
 
 def test_maildir_path_scheme(tmp_path: Path) -> None:

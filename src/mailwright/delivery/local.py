@@ -127,8 +127,13 @@ class LocalDeliveryAgent:
 
     def key(self, message: SpooledMessage) -> DeliveryKey:
         """The name of ``message``'s deliveries, re-checked if this may be a re-delivery."""
-        recheck = message.attempts > 0 or message.received_at < self.started
-        return DeliveryKey(message.queue_id, message.received_at, recheck)
+        before = message.received_at < self.started
+        recheck = message.attempts > 0 or before
+        # Attempted before, maybe by us: look now.  Else only an ended process can
+        # have written it, and a listing kept from a recent look answers.
+        return DeliveryKey(
+            message.queue_id, message.received_at, recheck, before and message.attempts == 0
+        )
 
     def _stage(self, maildir: Maildir, data: bytes, key: DeliveryKey) -> str:
         """Worker thread (``MaildirBatcher``): link a fsynced copy into ``new/``."""

@@ -59,7 +59,13 @@ the same on every attempt.  A re-delivery then recognises its own earlier copy:
   file — the local agent sets it when the message was attempted before or was queued
   before this process started (``local``), never on a first delivery, so the hot path
   pays nothing.  The re-check matches the unique part only, so a copy written under
-  another host name (the server renamed) is recognised too.
+  another host name (the server renamed) is recognised too.  After a restart with a
+  backlog, every queued message is such a re-delivery; one listing per message would
+  make draining a large mailbox quadratic.  A message this process never attempted
+  (``DeliveryKey.ended_only``) can only have been written by a process that has
+  ended, before this one started, so a listing taken since then answers for all of
+  them: ``Maildir`` keeps the keyed names it found (``SNAPSHOT_TTL``), and a reader
+  moving a file to ``cur/`` meanwhile changes nothing (the base name stays).
 
 ``stage`` then returns the earlier copy's name as an ``EarlierCopy``, which a failed
 ``new/`` sync never removes (it may have been read already).  The batch still fsyncs
@@ -85,6 +91,7 @@ import errno
 import itertools
 import os
 import random
+import re
 import socket
 import threading
 import time
@@ -96,6 +103,10 @@ from mailwright.fs.durable import DIR_MODE, FILE_MODE, ensure_dir, write_durable
 MAILDIR_SUBDIRS = ("tmp", "new", "cur")
 KEY_FIELD = "K"  # in a deterministic name: the queue id follows
 INFO_SEPARATOR = ":"  # starts the info part of a name in cur/ (the Maildir spec)
+# Seconds a Maildir keeps its listing of keyed names for ``DeliveryKey.ended_only``
+# re-checks: one listing per mailbox per minute while a backlog from before a restart
+# drains, then the memory goes (the next look lists again).
+SNAPSHOT_TTL = 60.0
 RANDOM_BITS = 64  # in the R field, as 16 hex digits
 SIZE_FIELD = ",S="  # Dovecot: physical size of the file (LF line endings)
 VSIZE_FIELD = ",W="  # Dovecot: virtual size, the RFC822.SIZE (CRLF line endings)
@@ -106,6 +117,10 @@ LF = b"\n"  # line ending in a Maildir file
 _NO_LINK_ERRNOS = frozenset(
     {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK, errno.EXDEV}
 )
+
+# The unique part of a keyed name (``DeliveryKey.unique``); queue ids are upper-case
+# Crockford base32 (``spool.queueid``).
+_KEYED_RE = re.compile(rf"[0-9]+\.M[0-9]+{KEY_FIELD}[0-9A-Z]+\.")
 
 _counter = itertools.count(1)
 _counter_lock = threading.Lock()
@@ -174,6 +189,9 @@ class DeliveryKey:
     queue_id: str
     received_at: float  # unix time, as the spool stores it
     recheck: bool = False
+    # Only a process that has ended may have written it (queued before this one
+    # started, not attempted since): a listing taken since this process started will do.
+    ended_only: bool = False
 
     def unique(self) -> str:
         """``<seconds>.M<usec>K<queue id>.``: the part of the name before the host."""
@@ -203,6 +221,8 @@ class Maildir:
         self.tmp_dir = os.path.join(self.root, "tmp")
         self.new_dir = os.path.join(self.root, "new")
         self.cur_dir = os.path.join(self.root, "cur")
+        # (monotonic time taken, unique part -> base name) of keyed names in new/, cur/.
+        self._snapshot: tuple[float, dict[str, str]] | None = None
 
     def ensure(self) -> None:
         """Create the folder and its ``cur``/``new``/``tmp`` (mode 0o700) if missing."""
@@ -215,18 +235,36 @@ class Maildir:
     def earlier_copy(self, key: DeliveryKey) -> str | None:
         """The name of a copy of ``key``'s delivery in ``new/`` or ``cur/``, if any.
 
-        Lists both folders: only for a re-delivery (``key.recheck``), never per message.
+        Lists both folders: only for a re-delivery (``key.recheck``), never per
+        message; for an ``ended_only`` key, a listing kept from a recent look.
         """
         unique = key.unique()
-        for folder in (self.new_dir, self.cur_dir):
-            try:
-                with os.scandir(folder) as entries:
-                    for entry in entries:
-                        if entry.name.startswith(unique):
-                            return entry.name.partition(INFO_SEPARATOR)[0]
-            except FileNotFoundError:
-                continue
+        if key.ended_only:
+            return self._keyed_names().get(unique)
+        for entry in self._entries():
+            if entry.startswith(unique):
+                return entry.partition(INFO_SEPARATOR)[0]
         return None
+
+    def _entries(self) -> list[str]:
+        names: list[str] = []
+        for folder in (self.new_dir, self.cur_dir):
+            with contextlib.suppress(FileNotFoundError):
+                names.extend(os.listdir(folder))
+        return names
+
+    def _keyed_names(self) -> dict[str, str]:
+        now = time.monotonic()
+        snapshot = self._snapshot
+        if snapshot is not None and now - snapshot[0] < SNAPSHOT_TTL:
+            return snapshot[1]
+        names: dict[str, str] = {}
+        for entry in self._entries():
+            match = _KEYED_RE.match(entry)
+            if match:
+                names[match.group(0)] = entry.partition(INFO_SEPARATOR)[0]
+        self._snapshot = (now, names)  # one assignment: threads see old or new
+        return names
 
     def stage(self, data: bytes, key: DeliveryKey | None = None) -> str:
         """Write message ``data`` (wire form, CRLF) to ``tmp/`` with LF line endings,
