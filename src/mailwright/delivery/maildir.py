@@ -37,19 +37,23 @@ or reading the file; mutt, s-nail and Python's ``mailbox`` ignore them.
 **Re-delivery after a crash.**  The queue runner records a delivery in the spool only
 after the agent returns, so a crash between "file linked into ``new/``" and "attempt
 recorded" leaves the recipient PENDING and the restarted runner delivers it again.
-Postfix's local(8) and Dovecot's deliver/LDA do nothing about that: local(8) appends
-(mbox) or writes a fresh unique Maildir name and the queue manager re-runs it if the
-queue file was not updated — Postfix documents that mail "may be delivered more than
-once" after a crash — and Dovecot's LDA cannot know it was run before (its duplicate
-database only serves Sieve's vacation and ``duplicate`` tests).  We can do better
-because the spool names the delivery: a message staged with a ``DeliveryKey`` gets a
-*deterministic* name in ``new/``::
+Postfix's local(8) and Dovecot's LDA mostly do nothing about that: local(8) marks a
+recipient done in the queue file only after the delivery, so a crash in between makes
+the queue manager run it again, which appends a second mbox copy or writes a second
+Maildir file under a fresh unique name; Dovecot's LDA cannot know it ran before (its
+duplicate database serves Sieve's vacation and ``duplicate`` tests).  Cyrus's lmtpd
+suppresses by Message-ID, which also drops distinct messages that share one.  We can
+do better because the spool names the delivery: a message staged with a
+``DeliveryKey`` gets a *deterministic* name in ``new/``::
 
     <received seconds>.M<usec>K<queue id>.<hostname>,S=<size>,W=<vsize>
 
 Queue ids never repeat (``spool.queueid``) and a folder is one mailbox, so the name
 says "this message, in this mailbox", and the unique part (up to the host name) is
-the same on every attempt.  A re-delivery then recognises its own earlier copy:
+the same on every attempt.  (The time in it is the arrival time, so such names sort
+by arrival, not by delivery; readers must not interpret names, and Dovecot takes a
+message's received date from the file's mtime, not the name.)  A re-delivery then
+recognises its own earlier copy:
 
 * in ``new/``, for free: ``link(2)`` to the same name fails with ``EEXIST`` — no extra
   system call on any delivery — and the earlier copy stands;
