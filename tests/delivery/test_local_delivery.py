@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,18 +15,20 @@ from mailwright.accounts.directory import LocalDirectory
 from mailwright.config import DomainConfig
 from mailwright.delivery.base import DeliveryAgent, DeliveryResult
 from mailwright.delivery.local import LocalDeliveryAgent, mail_root
-from mailwright.delivery.maildir import Maildir, maildir_path
+from mailwright.delivery.maildir import DeliveryKey, Maildir, maildir_path
 from mailwright.delivery.router import NoRelayAgent, Route, Router
 from mailwright.smtp import Reply
 from mailwright.spool.model import Envelope, Recipient, SpooledMessage
+from mailwright.spool.queueid import new_queue_id
 
 BODY = b"From: sender@remote.test\r\nSubject: test\r\n\r\nHello.\r\n"
 
 
 def message(mail_from: str, *rcpts: str) -> SpooledMessage:
     env = Envelope(mail_from=mail_from, recipients=tuple(Recipient(r) for r in rcpts))
+    now = time.time()  # received by this agent's process: a first delivery
     return SpooledMessage(
-        queue_id="q1", envelope=env, size=len(BODY), received_at=0.0, next_attempt=0.0
+        queue_id=new_queue_id(now), envelope=env, size=len(BODY), received_at=now, next_attempt=now
     )
 
 
@@ -193,15 +197,91 @@ def test_partial_alias_failure_fails_recipient_temporarily(
     bad = maildir_path(agent.mail_root, "example.org", "bob")
     real_stage = Maildir.stage
 
-    def flaky(self: Maildir, data: bytes) -> str:
+    def flaky(self: Maildir, data: bytes, key: DeliveryKey | None = None) -> str:
         if self.root == bad:
             raise OSError(errno.EIO, "Input/output error")
-        return real_stage(self, data)
+        return real_stage(self, data, key)
 
     monkeypatch.setattr(Maildir, "stage", flaky)
     results = deliver(agent, "s@remote.test", "team@example.org", "alice@example.org")
     assert results["team@example.org"].reply.code == 451  # retried as a whole
     assert results["alice@example.org"].ok
+    assert len(new_files(agent, "alice@example.org")) == 1
+
+
+def test_retry_after_partial_alias_failure_keeps_one_copy(
+    agent: LocalDeliveryAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``team`` = alice + bob; bob's write fails, so ``team`` is retried as a whole: the
+    retry recognises alice's copy from the first attempt instead of writing a second."""
+    bad = maildir_path(agent.mail_root, "example.org", "bob")
+    real_stage = Maildir.stage
+
+    def flaky(self: Maildir, data: bytes, key: DeliveryKey | None = None) -> str:
+        if self.root == bad:
+            raise OSError(errno.EIO, "Input/output error")
+        return real_stage(self, data, key)
+
+    msg = message("s@remote.test", "team@example.org")
+    with monkeypatch.context() as patch:
+        patch.setattr(Maildir, "stage", flaky)
+        first = asyncio.run(agent.deliver(msg, BODY, list(msg.envelope.recipients)))
+    assert first["team@example.org"].reply.code == 451
+    retry = replace(msg, attempts=1)  # as the runner records the failed attempt
+    second = asyncio.run(agent.deliver(retry, BODY, list(retry.envelope.recipients)))
+    assert second["team@example.org"].ok
+    assert len(new_files(agent, "alice@example.org")) == 1
+    assert len(new_files(agent, "bob@example.org")) == 1
+
+
+def redeliver_after_crash(agent: LocalDeliveryAgent, msg: SpooledMessage) -> LocalDeliveryAgent:
+    """The restarted process: a new agent, the message still PENDING with the attempt
+    counter it had before the crash (0: the crash came before ``record_attempt``)."""
+    restarted = LocalDeliveryAgent(agent.directory, agent.mail_root, agent.hostname)
+    assert msg.received_at < restarted.started
+    results = asyncio.run(restarted.deliver(msg, BODY, list(msg.envelope.recipients)))
+    assert all(r.ok for r in results.values()), results
+    return restarted
+
+
+def test_redelivery_after_crash_recognises_copy_in_new(agent: LocalDeliveryAgent) -> None:
+    msg = message("s@remote.test", "alice@example.org", "team@example.org")
+    asyncio.run(agent.deliver(msg, BODY, list(msg.envelope.recipients)))
+    before = new_files(agent, "alice@example.org")
+    assert len(before) == 1 and msg.queue_id in before[0].name
+    redeliver_after_crash(agent, msg)
+    assert new_files(agent, "alice@example.org") == before
+    assert len(new_files(agent, "bob@example.org")) == 1
+
+
+def test_redelivery_after_crash_recognises_copy_a_reader_moved_to_cur(
+    agent: LocalDeliveryAgent,
+) -> None:
+    """Dovecot/mutt move ``new/X`` to ``cur/X:2,S`` once seen; the copy is still ours."""
+    msg = message("s@remote.test", "alice@example.org")
+    asyncio.run(agent.deliver(msg, BODY, list(msg.envelope.recipients)))
+    (path,) = new_files(agent, "alice@example.org")
+    cur = path.parent.parent / "cur"
+    path.rename(cur / f"{path.name}:2,S")
+    redeliver_after_crash(agent, msg)
+    assert new_files(agent, "alice@example.org") == []
+    assert os.listdir(cur) == [f"{path.name}:2,S"]
+
+
+def test_first_delivery_does_not_list_the_folders(
+    agent: LocalDeliveryAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hot path: a message queued in this process's lifetime and never attempted
+    costs no directory listing (a mailbox may hold 100,000 files)."""
+    agent.ensure_all()
+
+    def no_listing(path: object) -> None:
+        raise AssertionError(f"{path} listed on a first delivery")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "scandir", no_listing)
+        patch.setattr(os, "listdir", no_listing)
+        assert deliver(agent, "s@remote.test", "alice@example.org")["alice@example.org"].ok
     assert len(new_files(agent, "alice@example.org")) == 1
 
 

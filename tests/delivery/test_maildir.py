@@ -10,6 +10,7 @@ import os
 import re
 import stat
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -18,6 +19,8 @@ import pytest
 from mailwright.delivery import batch as batch_mod
 from mailwright.delivery.batch import MaildirBatcher
 from mailwright.delivery.maildir import (
+    DeliveryKey,
+    EarlierCopy,
     Maildir,
     maildir_form,
     maildir_path,
@@ -25,6 +28,7 @@ from mailwright.delivery.maildir import (
     unique_name,
     virtual_size,
 )
+from mailwright.spool.queueid import new_queue_id
 
 MESSAGE = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nHello.\r\n"
 # MESSAGE as the Maildir file holds it.
@@ -225,6 +229,86 @@ def test_no_hard_links_falls_back_to_rename(md: Maildir, monkeypatch: pytest.Mon
     name = deliver(md, MESSAGE)
     assert (md.root / "new" / name).read_bytes() == MESSAGE_LF
     assert os.listdir(md.root / "tmp") == []
+
+
+KEY = DeliveryKey("1M91SP8GXG2MGS9X", 1796430570.028237)
+
+
+KEYED = f"1796430570.M28237K1M91SP8GXG2MGS9X.mx.example.org,S={len(MESSAGE_LF)},W={len(MESSAGE)}"
+
+
+def test_keyed_name_is_the_same_on_every_attempt(md: Maildir) -> None:
+    name = deliver(md, MESSAGE)  # unkeyed: random, unique
+    keyed = md.stage(MESSAGE, KEY)
+    assert keyed == KEYED
+    assert not isinstance(keyed, EarlierCopy) and keyed != name
+    again = md.stage(MESSAGE, KEY)  # link(2) says EEXIST: no listing needed
+    assert again == keyed and isinstance(again, EarlierCopy)
+    assert sorted(os.listdir(md.root / "new")) == sorted([name, keyed])
+    assert os.listdir(md.root / "tmp") == []
+
+
+def test_recheck_finds_a_copy_in_cur_under_another_host_name(tmp_path: Path) -> None:
+    old = Maildir(tmp_path / "box", hostname="old.example.org")
+    old.ensure()
+    name = old.stage(MESSAGE, KEY)
+    os.rename(old.root / "new" / name, old.root / "cur" / f"{name}:2,RS")
+    renamed = Maildir(tmp_path / "box", hostname="new.example.org")
+    assert renamed.stage(MESSAGE, replace(KEY, recheck=True)) == name
+    assert os.listdir(old.root / "new") == [] and os.listdir(old.root / "tmp") == []
+
+
+def test_a_crash_leftover_in_tmp_does_not_block_the_redelivery(md: Maildir) -> None:
+    (md.root / "tmp" / KEYED).write_bytes(b"half")  # killed while writing it
+    keyed = asyncio.run(MaildirBatcher().deliver(md, partial(md.stage, MESSAGE, KEY)))
+    assert keyed == KEYED and not isinstance(keyed, EarlierCopy)
+    assert (md.root / "new" / keyed).read_bytes() == MESSAGE_LF
+
+
+def test_failed_new_sync_keeps_the_earlier_copy(
+    md: Maildir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An earlier attempt's copy may have been read already: a failed sync of new/ on
+    the re-delivery fails the delivery (retried) but never removes that copy."""
+    name = md.stage(MESSAGE, KEY)
+
+    def eio(path: object) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(batch_mod, "fsync_dir", eio)
+    with pytest.raises(OSError):
+        asyncio.run(MaildirBatcher().deliver(md, partial(md.stage, MESSAGE, KEY)))
+    assert os.listdir(md.root / "new") == [name]
+
+
+def test_backlog_from_before_a_restart_lists_the_folder_once(
+    md: Maildir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a restart every queued message is a re-delivery: the ones no process
+    attempted since (``ended_only``) share one listing of new/ and cur/, and still
+    recognise every earlier copy, in new/ or moved to cur/."""
+    keys = [DeliveryKey(new_queue_id(), 1796430570.0 + i / 7) for i in range(40)]
+    written = [md.stage(MESSAGE, key) for key in keys[:20]]  # by the process that died
+    for name in written[::2]:
+        os.rename(md.root / "new" / name, md.root / "cur" / f"{name}:2,S")
+    listed: list[object] = []
+    real_listdir = os.listdir
+
+    def counting_listdir(path: object) -> list[str]:
+        listed.append(path)
+        return real_listdir(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "listdir", counting_listdir)
+    after = [md.stage(MESSAGE, replace(k, recheck=True, ended_only=True)) for k in keys]
+    assert listed == [md.new_dir, md.cur_dir]
+    assert after[:20] == written and all(isinstance(n, EarlierCopy) for n in after[:20])
+    assert not any(isinstance(n, EarlierCopy) for n in after[20:])
+    assert len(real_listdir(md.root / "new")) + len(real_listdir(md.root / "cur")) == 40
+    # A key this process attempted before is looked up afresh: the kept listing does
+    # not know what this process wrote since.
+    again = md.stage(MESSAGE, replace(keys[30], recheck=True))
+    assert again == after[30] and isinstance(again, EarlierCopy)
+    assert len(listed) == 4
 
 
 def test_maildir_path_scheme(tmp_path: Path) -> None:

@@ -16,9 +16,14 @@ copy, as Postfix does for duplicate recipients; both recipients report success o
 it is stored.
 
 A recipient succeeds only when every one of its mailboxes has the message.  If one
-write fails the recipient gets the (temporary) failure and is retried as a whole,
-so mailboxes that already got it may get a second copy: RFC 5321 §6.1 prefers a
-duplicate to a loss.
+write fails the recipient gets the (temporary) failure and is retried as a whole;
+the mailboxes that already got it recognise their copy then, as does every mailbox
+after a crash between the write and the spool's record of it: each copy is named
+after the queue id (``maildir.DeliveryKey``, "Re-delivery after a crash" in
+``maildir``).  ``new/`` recognises it for free; a look at ``cur/`` (where a reader
+may have moved it) is paid only on a *re*-delivery — the message was attempted
+before, or queued before this agent was built (a previous process may have written
+it before it died) — never on a message's first delivery.
 
 Errors never escape ``deliver``: an unknown recipient is a permanent 550 5.1.1, a
 recipient in a domain that is not local a permanent 550 5.1.2, and every storage
@@ -32,13 +37,14 @@ import asyncio
 import errno
 import logging
 import os
+import time
 from functools import partial
 from pathlib import Path
 
 from mailwright.accounts.directory import LocalDirectory, Mailbox
 from mailwright.delivery.base import DeliveryResult
 from mailwright.delivery.batch import MaildirBatcher
-from mailwright.delivery.maildir import Maildir, maildir_path
+from mailwright.delivery.maildir import DeliveryKey, EarlierCopy, Maildir, maildir_path
 from mailwright.smtp import Reply, codes
 from mailwright.spool.model import Recipient, SpooledMessage
 
@@ -93,6 +99,11 @@ class LocalDeliveryAgent:
         self.batcher = MaildirBatcher()
         self._ensured: set[Path] = set()
         self._maildirs: dict[Mailbox, Maildir] = {}  # built once per mailbox
+        # A message queued before this moment may have been written by a previous
+        # process that died before recording it: its delivery re-checks ``cur/``.
+        # (Wall-clock, as the spool's ``received_at``; a clock stepped back further
+        # than a restart takes skips the look at cur/, never the one at new/.)
+        self.started = time.time()
 
     def maildir(self, mailbox: Mailbox) -> Maildir:
         maildir = self._maildirs.get(mailbox)
@@ -114,25 +125,40 @@ class LocalDeliveryAgent:
             maildir.ensure()
             self._ensured.add(maildir.root)
 
-    def _stage(self, maildir: Maildir, data: bytes) -> str:
+    def key(self, message: SpooledMessage) -> DeliveryKey:
+        """The name of ``message``'s deliveries, re-checked if this may be a re-delivery."""
+        before = message.received_at < self.started
+        recheck = message.attempts > 0 or before
+        # Attempted before, maybe by us: look now.  Else only an ended process can
+        # have written it, and a listing kept from a recent look answers.
+        return DeliveryKey(
+            message.queue_id, message.received_at, recheck, before and message.attempts == 0
+        )
+
+    def _stage(self, maildir: Maildir, data: bytes, key: DeliveryKey) -> str:
         """Worker thread (``MaildirBatcher``): link a fsynced copy into ``new/``."""
         self._ensure(maildir)
         try:
-            return maildir.stage(data)
+            return maildir.stage(data, key)
         except FileNotFoundError:
             # The folder vanished since we created it (an operator moved it away):
             # re-create it once rather than failing until the next restart.
             self._ensured.discard(maildir.root)
             self._ensure(maildir)
-            return maildir.stage(data)
+            return maildir.stage(data, key)
 
-    async def _store(self, mailbox: Mailbox, data: bytes) -> DeliveryResult:
+    async def _store(self, mailbox: Mailbox, data: bytes, key: DeliveryKey) -> DeliveryResult:
         maildir = self.maildir(mailbox)
         try:
-            name = await self.batcher.deliver(maildir, partial(self._stage, maildir, data))
+            name = await self.batcher.deliver(maildir, partial(self._stage, maildir, data, key))
         except Exception as exc:  # never raise for one mailbox: report it
             log.warning("delivery to %s failed: %r", mailbox.address, exc)
             return DeliveryResult(failure_reply(exc), f"{mailbox.address}: {exc}")
+        if isinstance(name, EarlierCopy):  # in new/ or cur/, from an earlier attempt
+            log.info("%s: %s already holds %s", key.queue_id, mailbox.address, name)
+            return DeliveryResult(
+                codes.R250_DELIVERED, f"{os.path.join(maildir.root, name)} (earlier copy)"
+            )
         return DeliveryResult(codes.R250_DELIVERED, os.path.join(maildir.new_dir, name))
 
     async def deliver(
@@ -156,11 +182,13 @@ class LocalDeliveryAgent:
 
         unique = list(dict.fromkeys(m for boxes in plan.values() for m in boxes))
         mail_from = message.envelope.mail_from
+        key = self.key(message)
         if len(unique) == 1:  # the common case: no gather, no extra tasks
-            stored = [await self._store(unique[0], trace_headers(mail_from, unique[0]) + body)]
+            box = unique[0]
+            stored = [await self._store(box, trace_headers(mail_from, box) + body, key)]
         else:
             stored = await asyncio.gather(
-                *(self._store(m, trace_headers(mail_from, m) + body) for m in unique)
+                *(self._store(m, trace_headers(mail_from, m) + body, key) for m in unique)
             )
         by_mailbox = dict(zip(unique, stored, strict=True))
 

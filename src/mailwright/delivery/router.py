@@ -28,7 +28,7 @@ from enum import StrEnum
 
 from mailwright.accounts.directory import LocalDirectory
 from mailwright.config import NextHopKind
-from mailwright.delivery.base import DeliveryAgent, DeliveryResult
+from mailwright.delivery.base import ClosableAgent, DeliveryAgent, DeliveryResult
 from mailwright.delivery.relay.routes import RouteTable
 from mailwright.smtp import Reply, codes
 from mailwright.spool.model import Recipient, SpooledMessage
@@ -94,6 +94,13 @@ class Router:
             Route.REMOTE: remote,
             Route.LMTP: remote,
         }
+
+    async def close(self) -> None:
+        """Close every agent that holds something between attempts, once each (the
+        relay serves both the remote and the LMTP route)."""
+        closable = {id(a): a for a in self.agents.values() if isinstance(a, ClosableAgent)}
+        for agent in closable.values():
+            await agent.close()
 
     def route(self, address: str) -> Route:
         domain = recipient_domain(address)

@@ -11,7 +11,7 @@ all the recipients it was given (unknown errors count as temporary, DESIGN princ
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from mailwright.smtp import Reply
 from mailwright.spool.model import Recipient, RemoteSession, SpooledMessage
@@ -51,3 +51,11 @@ class DeliveryAgent(Protocol):
     async def deliver(
         self, message: SpooledMessage, body: bytes, recipients: list[Recipient]
     ) -> dict[str, DeliveryResult]: ...
+
+
+@runtime_checkable
+class ClosableAgent(Protocol):
+    """An agent that holds something between attempts (the relay's idle sessions, kept
+    for the next message): ``QueueRunner.stop`` closes it once no attempt is left."""
+
+    async def close(self) -> None: ...

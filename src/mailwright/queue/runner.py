@@ -86,7 +86,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from mailwright.config import DeliveryConfig
-from mailwright.queue.agent import DeliveryAgent, DeliveryResult
+from mailwright.queue.agent import ClosableAgent, DeliveryAgent, DeliveryResult
 from mailwright.queue.dsn import ReportKind
 from mailwright.queue.events import EventCallback
 from mailwright.queue.notices import Notices
@@ -287,6 +287,8 @@ class QueueRunner:
         """Take no new work; let in-flight attempts finish for ``grace`` s, cancel the rest.
 
         A cancelled attempt leaves its message PENDING: it is retried after restart.
+        Then the agent is closed (``ClosableAgent``): the relay's idle sessions get
+        their QUIT (RFC 5321 §4.1.1.10) now, not a reset when the process exits.
         """
         self._stopping = True
         self._wake.set()
@@ -298,6 +300,11 @@ class QueueRunner:
             await asyncio.gather(*late, return_exceptions=True)
         if self._running:
             await self._stopped.wait()
+        if isinstance(self._agent, ClosableAgent):
+            try:
+                await self._agent.close()
+            except Exception as exc:  # stopping goes on: the process is ending anyway
+                log.warning("closing the delivery agent failed: %r", exc)
 
     async def run_once(self) -> int:
         """Attempt every message due now once (``queue flush``, tests); return the count.
