@@ -119,6 +119,15 @@ def queue() -> None:
     Exit status: 0 done; 1 an ID names no queued message (or delete found it being
     delivered right now); 2 usage or configuration errors, a malformed ID, or a
     spool that cannot be opened.
+
+    \b
+    Examples:
+      mailwright queue list                       # as mailq
+      mailwright queue list --state deferred --domain example.net
+      mailwright queue list --json | jq .         # one object per line, as postqueue -j
+      mailwright queue show 1M91PGH0FPTBT27G      # envelope, per-recipient timeline
+      mailwright queue hold 1M91PGH0FPTBT27G && mailwright queue release 1M91PGH0FPTBT27G
+      mailwright queue flush                      # every pending message now
     """
 
 

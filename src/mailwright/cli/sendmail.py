@@ -91,6 +91,32 @@ _WITH_VALUE = frozenset("BCFLNORVXbefhopr")
 _IGNORED_FLAGS = frozenset("46GUcmnx")
 _NOTIFY = frozenset({"SUCCESS", "DELAY", "FAILURE"})
 USAGE = "usage: sendmail [-t] [-i] [-f FROM] [-F NAME] [-C CONFIG] [option...] [RECIPIENT...]"
+HELP = USAGE + """
+
+Read one message from standard input and queue it, as sendmail does; cron, PHP's
+mail(), git send-email and monitoring scripts call it.  Also works as `sendmail`
+(and `mailq`) through a symlink to the mailwright command.
+
+Options:
+  -t          recipients from the To, Cc and Bcc fields (Bcc is removed)
+  -i, -oi     a line with a single "." does not end the message
+  -f FROM     the envelope sender (also -fFROM); default: the login user
+  -F NAME     the full name for an added From field
+  -C FILE     the configuration (default: $MAILWRIGHT_CONFIG, then
+              /etc/mailwright/mailwright.toml)
+  -B 8BITMIME|7BIT, -N NOTIFY, -R full|hdrs, -V ENVID   as sendmail's
+  -bm (the default), -bp (list the queue, as mailq); -odi -oem -v ... are ignored
+
+Date, Message-ID and From are added when missing.
+
+Exit status (sysexits.h): 0 queued; 64 usage; 65 bad input (NUL byte, too big);
+67 bad address; 73 or 77 the spool cannot be written; 75 try again later;
+78 configuration error.
+
+Examples:
+  printf 'To: alice@example.org\nSubject: hi\n\nHello\n' | sendmail -t -i
+  mailwright sendmail -f me@example.org -F 'Build Bot' -i bob@example.org < report.txt
+  ln -s "$(command -v mailwright)" /usr/sbin/sendmail"""
 
 
 class Exit(Exception):
@@ -130,7 +156,7 @@ def parse_args(argv: list[str]) -> Options:
             opts.recipients.extend(args[i:])
             break
         if arg in ("--help", "-?"):
-            raise Exit(EX_OK, USAGE)
+            raise Exit(EX_OK, HELP)
         if not arg.startswith("-") or arg == "-":
             opts.recipients.append(arg)
             continue
