@@ -5,6 +5,9 @@ tests (``helpers/postfix.py`` is the relay's plain receiving MX).
 DNS (``disable_dns_lookups``), STARTTLS with a trustme certificate for
 ``pf.example.test``, and every recipient of ``pf.example.test`` delivered by the
 virtual agent into one Maildir (``static:`` map), so a test can read the message back.
+With ``sasl_users``, smtpd offers AUTH after STARTTLS (``smtpd_tls_auth_only``), its
+SASL backend a private Dovecot auth server (``helpers/dovecot_auth.py``) on a unix
+socket named by absolute path (``smtpd_sasl_path``; nothing here is chrooted).
 The system instance is never touched; ``stop`` runs ``postfix -c <dir> stop`` and
 waits (bounded) for the master to exit."""
 
@@ -18,12 +21,13 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from helpers.dovecot_auth import dovecot_auth
 from helpers.outbound import free_port
 
 POSTFIX = "/usr/sbin/postfix"
@@ -96,8 +100,30 @@ def _wait_banner(port: int) -> None:
     raise AssertionError("private Postfix did not greet in time")
 
 
+def _sasl_cf(socket_path: Path) -> str:
+    return f"""\
+smtpd_sasl_auth_enable = yes
+smtpd_sasl_type = dovecot
+smtpd_sasl_path = {socket_path}
+smtpd_tls_auth_only = yes
+"""
+
+
 @contextlib.contextmanager
-def private_postfix() -> Iterator[PrivatePostfix]:
+def private_postfix(sasl_users: Mapping[str, str] | None = None) -> Iterator[PrivatePostfix]:
+    """Start the private Postfix; ``sasl_users`` (name to password) turns on AUTH."""
+    if sasl_users is None:
+        with _private_postfix("") as instance:
+            yield instance
+        return
+    if not (os.path.exists(POSTFIX) and MASTER_CF.exists()):
+        pytest.skip("Postfix is not installed (Debian: apt-get install postfix)")
+    with dovecot_auth(sasl_users) as auth, _private_postfix(_sasl_cf(auth.socket)) as instance:
+        yield instance
+
+
+@contextlib.contextmanager
+def _private_postfix(extra_cf: str) -> Iterator[PrivatePostfix]:
     if not (os.path.exists(POSTFIX) and MASTER_CF.exists()):
         pytest.skip("Postfix is not installed (Debian: apt-get install postfix)")
     if os.geteuid() != 0:
@@ -145,6 +171,7 @@ virtual_gid_maps = static:{group}
 # Not an open relay even for loopback clients: a recipient elsewhere is refused.
 smtpd_relay_restrictions = reject_unauth_destination
 """
+    main_cf += extra_cf
     (directory / "main.cf").write_text(main_cf)
     tls_port = free_port()
     (directory / "master.cf").write_text(_master_cf(port, tls_port))

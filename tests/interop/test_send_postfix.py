@@ -2,8 +2,11 @@
 queue, virtual delivery into one Maildir): golden transcripts of the plain dialog,
 STARTTLS verified against the test CA by name, implicit TLS, pipelining with DSN and
 SMTPUTF8, BDAT, attachments parsed back, ``--quit-after`` at each stage, and Postfix's
-own refusal (relay denied) as the RCPT exit status.  AUTH is tested against
-``mailwright serve`` and smtp-sink: this Postfix has no SASL backend."""
+own refusal (relay denied) as the RCPT exit status.  AUTH against a second private
+Postfix whose SASL backend is a private Dovecot auth server: a golden transcript for
+each mechanism (PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-256) after STARTTLS, secrets
+redacted, the message read back with Postfix's ESMTPSA mark (RFC 3848), and a wrong
+password as the AUTH exit status."""
 
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ import pytest
 
 from helpers.postfix_tls import PrivatePostfix, private_postfix
 from helpers.sendcli import send
-from mailwright.client.outcome import EXIT_CONNECT, EXIT_RCPT
+from helpers.tools import require_tool
+from mailwright.client.outcome import EXIT_AUTH, EXIT_CONNECT, EXIT_RCPT
 
 pytestmark = pytest.mark.interop
 
@@ -189,3 +193,115 @@ def test_relay_denied_is_the_rcpt_status(pf: PrivatePostfix) -> None:
 def test_nobody_listening_is_the_connection_status(pf: PrivatePostfix) -> None:
     run = send("--server", f"127.0.0.2:{pf.port}", "--to", "x@pf.example.test")
     assert run.status == EXIT_CONNECT, run  # Postfix listens on 127.0.0.1 only
+
+
+USER = "alice@pf.example.test"
+PASSWORD = "Corr3ct-h0rse-battery"
+EHLO_AUTH = """\
+T  ~> EHLO client.test
+T <~  250-pf.example.test
+T <~  250-PIPELINING
+T <~  250-SIZE 10240000
+T <~  250-VRFY
+T <~  250-ETRN
+T <~  250-AUTH PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256
+T <~  250-ENHANCEDSTATUSCODES
+T <~  250-8BITMIME
+T <~  250-DSN
+T <~  250-SMTPUTF8
+T <~  250 CHUNKING"""
+# The AUTH exchange of each mechanism as the transcript shows it: secrets redacted,
+# random challenges masked; LOGIN's prompts are Postfix's base64 "Username:" and
+# "Password:".
+AUTH_EXCHANGES = {
+    "PLAIN": """\
+T  ~> AUTH PLAIN ********
+T <~  235 2.7.0 Authentication successful""",
+    "LOGIN": """\
+T  ~> AUTH LOGIN
+T <~  334 VXNlcm5hbWU6
+T  ~> ********
+T <~  334 UGFzc3dvcmQ6
+T  ~> ********
+T <~  235 2.7.0 Authentication successful""",
+    "CRAM-MD5": """\
+T  ~> AUTH CRAM-MD5
+T <~  334 CHALLENGE
+T  ~> ********
+T <~  235 2.7.0 Authentication successful""",
+    "SCRAM-SHA-256": """\
+T  ~> AUTH SCRAM-SHA-256 ********
+T <~  334 CHALLENGE
+T  ~> ********
+T <~  334 CHALLENGE
+T  ~> ********
+T <~  235 2.7.0 Authentication successful""",
+}
+
+
+@pytest.fixture(scope="module")
+def pf_sasl() -> Iterator[PrivatePostfix]:
+    require_tool("postfix")
+    require_tool("dovecot", "dovecot-core")
+    with private_postfix(sasl_users={USER: PASSWORD}) as instance:
+        yield instance
+
+
+def auth_args(pf: PrivatePostfix, mechanism: str) -> tuple[str, ...]:
+    return (
+        "--server", f"127.0.0.1:{pf.port}", "--from", USER, "--to", "x@pf.example.test",
+        "--tls", "--tls-verify", "--tls-ca", str(pf.ca_pem), "--tls-sni", "pf.example.test",
+        "--auth", mechanism, "--user", USER, "--password-env", "PW",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("mechanism", list(AUTH_EXCHANGES))
+def test_auth_each_mechanism_golden(pf_sasl: PrivatePostfix, mechanism: str) -> None:
+    run = send(*auth_args(pf_sasl, mechanism), env={"PW": PASSWORD})
+    expected = f"""\
+T === Trying 127.0.0.1[127.0.0.1]:PORT...
+{EHLO}
+T  -> STARTTLS
+T <-  220 2.0.0 Ready to start TLS
+{TLS_VERIFIED}
+{EHLO_AUTH}
+{AUTH_EXCHANGES[mechanism]}
+T  ~> MAIL FROM:<{USER}> SIZE=285
+T <~  250 2.1.0 Ok
+T  ~> RCPT TO:<x@pf.example.test>
+T <~  250 2.1.5 Ok
+T  ~> DATA
+T <~  354 End data with <CR><LF>.<CR><LF>
+{body(" ~>").replace("From: a@client.test", f"From: {USER}")}
+T <~  250 2.0.0 Ok: queued as QID
+T  ~> QUIT
+T <~  221 2.0.0 Bye
+T === Connection closed
+ok via 127.0.0.1[127.0.0.1]:PORT: 1/1 recipient(s) accepted: 250 2.0.0 Ok: queued as QID"""
+    assert run.status == 0, run
+    assert run.lines() == expected.splitlines()
+    assert PASSWORD not in run.out and PASSWORD not in run.err
+    qid = run.out.split("queued as ")[1].split()[0]
+    stored = pf_sasl.message_with(f"id {qid}".encode())
+    # RFC 3848: "ESMTPSA" is Postfix's mark of mail received over TLS after AUTH.
+    assert f"with ESMTPSA id {qid}".encode() in stored
+    assert stored.endswith(b"\n\nThis is a test mailing\n")
+
+
+def test_auth_wrong_password_is_the_auth_status(pf_sasl: PrivatePostfix) -> None:
+    run = send(*auth_args(pf_sasl, "PLAIN"), env={"PW": "not-the-password"})
+    assert run.status == EXIT_AUTH, run
+    lines = run.lines()
+    refusal = "535 5.7.8 Error: authentication failed: (reason unavailable)"
+    start = lines.index("T  ~> AUTH PLAIN ********")
+    assert lines[start:] == [
+        "T  ~> AUTH PLAIN ********",
+        f"T <~  {refusal}",
+        "T  ~> QUIT",
+        f"T *** auth: AUTH PLAIN refused: {refusal}",
+        "== why: Authentication credentials invalid -- check the user name and password "
+        "(and the mechanism the account allows)",
+        "failed (exit 28, authentication failed) via 127.0.0.1[127.0.0.1]:PORT: "
+        f"auth: AUTH PLAIN refused: {refusal}",
+    ]
+    assert "not-the-password" not in run.out
