@@ -28,7 +28,7 @@ from pathlib import Path
 
 from helpers.procs import wait_until
 from helpers.relaykit import accepts
-from helpers.tools import require_tool
+from helpers.tools import require_root, require_tool
 
 START_TIMEOUT = 20.0  # s until smtpd's port accepts
 COMMAND_TIMEOUT = 30.0  # s for "postfix start" / "stop"
@@ -115,10 +115,7 @@ def _postfix(conf: Path, command: str) -> str:
 def private_postfix(
     address: str, port: int, domain: str, users: list[str]
 ) -> Iterator[PrivatePostfix]:
-    if os.geteuid() != 0:
-        import pytest
-
-        pytest.skip("a private Postfix instance needs root (its daemons switch users)")
+    require_root("a private Postfix instance (its daemons switch users)")
     folder = Path(tempfile.mkdtemp(prefix="mailwright-postfix-"))
     conf = folder / "conf"
     started = False

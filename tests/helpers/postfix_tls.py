@@ -25,10 +25,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from helpers.dovecot_auth import dovecot_auth
 from helpers.outbound import free_port
+from helpers.tools import missing, require_root
 
 POSTFIX = "/usr/sbin/postfix"
 MASTER_CF = Path("/etc/postfix/master.cf")
@@ -109,6 +108,14 @@ smtpd_tls_auth_only = yes
 """
 
 
+def _require_postfix() -> None:
+    """Postfix's binaries and Debian's master.cf (the template), and root: the private
+    master drops privileges.  Missing under ``.ci/run`` is a failure (``tools``)."""
+    if not (os.path.exists(POSTFIX) and MASTER_CF.exists()):
+        missing("Postfix is not installed", ("postfix",))
+    require_root("a private Postfix instance (its master drops privileges)")
+
+
 @contextlib.contextmanager
 def private_postfix(sasl_users: Mapping[str, str] | None = None) -> Iterator[PrivatePostfix]:
     """Start the private Postfix; ``sasl_users`` (name to password) turns on AUTH."""
@@ -116,18 +123,14 @@ def private_postfix(sasl_users: Mapping[str, str] | None = None) -> Iterator[Pri
         with _private_postfix("") as instance:
             yield instance
         return
-    if not (os.path.exists(POSTFIX) and MASTER_CF.exists()):
-        pytest.skip("Postfix is not installed (Debian: apt-get install postfix)")
+    _require_postfix()
     with dovecot_auth(sasl_users) as auth, _private_postfix(_sasl_cf(auth.socket)) as instance:
         yield instance
 
 
 @contextlib.contextmanager
 def _private_postfix(extra_cf: str) -> Iterator[PrivatePostfix]:
-    if not (os.path.exists(POSTFIX) and MASTER_CF.exists()):
-        pytest.skip("Postfix is not installed (Debian: apt-get install postfix)")
-    if os.geteuid() != 0:
-        pytest.skip("a private Postfix instance needs root (its master drops privileges)")
+    _require_postfix()
     import trustme
 
     # Not under tmp_path: pytest's folders are 0700 and Postfix's daemons, running as

@@ -41,6 +41,17 @@ def missing(what: str, packages: tuple[str, ...]) -> NoReturn:
     pytest.skip(f"{what} (install: `{install}`)")
 
 
+def require_root(what: str) -> None:
+    """Skip (or, under ``MAILWRIGHT_REQUIRE_INTEROP=1``, fail) unless running as root:
+    ``what`` (e.g. a private Postfix, whose daemons switch users) needs it."""
+    if os.geteuid() == 0:
+        return
+    reason = f"{what} needs root"
+    if os.environ.get(REQUIRE_ENV) == "1":
+        pytest.fail(f"{reason}, but {REQUIRE_ENV}=1 requires the interop tests", pytrace=False)
+    pytest.skip(reason)
+
+
 def require_tool(name: str, package: str | None = None) -> str:
     """The path of executable ``name``.  If it is missing the test is skipped, unless
     ``MAILWRIGHT_REQUIRE_INTEROP=1``, in which case it fails saying what to install:

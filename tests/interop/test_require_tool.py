@@ -120,3 +120,15 @@ def test_system_python_without_the_module_fails_when_interop_is_required(monkeyp
 def test_system_python_with_the_module_is_returned(monkeypatch):
     monkeypatch.setenv(REQUIRE_ENV, "1")
     assert require_python_module(sys.executable, "json", "python3") == sys.executable
+
+
+def test_not_root_skips_and_fails_when_interop_is_required(monkeypatch):
+    """A private Postfix needs root: a non-root run skips, but under .ci/run it fails
+    (a silent skip there once hid a missing peer)."""
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.delenv(REQUIRE_ENV, raising=False)
+    with pytest.raises(pytest.skip.Exception, match="needs root"):
+        tools.require_root("a private Postfix instance")
+    monkeypatch.setenv(REQUIRE_ENV, "1")
+    with pytest.raises(pytest.fail.Exception, match="needs root"):
+        tools.require_root("a private Postfix instance")
