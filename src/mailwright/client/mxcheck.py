@@ -24,11 +24,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cryptography import x509
 
@@ -53,9 +53,6 @@ from mailwright.net.outbound import (
     TlsMode,
     TlsPolicy,
 )
-
-if TYPE_CHECKING:
-    import ssl
 
 SMTP_PORT = 25  # RFC 5321 §4.5.4.2 / RFC 7672 §2.2.3: where MX hosts listen, TLSA lives
 # Each step (connect, banner, each command, the handshake) gets this long; a sender
