@@ -29,7 +29,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,31 +55,40 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def config(folder: Path, maildir: Path, port: int, mail_owner: pwd.struct_passwd | None) -> str:
-    """The whole configuration; ``mail_owner`` is the user mail is read as under root,
-    None when we are not root (rootless: every service runs as us, none can chroot)."""
+def identity(mail_owner: pwd.struct_passwd | None) -> str:
+    """Who Dovecot reads and writes mail as: ``mail_owner`` under root; None when we
+    are not root (rootless: every service runs as us, none can chroot)."""
     if mail_owner is not None:
-        identity = f"mail_uid = {mail_owner.pw_uid}\nmail_gid = {mail_owner.pw_gid}\n"
-        chroot = ""
-    else:
-        me = pwd.getpwuid(os.getuid()).pw_name
-        group = grp.getgrgid(os.getgid()).gr_name
-        identity = (
-            f"default_login_user = {me}\ndefault_internal_user = {me}\n"
-            f"default_internal_group = {group}\n"
-            "service anvil {\n  chroot =\n}\n"
-        )
-        chroot = "  chroot =\n"
+        return f"mail_uid = {mail_owner.pw_uid}\nmail_gid = {mail_owner.pw_gid}\n"
+    me = pwd.getpwuid(os.getuid()).pw_name
+    group = grp.getgrgid(os.getgid()).gr_name
+    return (
+        f"default_login_user = {me}\ndefault_internal_user = {me}\n"
+        f"default_internal_group = {group}\n"
+        "service anvil {\n  chroot =\n}\n"
+    )
+
+
+def private_folders(folder: Path, protocols: str) -> str:
+    """The settings every private instance starts with: its own base, state and log
+    (nothing from ``/etc/dovecot``), on loopback, without TLS."""
     return (
         f"base_dir = {folder / 'run'}\n"
         f"state_dir = {folder / 'state'}\n"
         f"log_path = {folder / 'dovecot.log'}\n"
-        "protocols = imap\n"
+        f"protocols = {protocols}\n"
         f"listen = {HOST}\n"
         "ssl = no\n"
-        "disable_plaintext_auth = no\n"
+    )
+
+
+def config(folder: Path, maildir: Path, port: int, mail_owner: pwd.struct_passwd | None) -> str:
+    """The IMAP server's whole configuration (see ``identity`` for ``mail_owner``)."""
+    chroot = "" if mail_owner is not None else "  chroot =\n"
+    return (
+        private_folders(folder, "imap") + "disable_plaintext_auth = no\n"
         "auth_mechanisms = plain\n"
-        "first_valid_uid = 1\n" + identity + f"mail_location = maildir:{maildir}\n"
+        "first_valid_uid = 1\n" + identity(mail_owner) + f"mail_location = maildir:{maildir}\n"
         f"passdb {{\n  driver = static\n  args = password={PASSWORD}\n}}\n"
         f"userdb {{\n  driver = static\n  args = home={folder / 'home'}\n}}\n"
         "service imap-login {\n"
@@ -101,19 +110,19 @@ def _wait_for_port(proc: subprocess.Popen[bytes], port: int, folder: Path) -> No
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         if proc.poll() is not None:
-            raise AssertionError(f"dovecot exited ({proc.returncode}): {_logs(folder)}")
+            raise AssertionError(f"dovecot exited ({proc.returncode}): {logs(folder)}")
         try:
             with socket.create_connection((HOST, port), timeout=1.0):
                 return
         except OSError:
             if time.monotonic() >= deadline:
                 raise AssertionError(
-                    f"dovecot not listening on {port} after {START_TIMEOUT} s: {_logs(folder)}"
+                    f"dovecot not listening on {port} after {START_TIMEOUT} s: {logs(folder)}"
                 ) from None
             time.sleep(0.05)
 
 
-def _logs(folder: Path) -> str:
+def logs(folder: Path) -> str:
     """Its output (configuration errors, before the log is open) and its log."""
     return " | ".join(
         (folder / name).read_text("utf-8", "replace")
@@ -123,10 +132,44 @@ def _logs(folder: Path) -> str:
 
 
 @contextlib.contextmanager
+def running(
+    exe: str,
+    folder: Path,
+    conf_text: str,
+    wait_ready: Callable[[subprocess.Popen[bytes]], None],
+) -> Iterator[None]:
+    """Run ``exe -F`` with ``conf_text`` (written to ``folder/dovecot.conf``) until the
+    block ends: ``wait_ready(proc)`` first (bounded, naming the logs on failure);
+    SIGTERM at the end (the master ends its children), SIGKILL if it does not exit in
+    time; ``folder`` removed."""
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        conf = folder / "dovecot.conf"
+        conf.write_text(conf_text)
+        with open(folder / "output", "wb") as output:
+            proc = subprocess.Popen(
+                [exe, "-F", "-c", str(conf)],
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        wait_ready(proc)
+        yield
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(STOP_TIMEOUT)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def dovecot_imap(exe: str, maildir: Path) -> Iterator[Dovecot]:
     """Run ``exe`` (the dovecot binary) serving a copy of ``maildir`` as INBOX."""
     folder = Path(tempfile.mkdtemp(prefix="mailwright-dovecot-"))
-    proc: subprocess.Popen[bytes] | None = None
     try:
         os.chmod(folder, 0o755)  # reachable for the mail user; the mail itself is 0700
         served = folder / "Maildir"
@@ -137,23 +180,9 @@ def dovecot_imap(exe: str, maildir: Path) -> Iterator[Dovecot]:
             for path in (served, folder / "home"):
                 _chown_tree(path, owner.pw_uid, owner.pw_gid)
         port = free_port()
-        conf = folder / "dovecot.conf"
-        conf.write_text(config(folder, served, port, owner))
-        with open(folder / "output", "wb") as output:
-            proc = subprocess.Popen(
-                [exe, "-F", "-c", str(conf)],
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
-        _wait_for_port(proc, port, folder)
-        yield Dovecot(HOST, port, served, folder / "dovecot.log")
-    finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(STOP_TIMEOUT)
+    except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
+        raise
+    conf_text = config(folder, served, port, owner)
+    with running(exe, folder, conf_text, lambda proc: _wait_for_port(proc, port, folder)):
+        yield Dovecot(HOST, port, served, folder / "dovecot.log")

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers.dovecot import START_TIMEOUT, STOP_TIMEOUT
+from helpers.dovecot import START_TIMEOUT, logs, private_folders, running
 from helpers.tools import require_tool
 
 # What the private Postfix offers after STARTTLS, in this order (Dovecot's own order).
@@ -47,15 +47,10 @@ def _passwd_file(users: Mapping[str, str]) -> str:
 
 def _config(folder: Path, sock: Path) -> str:
     return (
-        f"base_dir = {folder / 'run'}\n"
-        f"state_dir = {folder / 'state'}\n"
-        f"log_path = {folder / 'dovecot.log'}\n"
-        "protocols = none\n"
-        "listen = 127.0.0.1\n"
-        "ssl = no\n"
+        private_folders(folder, "none")
         # Postfix's smtpd_tls_auth_only keeps AUTH behind STARTTLS; Dovecot need not
         # judge the Postfix-to-Dovecot hop (a unix socket) a second time.
-        "disable_plaintext_auth = no\n"
+        + "disable_plaintext_auth = no\n"
         f"auth_mechanisms = {' '.join(MECHANISMS)}\n"
         "passdb {\n  driver = passwd-file\n"
         f"  args = scheme=PLAIN {folder / 'users'}\n}}\n"
@@ -71,31 +66,16 @@ def dovecot_auth(users: Mapping[str, str]) -> Iterator[DovecotAuth]:
     """Start a Dovecot auth server knowing ``users`` (name to password)."""
     exe = require_tool("dovecot", "dovecot-core")
     folder = Path(tempfile.mkdtemp(prefix="mailwright-dovecot-auth-"))
-    proc: subprocess.Popen[bytes] | None = None
     try:
         os.chmod(folder, 0o755)
         (folder / "users").write_text(_passwd_file(users))
-        sock = folder / "auth-client"
-        conf = folder / "dovecot.conf"
-        conf.write_text(_config(folder, sock))
-        with open(folder / "output", "wb") as output:
-            proc = subprocess.Popen(
-                [exe, "-F", "-c", str(conf)],
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
-        _wait_for_handshake(proc, sock, folder)
-        yield DovecotAuth(sock, folder / "dovecot.log")
-    finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(STOP_TIMEOUT)
+    except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
+        raise
+    sock = folder / "auth-client"
+    conf_text = _config(folder, sock)
+    with running(exe, folder, conf_text, lambda proc: _wait_for_handshake(proc, sock, folder)):
+        yield DovecotAuth(sock, folder / "dovecot.log")
 
 
 def _wait_for_handshake(proc: subprocess.Popen[bytes], path: Path, folder: Path) -> None:
@@ -104,7 +84,7 @@ def _wait_for_handshake(proc: subprocess.Popen[bytes], path: Path, folder: Path)
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         if proc.poll() is not None:
-            raise AssertionError(f"dovecot exited ({proc.returncode}): {_logs(folder)}")
+            raise AssertionError(f"dovecot exited ({proc.returncode}): {logs(folder)}")
         got = b""
         with socket.socket(socket.AF_UNIX) as sock:
             sock.settimeout(2.0)
@@ -123,13 +103,5 @@ def _wait_for_handshake(proc: subprocess.Popen[bytes], path: Path, folder: Path)
             assert not lacking, f"dovecot auth does not offer {lacking}: {got!r}"
             return
         if time.monotonic() >= deadline:
-            raise AssertionError(f"dovecot auth not ready after {START_TIMEOUT} s: {_logs(folder)}")
+            raise AssertionError(f"dovecot auth not ready after {START_TIMEOUT} s: {logs(folder)}")
         time.sleep(0.05)
-
-
-def _logs(folder: Path) -> str:
-    return " | ".join(
-        (folder / name).read_text("utf-8", "replace")
-        for name in ("output", "dovecot.log")
-        if (folder / name).exists()
-    )

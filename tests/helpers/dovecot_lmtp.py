@@ -10,7 +10,6 @@ wait is bounded; SIGTERM, then SIGKILL, at exit.
 from __future__ import annotations
 
 import contextlib
-import grp
 import os
 import pwd
 import shutil
@@ -22,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers.dovecot import START_TIMEOUT, STOP_TIMEOUT, UNPRIVILEGED
+from helpers.dovecot import START_TIMEOUT, UNPRIVILEGED, identity, logs, private_folders, running
 from helpers.tools import require_tool
 
 LMTP_BINARY = Path("/usr/lib/dovecot/lmtp")
@@ -45,23 +44,11 @@ class DovecotLmtp:
 
 
 def _config(folder: Path, sock: Path, owner: pwd.struct_passwd | None) -> str:
-    if owner is not None:
-        identity = f"mail_uid = {owner.pw_uid}\nmail_gid = {owner.pw_gid}\n"
-    else:
-        me = pwd.getpwuid(os.getuid()).pw_name
-        group = grp.getgrgid(os.getgid()).gr_name
-        identity = (
-            f"default_login_user = {me}\ndefault_internal_user = {me}\n"
-            f"default_internal_group = {group}\nservice anvil {{\n  chroot =\n}}\n"
-        )
     return (
-        f"base_dir = {folder / 'run'}\n"
-        f"state_dir = {folder / 'state'}\n"
-        f"log_path = {folder / 'dovecot.log'}\n"
-        "protocols = lmtp\n"
-        "listen = 127.0.0.1\n"
-        "ssl = no\n"
-        "first_valid_uid = 1\n" + identity + f"mail_location = maildir:{folder / 'mail'}/%n\n"
+        private_folders(folder, "lmtp")
+        + "first_valid_uid = 1\n"
+        + identity(owner)
+        + f"mail_location = maildir:{folder / 'mail'}/%n\n"
         "passdb {\n  driver = static\n  args = nopassword=y\n}\n"
         "userdb {\n  driver = static\n"
         f"  args = home={folder / 'home'}/%n allow_all_users=yes\n}}\n"
@@ -79,7 +66,6 @@ def dovecot_lmtp(prepare_mail: tuple[str, ...] = ()) -> Iterator[DovecotLmtp]:
     if not LMTP_BINARY.exists():
         require_tool("dovecot-lmtp-missing", "dovecot-lmtpd")
     folder = Path(tempfile.mkdtemp(prefix="mailwright-lmtp-"))
-    proc: subprocess.Popen[bytes] | None = None
     try:
         os.chmod(folder, 0o755)
         owner = pwd.getpwnam(UNPRIVILEGED) if os.getuid() == 0 else None
@@ -89,34 +75,20 @@ def dovecot_lmtp(prepare_mail: tuple[str, ...] = ()) -> Iterator[DovecotLmtp]:
                 os.chown(folder / sub, owner.pw_uid, owner.pw_gid)
         for user in prepare_mail:
             (folder / "mail" / user).write_bytes(b"not a maildir")
-        sock = folder / "lmtp.sock"
-        conf = folder / "dovecot.conf"
-        conf.write_text(_config(folder, sock, owner))
-        with open(folder / "output", "wb") as output:
-            proc = subprocess.Popen(
-                [exe, "-F", "-c", str(conf)],
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
-        _wait_for_socket(proc, sock, folder)
-        yield DovecotLmtp(sock, folder / "mail", folder / "dovecot.log")
-    finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(STOP_TIMEOUT)
+    except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
+        raise
+    sock = folder / "lmtp.sock"
+    conf_text = _config(folder, sock, owner)
+    with running(exe, folder, conf_text, lambda proc: _wait_for_socket(proc, sock, folder)):
+        yield DovecotLmtp(sock, folder / "mail", folder / "dovecot.log")
 
 
 def _wait_for_socket(proc: subprocess.Popen[bytes], path: Path, folder: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         if proc.poll() is not None:
-            raise AssertionError(f"dovecot exited ({proc.returncode}): {_logs(folder)}")
+            raise AssertionError(f"dovecot exited ({proc.returncode}): {logs(folder)}")
         with socket.socket(socket.AF_UNIX) as sock:
             sock.settimeout(2.0)
             try:
@@ -127,13 +99,5 @@ def _wait_for_socket(proc: subprocess.Popen[bytes], path: Path, folder: Path) ->
             except OSError:
                 pass
         if time.monotonic() >= deadline:
-            raise AssertionError(f"dovecot LMTP not ready after {START_TIMEOUT} s: {_logs(folder)}")
+            raise AssertionError(f"dovecot LMTP not ready after {START_TIMEOUT} s: {logs(folder)}")
         time.sleep(0.05)
-
-
-def _logs(folder: Path) -> str:
-    return " | ".join(
-        (folder / name).read_text("utf-8", "replace")
-        for name in ("output", "dovecot.log")
-        if (folder / name).exists()
-    )
