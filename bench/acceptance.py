@@ -19,7 +19,6 @@ loop and wait is bounded, and every server process is stopped on the way out.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import shutil
@@ -38,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _load import idle_connections, smtp_source
 from _report import KB, build_slowsync, evaluate, filesystem_facts, machine_facts, report
+from _run import exit_status, kept_note, measure, publish
 from _servers import (
     ServerError,
     ServerProcess,
@@ -47,7 +47,6 @@ from _servers import (
     set_prefix,
     start_aiosmtpd,
     start_mailwright,
-    stop_all,
 )
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -373,8 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     tmp = Path(tempfile.mkdtemp(prefix="mailwright-bench-", dir=args.tmpdir))
     data["machine"]["data_filesystem"] = filesystem_facts(tmp)
-    failed = False
-    try:
+
+    def cells() -> bool:
+        failed = False
         prefix = shlex.split(args.server_prefix or "")
         if args.flush_delay_ms > 0:
             shim = build_slowsync(tmp)
@@ -385,29 +385,13 @@ def main(argv: list[str] | None = None) -> int:
         for name in () if args.no_idle else SERVERS:
             print(f"… {name} {plan.idle_connections} idle connections", file=sys.stderr)
             data["idle"].append(run_idle(name, tmp / f"{name}-idle", plan, args))
-    except (ServerError, OSError, RuntimeError, subprocess.SubprocessError) as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        failed = True
-        data["error"] = f"{type(exc).__name__}: {exc}"
-    finally:
-        stop_all()
-        if not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
-    data["machine"]["loadavg_end"] = os.getloadavg()
-    data["seconds"] = round((datetime.now(UTC) - started).total_seconds(), 1)
+        return failed
+
+    failed = measure(data, started, tmp, cells, keep=args.keep)
     data["targets"] = evaluate(data)
-    args.out.mkdir(parents=True, exist_ok=True)
-    json_path = args.out / f"{started:%Y%m%dT%H%M%SZ}{'-quick' if args.quick else ''}.json"
-    data["json_path"] = str(json_path)
-    json_path.write_text(json.dumps(data, indent=2) + "\n")
-    print(report(data))
-    kept = f"kept in {tmp}" if args.keep else "removed"
-    print(f"(total {data['seconds']} s; temporary data {kept})")
-    if failed:
-        return 2
-    if args.check_targets and not all(t["met"] for t in data["targets"]):
-        return 1
-    return 0
+    stem = f"{started:%Y%m%dT%H%M%SZ}{'-quick' if args.quick else ''}"
+    publish(data, args.out, stem, report, kept=kept_note(tmp, args.keep))
+    return exit_status(failed, data["targets"], args.check_targets)
 
 
 if __name__ == "__main__":

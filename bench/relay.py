@@ -23,10 +23,8 @@ started is stopped on the way out.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -51,7 +49,8 @@ from _relayd import (
     tree_memory_kib,
 )
 from _report import KB, filesystem_facts, machine_facts
-from _servers import HOST, ServerError, ServerProcess, maillog_events, stop_all
+from _run import exit_status, kept_note, measure, publish
+from _servers import HOST, ServerError, ServerProcess, maillog_events
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -424,8 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="mailwright-relaybench-"))
     tmp.chmod(0o755)  # Postfix's daemons (user postfix) and smtp-sink (nobody) enter it
     data["machine"]["data_filesystem"] = filesystem_facts(tmp)
-    failed = False
-    try:
+
+    def cells() -> bool:
+        failed = False
         for index, conc in enumerate(args.concurrency):
             cell: Result = {"concurrency": conc, **{name: [] for name in SERVERS}}
             data["cells"].append(cell)
@@ -437,29 +437,13 @@ def main(argv: list[str] | None = None) -> int:
                     run = run_cell(name, tmp / f"{name}-{conc}-{repeat}", conc, args)
                     cell[name].append(run)
                     failed |= not run.get("verified")
-    except (ServerError, OSError, RuntimeError, subprocess.SubprocessError) as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        failed = True
-        data["error"] = f"{type(exc).__name__}: {exc}"
-    finally:
-        stop_all()
-        if not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
-    data["machine"]["loadavg_end"] = os.getloadavg()
-    data["seconds"] = round((datetime.now(UTC) - started).total_seconds(), 1)
+        return failed
+
+    failed = measure(data, started, tmp, cells, keep=args.keep)
     data["targets"] = evaluate(data)
-    args.out.mkdir(parents=True, exist_ok=True)
-    json_path = args.out / f"relay-{started:%Y%m%dT%H%M%SZ}{'-quick' if args.quick else ''}.json"
-    data["json_path"] = str(json_path)
-    json_path.write_text(json.dumps(data, indent=2) + "\n")
-    print(report(data))
-    kept = f"kept in {tmp}" if args.keep else "removed"
-    print(f"(total {data['seconds']} s; temporary data {kept})")
-    if failed:
-        return 2
-    if args.check_targets and not all(t["met"] for t in data["targets"]):
-        return 1
-    return 0
+    stem = f"relay-{started:%Y%m%dT%H%M%SZ}{'-quick' if args.quick else ''}"
+    publish(data, args.out, stem, report, kept=kept_note(tmp, args.keep))
+    return exit_status(failed, data["targets"], args.check_targets)
 
 
 if __name__ == "__main__":

@@ -53,13 +53,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _load import raise_nofile, smtp_source
 from _report import KB, filesystem_facts, machine_facts
+from _run import kept_note, measure, publish
 from _servers import (
     ServerError,
     ServerProcess,
     maildir_new_count,
     maillog_events,
     start_mailwright,
-    stop_all,
 )
 from _tlsclient import Job, merge, run_job
 from acceptance import RESULTS_DIR, _uses_uvloop, _wait_until, start_profiler, stop_profiler
@@ -833,30 +833,27 @@ def main(argv: list[str] | None = None) -> int:
     raise_nofile(plan.burst_sessions * 2 + 512)  # the server inherits it too
     tmp = Path(tempfile.mkdtemp(prefix="mailwright-tls-bench-", dir=args.tmpdir))
     data["machine"]["data_filesystem"] = filesystem_facts(tmp)
-    failed = False
     # Workers are forked before the server starts, so they hold none of its handles.
     pool = multiprocessing.get_context("fork").Pool(max(args.workers, 1))
     runner = Runner(args, plan, pool, tmp)
-    try:
+
+    def cells() -> bool:
         run_all(runner, data)
-    except (
-        ServerError,
-        OSError,
-        RuntimeError,
-        subprocess.SubprocessError,
-        multiprocessing.TimeoutError,
-    ) as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        failed = True
-        data["error"] = f"{type(exc).__name__}: {exc}"
-    finally:
+        return False
+
+    def end_pool() -> None:
         pool.terminate()
         pool.join()
-        stop_all()
-        if not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
-    data["machine"]["loadavg_end"] = os.getloadavg()
-    data["seconds"] = round((datetime.now(UTC) - started).total_seconds(), 1)
+
+    failed = measure(
+        data,
+        started,
+        tmp,
+        cells,
+        keep=args.keep,
+        errors=(multiprocessing.TimeoutError,),
+        cleanup=end_pool,
+    )
     timed = [s for p in ("rates", "handshakes", "burst") for s in data.get(p, [])]
     loud = [s["label"] for s in timed if (s.get("quiet") or {}).get("quiet") is False]
     data["quiet_summary"] = (
@@ -867,17 +864,9 @@ def main(argv: list[str] | None = None) -> int:
         else "no waiting for a quiet machine (--no-wait)"
     )
     failed |= bool(problem_lines(data))
-    args.out.mkdir(parents=True, exist_ok=True)
     data["foundation"] = foundation_figure(RESULTS_DIR)
     stem = f"tls-{started:%Y%m%dT%H%M%SZ}{'-quick' if args.quick else ''}"
-    json_path = args.out / f"{stem}.json"
-    data["json_path"] = str(json_path)
-    text = report(data)
-    json_path.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    (args.out / f"{stem}.md").write_text(text + "\n")
-    print(text)
-    kept = f"kept in {tmp}" if args.keep else "removed"
-    print(f"(total {data['seconds']} s; temporary data {kept})")
+    publish(data, args.out, stem, report, kept=kept_note(tmp, args.keep), keep_md=True)
     return 2 if failed else 0
 
 
