@@ -2,12 +2,12 @@
 
 (Slightly over the ~500-line guideline on purpose: about half of it is this docstring,
 the durability argument the rest of the module relies on; the code is already split
-into ``_db``, ``_writer``, ``_commit`` and ``_errors``.)
+into ``_schema``, ``_db``, ``_writer``, ``_commit`` and ``_errors``.)
 
 Layout under ``data_dir/spool/``::
 
     queue.db         envelope + per-recipient state, and the bodies of small messages
-                     (see ``_db`` for the schema and settings)
+                     (see ``_schema`` for the schema and settings)
     tmp/<queue-id>   a large body being received (DATA/BDAT); never trusted after a restart
     msg/<queue-id>   a committed large body, write-once, exactly as accepted
     wake             the FIFO on which the queue runner hears other processes
@@ -101,7 +101,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mailwright.fs.durable import create_exclusive, ensure_dir
-from mailwright.spool import _db
+from mailwright.spool import _db, _schema
 from mailwright.spool._commit import (
     Admin,
     AdminAction,
@@ -260,9 +260,9 @@ class EmbeddedSpool:
         try:
             for directory in (self.root, self.tmp_dir, self.msg_dir):
                 ensure_dir(directory)
-            self._conn = _db.connect(str(self.db_path))
-            _db.create_schema(self._conn)
-        except (OSError, sqlite3.Error, _db.SchemaError) as exc:
+            self._conn = _schema.connect(str(self.db_path))
+            _schema.create_schema(self._conn)
+        except (OSError, sqlite3.Error, _schema.SchemaError) as exc:
             raise spool_error(f"cannot open spool {self.root}", exc) from exc
         self._committer_half = BatchCommitter(self._conn, self.msg_dir, self._fsync_pool)
         report = RecoveryReport()
@@ -294,7 +294,7 @@ class EmbeddedSpool:
 
     def _open_reader(self) -> None:
         try:
-            self._rconn = _db.connect_reader(str(self.db_path))
+            self._rconn = _schema.connect_reader(str(self.db_path))
         except sqlite3.Error as exc:
             raise spool_error(f"cannot open spool {self.root}", exc) from exc
 
