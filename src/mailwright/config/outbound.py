@@ -1,8 +1,9 @@
 """Mail to other hosts (``delivery.relay``): ``[outbound]`` and ``[[transport]]``.
 
-``[outbound]`` holds the relayhost and the relay's limits, each mirroring a Postfix
-smtp/qmgr parameter (named at its constant); ``[[transport]]`` is Postfix's
-transport_maps.  Credentials for AUTH name a password file, never the password.
+``[outbound]`` holds the relayhost and the relay's limits, each default mirroring the
+Postfix smtp/qmgr parameter or the RFC named at its constant; ``[[transport]]`` is
+Postfix's transport_maps.  Credentials for AUTH name a password file, never the
+password itself.
 """
 
 from __future__ import annotations
