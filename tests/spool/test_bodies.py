@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from helpers.spoolkit import BIG, BODY, Clock, envelope, listing, put, run, settle, spilled
-from mailwright.spool import _db
+from mailwright.spool import _schema
 from mailwright.spool._writer import INLINE_BODY_MAX, SPILL_MEMORY_MAX, BodyWriter
 from mailwright.spool.embedded import EmbeddedSpool
 from mailwright.spool.model import RecipientStatus
@@ -354,7 +354,7 @@ def test_version_1_database_is_migrated(tmp_path: Path, clock: Clock) -> None:
     qid = "1HF00000000000AB"
     conn = sqlite3.connect(spool / "queue.db")
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.executescript(_db.SCHEMA_V1)
+    conn.executescript(_schema.SCHEMA_V1)
     conn.execute("PRAGMA user_version=1")
     conn.execute(
         "INSERT INTO messages VALUES (?, 'a@example.com', '7BIT', 0, NULL, NULL, '', '', NULL,"

@@ -2,7 +2,7 @@
 keeps every message: migrated in place at start-up, checked through the store's API.
 
 The old database is built here from the version-2 schema *as that release shipped
-it* (copied verbatim, not imported: a later edit to ``_db`` must not change what this
+it* (copied verbatim, not imported: a later edit to ``_schema`` must not change what this
 test calls "the old database").  This is the only place besides the version-1 test
 that touches ``queue.db`` directly: there is no API for writing an old format.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from helpers.spoolkit import BIG, BODY, Clock, put, run
 from mailwright.queue.dsn import status_of
-from mailwright.spool._db import SCHEMA_VERSION
+from mailwright.spool._schema import SCHEMA_VERSION
 from mailwright.spool.embedded import EmbeddedSpool
 from mailwright.spool.model import Attempt, RecipientStatus, RemoteReply
 

@@ -2,7 +2,7 @@
 in place: every message kept, no recipient counted as already warned.
 
 The older database is made by dropping what the migration step adds from a fresh one
-(``BEFORE``: the version that step starts from, found in ``_db._MIGRATIONS``; what the
+(``BEFORE``: the version that step starts from, found in ``_schema._MIGRATIONS``; what the
 later steps add is dropped too, so that the result is exactly that release's layout).
 Every other table was already checked by ``test_migration``.
 """
@@ -13,11 +13,11 @@ import sqlite3
 from pathlib import Path
 
 from helpers.spoolkit import BODY, Clock, envelope, put, run
-from mailwright.spool import _db
+from mailwright.spool import _schema
 from mailwright.spool.embedded import EmbeddedSpool
 from mailwright.spool.model import RemoteReply
 
-BEFORE = next(v for v, (script, _) in _db._MIGRATIONS.items() if "delay_warned" in script)
+BEFORE = next(v for v, (script, _) in _schema._MIGRATIONS.items() if "delay_warned" in script)
 
 
 def test_queue_before_delay_warned_gains_it_and_loses_nothing(tmp_path: Path, clock: Clock) -> None:
@@ -60,7 +60,7 @@ def test_queue_before_delay_warned_gains_it_and_loses_nothing(tmp_path: Path, cl
     run(reopen())
     conn = sqlite3.connect(tmp_path / "spool" / "queue.db")
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == _db.SCHEMA_VERSION
-        assert BEFORE == 5 and _db.SCHEMA_VERSION == 7  # a new step: drop its additions
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == _schema.SCHEMA_VERSION
+        assert BEFORE == 5 and _schema.SCHEMA_VERSION == 7  # a new step: drop its additions
     finally:
         conn.close()

@@ -2,7 +2,7 @@
 migrated in place: its history kept, the old rows without a session, new rows with one.
 
 The older database is made by dropping what the step adds from a fresh one (``BEFORE``
-is the version the step starts from, found in ``_db._MIGRATIONS``).
+is the version the step starts from, found in ``_schema._MIGRATIONS``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlite3
 from pathlib import Path
 
 from helpers.spoolkit import BODY, Clock, envelope, put, run
-from mailwright.spool import _db
+from mailwright.spool import _schema
 from mailwright.spool.embedded import EmbeddedSpool
 from mailwright.spool.model import (
     Attempt,
@@ -21,7 +21,7 @@ from mailwright.spool.model import (
     SessionReply,
 )
 
-BEFORE = next(v for v, (script, _) in _db._MIGRATIONS.items() if "session" in script)
+BEFORE = next(v for v, (script, _) in _schema._MIGRATIONS.items() if "session" in script)
 BUSY = RemoteReply(451, "4.2.0", "Mailbox busy")
 
 
@@ -77,7 +77,7 @@ def test_queue_before_attempt_sessions_gains_the_column_and_keeps_its_history(
     run(reopen())
     conn = sqlite3.connect(tmp_path / "spool" / "queue.db")
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == _db.SCHEMA_VERSION
-        assert BEFORE == _db.SCHEMA_VERSION - 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == _schema.SCHEMA_VERSION
+        assert BEFORE == _schema.SCHEMA_VERSION - 1
     finally:
         conn.close()

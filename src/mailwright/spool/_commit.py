@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Literal
 
 from mailwright.fs.durable import fsync_dir
-from mailwright.spool import _db
+from mailwright.spool import _db, _schema
 from mailwright.spool._errors import spool_error
 from mailwright.spool._writer import BodyWriter
 from mailwright.spool.store import MessageBusy, MessageGone, SpoolError
@@ -131,7 +131,7 @@ class BatchCommitter:
         self.conn = conn
         self.msg_dir = msg_dir
         self._fsync_pool = fsync_pool
-        self._full_sync = True  # what _db.connect set
+        self._full_sync = True  # what _schema.connect set
 
     def commit(self, batch: list[Op]) -> BatchResult:
         result = BatchResult([None] * len(batch))
@@ -188,7 +188,7 @@ class BatchCommitter:
             removed = [op.queue_id for op in batch if isinstance(op, Remove)]
             full = bool(removed) and len(_db.inline_among(self.conn, removed)) < len(set(removed))
         if full != self._full_sync:
-            _db.set_synchronous(self.conn, full)
+            _schema.set_synchronous(self.conn, full)
             self._full_sync = full
 
     def _apply(self, i: int, op: Op, result: BatchResult, inserted: set[int]) -> None:

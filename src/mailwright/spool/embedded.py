@@ -1,13 +1,17 @@
 """The embedded spool: a SQLite queue database plus body files for large bodies.
 
-(Slightly over the ~500-line guideline on purpose: about half of it is this docstring,
-the durability argument the rest of the module relies on; the code is already split
-into ``_db``, ``_writer``, ``_commit`` and ``_errors``.)
+(Over the ~500-line guideline on purpose: about 90 lines are this docstring, the
+durability argument the rest of the module relies on, and the code is one class, the
+``SpoolStore`` implementation, whose methods hop to the threads that own the
+connections.  What has a seam of its own is already apart: ``_schema`` (settings,
+tables, migrations), ``_db`` (queries), ``_writer`` (bodies as they arrive),
+``_commit`` (one batch's transaction), ``_recovery`` (debris after a crash) and
+``_errors``.)
 
 Layout under ``data_dir/spool/``::
 
     queue.db         envelope + per-recipient state, and the bodies of small messages
-                     (see ``_db`` for the schema and settings)
+                     (see ``_schema`` for the schema and settings)
     tmp/<queue-id>   a large body being received (DATA/BDAT); never trusted after a restart
     msg/<queue-id>   a committed large body, write-once, exactly as accepted
     wake             the FIFO on which the queue runner hears other processes
@@ -32,9 +36,9 @@ inline bodies INSERTed -> COMMIT (WAL fsync, ``synchronous=FULL``) -> return, so
 server may answer 250.  (The INSERTs run while the bodies are being fsynced; they are
 invisible until the COMMIT.  ``_commit`` has the details.)  A crash before the rename
 leaves a tmp file; between rename and commit, a body file without a row; both are
-removed by ``open``.  A row never exists without its durable body.  ``tmp/`` is never
-fsynced: ``open`` empties it, so a rename's old entry reappearing after a crash is
-harmless.
+removed by ``open`` (``_recovery``).  A row never exists without its durable body.
+``tmp/`` is never fsynced: ``open`` empties it, so a rename's old entry reappearing
+after a crash is harmless.
 
 **Group commit** (DESIGN principle 7): ``put``/``update``/``remove`` only queue an
 operation and await its future.  One committer task takes everything queued and runs
@@ -96,12 +100,11 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from mailwright.fs.durable import create_exclusive, ensure_dir
-from mailwright.spool import _db
+from mailwright.spool import _db, _schema
 from mailwright.spool._commit import (
     Admin,
     AdminAction,
@@ -114,6 +117,7 @@ from mailwright.spool._commit import (
     Update,
 )
 from mailwright.spool._errors import spool_error
+from mailwright.spool._recovery import RecoveryReport, log_report, recover
 from mailwright.spool._writer import INLINE_BODY_MAX, BodyWriter
 from mailwright.spool.model import (
     Attempt,
@@ -146,16 +150,6 @@ FSYNC_THREADS = 32
 FILE_THREADS = 2
 
 T = TypeVar("T")
-
-
-@dataclass(slots=True)
-class RecoveryReport:
-    """What ``open`` cleaned up: debris of writes interrupted by a crash."""
-
-    tmp_removed: list[str] = field(default_factory=list)  # bodies never committed
-    orphans_removed: list[str] = field(default_factory=list)  # body file without a row
-    missing_bodies: list[str] = field(default_factory=list)  # rows dropped: body lost
-    foreign_files: list[str] = field(default_factory=list)  # left alone in msg/
 
 
 class EmbeddedSpool:
@@ -212,16 +206,7 @@ class EmbeddedSpool:
             await self._shutdown_threads()
             raise
         self.recovery = report
-        if report.tmp_removed or report.orphans_removed:
-            log.info(
-                "spool recovery: removed %d uncommitted temporary bodies, %d orphan bodies",
-                len(report.tmp_removed),
-                len(report.orphans_removed),
-            )
-        for qid in report.missing_bodies:
-            log.error("spool recovery: %s: body file missing, queue entry removed", qid)
-        for name in report.foreign_files:
-            log.warning("spool recovery: unexpected file %s in %s left alone", name, self.msg_dir)
+        log_report(report, self.msg_dir)
         self._wakeup = asyncio.Event()
         self._committer = asyncio.create_task(self._run_committer(), name="spool-committer")
         self._open = True
@@ -260,41 +245,21 @@ class EmbeddedSpool:
         try:
             for directory in (self.root, self.tmp_dir, self.msg_dir):
                 ensure_dir(directory)
-            self._conn = _db.connect(str(self.db_path))
-            _db.create_schema(self._conn)
-        except (OSError, sqlite3.Error, _db.SchemaError) as exc:
+            self._conn = _schema.connect(str(self.db_path))
+            _schema.create_schema(self._conn)
+        except (OSError, sqlite3.Error, _schema.SchemaError) as exc:
             raise spool_error(f"cannot open spool {self.root}", exc) from exc
         self._committer_half = BatchCommitter(self._conn, self.msg_dir, self._fsync_pool)
-        report = RecoveryReport()
         if not self._recover:
-            return report
+            return RecoveryReport()
         try:
-            for entry in os.scandir(self.tmp_dir):
-                os.unlink(entry.path)
-                report.tmp_removed.append(entry.name)
-            on_disk = set()
-            for entry in os.scandir(self.msg_dir):
-                if is_queue_id(entry.name) and entry.is_file(follow_symlinks=False):
-                    on_disk.add(entry.name)
-                else:
-                    report.foreign_files.append(entry.name)
-            # A message has exactly one body: its ``bodies`` row or its file.
-            file_backed = _db.file_backed_ids(self._conn)
-            for qid in sorted(on_disk - file_backed):
-                os.unlink(self.msg_dir / qid)
-                report.orphans_removed.append(qid)
-            report.missing_bodies = sorted(file_backed - on_disk)
-            if report.missing_bodies:
-                self._conn.execute("BEGIN IMMEDIATE")
-                _db.delete_many(self._conn, report.missing_bodies)
-                self._conn.execute("COMMIT")
+            return recover(self._conn, self.tmp_dir, self.msg_dir)
         except (OSError, sqlite3.Error) as exc:
             raise spool_error(f"cannot recover spool {self.root}", exc) from exc
-        return report
 
     def _open_reader(self) -> None:
         try:
-            self._rconn = _db.connect_reader(str(self.db_path))
+            self._rconn = _schema.connect_reader(str(self.db_path))
         except sqlite3.Error as exc:
             raise spool_error(f"cannot open spool {self.root}", exc) from exc
 
