@@ -1,5 +1,6 @@
 """A private Dovecot that runs only its auth service, as the SASL backend of the test
-client's private Postfix (``helpers/postfix_tls.py``, ``smtpd_sasl_type = dovecot``).
+client's private Postfix (``helpers/postfix.py`` with ``sasl_users``,
+``smtpd_sasl_type = dovecot``).
 
 As ``helpers.dovecot`` does for IMAP: ``dovecot -F -c <conf>`` in the foreground with a
 private configuration, base and state folders and log in a ``tempfile`` folder (0755:

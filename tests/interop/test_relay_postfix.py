@@ -4,6 +4,8 @@ the other at RCPT; the refusal comes back as one DSN parsed with ``email``."""
 
 from __future__ import annotations
 
+from email import message_from_bytes
+
 import pytest
 
 from helpers.dnsserver import MakeDns
@@ -24,7 +26,9 @@ mx.pf   IN A 127.0.0.13
 def test_relay_to_a_private_postfix(tmp_path, loopback_dns: MakeDns):
     dns = loopback_dns(ZONE)
     port = free_shared_port(["127.0.0.13"])
-    with private_postfix("127.0.0.13", port, "pf.test", ["erin"]) as postfix:
+    with private_postfix(
+        address="127.0.0.13", port=port, domain="pf.test", hostname="mx.pf.test", users=["erin"]
+    ) as postfix:
 
         async def main():
             h = RelayHarness(dns, relay_config(tmp_path, dns, port))
@@ -36,7 +40,8 @@ def test_relay_to_a_private_postfix(tmp_path, loopback_dns: MakeDns):
             return h, bounces, remaining
 
         h, bounces, remaining = run(main())
-        (stored,) = postfix.messages("erin")
+        (raw,) = postfix.messages("erin")
+        stored = message_from_bytes(raw)
         log = postfix.log()
     assert stored["Subject"] == "relayed"
     assert remaining == []

@@ -16,12 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from helpers.postfix_tls import PrivatePostfix, private_postfix
+from helpers.postfix import PrivatePostfix, private_postfix
 from helpers.sendcli import send
 from helpers.tools import require_tool
 from mailwright.client.outcome import EXIT_AUTH, EXIT_CONNECT, EXIT_RCPT
 
 pytestmark = pytest.mark.interop
+
+DOMAIN = "pf.example.test"  # the private Postfix's domain, host name and certificate name
 
 EHLO = """\
 T <-  220 pf.example.test ESMTP Postfix
@@ -67,7 +69,7 @@ def body(mark: str) -> str:
 
 @pytest.fixture(scope="module")
 def pf() -> Iterator[PrivatePostfix]:
-    with private_postfix() as instance:
+    with private_postfix(domain=DOMAIN, tls=True) as instance:
         yield instance
 
 
@@ -243,7 +245,7 @@ T <~  235 2.7.0 Authentication successful""",
 def pf_sasl() -> Iterator[PrivatePostfix]:
     require_tool("postfix")
     require_tool("dovecot", "dovecot-core")
-    with private_postfix(sasl_users={USER: PASSWORD}) as instance:
+    with private_postfix(domain=DOMAIN, tls=True, sasl_users={USER: PASSWORD}) as instance:
         yield instance
 
 
