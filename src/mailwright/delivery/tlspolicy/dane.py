@@ -24,7 +24,9 @@ What the records say:
 * DANE-EE (usage 3): the leaf certificate or its public key matches (selector 0/1,
   matching type 0 full / 1 SHA-256 / 2 SHA-512).  Names and dates are not checked:
   the DNS binding *is* the authentication (RFC 7672 §3.1.1).
-* DANE-TA (usage 2): a certificate the peer sent matches, the leaf chains to it, and
+* DANE-TA (usage 2): a certificate the peer sent matches, the leaf chains to it as
+  an RFC 5280 path with that certificate as its trust anchor (RFC 7671 §5.2.2;
+  ``certs.issuance_path`` lists the checks), and
   the leaf is valid for one of the reference identifiers (§3.1.2, §3.2.2): the TLSA
   base domain, and with an alias also the other of the expanded and the original
   MX host name.
