@@ -74,6 +74,12 @@ def test_ad_servfail_and_silent(loopback_dns: MakeDns) -> None:
         ask(server, "a.b.deep.example.test", "A")
 
 
+def test_insecure_names_below_an_authentic_one_get_no_ad(loopback_dns: MakeDns) -> None:
+    server = loopback_dns(ZONE, authentic=["example.test"], insecure=["_25._tcp.mx.example.test"])
+    assert ask(server, "mx.example.test", "A").flags & dns.flags.AD
+    assert not ask(server, "_25._tcp.mx.example.test", "TLSA").flags & dns.flags.AD
+
+
 def test_large_udp_answer_is_truncated(loopback_dns: MakeDns) -> None:
     many = "\n".join(f'big IN TXT "{i:03d}{"x" * 60}"' for i in range(20))
     server = loopback_dns(ZONE + many)

@@ -13,7 +13,9 @@ of one) does, which is what the resolver under test must tell apart:
 * a referral (no answer, the NS records in the authority section, RA clear) for names
   under an NS record that is not at an SOA: what a non-recursive server sends;
 * the AD bit on answers for names under ``authentic`` (RFC 4035 §3.2.3: what a
-  validating resolver sets once it has validated the data);
+  validating resolver sets once it has validated the data), except names under
+  ``insecure`` (an unsigned child zone below a signed one, e.g. TLSA records an
+  attacker could forge below an MX host whose address records are signed);
 * SERVFAIL for names under ``servfail``; no answer at all for names under ``silent``
   (to drive timeouts), nor to the first ``drop`` queries (lost datagrams);
 * a UDP answer larger than the client's buffer (512 bytes, or its EDNS size) goes out
@@ -126,6 +128,7 @@ class LoopbackDns:
         zone: str,
         *,
         authentic: Iterable[str] = (),
+        insecure: Iterable[str] = (),
         servfail: Iterable[str] = (),
         silent: Iterable[str] = (),
         drop: int = 0,
@@ -133,6 +136,7 @@ class LoopbackDns:
     ) -> None:
         self.host = host
         self.authentic = frozenset(_key(n) for n in authentic)
+        self.insecure = frozenset(_key(n) for n in insecure)
         self.servfail = frozenset(_key(n) for n in servfail)
         self.silent = frozenset(_key(n) for n in silent)
         self.drop = drop
@@ -218,7 +222,8 @@ class LoopbackDns:
             reply = zone.answer(request)
             # reply() copies the query's flags, AD included (a stub sets AD to ask for
             # it, RFC 6840 §5.7): an answer has AD only where the test says it is secure.
-            reply.header.ad = 1 if _under(qname, self.authentic) else 0
+            secure = _under(qname, self.authentic) and not _under(qname, self.insecure)
+            reply.header.ad = 1 if secure else 0
         limit = CLASSIC_UDP_SIZE
         for rr in request.ar:
             if rr.rtype == QTYPE.OPT:

@@ -155,6 +155,12 @@ R451_SESSION_LIMIT = R(451, "4.4.2", "Mail servers for the domain failed, will r
 R451_MTA_STS_NO_MX = R(
     451, "4.7.5", "No MX host allowed by the domain's MTA-STS policy, will retry"
 )
+# RFC 7672 §2.2: a failed TLSA lookup after an authenticated MX answer makes the MX
+# host unusable; with none usable the mail is deferred.  X.7.5 as Postfix's "TLSA
+# lookup error for host:port".
+R451_DANE_TLSA_LOOKUP = R(
+    451, "4.7.5", "TLSA lookup for the domain's mail servers failed, will retry"
+)
 R550_DOMAIN_NOT_FOUND = R(550, "5.1.2", "Recipient domain not found")
 R550_BAD_DOMAIN = R(550, "5.1.2", "Recipient domain name is not valid")
 R550_NO_ADDRESS = R(550, "5.4.4", "Recipient domain has no mail server address")

@@ -220,7 +220,12 @@ def test_authenticated_tlsa_gives_a_dane_policy_that_checks_the_peer(
 
 
 def test_unauthenticated_tlsa_answer_is_ignored(loopback_dns: MakeDns) -> None:
-    dns = loopback_dns(zone(f"_25._tcp.mx IN TLSA 3 1 1 {'ab' * 32}"))  # no AD bit
+    # The MX host's zone is signed, its TLSA records are not (no AD bit on them).
+    dns = loopback_dns(
+        zone(f"_25._tcp.mx IN TLSA 3 1 1 {'ab' * 32}"),
+        authentic=["example.test"],
+        insecure=[tlsa_name(MX)],
+    )
     outcome = lookup(dns.address)
     assert outcome.policy is None
     assert outcome.reason == f"TLSA records at {tlsa_name(MX)} not authenticated: ignored"
@@ -234,10 +239,15 @@ def test_unauthenticated_mx_means_no_tlsa_lookup(loopback_dns: MakeDns) -> None:
 
 
 def test_failing_resolver_does_not_wedge_delivery(loopback_dns: MakeDns) -> None:
+    # A resolver that does not validate sets no AD anywhere: DANE is never in play, so
+    # its failing TLSA lookups cannot make the host unusable.  (With an authenticated
+    # MX answer they do: test_dane_gaps.)
     for kind in ("servfail", "silent"):
         dns = loopback_dns(zone(""), **{kind: [tlsa_name(MX)]})
         outcome = lookup(dns.address)
-        assert outcome.policy is None and "DANE not applied" in outcome.reason, kind
+        assert outcome.usable and outcome.policy is None, kind
+        assert "not DNSSEC-authenticated: DANE not applicable" in outcome.reason, kind
+        assert dns.asked(tlsa_name(MX), "TLSA") == 0, kind
 
 
 def test_authenticated_denial_means_no_dane(loopback_dns: MakeDns) -> None:

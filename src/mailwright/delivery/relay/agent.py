@@ -11,7 +11,9 @@ transaction per destination, the destinations concurrently.  For a destination:
    to the next one (RFC 5321 §5.1: "try the next"), at most ``max_mx_sessions``
    sessions that got a greeting (Postfix smtp_mx_session_limit) and the candidates
    ``mx`` allowed; a failed handshake under opportunistic TLS first gets one
-   plaintext connection to the same host (RFC 7435);
+   plaintext connection to the same host (RFC 7435); a host no TLS policy lets us
+   use (DANE: its TLSA lookup failed after an authenticated MX answer, RFC 7672
+   §2.2) is skipped without a connection, and makes the outcome temporary;
 3. one transaction: its per-recipient replies are the answer (a 5xx at MAIL, RCPT or
    after DATA is final; a 4xx or a connection lost after the data is a temporary
    failure, retried by the queue).  No next host after a transaction began: the
@@ -49,7 +51,7 @@ from mailwright.delivery.relay.mx import (
 from mailwright.delivery.relay.pool import Pooled, SessionPool
 from mailwright.delivery.relay.routes import LMTP_PORT, Destination, RouteTable, recipient_domain
 from mailwright.delivery.relay.tls import configured_policy
-from mailwright.delivery.tlspolicy.decide import DomainPlan, TlsPolicyDecider
+from mailwright.delivery.tlspolicy.decide import DomainPlan, MxHostUnusable, TlsPolicyDecider
 from mailwright.dns.types import Resolver
 from mailwright.net.outbound.model import (
     ClientSettings,
@@ -273,7 +275,13 @@ class RelayAgent:
         any_temporary = False
         sessions = 0
         for cand in candidates:
-            policy = await self.policy(destination, plan, cand)
+            try:
+                policy = await self.policy(destination, plan, cand)
+            except MxHostUnusable as exc:
+                log.info("%s: %s skipped: %s", destination, cand, exc.reason)
+                failures.append(f"{cand}: skipped: {exc.reason}")
+                any_temporary = True  # RFC 7672 §2.2: defer, never bounce for it
+                continue
             peer = Peer(cand.host, cand.address, cand.port)
             try:
                 session, policy = await self._open(peer, settings, policy)
@@ -290,7 +298,9 @@ class RelayAgent:
                 continue
             log.info("%s: connected to %s, %s", destination, cand, describe(policy))
             return Pooled(session, str(cand), self.pool.clock(), policy)
-        assert last is not None and last_policy is not None, "candidates are never empty"
+        if last is None or last_policy is None:
+            # Every candidate was unusable: nothing was attempted, nobody answered.
+            raise RouteError(codes.R451_DANE_TLSA_LOOKUP, "; ".join(failures))
         answered = last.reply is not None and last.reply.code >= 400
         reply = with_enhanced(
             last.reply if last.reply is not None and answered else last.result_reply

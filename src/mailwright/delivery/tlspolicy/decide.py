@@ -27,6 +27,10 @@ The relay uses it in two steps per recipient domain (``plan`` looks MTA-STS up o
 An empty ``usable`` list when there were MX hosts means MTA-STS refused them all:
 a temporary failure (RFC 8461 §5.1 step 3: never permanently fail before a new
 policy has been looked for).
+
+``policy_for`` raises ``MxHostUnusable`` for an MX host DANE says must not be used
+(a failed TLSA lookup after an authenticated MX answer, RFC 7672 §2.2): the caller
+skips the host, tries the next one, and defers the mail when none is left.
 """
 
 from __future__ import annotations
@@ -45,6 +49,15 @@ SOURCE_CONFIG = "tls_policy"  # the [[tls_policy]] section of the configuration
 SOURCE_MTA_STS = "mta-sts"
 
 NO_STS = StsOutcome(StsResult.NONE, None, reason="MTA-STS not enabled")
+
+
+class MxHostUnusable(Exception):
+    """No policy lets this MX host be used (RFC 7672 §2.2); ``reason`` says why."""
+
+    def __init__(self, host: str, reason: str) -> None:
+        super().__init__(reason)
+        self.host = host
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +119,9 @@ class DomainPlan:
                 if dane.policy is not None and dane.policy.mode is TlsMode.DANE:
                     usable.append(host)
                     continue
+                if not dane.usable:
+                    refused[host] = dane.reason
+                    continue
             refused[host] = (
                 f"{host} is not an MX host allowed by {_sts_label(self.sts)}: "
                 f"mx {', '.join(policy.mx)}"
@@ -130,6 +146,10 @@ class DomainPlan:
             dane = await dane_policy(
                 self.decider.resolver, host, mx_authentic=mx_authentic, port=port
             )
+            if not dane.usable:
+                # Never a fall-back to MTA-STS, configuration or opportunistic TLS:
+                # the failure may be an attacker's bogus answer.
+                raise MxHostUnusable(host, dane.reason)
             if dane.policy is not None and dane.policy.mode is TlsMode.DANE:
                 return dane.policy
             floor = dane.policy
