@@ -57,9 +57,14 @@ mx.sts       IN A 127.0.0.24
 _mta-sts.sts IN TXT "v=STSv1; id={STS_ID}"
 down         IN MX 10 mx.down
 mx.down      IN A 127.0.0.29
+tls2         IN MX 10 mx1.tls2
+tls2         IN MX 20 mx2.tls2
+mx1.tls2     IN A 127.0.0.23
+mx2.tls2     IN A 127.0.0.26
 """
 UTF8_HOST, SEVEN_HOST, TLSREQ_HOST, STS_HOST, DANE_HOST = (f"127.0.0.{n}" for n in range(21, 26))
-ADDRESSES = [UTF8_HOST, SEVEN_HOST, TLSREQ_HOST, STS_HOST, DANE_HOST, "127.0.0.29"]
+TLS2_HOST = "127.0.0.26"  # mx2.tls2.test; mx1.tls2.test is TLSREQ_HOST
+ADDRESSES = [UTF8_HOST, SEVEN_HOST, TLSREQ_HOST, STS_HOST, DANE_HOST, TLS2_HOST, "127.0.0.29"]
 DOWN = "x@down.test"  # nothing listens at mx.down.test: deferred, 451 4.4.1
 # relaykit.RETRY: 60 s, doubling, for a day.
 RETRY_INITIAL = 60.0
@@ -370,6 +375,40 @@ def test_tls_policy_encrypt_to_a_host_without_starttls_defers_then_expires(tmp_p
     fields = one_recipient_report(reports)
     assert (fields["Action"], fields["Status"]) == ("failed", "4.4.7")
     assert fields["Diagnostic-Code"] == f"smtp; {expired}"  # carries the TLS reason
+
+
+def test_tls_policy_encrypt_moves_on_to_an_mx_that_offers_starttls(tmp_path, dns, port):
+    """TLS required: the preferred MX (smtp-sink) offers no STARTTLS, so the attempt
+    goes on to the next MX (as Postfix does) and delivers there over TLS; the first
+    host never gets a MAIL FROM."""
+    doc = relay_config(tmp_path, dns, port, tls_policy=[{"domain": "tls2.test", "mode": "encrypt"}])
+    handler = Recorder()
+    context = issued_context(trustme.CA(), "unrelated.test")  # encrypt: not verified
+    with (
+        sinks((TLSREQ_HOST, ()), port=port) as (mx1,),
+        receiver(handler, TLS2_HOST, port, tls_context=context),
+    ):
+
+        async def main():
+            h = policy_harness(dns, doc)
+            await h.put("x@tls2.test")
+            await h.run_once()
+            queued = await h.queued()
+            reports = await h.bounces()
+            await h.close()
+            return h, queued, reports
+
+        h, queued, reports = run(main())
+    assert queued == [] and reports == []
+    assert [e[:2] for e in h.events] == [("delivered", "x@tls2.test")]
+    result = h.results[0]
+    assert result.remote_host == f"mx2.tls2.test[{TLS2_HOST}]:{port}"
+    assert result.session is not None and result.session.tls_mode == "encrypt"
+    assert mx1.dumps() == []
+    (mail,) = handler.mails
+    assert mail.tls
+    (message,) = handler.messages
+    assert message.tls_version == result.session.tls_version
 
 
 # -- 4. MTA-STS enforce with a certificate that does not match -----------------------
