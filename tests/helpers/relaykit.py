@@ -21,6 +21,7 @@ import contextlib
 import email
 import email.message
 import os
+import re
 import socket
 import subprocess
 import tempfile
@@ -42,7 +43,7 @@ from mailwright.delivery.relay.build import build_remote_agent
 from mailwright.delivery.router import Router
 from mailwright.queue.runner import QueueRunner
 from mailwright.spool.embedded import EmbeddedSpool
-from mailwright.spool.model import Envelope, Recipient, SpooledMessage
+from mailwright.spool.model import BodyType, Envelope, Recipient, SpooledMessage
 
 SINK_START_TIMEOUT = 10.0  # s until smtp-sink accepts connections
 SINK_BACKLOG = "16"
@@ -210,12 +211,19 @@ class RelayHarness:
         mail_from: str = "sender@origin.test",
         body: bytes = BODY,
         notify: tuple[str, ...] = (),
+        body_type: BodyType = BodyType.SEVEN_BIT,
+        smtputf8: bool = False,
     ) -> SpooledMessage:
+        """Queue ``body`` as the inbound session stores a message: ``body_type`` is
+        its MAIL BODY= (RFC 6152), ``smtputf8`` its MAIL SMTPUTF8 (RFC 6531)."""
         await self.store.open()  # idempotent: the first put opens the spool
         writer = self.store.new_message()
         writer.write(body)
         env = Envelope(
-            mail_from=mail_from, recipients=tuple(Recipient(r, notify=notify) for r in rcpts)
+            mail_from=mail_from,
+            recipients=tuple(Recipient(r, notify=notify) for r in rcpts),
+            body_type=body_type,
+            smtputf8=smtputf8,
         )
         return await self.store.put(writer, env)
 
@@ -257,6 +265,30 @@ def dsn_status(report: email.message.Message) -> list[tuple[str, str, str]]:
                     )
                 )
     return out
+
+
+def report_fields(report: email.message.Message) -> list[email.message.Message]:
+    """The per-recipient field blocks of an RFC 3464 report, or of its RFC 6533 form
+    (message/global-delivery-status, for UTF-8 addresses), which the stdlib parses as
+    one message: its header the per-message block, its body the recipients' blocks.
+    Folded fields (Diagnostic-Code) are unfolded."""
+    for part in report.walk():
+        kind = part.get_content_type()
+        if kind == "message/delivery-status":
+            blocks = part.get_payload()
+            assert isinstance(blocks, list)
+            return [_unfolded(b.as_bytes()) for b in blocks[1:]]
+        if kind == "message/global-delivery-status":
+            (inner,) = part.get_payload()
+            text = inner.as_bytes().replace(b"\r\n", b"\n")
+            return [_unfolded(block) for block in text.split(b"\n\n")[1:] if block.strip()]
+    raise AssertionError("no delivery-status part in the report")
+
+
+def _unfolded(block: bytes) -> email.message.Message:
+    """One field block (UTF-8 allowed, RFC 6533 §3) with its folded lines joined."""
+    text = block.decode("utf-8").replace("\r\n", "\n")
+    return email.message_from_string(re.sub(r"\n[ \t]+", " ", text))
 
 
 def run(coro: Any, timeout: float = 60) -> Any:
