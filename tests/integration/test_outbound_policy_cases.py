@@ -526,15 +526,18 @@ def dane_run(
     pinned: bool,
     authentic: tuple[str, ...] = ("dane.test",),
     mx: str = "mx.dane",
+    unsigned_tlsa: bool = False,
 ):
     """x@dane.test to an MX (``mx``.test) presenting a self-signed, expired
     certificate for another name; the TLSA record (3 1 1) pins its key (``pinned``)
-    or another one; the AD flag on the answers for names under ``authentic``.  A
-    deferral is driven on to the expiry bounce."""
+    or another one; the AD flag on the answers for names under ``authentic``, except
+    the TLSA name when ``unsigned_tlsa`` (an unsigned child zone).  A deferral is driven
+    on to the expiry bounce."""
     cert_file, key_file, cert = self_signed("unrelated.invalid", tmp_path / "mx", expired=True)
     _, _, other = self_signed("unrelated.invalid", tmp_path / "other")
     digest = spki_sha256(cert if pinned else other)
-    dns = loopback_dns(dane_zone(port, digest, mx), authentic=authentic)
+    insecure = (f"_{port}._tcp.{mx}.test",) if unsigned_tlsa else ()
+    dns = loopback_dns(dane_zone(port, digest, mx), authentic=authentic, insecure=insecure)
     doc = relay_config(tmp_path, dns, port)
     handler = Recorder()
     with receiver(handler, DANE_HOST, port, tls_context=server_context(cert_file, key_file)):
@@ -591,27 +594,28 @@ def test_dane_ee_mismatch_defers_never_plaintext_then_expires(tmp_path, loopback
 
 
 @pytest.mark.parametrize(
-    ("mx", "authentic", "why"),
+    ("authentic", "unsigned_tlsa", "why"),
     [
         # No AD at all: the MX answer is not authenticated, so TLSA is not even asked.
-        ("mx.dane", (), "MX answer not DNSSEC-authenticated: DANE not applicable"),
-        # The MX answer has AD, the TLSA answer (another zone) does not.
+        ((), False, "MX answer not DNSSEC-authenticated: DANE not applicable"),
+        # The MX and address answers have AD, the TLSA answer (an unsigned child zone)
+        # does not.
         (
-            "mx.hosting",
             ("dane.test",),
-            "TLSA records at _{port}._tcp.mx.hosting.test not authenticated: ignored",
+            True,
+            "TLSA records at _{port}._tcp.mx.dane.test not authenticated: ignored",
         ),
     ],
     ids=["no-ad", "tlsa-without-ad"],
 )
 def test_tlsa_without_the_ad_flag_is_ignored_and_delivery_is_opportunistic(
-    tmp_path, loopback_dns, port, mx, authentic, why
+    tmp_path, loopback_dns, port, authentic, unsigned_tlsa, why
 ):
     """The same (mismatching) TLSA record from a resolver that does not vouch for it:
     not DANE (RFC 7672 §2.2), so it neither blocks delivery nor wedges the queue;
     the reason says DANE was not used, and why."""
     h, handler, queued, reports, _ = dane_run(
-        tmp_path, loopback_dns, port, pinned=False, authentic=authentic, mx=mx
+        tmp_path, loopback_dns, port, pinned=False, authentic=authentic, unsigned_tlsa=unsigned_tlsa
     )
     assert queued == [] and reports == []
     assert [e[:2] for e in h.events] == [("delivered", "x@dane.test")]
