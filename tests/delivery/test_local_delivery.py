@@ -13,7 +13,7 @@ import pytest
 
 from mailwright.accounts.directory import LocalDirectory
 from mailwright.config import DomainConfig
-from mailwright.delivery.base import DeliveryAgent, DeliveryResult
+from mailwright.delivery.base import DeliveryAgent, DeliveryResult, Progress
 from mailwright.delivery.local import LocalDeliveryAgent, mail_root
 from mailwright.delivery.maildir import DeliveryKey, Maildir, maildir_path
 from mailwright.delivery.router import NoRelayAgent, Route, Router
@@ -307,7 +307,11 @@ def test_router_uses_given_remote_agent(
 
     class Relay:
         async def deliver(
-            self, message: SpooledMessage, body: bytes, recipients: list[Recipient]
+            self,
+            message: SpooledMessage,
+            body: bytes,
+            recipients: list[Recipient],
+            progress: Progress | None = None,
         ) -> dict[str, DeliveryResult]:
             seen.append([r.address for r in recipients])
             return {r.address: DeliveryResult(Reply.of(250, "2.0.0", "ok")) for r in recipients}
@@ -321,13 +325,21 @@ def test_router_uses_given_remote_agent(
 def test_router_agent_error_is_temporary(directory: LocalDirectory) -> None:
     class Broken:
         async def deliver(
-            self, message: SpooledMessage, body: bytes, recipients: list[Recipient]
+            self,
+            message: SpooledMessage,
+            body: bytes,
+            recipients: list[Recipient],
+            progress: Progress | None = None,
         ) -> dict[str, DeliveryResult]:
             raise RuntimeError("boom")
 
     class Forgetful:
         async def deliver(
-            self, message: SpooledMessage, body: bytes, recipients: list[Recipient]
+            self,
+            message: SpooledMessage,
+            body: bytes,
+            recipients: list[Recipient],
+            progress: Progress | None = None,
         ) -> dict[str, DeliveryResult]:
             return {}
 
