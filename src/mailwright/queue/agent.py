@@ -13,8 +13,9 @@ be minutes older than the slow one's timeout.  The runner therefore passes a
 ``progress`` callback: an agent awaits ``progress(results)`` as soon as a part of its
 recipients has its answer (a destination's transaction, a route's call), and the
 runner records the 2xx among them in the store before the callback returns — a crash
-afterwards does not deliver them again (Postfix's qmgr likewise marks each recipient
-done in the queue file as soon as its delivery agent reports it).  ``results`` has
+afterwards does not deliver them again (Postfix's smtp(8) likewise crosses each
+recipient off in the queue file as soon as the remote's 250 comes: ``smtp_rcpt_done``
+-> ``deliver_completed``).  ``results`` has
 the same shape as the return value; an address may be reported twice (the runner
 keeps the first final answer).  The return value must still hold every result: an
 agent that never calls ``progress`` stays correct, it only keeps the older window.

@@ -7,12 +7,12 @@ applied to the runner's copy of the message and recorded with
 ``SpoolStore.record_progress`` (state and history row, synced, lease kept) *before*
 the callback returns, so the agent's next step — and a crash (kill -9, a power cut)
 — can no longer undo it: after a restart that recipient is DELIVERED and not tried
-again.  This is what Postfix does: its queue manager marks each recipient done in
-the queue file as soon as the delivery agent reports it, leaving only one
-transaction's window open.  The "delivered" event (the mail-log line) goes out then,
-once; the attempt's final record (``apply_results(settled=...)``) neither counts nor
-logs nor records those recipients again, and its reports (a success DSN) include
-them once.
+again.  This is what Postfix does: its smtp(8) crosses each recipient off in the
+queue file as soon as the remote's reply is a success (``smtp_rcpt_done`` ->
+``deliver_completed``), leaving only one transaction's window open.  The
+"delivered" event (the mail-log line) goes out then, once; the attempt's final
+record (``apply_results(settled=...)``) neither counts nor logs nor records those
+recipients again, and its reports (a success DSN) include them once.
 
 **Only 2xx.**  A 5xx is left for the final record: a refused recipient that a crash
 lets us try again costs one more refusal, never a duplicate in someone's mailbox;
