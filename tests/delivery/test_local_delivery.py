@@ -13,7 +13,7 @@ import pytest
 
 from mailwright.accounts.directory import LocalDirectory
 from mailwright.config import DomainConfig
-from mailwright.delivery.base import DeliveryAgent, DeliveryResult
+from mailwright.delivery.base import DeliveryAgent, DeliveryResult, Progress
 from mailwright.delivery.local import LocalDeliveryAgent, mail_root
 from mailwright.delivery.maildir import DeliveryKey, Maildir, maildir_path
 from mailwright.delivery.router import NoRelayAgent, Route, Router
@@ -307,7 +307,11 @@ def test_router_uses_given_remote_agent(
 
     class Relay:
         async def deliver(
-            self, message: SpooledMessage, body: bytes, recipients: list[Recipient]
+            self,
+            message: SpooledMessage,
+            body: bytes,
+            recipients: list[Recipient],
+            progress: Progress | None = None,
         ) -> dict[str, DeliveryResult]:
             seen.append([r.address for r in recipients])
             return {r.address: DeliveryResult(Reply.of(250, "2.0.0", "ok")) for r in recipients}
@@ -318,16 +322,66 @@ def test_router_uses_given_remote_agent(
     assert all(r.ok for r in results.values()) and len(results) == 3
 
 
+def test_router_reports_a_finished_route_while_another_still_runs(
+    agent: LocalDeliveryAgent, directory: LocalDirectory
+) -> None:
+    """The local route's 250 goes to ``progress`` (its file already in the Maildir)
+    while the relay is still held; the route that finishes last is only returned."""
+    release = asyncio.Event()
+    reported: list[list[str]] = []
+    first = asyncio.Event()
+
+    class HeldRelay:
+        async def deliver(
+            self,
+            message: SpooledMessage,
+            body: bytes,
+            recipients: list[Recipient],
+            progress: Progress | None = None,
+        ) -> dict[str, DeliveryResult]:
+            await release.wait()
+            return {r.address: DeliveryResult(Reply.of(250, "2.0.0", "ok")) for r in recipients}
+
+    async def progress(results: dict[str, DeliveryResult]) -> None:
+        reported.append(sorted(results))
+        assert all(r.ok for r in results.values())
+        first.set()
+
+    async def main() -> dict[str, DeliveryResult]:
+        msg = message("s@x", "bob@example.org", "z@r.test")
+        router = Router(directory, agent, remote=HeldRelay())
+        task = asyncio.create_task(
+            router.deliver(msg, BODY, list(msg.envelope.recipients), progress)
+        )
+        await asyncio.wait_for(first.wait(), 5)
+        assert reported == [["bob@example.org"]] and not task.done()
+        assert len(new_files(agent, "bob@example.org")) == 1
+        release.set()
+        return await asyncio.wait_for(task, 5)
+
+    results = asyncio.run(main())
+    assert reported == [["bob@example.org"]]
+    assert sorted(results) == ["bob@example.org", "z@r.test"]
+
+
 def test_router_agent_error_is_temporary(directory: LocalDirectory) -> None:
     class Broken:
         async def deliver(
-            self, message: SpooledMessage, body: bytes, recipients: list[Recipient]
+            self,
+            message: SpooledMessage,
+            body: bytes,
+            recipients: list[Recipient],
+            progress: Progress | None = None,
         ) -> dict[str, DeliveryResult]:
             raise RuntimeError("boom")
 
     class Forgetful:
         async def deliver(
-            self, message: SpooledMessage, body: bytes, recipients: list[Recipient]
+            self,
+            message: SpooledMessage,
+            body: bytes,
+            recipients: list[Recipient],
+            progress: Progress | None = None,
         ) -> dict[str, DeliveryResult]:
             return {}
 

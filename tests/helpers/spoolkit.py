@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from mailwright.config import DeliveryConfig
-from mailwright.queue.agent import DeliveryResult
+from mailwright.queue.agent import DeliveryResult, Progress
 from mailwright.smtp import Reply
 from mailwright.spool._writer import INLINE_BODY_MAX, BodyWriter
 from mailwright.spool.embedded import EmbeddedSpool
@@ -97,7 +97,11 @@ class FakeAgent:
         self.called = asyncio.Event()
 
     async def deliver(
-        self, message: SpooledMessage, body: bytes, recipients: list[Recipient]
+        self,
+        message: SpooledMessage,
+        body: bytes,
+        recipients: list[Recipient],
+        progress: Progress | None = None,
     ) -> dict[str, DeliveryResult]:
         self.calls.append((message, body, [r.address for r in recipients]))
         self.called.set()

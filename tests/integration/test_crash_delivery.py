@@ -23,10 +23,16 @@ whose 250 the kill cut off, which may or may not have been stored):
   ``new/`` to ``cur/`` while the server was down (bob's, as Dovecot would).
 
 What the test asserts does not depend on where exactly the kill lands.
+
+``test_kill_9_after_the_fast_mx_took_it_delivers_it_once`` is the narrow case: one
+message to a fast MX and one that hangs in DATA, killed once the fast MX has it; the
+fast MX's 250 was recorded when it came (``queue.progress``), so after the restart
+only the hanging recipient is sent again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email
 import os
@@ -38,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from aiosmtpd.controller import Controller
 
 from helpers.dnsserver import LoopbackDns, MakeDns
 from helpers.procs import wait_until
@@ -50,8 +57,11 @@ $TTL 300
 @ IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60
 far          IN MX 10 mx.far
 mx.far       IN A 127.0.0.21
+hang         IN MX 10 mx.hang
+mx.hang      IN A 127.0.0.22
 """
 MX = "127.0.0.21"
+HANG_MX = "127.0.0.22"  # hang.test's MX: aiosmtpd that holds DATA until released
 SENDER = "sender@far.test"  # a bounce would go to the sink too: none may
 MESSAGES = 240
 SESSIONS = 3
@@ -278,3 +288,72 @@ def test_kill_9_during_deliveries_then_restart(make_subprocess_server, dns, kill
         f"{len(load.cut)} cut; {seen} of bob's moved to cur/; "
         f"remote duplicates (at-least-once): {remote_duplicates}"
     )
+
+
+class HangingData:
+    """aiosmtpd handler (its own thread and loop): every DATA waits for ``release``;
+    ``entered`` counts the transactions that reached it."""
+
+    def __init__(self) -> None:
+        self.entered = 0
+        self.release = threading.Event()
+
+    async def handle_DATA(self, server, session, envelope):
+        self.entered += 1
+        loop = asyncio.get_running_loop()
+        if not await loop.run_in_executor(None, self.release.wait, DRAIN_TIMEOUT):
+            return "451 4.4.2 Held too long"
+        return "250 2.0.0 Queued"
+
+
+def test_kill_9_after_the_fast_mx_took_it_delivers_it_once(make_subprocess_server, dns):
+    """One message to a@far.test (smtp-sink) and b@hang.test (DATA held).  SIGKILL once
+    the fast sink has its copy (and, given a few seconds, the 250 was recorded), with
+    the hanging transaction still open; restart; release the hanging MX: the fast
+    sink holds the message exactly once, each recipient has one "delivered" line."""
+    port = free_shared_port([MX, HANG_MX])
+    handler = HangingData()
+    controller = Controller(handler, hostname=HANG_MX, port=port)
+    controller.start()
+    try:
+        with sinks((MX, ()), port=port) as (sink,):
+            server = make_subprocess_server(
+                extra={
+                    "relay": {"trusted_networks": ["127.0.0.1/32"]},
+                    "dns": {"nameservers": [dns.nameserver]},
+                    "outbound": {"port": port, "allow_private_addresses": True},
+                }
+            )
+            mid = "<crash-progress@far.test>"
+            body = f"From: <{SENDER}>\r\nSubject: two MX\r\nMessage-ID: {mid}\r\n\r\nhi\r\n"
+            with smtplib.SMTP(
+                HOST, server.port, local_hostname="load.test", timeout=SMTP_TIMEOUT
+            ) as client:
+                refused = client.sendmail(SENDER, ["a@far.test", "b@hang.test"], body)
+            assert refused == {}
+
+            def fast_has_it() -> bool:
+                return any(m["Message-ID"] == mid for m in sink.messages())
+
+            assert wait_until(lambda: fast_has_it() and handler.entered == 1, KILL_TIMEOUT)
+            # The 250 is recorded a moment after the sink wrote its copy; the mail
+            # log's line (flushed within log.flush_interval) says it was.  Without
+            # early recording it never comes while b hangs: then kill anyway.
+            recorded = wait_until(lambda: "delivered to=<a@far.test>" in server.mail_log(), 5)
+            kill_all(server)
+            assert handler.entered == 1  # b's transaction was open when it died
+
+            server.start()
+            assert wait_until(lambda: handler.entered >= 2, DRAIN_TIMEOUT), "b not retried"
+            handler.release.set()
+            server.wait_queue_empty(DRAIN_TIMEOUT)
+            copies = sum(1 for m in sink.messages() if m["Message-ID"] == mid)
+            log = server.mail_log()
+    finally:
+        handler.release.set()
+        controller.stop()
+    assert copies == 1, f"the fast MX got the message {copies} times"
+    assert recorded
+    assert log.count("delivered to=<a@far.test>") == 1
+    assert log.count("delivered to=<b@hang.test>") == 1
+    assert ": bounced to=" not in log and ": deferred to=<a@far.test>" not in log

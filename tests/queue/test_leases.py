@@ -22,7 +22,7 @@ from helpers.spoolkit import (
     run,
 )
 from mailwright.config import DeliveryConfig
-from mailwright.queue.agent import DeliveryResult
+from mailwright.queue.agent import DeliveryResult, Progress
 from mailwright.queue.runner import QueueRunner
 from mailwright.smtp import Reply
 from mailwright.spool.model import Recipient, RecipientStatus, RemoteReply, SpooledMessage
@@ -125,8 +125,8 @@ def test_long_attempt_keeps_its_lease(stores: StoreFactory, clock: Clock) -> Non
     gate = asyncio.Event()
 
     class SlowAgent(FakeAgent):
-        async def deliver(self, *args: Any) -> dict[str, DeliveryResult]:
-            result = await super().deliver(*args)
+        async def deliver(self, *args: Any, **kwargs: Any) -> dict[str, DeliveryResult]:
+            result = await super().deliver(*args, **kwargs)
             await gate.wait()
             return result
 
@@ -159,7 +159,11 @@ class HostAgent(FakeAgent):
     """Answers like a relay: every result names the remote host that gave it."""
 
     async def deliver(
-        self, message: SpooledMessage, body: bytes, recipients: list[Recipient]
+        self,
+        message: SpooledMessage,
+        body: bytes,
+        recipients: list[Recipient],
+        progress: Progress | None = None,
     ) -> dict[str, DeliveryResult]:
         results = await super().deliver(message, body, recipients)
         return {a: DeliveryResult(r.reply, r.reason, "mx1.example.net") for a, r in results.items()}

@@ -19,7 +19,7 @@ import pytest
 
 from helpers.spoolkit import BODY, BUSY, CONFIG, OK, UNKNOWN, Clock, StoreFactory, put, run
 from mailwright.config import DeliveryConfig
-from mailwright.queue.agent import DeliveryResult
+from mailwright.queue.agent import DeliveryResult, Progress
 from mailwright.queue.dsn import FOLD_WIDTH
 from mailwright.queue.notices import postmaster_address
 from mailwright.queue.runner import QueueRunner
@@ -44,7 +44,11 @@ class ScriptedAgent:
         self.calls: list[tuple[SpooledMessage, bytes, list[str]]] = []
 
     async def deliver(
-        self, message: SpooledMessage, body: bytes, recipients: list[Recipient]
+        self,
+        message: SpooledMessage,
+        body: bytes,
+        recipients: list[Recipient],
+        progress: Progress | None = None,
     ) -> dict[str, DeliveryResult]:
         self.calls.append((message, body, [r.address for r in recipients]))
         return {r.address: self.results.get(r.address, DeliveryResult(OK)) for r in recipients}

@@ -25,6 +25,7 @@ from mailwright.spool.model import (
     RemoteReply,
     RemoteSession,
     SessionReply,
+    SpooledMessage,
 )
 from mailwright.spool.store import MessageBusy, MessageGone, SpoolError, SpoolStore
 
@@ -708,5 +709,103 @@ def test_contract_delay_warned_is_kept_per_recipient_across_restarts(
         (claimed,) = await reopened.claim(clock.now, 10, 60, "runner")
         assert [s.delay_warned for s in claimed.message.recipients] == [False, True]
         await reopened.close()
+
+    run(main())
+
+
+# -- progress: part of an attempt recorded while it runs ----------------------------------
+
+
+def test_contract_record_progress_is_durable_and_keeps_the_lease(
+    stores: StoreFactory, clock: Clock
+) -> None:
+    """``record_progress``: the recipients' state and the history rows are committed
+    before it returns — a second store over the same place, while the first is still
+    open, sees them — and the recorder's lease is still held afterwards (no one else
+    can claim the message; its holder can renew it); ``record_attempt`` then ends it."""
+    ok = RemoteReply(250, "2.0.0", "Ok: queued as FAST1")
+    busy = RemoteReply(451, "4.4.1", "No answer")
+
+    async def main() -> None:
+        store = await opened(stores, clock)
+        message = await put(store, envelope("a@fast.test", "b@slow.test"))
+        (claimed,) = await store.claim(clock.now, 10, 600, "runner")
+        m = claimed.message
+        m.recipients[0].status = RecipientStatus.DELIVERED
+        m.recipients[0].attempts = 1
+        m.recipients[0].last_reply = ok
+        early = [Attempt(0, clock.now, RecipientStatus.DELIVERED, ok, "mx.fast.test[192.0.2.1]:25")]
+        await store.record_progress(m, early, "runner")
+
+        other = await opened(stores, clock)
+        seen = await other.load(message.queue_id)
+        assert seen is not None
+        assert [s.status for s in seen.recipients] == [
+            RecipientStatus.DELIVERED,
+            RecipientStatus.PENDING,
+        ]
+        assert seen.recipients[0].last_reply == ok
+        assert await other.attempts(message.queue_id) == early
+        # The lease is kept: not claimable by anyone else, renewable by its holder.
+        assert await other.claim(clock.now + 1, 10, 600, "other") == []
+        assert await store.renew([message.queue_id], "runner", clock.now + 900) == [
+            message.queue_id
+        ]
+        await other.close()
+
+        # The attempt ends: b deferred, the history has both rows once, lease ended.
+        m.attempts = 1
+        m.next_attempt = clock.now + 60
+        m.recipients[1].attempts = 1
+        m.recipients[1].last_reply = busy
+        late = [Attempt(1, clock.now, RecipientStatus.PENDING, busy)]
+        await store.record_attempt(m, late, "runner")
+        assert await store.attempts(message.queue_id) == early + late
+        (again,) = await store.claim(clock.now + 60, 10, 600, "other")
+        assert again.message.pending[0].recipient.address == "b@slow.test"
+        await store.close()
+        restarted = await opened(stores, clock)
+        assert await restarted.attempts(message.queue_id) == early + late
+        await restarted.close()
+
+    run(main())
+
+
+def test_contract_record_progress_only_by_the_lease_holder(
+    stores: StoreFactory, clock: Clock
+) -> None:
+    """Another owner's live lease refuses it (``MessageBusy``) and nothing changes; a
+    lease that ran out, or no lease at all (fresh mail attempted from an offer), does
+    not; a message that is gone raises ``MessageGone``."""
+    ok = RemoteReply(250, "2.0.0", "Ok")
+
+    def delivered_first(m: SpooledMessage) -> list[Attempt]:
+        m.recipients[0].status = RecipientStatus.DELIVERED
+        m.recipients[0].attempts = 1
+        m.recipients[0].last_reply = ok
+        return [Attempt(0, clock.now, RecipientStatus.DELIVERED, ok)]
+
+    async def main() -> None:
+        store = await opened(stores, clock)
+        leased = await put(store, envelope("a@fast.test", "b@slow.test"))
+        (claimed,) = await store.claim(clock.now, 10, 60, "a")
+        with pytest.raises(MessageBusy):
+            await store.record_progress(claimed.message, delivered_first(claimed.message), "b")
+        loaded = await store.load(leased.queue_id)
+        assert loaded is not None and len(loaded.pending) == 2
+        assert await store.attempts(leased.queue_id) == []
+        clock.advance(61)  # a's lease ran out: b took over
+        await store.record_progress(claimed.message, delivered_first(claimed.message), "b")
+        loaded = await store.load(leased.queue_id)
+        assert loaded is not None and len(loaded.pending) == 1
+
+        fresh = await put(store, envelope("c@fast.test", "d@slow.test"))
+        await store.record_progress(fresh, delivered_first(fresh), "runner")
+        assert len(await store.attempts(fresh.queue_id)) == 1
+
+        assert await store.delete(fresh.queue_id, clock.now)
+        with pytest.raises(MessageGone):
+            await store.record_progress(fresh, [], "runner")
+        await store.close()
 
     run(main())

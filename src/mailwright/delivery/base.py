@@ -6,6 +6,12 @@ imports go ``delivery`` -> ``queue``); they are re-exported here for the agents.
 
 from __future__ import annotations
 
-from mailwright.queue.agent import ClosableAgent, DeliveryAgent, DeliveryResult
+from mailwright.queue.agent import (
+    ClosableAgent,
+    DeliveryAgent,
+    DeliveryResult,
+    Progress,
+    gather_parts,
+)
 
-__all__ = ["ClosableAgent", "DeliveryAgent", "DeliveryResult"]
+__all__ = ["ClosableAgent", "DeliveryAgent", "DeliveryResult", "Progress", "gather_parts"]

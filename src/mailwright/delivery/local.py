@@ -42,7 +42,7 @@ from functools import partial
 from pathlib import Path
 
 from mailwright.accounts.directory import LocalDirectory, Mailbox
-from mailwright.delivery.base import DeliveryResult
+from mailwright.delivery.base import DeliveryResult, Progress
 from mailwright.delivery.batch import MaildirBatcher
 from mailwright.delivery.maildir import DeliveryKey, EarlierCopy, Maildir, maildir_path
 from mailwright.smtp import Reply, codes
@@ -162,8 +162,14 @@ class LocalDeliveryAgent:
         return DeliveryResult(codes.R250_DELIVERED, os.path.join(maildir.new_dir, name))
 
     async def deliver(
-        self, message: SpooledMessage, body: bytes, recipients: list[Recipient]
+        self,
+        message: SpooledMessage,
+        body: bytes,
+        recipients: list[Recipient],
+        progress: Progress | None = None,
     ) -> dict[str, DeliveryResult]:
+        # ``progress`` goes unused: the mailboxes are written together, in
+        # milliseconds, so there is no earlier answer to report.
         results: dict[str, DeliveryResult] = {}
         plan: dict[str, list[Mailbox]] = {}  # recipient address -> its mailboxes
         for rcpt in recipients:

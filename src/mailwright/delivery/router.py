@@ -18,17 +18,27 @@ and the message bounces instead of sitting in the queue until it expires.
 
 An agent that raises, or that forgets a recipient, yields a temporary 451 4.3.0 for
 the recipients concerned: unknown errors count as temporary (DESIGN principle 4).
+
+Early results (``queue.agent``): each route's agent gets the runner's ``progress``
+(the relay reports each destination as it finishes), and a route that finishes while
+another still runs is reported as a whole — a local mailbox's 250 is recorded while
+the relay still waits for a slow MX.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from enum import StrEnum
 
 from mailwright.accounts.directory import LocalDirectory
 from mailwright.config import NextHopKind
-from mailwright.delivery.base import ClosableAgent, DeliveryAgent, DeliveryResult
+from mailwright.delivery.base import (
+    ClosableAgent,
+    DeliveryAgent,
+    DeliveryResult,
+    Progress,
+    gather_parts,
+)
 from mailwright.delivery.relay.routes import RouteTable
 from mailwright.smtp import Reply, codes
 from mailwright.spool.model import Recipient, SpooledMessage
@@ -63,7 +73,11 @@ class NoRelayAgent:
     """
 
     async def deliver(
-        self, message: SpooledMessage, body: bytes, recipients: list[Recipient]
+        self,
+        message: SpooledMessage,
+        body: bytes,
+        recipients: list[Recipient],
+        progress: Progress | None = None,
     ) -> dict[str, DeliveryResult]:
         results: dict[str, DeliveryResult] = {}
         for rcpt in recipients:
@@ -126,9 +140,10 @@ class Router:
         message: SpooledMessage,
         body: bytes,
         recipients: list[Recipient],
+        progress: Progress | None,
     ) -> dict[str, DeliveryResult]:
         try:
-            results = await self.agents[route].deliver(message, body, recipients)
+            results = await self.agents[route].deliver(message, body, recipients, progress)
         except Exception as exc:
             log.exception("%s agent failed for %s", route, message.queue_id)
             results = {}
@@ -143,16 +158,17 @@ class Router:
         return merged
 
     async def deliver(
-        self, message: SpooledMessage, body: bytes, recipients: list[Recipient]
+        self,
+        message: SpooledMessage,
+        body: bytes,
+        recipients: list[Recipient],
+        progress: Progress | None = None,
     ) -> dict[str, DeliveryResult]:
         groups = self.split(recipients)
         if len(groups) == 1:  # one route (the common case): no gather, no extra task
             ((route, rcpts),) = groups.items()
-            return await self._call(route, message, body, rcpts)
-        parts = await asyncio.gather(
-            *(self._call(route, message, body, rcpts) for route, rcpts in groups.items())
+            return await self._call(route, message, body, rcpts, progress)
+        return await gather_parts(
+            [self._call(route, message, body, rcpts, progress) for route, rcpts in groups.items()],
+            progress,
         )
-        results: dict[str, DeliveryResult] = {}
-        for part in parts:
-            results.update(part)
-        return results

@@ -6,10 +6,27 @@ Defined here, not in ``delivery``, so that imports go one way (``delivery`` -> `
 Every agent reports per recipient, and every result says whether a failure is
 permanent.  An agent that raises is treated by the runner as a temporary failure for
 all the recipients it was given (unknown errors count as temporary, DESIGN principle 4).
+
+**Early results.**  One call may take long: the relay runs one transaction per
+destination, concurrently, and the router one call per route, so a fast MX's 250 can
+be minutes older than the slow one's timeout.  The runner therefore passes a
+``progress`` callback: an agent awaits ``progress(results)`` as soon as a part of its
+recipients has its answer (a destination's transaction, a route's call), and the
+runner records the 2xx among them in the store before the callback returns — a crash
+afterwards does not deliver them again (Postfix's smtp(8) likewise crosses each
+recipient off in the queue file as soon as the remote's 250 comes: ``smtp_rcpt_done``
+-> ``deliver_completed``).  ``results`` has
+the same shape as the return value; an address may be reported twice (the runner
+keeps the first final answer).  The return value must still hold every result: an
+agent that never calls ``progress`` stays correct, it only keeps the older window.
+Reporting the part that finishes *last* gains nothing (the return follows at once),
+so ``gather_parts`` skips it.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -47,10 +64,41 @@ class DeliveryResult:
         return self.reply.code >= 500
 
 
+# ``progress(results)``: some recipients' answers, before the call returns (see above).
+Progress = Callable[[dict[str, DeliveryResult]], Awaitable[None]]
+
+
 class DeliveryAgent(Protocol):
     async def deliver(
-        self, message: SpooledMessage, body: bytes, recipients: list[Recipient]
+        self,
+        message: SpooledMessage,
+        body: bytes,
+        recipients: list[Recipient],
+        progress: Progress | None = None,
     ) -> dict[str, DeliveryResult]: ...
+
+
+async def gather_parts(
+    parts: Sequence[Awaitable[dict[str, DeliveryResult]]], progress: Progress | None
+) -> dict[str, DeliveryResult]:
+    """Run ``parts`` (a call's independent pieces: destinations, routes) concurrently
+    and merge their results; each part that finishes while others still run is
+    reported through ``progress`` first.  The last one is not: its results are
+    returned at once, and the runner records them with the rest."""
+    remaining = len(parts)
+
+    async def run(part: Awaitable[dict[str, DeliveryResult]]) -> dict[str, DeliveryResult]:
+        nonlocal remaining
+        results = await part
+        remaining -= 1
+        if progress is not None and remaining > 0:
+            await progress(results)
+        return results
+
+    merged: dict[str, DeliveryResult] = {}
+    for results in await asyncio.gather(*(run(part) for part in parts)):
+        merged.update(results)
+    return merged
 
 
 @runtime_checkable

@@ -9,12 +9,16 @@ history rows they leave.
   ``JITTER_FRACTION`` of random jitter, computed *before* the events are emitted, so
   a "deferred" event names the attempt the store will record;
 * replies are stored structured (``RemoteReply``): a DSN's Status and the history
-  read the enhanced code, nothing parses the text back.
+  read the enhanced code, nothing parses the text back;
+* recipients ``settled`` early (``settle_delivered``: a 250 the agent reported through
+  ``progress`` and the runner already recorded) are not applied again — no second
+  count, event or history row — but are part of the attempt's ``tried``, so the
+  reports (a success DSN) see them once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from mailwright.config import DeliveryConfig
 from mailwright.queue.agent import DeliveryResult
@@ -39,6 +43,22 @@ def stored_reply(reply: Reply) -> RemoteReply:
     return RemoteReply(reply.code, reply.enhanced, reply.text)
 
 
+def result_for(
+    state: RecipientState, results: dict[str, DeliveryResult], lowered: dict[str, DeliveryResult]
+) -> DeliveryResult | None:
+    """The agent's result for ``state`` (``lowered``: ``results`` by lower-case address)."""
+    address = state.recipient.address
+    result = results.get(address) or lowered.get(address.lower())
+    return result if isinstance(result, DeliveryResult) else None
+
+
+def settle_delivered(state: RecipientState, result: DeliveryResult) -> None:
+    """A 2xx for ``state``: DELIVERED with its reply, one attempt more."""
+    state.attempts += 1
+    state.last_reply = stored_reply(result.reply)
+    state.status = RecipientStatus.DELIVERED
+
+
 def apply_results(
     message: SpooledMessage,
     pending: list[RecipientState],
@@ -49,10 +69,15 @@ def apply_results(
     config: DeliveryConfig,
     jitter: Callable[[], float],
     on_event: EventCallback | None,
+    settled: Mapping[int, DeliveryResult] | None = None,
 ) -> list[Tried]:
-    """Record the outcome in ``message``; return the recipients tried."""
+    """Record the outcome in ``message``; return the recipients tried.
+
+    ``settled``: results already applied (and recorded) during the attempt, by
+    ``id()`` of the recipient's state (see the module docstring)."""
     expired = now >= message.received_at + config.max_queue_lifetime
     lowered = {address.lower(): r for address, r in results.items()}
+    settled = settled or {}
     tried: list[Tried] = []
     if pending:
         message.attempts += 1
@@ -60,16 +85,19 @@ def apply_results(
     message.next_attempt = now + delay * (1.0 + JITTER_FRACTION * jitter())
     for state in pending:
         address = state.recipient.address
-        result = results.get(address) or lowered.get(address.lower())
-        if not isinstance(result, DeliveryResult):
-            result = fallback
-        state.attempts += 1
-        state.last_reply = stored_reply(result.reply)
+        early = settled.get(id(state))
+        if early is not None:
+            tried.append((state, early))
+            continue
+        result = result_for(state, results, lowered) or fallback
         tried.append((state, result))
         if result.ok:
-            state.status = RecipientStatus.DELIVERED
+            settle_delivered(state, result)
             emit(on_event, "delivered", message, address, result)
-        elif result.permanent:
+            continue
+        state.attempts += 1
+        state.last_reply = stored_reply(result.reply)
+        if result.permanent:
             state.status = RecipientStatus.FAILED
             emit(on_event, "bounced", message, address, result)
         elif expired:

@@ -47,9 +47,12 @@ then no recipient pending -> ``remove``, otherwise ``record_attempt``: the
 recipients' state, one history row per recipient tried (time, structured reply,
 remote host), the end of the lease.
 
-Delivery is **at-least-once**, the standard MTA trade-off: the queue entry changes only
-after the agent returns, so a crash mid-attempt leaves the message PENDING and it is
-delivered again later — possibly a duplicate, never a loss.
+Delivery is **at-least-once**, the standard MTA trade-off: a crash mid-attempt leaves
+the message PENDING and it is delivered again later — possibly a duplicate, never a
+loss.  The window is one transaction, not one attempt: an agent reports each part
+that finishes early (a destination, a route) through ``progress``, and its 250s are
+recorded before the agent goes on (``progress.EarlyResults``), so a recipient whose
+MX took the message is not delivered again because another MX was slow.
 For the same reason every report (``notices``) is stored *before* the original is
 updated: if a bounce cannot be stored, the failed recipients stay PENDING with their
 5xx reply, and the next attempt reports them without trying them again
@@ -91,6 +94,7 @@ from mailwright.queue.dsn import ReportKind
 from mailwright.queue.events import EventCallback
 from mailwright.queue.notices import Notices
 from mailwright.queue.outcome import apply_results, history, refused_before
+from mailwright.queue.progress import EarlyResults, copy_message
 from mailwright.smtp import codes
 from mailwright.spool.model import (
     Attempt,
@@ -244,7 +248,7 @@ class QueueRunner:
             return
         self._ready.pop(qid, None)
         self._held.pop(qid, None)
-        self._start(_copy(message), body)
+        self._start(copy_message(message), body)
 
     async def run(self) -> None:
         """Deliver until ``stop()``: fill free slots, then sleep until due or kicked."""
@@ -508,6 +512,18 @@ class QueueRunner:
         pending = message.pending
         results: dict[str, DeliveryResult] = {}
         fallback = DeliveryResult(codes.R451_AGENT_FAILED)
+        # With one recipient there is no "early": its answer ends the attempt.
+        early = None
+        if len(pending) > 1:
+            early = EarlyResults(
+                self._store,
+                self._owner,
+                message,
+                pending,
+                refused,
+                clock=self._clock,
+                on_event=self._on_event,
+            )
         if pending:
             try:
                 if body is None:
@@ -516,7 +532,8 @@ class QueueRunner:
                 log.error("%s: %s", qid, exc)
                 fallback = DeliveryResult(codes.R451_BODY_UNREADABLE, str(exc))
             else:
-                results, fallback = await self._deliver(message, body, pending)
+                results, fallback = await self._deliver(message, body, pending, early)
+        settled = early.settled if early is not None else {}
         tried = apply_results(
             message,
             pending,
@@ -526,6 +543,7 @@ class QueueRunner:
             config=self._config,
             jitter=self._jitter,
             on_event=self._on_event,
+            settled=settled,
         )
         # Reports (``notices``) are stored before the state is recorded: none is lost.
         now = self._clock()
@@ -535,7 +553,8 @@ class QueueRunner:
             else:
                 self.notices_sent += 1
             self.offer(*report)
-        await self._record(message, rows + history(message, tried, self._clock()))
+        late = [t for t in tried if id(t[0]) not in settled]  # settled: in the history
+        await self._record(message, rows + history(message, late, self._clock()))
 
     async def _record(self, message: SpooledMessage, rows: list[Attempt]) -> None:
         """Persist the attempt (``record_attempt``, or ``remove`` when nothing is pending).
@@ -560,13 +579,17 @@ class QueueRunner:
             await self._release([qid])
 
     async def _deliver(
-        self, message: SpooledMessage, body: bytes, pending: list[RecipientState]
+        self,
+        message: SpooledMessage,
+        body: bytes,
+        pending: list[RecipientState],
+        progress: EarlyResults | None,
     ) -> tuple[dict[str, DeliveryResult], DeliveryResult]:
         """Run the agent; returns (results, result for recipients it did not report)."""
         try:
             async with asyncio.timeout(self._attempt_timeout):
                 results = await self._agent.deliver(
-                    message, body, [state.recipient for state in pending]
+                    message, body, [state.recipient for state in pending], progress
                 )
         except TimeoutError:
             reason = f"delivery attempt timed out after {self._attempt_timeout:.0f} s"
@@ -579,19 +602,3 @@ class QueueRunner:
                 codes.R451_AGENT_FAILED, f"agent returned {type(results).__name__}"
             )
         return results, DeliveryResult(codes.R451_NO_RESULT, "no result for this recipient")
-
-
-def _copy(message: SpooledMessage) -> SpooledMessage:
-    """An independent copy: an attempt mutates the recipients' state."""
-    return SpooledMessage(
-        queue_id=message.queue_id,
-        envelope=message.envelope,
-        size=message.size,
-        received_at=message.received_at,
-        next_attempt=message.next_attempt,
-        attempts=message.attempts,
-        recipients=[
-            RecipientState(s.recipient, s.status, s.attempts, s.last_reply, s.delay_warned)
-            for s in message.recipients
-        ],
-    )

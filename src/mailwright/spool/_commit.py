@@ -65,6 +65,10 @@ class Update:
     future: asyncio.Future[None]
     history: list[tuple[object, ...]] = field(default_factory=list)  # attempt rows
     release_owner: str | None = None  # end this owner's lease (``record_attempt``)
+    # ``record_progress``: refused if another owner holds a live lease at ``now``;
+    # the batch is committed FULL (a recorded 250 must survive a power cut).
+    progress_owner: str | None = None
+    now: float = 0.0
 
 
 @dataclass(slots=True)
@@ -184,7 +188,10 @@ class BatchCommitter:
         See ``embedded`` ("Durability of updates") for why NORMAL is safe then.
         """
         full = True
-        if not any(isinstance(op, Put | Admin) for op in batch):
+        if not any(
+            isinstance(op, Put | Admin) or (isinstance(op, Update) and op.progress_owner)
+            for op in batch
+        ):
             removed = [op.queue_id for op in batch if isinstance(op, Remove)]
             full = bool(removed) and len(_db.inline_among(self.conn, removed)) < len(set(removed))
         if full != self._full_sync:
@@ -205,6 +212,14 @@ class BatchCommitter:
             if body is not None:
                 _db.insert_body(conn, writer.queue_id, body)
         elif isinstance(op, Update):
+            if op.progress_owner is not None:
+                holder = _db.lease_holder(conn, op.queue_id, op.now)
+                if holder is None:
+                    result.outcomes[i] = MessageGone(f"{op.queue_id}: no such message")
+                    return
+                if holder not in ("", op.progress_owner):
+                    result.outcomes[i] = MessageBusy(f"{op.queue_id}: leased to {holder}")
+                    return
             found = _db.update(
                 conn, op.queue_id, op.next_attempt, op.attempts, op.pending, op.states
             )

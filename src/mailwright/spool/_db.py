@@ -457,6 +457,18 @@ def retry(conn: sqlite3.Connection, now: float, queue_ids: Sequence[str] | None)
     return found
 
 
+def lease_holder(conn: sqlite3.Connection, queue_id: str, now: float) -> str | None:
+    """Who holds a live lease on ``queue_id`` ("" nobody); None if it is not stored."""
+    row = conn.execute(
+        "SELECT lease_owner, lease_until FROM messages WHERE queue_id = ?", (queue_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    if row[0] is None or row[1] is None or float(row[1]) <= now:
+        return ""
+    return str(row[0])
+
+
 def delete_unleased(conn: sqlite3.Connection, queue_id: str, now: float) -> str:
     """``SpoolStore.delete``: "missing", "busy" (a live lease), or "inline"/"file" (the
     body form of the message deleted, so the caller knows whether to unlink a file)."""

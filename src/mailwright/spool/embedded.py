@@ -386,6 +386,29 @@ class EmbeddedSpool:
             )
         )
 
+    async def record_progress(
+        self, message: SpooledMessage, attempts: Sequence[Attempt], owner: str
+    ) -> None:
+        """``update`` plus the history rows, ``owner``'s lease kept; refused under
+        another owner's live lease.  Its batch commits FULL, unlike ``record_attempt``:
+        the 250s it records are what a power cut must not undo (one fsync per early
+        report, only for messages with several destinations)."""
+        self._check_open()
+        future = asyncio.get_running_loop().create_future()
+        await self._submit(
+            Update(
+                message.queue_id,
+                message.next_attempt,
+                message.attempts,
+                len(message.pending),
+                _db.state_rows(message),
+                future,
+                _db.attempt_rows(message.queue_id, attempts),
+                progress_owner=owner,
+                now=self._clock(),
+            )
+        )
+
     async def attempts(self, queue_id: str) -> list[Attempt]:
         if not is_queue_id(queue_id):
             return []

@@ -248,6 +248,21 @@ class MemorySpool:
         if owner is not None:
             await self.release(owner, [message.queue_id])
 
+    async def record_progress(
+        self, message: SpooledMessage, attempts: Sequence[Attempt], owner: str
+    ) -> None:
+        self._check_open()
+        lease = self.state.leases.get(message.queue_id)
+        if (
+            message.queue_id in self.state.messages
+            and lease is not None
+            and lease[0] != owner
+            and self._leased(message.queue_id, self._clock())
+        ):
+            raise MessageBusy(f"{message.queue_id}: leased to {lease[0]}")
+        await self.update(message)  # MessageGone if it is not stored
+        self.state.history.setdefault(message.queue_id, []).extend(attempts)
+
     async def attempts(self, queue_id: str) -> list[Attempt]:
         self._check_open()
         return list(self.state.history.get(queue_id, ()))

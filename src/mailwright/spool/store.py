@@ -55,6 +55,17 @@ message when it is removed.  Lease and history writes need not be synced to disk
 once: losing the last ones in a power cut re-delivers a message (allowed) and never
 loses one.
 
+**Progress.**  ``record_progress(message, attempts, owner)`` records part of an
+attempt while it still runs (recipients a remote host already took with 250): the
+message's state as ``update`` writes it and ``attempts`` appended to its history, in
+one commit, *synced before it returns* (its whole point is that a 250 is not
+forgotten, in a crash or a power cut), and the lease is *kept*: the attempt goes on
+and ends with ``record_attempt``.  Only the attempt's runner may do it: a live lease
+held by another owner raises ``MessageBusy`` (the lease ran out and someone else took
+the message), a message no longer stored raises ``MessageGone``; an unleased message
+(fresh mail attempted from an offer) is allowed.  The caller leaves a recipient
+pending (``record_attempt``/``remove`` finish the message, never this).
+
 **Administration** (``mailwright queue``; the operator's view, cheap: no bodies).
 ``scan()`` yields every message as a ``QueueEntry`` (its state, whether it is held,
 its lease) in arrival order; ``entry(queue_id)`` one of them.  ``hold(queue_id, now)``
@@ -93,7 +104,8 @@ class MessageGone(SpoolError):
 
 
 class MessageBusy(SpoolError):
-    """``delete`` of a message a runner holds a live lease on (being attempted)."""
+    """``delete`` of a message a runner holds a live lease on (being attempted), or
+    ``record_progress`` of one whose live lease another runner holds."""
 
 
 class MessageWriter(Protocol):
@@ -150,6 +162,11 @@ class SpoolStore(Protocol):
         self, message: SpooledMessage, attempts: Sequence[Attempt], owner: str | None = None
     ) -> None:
         """``update(message)``, append ``attempts`` to its history, end ``owner``'s lease."""
+
+    async def record_progress(
+        self, message: SpooledMessage, attempts: Sequence[Attempt], owner: str
+    ) -> None:
+        """``update(message)`` and append ``attempts``, synced, ``owner``'s lease kept."""
 
     async def attempts(self, queue_id: str) -> list[Attempt]:
         """The message's delivery history, oldest first ([] if unknown)."""

@@ -19,6 +19,11 @@ transaction per destination, the destinations concurrently.  For a destination:
    failure, retried by the queue).  No next host after a transaction began: the
    message may already be there (RFC 5321 §6.1 wants no duplicate).
 
+A destination that finishes while another is still in its transaction is reported
+to the runner's ``progress`` at once (``gather_parts``): its 250s are recorded before
+the slow destination's answer comes, so a crash meanwhile delivers them only once.
+With one destination nothing is reported early: the return is just as soon.
+
 Each result names the host that answered, Postfix style (``remote_host``:
 "mx.example.com[192.0.2.1]:25"), and its ``reason`` says which TLS policy applied
 and why, for the mail log and the attempt history.  Concurrency is bounded globally
@@ -38,7 +43,7 @@ from mailwright.config import (
     DEFAULT_DESTINATION_CONNECTIONS,
     DEFAULT_OUTBOUND_CONNECTIONS,
 )
-from mailwright.delivery.base import DeliveryResult
+from mailwright.delivery.base import DeliveryResult, Progress, gather_parts
 from mailwright.delivery.relay.history import failed_session, transaction_session
 from mailwright.delivery.relay.mx import (
     Candidate,
@@ -138,19 +143,20 @@ class RelayAgent:
     # -- the DeliveryAgent seam ------------------------------------------------------
 
     async def deliver(
-        self, message: SpooledMessage, body: bytes, recipients: list[Recipient]
+        self,
+        message: SpooledMessage,
+        body: bytes,
+        recipients: list[Recipient],
+        progress: Progress | None = None,
     ) -> dict[str, DeliveryResult]:
         groups: dict[Destination, list[Recipient]] = {}
         for rcpt in recipients:
             domain = recipient_domain(rcpt.address) or ""
             groups.setdefault(self.routes.destination(domain), []).append(rcpt)
-        parts = await asyncio.gather(
-            *(self._deliver_to(dest, message, body, rcpts) for dest, rcpts in groups.items())
+        return await gather_parts(
+            [self._deliver_to(dest, message, body, rcpts) for dest, rcpts in groups.items()],
+            progress,
         )
-        results: dict[str, DeliveryResult] = {}
-        for part in parts:
-            results.update(part)
-        return results
 
     async def close(self) -> None:
         await self.pool.close()
