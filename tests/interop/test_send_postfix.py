@@ -18,7 +18,6 @@ import pytest
 
 from helpers.postfix import PrivatePostfix, private_postfix
 from helpers.sendcli import send
-from helpers.tools import require_tool
 from mailwright.client.outcome import EXIT_AUTH, EXIT_CONNECT, EXIT_RCPT
 
 pytestmark = pytest.mark.interop
@@ -243,8 +242,6 @@ T <~  235 2.7.0 Authentication successful""",
 
 @pytest.fixture(scope="module")
 def pf_sasl() -> Iterator[PrivatePostfix]:
-    require_tool("postfix")
-    require_tool("dovecot", "dovecot-core")
     with private_postfix(domain=DOMAIN, tls=True, sasl_users={USER: PASSWORD}) as instance:
         yield instance
 
