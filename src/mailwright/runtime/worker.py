@@ -129,10 +129,10 @@ async def run_worker(config: Config) -> None:
             boost_task = loop.create_task(governor.run(), name="worker-priority")
         await eof.wait()
         transport.close()
-        if boost_task is not None:
+        if boost_task is not None:  # the priority stays as it is for the last deliveries
             boost_task.cancel()
         await runner.stop()
-        await asyncio.gather(runner_task, return_exceptions=True)
+        await asyncio.gather(runner_task, *filter(None, [boost_task]), return_exceptions=True)
         pipe.close()
     finally:
         await base.close()
