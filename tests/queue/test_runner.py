@@ -516,3 +516,35 @@ def test_fresh_message_found_by_a_scan_waits_until_announced(tmp_path: Path, clo
         await store.close()
 
     run(main())
+
+
+def test_oldest_wait_is_the_age_of_the_oldest_due_message_not_started(
+    stores: StoreFactory, clock: Clock
+) -> None:
+    """The delivery worker's backlog signal (``runtime.priority``): messages fetched
+    but waiting for a slot count from their due time; the one being attempted and an
+    empty backlog do not."""
+    hung = FakeAgent(delay=60)
+    config = DeliveryConfig(retry_initial=60, concurrency=1)
+
+    async def main() -> None:
+        store = stores(clock)
+        await store.open()
+        runner = QueueRunner(store, hung, config, clock=clock)
+        assert runner.oldest_wait() == 0.0
+        await put(store)
+        clock.advance(1.0)
+        await put(store)
+        await put(store)
+        task = asyncio.create_task(runner.run())
+        await asyncio.wait_for(hung.called.wait(), timeout=2)
+        # The first message is in the one slot; the other two wait since 1 s later.
+        assert runner.oldest_wait() == 0.0
+        clock.advance(3.0)
+        assert runner.oldest_wait() == 3.0
+        await runner.stop(grace=0.05)
+        await asyncio.wait_for(task, timeout=1)
+        assert runner.oldest_wait() == 0.0  # given back at stop: nothing waits here
+        await store.close()
+
+    run(main())

@@ -80,9 +80,9 @@ class DeliveryConfig(Frozen):
     worker: bool = True
     # The worker's CPU priority.  idle (Linux SCHED_IDLE): it runs only on CPU time
     # that receiving mail leaves unused, so a burst is acknowledged at full speed and
-    # delivered as soon as the burst ends.  The price: under CPU saturation that never
-    # ends, delivery waits for it to end.  false: a normal process at nice
-    # ``worker_nice`` (0-19), which always gets its fair share.
+    # delivered as soon as the burst ends; under CPU saturation that never ends it takes
+    # the normal share while mail waits (``runtime.priority``).  false: a normal process
+    # at nice ``worker_nice`` (0-19), which always gets its fair share.
     worker_idle: bool = True
     worker_nice: Annotated[int, Field(ge=0, le=19)] = 10
 

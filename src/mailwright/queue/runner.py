@@ -335,6 +335,23 @@ class QueueRunner:
             seen.update(m.queue_id for m in fresh)
             await asyncio.gather(*(guarded(m) for m in fresh))
 
+    def oldest_wait(self) -> float:
+        """Seconds the longest-waiting message that is due but not started has waited
+        (0.0 when none waits): the delivery worker's backlog signal
+        (``runtime.priority``).
+
+        The fetched backlog (``_ready``, and ``_held`` first attempts, which are due and
+        wait only for their announcement) holds the queue's earliest due messages,
+        since a claim returns them earliest due first; so its oldest is the oldest of
+        the whole queue.  Between the last fetched message's start and the next
+        claim's return it is empty although the store may hold more: the caller
+        smooths that gap over (``runtime.priority.BACKLOG_CALM_FOR``)."""
+        due = [m.next_attempt for m, _ in self._ready.values()]
+        due.extend(m.next_attempt for m, _ in self._held.values())
+        if not due:
+            return 0.0
+        return max(self._clock() - min(due), 0.0)
+
     # -- the loop ---------------------------------------------------------------------
 
     async def _fill(self) -> float:

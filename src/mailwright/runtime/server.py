@@ -48,6 +48,7 @@ from mailwright.runtime.compose import (
     run_event_loop,
 )
 from mailwright.runtime.fdlimit import ensure_fd_limit
+from mailwright.runtime.priority import allow_normal_priority
 from mailwright.runtime.privileges import drop_privileges
 from mailwright.runtime.sessionpool import SessionProcesses
 from mailwright.runtime.workerlink import DeliveryWorker
@@ -157,6 +158,11 @@ class App:
                     raise startup.BindError(listener_config, exc) from exc
                 self.listeners.append(listener)
                 self._announce_listener(listener_config, listener.port)
+        if self.worker is not None and config.delivery.worker_idle:
+            # Before the drop: the worker may need to leave SCHED_IDLE (runtime.priority).
+            refused = allow_normal_priority()
+            if refused is not None:
+                log.debug("delivery worker priority: %s", refused)
         drop_privileges(config.process, config.data_dir)
         loop = asyncio.get_running_loop()
         if self.worker is not None:

@@ -9,7 +9,8 @@ then end of file).  In order, the worker (``compose.run_child``, then ``run_work
    exits at once if the server is already gone;
 2. reads the config, lowers its CPU priority (``delivery.worker_idle``: SCHED_IDLE, so
    it only uses CPU time that receiving leaves free; else nice ``worker_nice``); if a
-   sandbox refuses that, it says so in one line and delivers at normal priority;
+   sandbox refuses that, it says so in one line and delivers at normal priority.  At
+   SCHED_IDLE it takes the normal share back while mail waits (``runtime.priority``);
 3. takes the spool's runner lock (``spool.runnerlock``): a worker of a previous server
    that is still finishing, or another server on the same data folder, would otherwise
    deliver the same messages;
@@ -39,7 +40,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from mailwright.config import Config
-from mailwright.runtime import control
+from mailwright.runtime import control, priority
 from mailwright.runtime.compose import (
     ChildError,
     Foundation,
@@ -122,10 +123,16 @@ async def run_worker(config: Config) -> None:
         wakeups = _Wakeups(runner.announce, runner.kick, maillog.reopen, eof)
         transport, _ = await loop.connect_read_pipe(lambda: wakeups, pipe)
         runner_task = loop.create_task(runner.run(), name="queue-runner")
+        boost_task = None
+        if priority.running_idle():
+            governor = priority.WorkerPriority(runner.oldest_wait)
+            boost_task = loop.create_task(governor.run(), name="worker-priority")
         await eof.wait()
         transport.close()
+        if boost_task is not None:  # the priority stays as it is for the last deliveries
+            boost_task.cancel()
         await runner.stop()
-        await asyncio.gather(runner_task, return_exceptions=True)
+        await asyncio.gather(runner_task, *filter(None, [boost_task]), return_exceptions=True)
         pipe.close()
     finally:
         await base.close()
