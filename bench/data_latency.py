@@ -93,7 +93,10 @@ class Client:
             while b"\r\n" not in self.buf:
                 if len(self.buf) > MAX_REPLY:
                     fail(f"reply longer than {MAX_REPLY} octets")
-                chunk = self.sock.recv(MAX_REPLY)
+                try:
+                    chunk = self.sock.recv(MAX_REPLY)
+                except OSError as exc:  # TimeoutError included: REPLY_TIMEOUT passed
+                    fail(f"no reply within {REPLY_TIMEOUT} s ({exc}); had {self.buf[:200]!r}")
                 if not chunk:
                     fail(f"connection closed; had {b''.join(lines) + self.buf!r}")
                 self.buf += chunk
