@@ -150,7 +150,7 @@ class BatchCommitter:
                         target = self.msg_dir / op.writer.queue_id
                         bodies[i] = self._fsync_pool.submit(op.writer.store_file, target)
                 self._choose_sync(batch)
-                conn.execute("BEGIN IMMEDIATE")
+                _schema.begin_immediate(conn)
                 for i, op in enumerate(batch):
                     self._apply(i, op, result, inserted)
             finally:  # the pool threads use the writers: never return before they are done
