@@ -10,6 +10,7 @@ import pytest
 
 from helpers.dnsserver import MakeDns
 from helpers.postfix import private_postfix
+from helpers.procs import wait_until
 from helpers.relaykit import RelayHarness, dsn_status, free_shared_port, relay_config, run
 
 pytestmark = pytest.mark.interop
@@ -42,6 +43,9 @@ def test_relay_to_a_private_postfix(tmp_path, loopback_dns: MakeDns):
         h, bounces, remaining = run(main())
         (raw,) = postfix.messages("erin")
         stored = message_from_bytes(raw)
+        # postlogd writes the delivery and the disconnect lines a moment after the
+        # message is in the Maildir and the session ended: wait (bounded) for both.
+        wait_until(lambda: "status=sent" in postfix.log() and "rcpt=" in postfix.log(), 10)
         log = postfix.log()
     assert stored["Subject"] == "relayed"
     assert remaining == []
