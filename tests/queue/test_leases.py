@@ -22,7 +22,7 @@ from helpers.spoolkit import (
     run,
 )
 from mailwright.config import DeliveryConfig
-from mailwright.queue.agent import DeliveryResult
+from mailwright.queue.agent import DeliveryResult, ReplySource
 from mailwright.queue.runner import QueueRunner
 from mailwright.smtp import Reply
 from mailwright.spool.model import Recipient, RecipientStatus, RemoteReply, SpooledMessage
@@ -162,7 +162,10 @@ class HostAgent(FakeAgent):
         self, message: SpooledMessage, body: bytes, recipients: list[Recipient]
     ) -> dict[str, DeliveryResult]:
         results = await super().deliver(message, body, recipients)
-        return {a: DeliveryResult(r.reply, r.reason, "mx1.example.net") for a, r in results.items()}
+        return {
+            a: DeliveryResult(r.reply, r.reason, "mx1.example.net", source=ReplySource.REMOTE)
+            for a, r in results.items()
+        }
 
 
 def test_runner_records_each_attempt_as_history(stores: StoreFactory, clock: Clock) -> None:
@@ -213,7 +216,8 @@ def test_bounce_status_comes_from_the_structured_reply(stores: StoreFactory, clo
         blocks = parts[1].get_payload()
         assert isinstance(blocks, list)
         assert blocks[1]["Status"] == "5.0.0"
-        assert blocks[1]["Diagnostic-Code"] == "smtp; 550 4.2.2 mailbox over quota"
+        # Our agent's own reply (no remote host): RFC 3464 §2.3.6's X- type, text only.
+        assert blocks[1]["Diagnostic-Code"] == "X-mailwright; 4.2.2 mailbox over quota"
         await store.close()
 
     run(main())

@@ -19,13 +19,15 @@ import pytest
 
 from helpers.spoolkit import BODY, BUSY, CONFIG, OK, UNKNOWN, Clock, StoreFactory, put, run
 from mailwright.config import DeliveryConfig
-from mailwright.queue.agent import DeliveryResult
+from mailwright.queue.agent import DeliveryResult, ReplySource
 from mailwright.queue.dsn import FOLD_WIDTH
 from mailwright.queue.notices import postmaster_address
 from mailwright.queue.runner import QueueRunner
 from mailwright.smtp import Reply
 from mailwright.spool.model import Envelope, Recipient, RemoteSession, SpooledMessage
 from mailwright.spool.store import SpoolStore
+
+REMOTE = ReplySource.REMOTE  # the scripted results stand for a remote host's replies
 
 HOUR = 3600.0
 WARN = DeliveryConfig(
@@ -107,7 +109,9 @@ def test_bounce_names_the_remote_mta_and_carries_its_whole_reply(
         "in 2019 when the project moved; write to the new address given on the",
         "web site, or ask the postmaster of example.net for help with it",
     )
-    refused = DeliveryResult(Reply(550, "5.1.1", lines), remote_host="mx1.example.net")
+    refused = DeliveryResult(
+        Reply(550, "5.1.1", lines), remote_host="mx1.example.net", source=REMOTE
+    )
     agent = ScriptedAgent({"bob@example.net": refused})
 
     async def main() -> None:
@@ -144,9 +148,12 @@ def test_remote_mta_is_the_host_name_alone_not_postfix_host_address_port(
     session = RemoteSession("mx2.example.net", "2001:db8::2", 25)
     agent = ScriptedAgent(
         {
-            "bob@example.net": DeliveryResult(UNKNOWN, remote_host=postfix_style),
+            "bob@example.net": DeliveryResult(UNKNOWN, remote_host=postfix_style, source=REMOTE),
             "carol@example.net": DeliveryResult(
-                UNKNOWN, remote_host="mx2.example.net[2001:db8::2]:25", session=session
+                UNKNOWN,
+                remote_host="mx2.example.net[2001:db8::2]:25",
+                session=session,
+                source=REMOTE,
             ),
         }
     )
@@ -174,7 +181,7 @@ def test_remote_mta_is_the_host_name_alone_not_postfix_host_address_port(
 def test_delay_warning_is_sent_once_and_not_again_after_a_restart(
     stores: StoreFactory, clock: Clock
 ) -> None:
-    busy = DeliveryResult(BUSY, remote_host="mx1.example.net")
+    busy = DeliveryResult(BUSY, remote_host="mx1.example.net", source=REMOTE)
     agent = ScriptedAgent({"bob@example.net": busy})
     received = clock.now
 
@@ -338,7 +345,9 @@ def test_notify_success_relayed_only_when_the_next_hop_lacks_dsn(
     stores: StoreFactory, clock: Clock, next_hop_dsn: bool, reported: bool
 ) -> None:
     accepted = Reply.of(250, "2.0.0", "Ok: queued as 4XyZ")
-    result = DeliveryResult(accepted, remote_host="mx1.example.net", next_hop_dsn=next_hop_dsn)
+    result = DeliveryResult(
+        accepted, remote_host="mx1.example.net", next_hop_dsn=next_hop_dsn, source=REMOTE
+    )
     agent = ScriptedAgent({"bob@example.net": result})
 
     async def main() -> None:
@@ -411,7 +420,7 @@ def test_undeliverable_bounce_goes_to_the_postmaster_once_and_never_loops(
 ) -> None:
     """The sender and the postmaster both refuse: original -> bounce -> double bounce
     -> logged, and nothing more."""
-    refused = DeliveryResult(UNKNOWN, remote_host="mx.example.com")
+    refused = DeliveryResult(UNKNOWN, remote_host="mx.example.com", source=REMOTE)
     agent = ScriptedAgent(
         {"bad@example.net": refused, SENDER: refused, POSTMASTER: DeliveryResult(UNKNOWN)}
     )
