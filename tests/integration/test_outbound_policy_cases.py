@@ -36,6 +36,7 @@ from helpers.tlspeers import (
     server_context,
     spki_sha256,
 )
+from mailwright.queue.agent import ReplySource
 from mailwright.spool.model import BodyType, RecipientStatus, SpooledMessage
 
 pytestmark = pytest.mark.interop
@@ -213,6 +214,38 @@ def test_smtputf8_recipient_to_a_host_without_smtputf8_bounces_at_once(tmp_path,
         f"X-mailwright; SMTPUTF8 is required, but was not offered by host mx.utf8.test[{UTF8_HOST}]"
     )
     assert fields["Remote-MTA"] is None
+
+
+def test_local_refusal_dsn_has_an_x_mailwright_diagnostic_and_no_remote_mta(tmp_path, dns, port):
+    """RFC 3464 §2.3.5/§2.3.6: the relay refused the message itself (SMTPUTF8 needed,
+    not offered; smtp-sink said nothing of the kind), so the DSN has no Remote-MTA, an
+    ``X-mailwright`` diagnostic naming the host, and its text says what happened
+    instead of "host ... said: 553 5.6.7" (Postfix: ``X-Postfix; SMTPUTF8 is required,
+    but was not offered by host mx[addr]``)."""
+    with sinks((UTF8_HOST, ()), port=port) as (sink,):
+
+        async def main():
+            h = RelayHarness(dns, relay_config(tmp_path, dns, port))
+            await h.put(UTF8_RCPT, body=UTF8_BODY, body_type=BodyType.EIGHT_BIT_MIME, smtputf8=True)
+            await h.run_once()
+            reports = await h.bounces()
+            await h.close()
+            return h, reports
+
+        h, reports = run(main())
+    assert sink.dumps() == []
+    (result,) = h.results
+    assert result.source is ReplySource.LOCAL
+    assert result.remote_host == f"mx.utf8.test[{UTF8_HOST}]:{port}"  # it was involved
+    (dsn,) = reports
+    fields = one_recipient_report(reports)
+    sentence = f"SMTPUTF8 is required, but was not offered by host mx.utf8.test[{UTF8_HOST}]"
+    assert fields["Diagnostic-Code"] == f"X-mailwright; {sentence}"
+    assert fields["Remote-MTA"] is None
+    assert fields["Status"] == "5.6.7"
+    human = human_text(dsn)
+    assert f"<{UTF8_RCPT}>: {sentence}" in human.splitlines()
+    assert " said:" not in human
 
 
 def test_smtputf8_recipient_to_a_host_offering_smtputf8_is_delivered(tmp_path, dns, port):

@@ -175,6 +175,42 @@ def test_remote_mta_is_the_host_name_alone_not_postfix_host_address_port(
     run(main())
 
 
+def test_expiry_bounce_is_our_verdict_not_what_the_remote_host_said(
+    stores: StoreFactory, clock: Clock
+) -> None:
+    """The host answered 451 4.2.0 every time; giving up after the queue lifetime is
+    our decision (4.4.7): no Remote-MTA, an X- diagnostic, no "host ... said: 451 4.4.7
+    Message expired" (it never said that), the host named as the last error's source."""
+    busy = DeliveryResult(BUSY, remote_host="mx1.example.net[192.0.2.1]:25", source=REMOTE)
+    agent = ScriptedAgent({"bob@example.net": busy})
+
+    async def main() -> None:
+        store = stores(clock)
+        await store.open()
+        queue = runner(store, agent, clock)
+        await put(store, one())
+        await queue.run_once()
+        clock.advance(WARN.max_queue_lifetime + 1)
+        await queue.run_once()
+        await store.close()
+
+    run(main())
+    (parsed,) = [
+        p for _, p in agent.reports() if p["Subject"] == "Undelivered Mail Returned to Sender"
+    ]
+    _, bob = status_blocks(parsed)
+    assert (bob["Action"], bob["Status"]) == ("failed", "4.4.7")
+    assert bob["Remote-MTA"] is None
+    expected = (
+        "X-mailwright; Message expired after 1 days in queue; last error:"
+        f" {BUSY} (host mx1.example.net[192.0.2.1])"
+    )
+    assert unfold(bob["Diagnostic-Code"]) == expected
+    human = parts(parsed)[0].get_payload(decode=True)
+    assert isinstance(human, bytes) and b" said:" not in human
+    assert f"<bob@example.net>: {expected.removeprefix('X-mailwright; ')}".encode() in human
+
+
 # -- 2. delay warnings --------------------------------------------------------------
 
 
