@@ -420,6 +420,9 @@ def test_tls_policy_encrypt_to_a_host_without_starttls_defers_then_expires(tmp_p
         assert "tls=encrypt (tls_policy: [[tls_policy]] for tlsreq.test: encrypt)" in result.reason
         assert "STARTTLS" not in ehlo_text(result)
         assert stages(result) == ["greeting", "ehlo"]  # no MAIL FROM, no plaintext
+        # The host answered (greeting, EHLO) but the 4.7.4 is our policy's verdict.
+        assert result.source is ReplySource.LOCAL
+        assert result.remote_host == f"mx.tlsreq.test[{TLSREQ_HOST}]:{port}"
     assert sink.dumps() == []
     fields = one_recipient_report(reports)
     assert (fields["Action"], fields["Status"]) == ("failed", "4.4.7")
