@@ -22,7 +22,7 @@ from helpers.spoolkit import (
     run,
 )
 from mailwright.config import DeliveryConfig
-from mailwright.queue.agent import DeliveryResult, ReplySource
+from mailwright.queue.agent import DeliveryResult
 from mailwright.queue.runner import QueueRunner
 from mailwright.smtp import Reply
 from mailwright.spool.model import Recipient, RecipientStatus, RemoteReply, SpooledMessage
@@ -162,10 +162,7 @@ class HostAgent(FakeAgent):
         self, message: SpooledMessage, body: bytes, recipients: list[Recipient]
     ) -> dict[str, DeliveryResult]:
         results = await super().deliver(message, body, recipients)
-        return {
-            a: DeliveryResult(r.reply, r.reason, "mx1.example.net", source=ReplySource.REMOTE)
-            for a, r in results.items()
-        }
+        return {a: DeliveryResult(r.reply, r.reason, "mx1.example.net") for a, r in results.items()}
 
 
 def test_runner_records_each_attempt_as_history(stores: StoreFactory, clock: Clock) -> None:

@@ -6,6 +6,6 @@ imports go ``delivery`` -> ``queue``); they are re-exported here for the agents.
 
 from __future__ import annotations
 
-from mailwright.queue.agent import ClosableAgent, DeliveryAgent, DeliveryResult, ReplySource
+from mailwright.queue.agent import ClosableAgent, DeliveryAgent, DeliveryResult
 
-__all__ = ["ClosableAgent", "DeliveryAgent", "DeliveryResult", "ReplySource"]
+__all__ = ["ClosableAgent", "DeliveryAgent", "DeliveryResult"]

@@ -20,12 +20,14 @@ transaction per destination, the destinations concurrently.  For a destination:
    message may already be there (RFC 5321 §6.1 wants no duplicate).
 
 Each result names the host that answered, Postfix style (``remote_host``:
-"mx.example.com[192.0.2.1]:25"), says whether its reply is that host's or one we
-made (``source``: a refusal before sending, a TLS or routing failure, a timeout; RFC
-3464 §2.3.6, a DSN does not put our reasons in the host's mouth), and its ``reason``
-says which TLS policy applied and why, for the mail log and the attempt history.
-Concurrency is bounded globally (``max_connections``) and per destination
-(``max_connections_per_destination``).
+"mx.example.com[192.0.2.1]:25"), and its ``reason`` says which TLS policy applied
+and why, for the mail log and the attempt history.  Concurrency is bounded globally
+(``max_connections``) and per destination (``max_connections_per_destination``).
+
+Who made a result's reply (``source``): the host, for its own replies only; a refusal
+before sending (SMTPUTF8, SIZE, 8-bit), a routing, TLS policy or connection failure
+and a timeout are ours even when a host was involved, so a DSN does not put them in
+the host's mouth (RFC 3464 §2.3.6).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from mailwright.config import (
     DEFAULT_DESTINATION_CONNECTIONS,
     DEFAULT_OUTBOUND_CONNECTIONS,
 )
-from mailwright.delivery.base import DeliveryResult, ReplySource
+from mailwright.delivery.base import DeliveryResult
 from mailwright.delivery.relay.history import failed_session, transaction_session
 from mailwright.delivery.relay.mx import (
     Candidate,
@@ -68,6 +70,7 @@ from mailwright.net.outbound.model import (
 )
 from mailwright.net.outbound.session import OutboundSession
 from mailwright.net.outbound.tlspolicy import TlsMode, TlsPolicy
+from mailwright.queue.agent import ReplySource
 from mailwright.smtp import Reply, codes
 from mailwright.spool.model import Recipient, SpooledMessage
 

@@ -30,8 +30,8 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from itertools import groupby
 
-from mailwright.delivery.base import ReplySource
 from mailwright.dns.types import Answer, DnsTemporaryError, MxRecord, Resolver
+from mailwright.queue.agent import ReplySource
 from mailwright.smtp import Reply, codes, to_ascii_domain
 from mailwright.spool.model import RemoteSession
 
