@@ -23,12 +23,14 @@ from helpers.relaykit import (
     dsn_status,
     free_shared_port,
     relay_config,
+    report_fields,
     run,
     sinks,
 )
 from helpers.resolvers import resolver_for
 from mailwright.config import parse_config
 from mailwright.delivery.tlspolicy.build import build_decider
+from mailwright.queue.agent import ReplySource
 from mailwright.spool.model import RecipientStatus
 
 pytestmark = pytest.mark.interop
@@ -174,6 +176,11 @@ def test_null_mx_bounces_at_once_with_5_1_10(tmp_path, dns, port):
     (dsn,) = bounces
     assert dsn.get_content_type() == "multipart/report"
     assert dsn_status(dsn) == [("rfc822; x@nullmx.test", "failed", "5.1.10")]
+    # Our routing verdict, no host involved: no Remote-MTA, an X- diagnostic.
+    assert (h.results[0].source, h.results[0].remote_host) == (ReplySource.LOCAL, None)
+    (fields,) = report_fields(dsn)
+    assert fields["Remote-MTA"] is None
+    assert fields["Diagnostic-Code"] == "X-mailwright; Recipient address has null MX"
 
 
 def test_4xx_then_250_is_delivered_exactly_once(tmp_path, dns, port):
@@ -220,6 +227,11 @@ def test_5xx_after_the_data_is_one_bounce(tmp_path, dns, port):
         ("rfc822; x@faulty.test", "failed", "5.3.0"),
         ("rfc822; y@faulty.test", "failed", "5.3.0"),
     ]
+    # smtp-sink's own reply after the data: the host said it.
+    assert {r.source for r in h.results} == {ReplySource.REMOTE}
+    for fields in report_fields(dsn):
+        assert fields["Remote-MTA"] == "dns; mx.faulty.test"
+        assert fields["Diagnostic-Code"] == "smtp; 500 5.3.0 Error: command failed"
 
 
 def test_drop_after_the_final_dot_is_retried(tmp_path, dns, port):
@@ -508,6 +520,7 @@ def test_mx_session_limit_counts_hosts_that_answered(tmp_path, dns, port):
     assert [e[0] for e in h.events] == ["deferred"]
     assert h.events[0][2].startswith("450 ")  # mx1's greeting is the answer
     assert h.results[0].remote_host == f"mx1.far.test[127.0.0.2]:{port}"
+    assert h.results[0].source is ReplySource.REMOTE  # its words, not ours
     assert mx2.dumps() == []
 
 
@@ -526,6 +539,9 @@ def test_private_mx_is_a_mail_loop_without_allow_private_addresses(tmp_path, dns
     ]
     (dsn,) = bounces
     assert dsn_status(dsn) == [("rfc822; x@far.test", "failed", "5.4.6")]
+    (fields,) = report_fields(dsn)
+    assert fields["Remote-MTA"] is None
+    assert fields["Diagnostic-Code"] == "X-mailwright; Mail for the domain loops back to myself"
 
 
 def test_opportunistic_tls_handshake_failure_falls_back_to_plaintext(tmp_path, dns, port):

@@ -151,6 +151,11 @@ def test_attempt_history_keeps_each_recipients_session_and_queue_show_prints_it(
     fields = block.get_payload()[1]
     assert fields["Remote-MTA"] == "dns; mx.partial.test"
     assert fields["Diagnostic-Code"] == "smtp; 550 5.1.1 No such user"
+    # The peer's own reply: "host ... said:" (RFC 3464 §2.3.6, diagnostic type smtp).
+    human = next(p for p in dsn.walk() if p.get_content_type() == "text/plain")
+    text = human.get_payload(decode=True).decode()
+    said = f"<bad@partial.test>: host mx.partial.test[127.0.0.8]:{port} said: 550 5.1.1"
+    assert f"{said} No such user" in text.splitlines()
 
     # queue show: the per-recipient timeline, as text and JSON.
     config = tmp_path / "cfg.toml"

@@ -36,6 +36,7 @@ from helpers.tlspeers import (
     server_context,
     spki_sha256,
 )
+from mailwright.queue.agent import ReplySource
 from mailwright.spool.model import BodyType, RecipientStatus, SpooledMessage
 
 pytestmark = pytest.mark.interop
@@ -102,6 +103,14 @@ def one_recipient_report(reports: list[email.message.Message]) -> email.message.
     assert dsn.get_content_type() == "multipart/report"
     (fields,) = report_fields(dsn)
     return fields
+
+
+def human_text(report: email.message.Message) -> str:
+    """The report's first part, for the human (RFC 6522 §3)."""
+    first = next(p for p in report.walk() if p.get_content_type() == "text/plain")
+    data = first.get_payload(decode=True)
+    assert isinstance(data, bytes)
+    return data.decode("utf-8")
 
 
 def ehlo_text(result) -> str:
@@ -200,7 +209,43 @@ def test_smtputf8_recipient_to_a_host_without_smtputf8_bounces_at_once(tmp_path,
     fields = one_recipient_report(reports)
     assert fields["Final-Recipient"].endswith(f"; {UTF8_RCPT}")
     assert (fields["Action"], fields["Status"]) == ("failed", "5.6.7")
-    assert fields["Diagnostic-Code"] == f"smtp; {refused}"
+    # Our refusal, not the host's reply (RFC 3464 §2.3.6): see the test below.
+    assert fields["Diagnostic-Code"] == (
+        f"X-mailwright; SMTPUTF8 is required, but was not offered by host mx.utf8.test[{UTF8_HOST}]"
+    )
+    assert fields["Remote-MTA"] is None
+
+
+def test_local_refusal_dsn_has_an_x_mailwright_diagnostic_and_no_remote_mta(tmp_path, dns, port):
+    """RFC 3464 §2.3.5/§2.3.6: the relay refused the message itself (SMTPUTF8 needed,
+    not offered; smtp-sink said nothing of the kind), so the DSN has no Remote-MTA, an
+    ``X-mailwright`` diagnostic naming the host, and its text says what happened
+    instead of "host ... said: 553 5.6.7" (Postfix: ``X-Postfix; SMTPUTF8 is required,
+    but was not offered by host mx[addr]``)."""
+    with sinks((UTF8_HOST, ()), port=port) as (sink,):
+
+        async def main():
+            h = RelayHarness(dns, relay_config(tmp_path, dns, port))
+            await h.put(UTF8_RCPT, body=UTF8_BODY, body_type=BodyType.EIGHT_BIT_MIME, smtputf8=True)
+            await h.run_once()
+            reports = await h.bounces()
+            await h.close()
+            return h, reports
+
+        h, reports = run(main())
+    assert sink.dumps() == []
+    (result,) = h.results
+    assert result.source is ReplySource.LOCAL
+    assert result.remote_host == f"mx.utf8.test[{UTF8_HOST}]:{port}"  # it was involved
+    (dsn,) = reports
+    fields = one_recipient_report(reports)
+    sentence = f"SMTPUTF8 is required, but was not offered by host mx.utf8.test[{UTF8_HOST}]"
+    assert fields["Diagnostic-Code"] == f"X-mailwright; {sentence}"
+    assert fields["Remote-MTA"] is None
+    assert fields["Status"] == "5.6.7"
+    human = human_text(dsn)
+    assert f"<{UTF8_RCPT}>: {sentence}" in human.splitlines()
+    assert " said:" not in human
 
 
 def test_smtputf8_recipient_to_a_host_offering_smtputf8_is_delivered(tmp_path, dns, port):
@@ -336,7 +381,11 @@ def test_8bit_header_to_a_7bit_server_bounces_at_once_with_5_6_3(tmp_path, dns, 
     fields = one_recipient_report(reports)
     assert fields["Final-Recipient"] == "rfc822; someone@seven.test"
     assert (fields["Action"], fields["Status"]) == ("failed", "5.6.3")
-    assert fields["Diagnostic-Code"] == f"smtp; {refused}"
+    assert fields["Diagnostic-Code"] == (
+        "X-mailwright; 8-bit message cannot be converted to 7-bit MIME for a host without"
+        f" 8BITMIME (host mx.seven.test[{SEVEN_HOST}])"
+    )
+    assert fields["Remote-MTA"] is None
 
 
 # -- 3. TLS required but not offered -------------------------------------------------
@@ -371,10 +420,21 @@ def test_tls_policy_encrypt_to_a_host_without_starttls_defers_then_expires(tmp_p
         assert "tls=encrypt (tls_policy: [[tls_policy]] for tlsreq.test: encrypt)" in result.reason
         assert "STARTTLS" not in ehlo_text(result)
         assert stages(result) == ["greeting", "ehlo"]  # no MAIL FROM, no plaintext
+        # The host answered (greeting, EHLO) but the 4.7.4 is our policy's verdict.
+        assert result.source is ReplySource.LOCAL
+        assert result.remote_host == f"mx.tlsreq.test[{TLSREQ_HOST}]:{port}"
     assert sink.dumps() == []
     fields = one_recipient_report(reports)
     assert (fields["Action"], fields["Status"]) == ("failed", "4.4.7")
-    assert fields["Diagnostic-Code"] == f"smtp; {expired}"  # carries the TLS reason
+    # Our verdicts (the lifetime, the TLS policy), not the host's: it offered no STARTTLS.
+    expired_text = expired.removeprefix("451 4.4.7 ")
+    assert fields["Diagnostic-Code"] == (
+        f"X-mailwright; {expired_text} mx.tlsreq.test[{TLSREQ_HOST}]"
+    )
+    assert fields["Diagnostic-Code"].endswith(
+        f"TLS is required, but was not offered by host mx.tlsreq.test[{TLSREQ_HOST}]"
+    )
+    assert fields["Remote-MTA"] is None
 
 
 def test_tls_policy_encrypt_moves_on_to_an_mx_that_offers_starttls(tmp_path, dns, port):
@@ -470,8 +530,14 @@ def test_mta_sts_enforce_certificate_for_another_name_defers_never_plaintext(tmp
     assert handler.mails == [] and handler.messages == []
     fields = one_recipient_report(reports)
     assert (fields["Action"], fields["Status"]) == ("failed", "4.4.7")
-    assert fields["Diagnostic-Code"] == f"smtp; {h.events[2][2]}"
-    assert fields["Diagnostic-Code"].endswith(f"last error: {failed}")
+    expired_text = h.events[2][2].removeprefix("451 4.4.7 ")
+    assert fields["Diagnostic-Code"] == (
+        f"X-mailwright; {expired_text} (host mx.sts.test[{STS_HOST}])"
+    )
+    assert fields["Diagnostic-Code"].endswith(
+        f"last error: {failed} (host mx.sts.test[{STS_HOST}])"
+    )
+    assert fields["Remote-MTA"] is None
 
 
 def test_mta_sts_enforce_matching_trusted_certificate_delivers_over_tls(tmp_path, dns, port):
@@ -589,8 +655,14 @@ def test_dane_ee_mismatch_defers_never_plaintext_then_expires(tmp_path, loopback
     assert handler.mails == [] and handler.messages == []
     fields = one_recipient_report(reports)
     assert (fields["Action"], fields["Status"]) == ("failed", "4.4.7")
-    assert fields["Diagnostic-Code"] == f"smtp; {h.events[2][2]}"
-    assert fields["Diagnostic-Code"].endswith(f"last error: {failed}")
+    expired_text = h.events[2][2].removeprefix("451 4.4.7 ")
+    assert fields["Diagnostic-Code"] == (
+        f"X-mailwright; {expired_text} (host mx.dane.test[{DANE_HOST}])"
+    )
+    assert fields["Diagnostic-Code"].endswith(
+        f"last error: {failed} (host mx.dane.test[{DANE_HOST}])"
+    )
+    assert fields["Remote-MTA"] is None
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,13 @@ import email.policy
 
 import pytest
 
+from mailwright.queue.agent import ReplySource
 from mailwright.queue.dsn import (
+    Action,
+    Reported,
+    ReportKind,
     build_bounce,
+    build_report,
     split_headers,
     status_of,
 )
@@ -118,7 +123,9 @@ def test_bounce_is_a_parseable_multipart_report() -> None:
     assert bob["Original-Recipient"] is None  # no ORCPT given
     assert bob["Action"] == "failed"
     assert bob["Status"] == "5.1.1"
-    assert bob["Diagnostic-Code"] == "smtp; 550 5.1.1 <bob@example.net>: user unknown"
+    # No host in the report: the reason is ours (RFC 3464 §2.3.6), not a remote reply.
+    assert bob["Diagnostic-Code"] == "X-mailwright; <bob@example.net>: user unknown"
+    assert bob["Remote-MTA"] is None
     assert carol["Status"] == "5.2.2" and carol["Action"] == "failed"
 
     returned = parts[2].get_payload()
@@ -250,3 +257,83 @@ def test_original_recipient_is_xtext_decoded_once() -> None:
     _, block = report_blocks(parse(data))
     assert block["Final-Recipient"] == "rfc822; x@remote.example"
     assert block["Original-Recipient"] == "rfc822; user+41@example.org"
+
+
+# -- who said it: the remote server's reply or our own reason (RFC 3464 §2.3.5/§2.3.6) --
+
+MX = "mx.example.net[192.0.2.1]:25"  # how the relay names the host it talked to
+
+
+def diagnostic(block: email.message.Message) -> str:
+    """Diagnostic-Code unfolded (RFC 5322 §2.2.3: remove the CRLF, keep the space)."""
+    return str(block["Diagnostic-Code"]).replace("\r\n", "")
+
+
+def one_report(entry: Reported) -> tuple[email.message.Message, str]:
+    """(the recipient's field block, the human part) of a failure report."""
+    data = build_report(
+        message(entry.state), ReportKind.FAILURE, [entry], b"Subject: s\r\n", "mta.example", NOW
+    )
+    parsed = parse(data)
+    _, block = report_blocks(parsed)
+    parts = parsed.get_payload()
+    assert isinstance(parts, list)
+    human = parts[0].get_payload(decode=True)
+    assert isinstance(human, bytes)
+    return block, human.decode()
+
+
+def test_local_refusal_report_has_x_mailwright_diagnostic_and_no_remote_mta() -> None:
+    """SMTPUTF8 needed but not offered is our refusal: the host was involved (named in
+    the text, Postfix style without the port) but it said nothing of the kind."""
+    refusal = codes.R553_SMTPUTF8_REQUIRED
+    state = failed("bob@example.net", RemoteReply(refusal.code, refusal.enhanced, refusal.text))
+    block, human = one_report(Reported(state, Action.FAILED, MX, "mx.example.net"))
+    sentence = "SMTPUTF8 is required, but was not offered by host mx.example.net[192.0.2.1]"
+    assert diagnostic(block) == f"X-mailwright; {sentence}"
+    assert block["Remote-MTA"] is None
+    assert block["Status"] == "5.6.7"  # the enhanced code, as before
+    assert f"<bob@example.net>: {sentence}" in human.splitlines()
+    assert "said" not in human
+
+
+def test_remote_reply_report_keeps_smtp_diagnostic_and_remote_mta() -> None:
+    state = failed("bob@example.net", RemoteReply(550, "5.1.1", "<bob@example.net>: unknown"))
+    entry = Reported(state, Action.FAILED, MX, "mx.example.net", ReplySource.REMOTE)
+    block, human = one_report(entry)
+    assert diagnostic(block) == "smtp; 550 5.1.1 <bob@example.net>: unknown"
+    assert block["Remote-MTA"] == "dns; mx.example.net"
+    assert block["Status"] == "5.1.1"
+    assert f"<bob@example.net>: host {MX} said: 550 5.1.1 <bob@example.net>: unknown" in human
+
+
+@pytest.mark.parametrize(
+    ("reply", "host", "text"),
+    [
+        # Worded to take the host's name (as Postfix's "... offered by host %s").
+        (codes.R451_TLS_NOT_OFFERED, MX, f"{codes.R451_TLS_NOT_OFFERED.text} {MX[:-3]}"),
+        # Any other reason of ours names the host in brackets.
+        (codes.R451_TLS_FAILED, MX, f"{codes.R451_TLS_FAILED.text} (host {MX[:-3]})"),
+        # An IPv6 address keeps its colons; only the port goes.
+        (codes.R552_TOO_BIG_FOR_PEER, "mx[2001:db8::1]:25", "(host mx[2001:db8::1])"),
+        # No host involved (NXDOMAIN, a null MX): the reason alone.
+        (codes.R556_NULL_MX, None, codes.R556_NULL_MX.text),
+    ],
+)
+def test_local_reason_names_the_host_it_concerns(reply: Reply, host: str | None, text: str) -> None:
+    state = failed("bob@example.net", RemoteReply(reply.code, reply.enhanced, reply.text))
+    block, human = one_report(Reported(state, Action.FAILED, host))
+    assert diagnostic(block).startswith("X-mailwright; ")
+    assert diagnostic(block).endswith(text)
+    assert block["Remote-MTA"] is None
+    assert block["Status"] == reply.enhanced
+    assert "said" not in human and text in human
+
+
+def test_a_remote_source_without_a_host_is_reported_as_ours() -> None:
+    """A reply no host is named for cannot be put in a host's mouth: ``smtp;`` and
+    Remote-MTA need the host (RFC 3464 §2.3.5)."""
+    state = failed("bob@example.net", RemoteReply(550, "5.1.1", "unknown"))
+    block, human = one_report(Reported(state, Action.FAILED, None, None, ReplySource.REMOTE))
+    assert diagnostic(block) == "X-mailwright; unknown"
+    assert block["Remote-MTA"] is None and "said" not in human

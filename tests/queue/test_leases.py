@@ -217,7 +217,8 @@ def test_bounce_status_comes_from_the_structured_reply(stores: StoreFactory, clo
         blocks = parts[1].get_payload()
         assert isinstance(blocks, list)
         assert blocks[1]["Status"] == "5.0.0"
-        assert blocks[1]["Diagnostic-Code"] == "smtp; 550 4.2.2 mailbox over quota"
+        # Our agent's own reply (no remote host): RFC 3464 §2.3.6's X- type, text only.
+        assert blocks[1]["Diagnostic-Code"] == "X-mailwright; 4.2.2 mailbox over quota"
         await store.close()
 
     run(main())

@@ -21,11 +21,13 @@ from helpers.spoolkit import BODY, BUSY, CONFIG, OK, UNKNOWN, Clock, StoreFactor
 from mailwright.config import DeliveryConfig
 from mailwright.queue.agent import DeliveryResult, Progress
 from mailwright.queue.dsn import FOLD_WIDTH
-from mailwright.queue.notices import postmaster_address
+from mailwright.queue.notices import ReplySource, postmaster_address
 from mailwright.queue.runner import QueueRunner
 from mailwright.smtp import Reply
 from mailwright.spool.model import Envelope, Recipient, RemoteSession, SpooledMessage
 from mailwright.spool.store import SpoolStore
+
+REMOTE = ReplySource.REMOTE  # the scripted results stand for a remote host's replies
 
 HOUR = 3600.0
 WARN = DeliveryConfig(
@@ -111,7 +113,9 @@ def test_bounce_names_the_remote_mta_and_carries_its_whole_reply(
         "in 2019 when the project moved; write to the new address given on the",
         "web site, or ask the postmaster of example.net for help with it",
     )
-    refused = DeliveryResult(Reply(550, "5.1.1", lines), remote_host="mx1.example.net")
+    refused = DeliveryResult(
+        Reply(550, "5.1.1", lines), remote_host="mx1.example.net", source=REMOTE
+    )
     agent = ScriptedAgent({"bob@example.net": refused})
 
     async def main() -> None:
@@ -148,9 +152,12 @@ def test_remote_mta_is_the_host_name_alone_not_postfix_host_address_port(
     session = RemoteSession("mx2.example.net", "2001:db8::2", 25)
     agent = ScriptedAgent(
         {
-            "bob@example.net": DeliveryResult(UNKNOWN, remote_host=postfix_style),
+            "bob@example.net": DeliveryResult(UNKNOWN, remote_host=postfix_style, source=REMOTE),
             "carol@example.net": DeliveryResult(
-                UNKNOWN, remote_host="mx2.example.net[2001:db8::2]:25", session=session
+                UNKNOWN,
+                remote_host="mx2.example.net[2001:db8::2]:25",
+                session=session,
+                source=REMOTE,
             ),
         }
     )
@@ -172,13 +179,49 @@ def test_remote_mta_is_the_host_name_alone_not_postfix_host_address_port(
     run(main())
 
 
+def test_expiry_bounce_is_our_verdict_not_what_the_remote_host_said(
+    stores: StoreFactory, clock: Clock
+) -> None:
+    """The host answered 451 4.2.0 every time; giving up after the queue lifetime is
+    our decision (4.4.7): no Remote-MTA, an X- diagnostic, no "host ... said: 451 4.4.7
+    Message expired" (it never said that), the host named as the last error's source."""
+    busy = DeliveryResult(BUSY, remote_host="mx1.example.net[192.0.2.1]:25", source=REMOTE)
+    agent = ScriptedAgent({"bob@example.net": busy})
+
+    async def main() -> None:
+        store = stores(clock)
+        await store.open()
+        queue = runner(store, agent, clock)
+        await put(store, one())
+        await queue.run_once()
+        clock.advance(WARN.max_queue_lifetime + 1)
+        await queue.run_once()
+        await store.close()
+
+    run(main())
+    (parsed,) = [
+        p for _, p in agent.reports() if p["Subject"] == "Undelivered Mail Returned to Sender"
+    ]
+    _, bob = status_blocks(parsed)
+    assert (bob["Action"], bob["Status"]) == ("failed", "4.4.7")
+    assert bob["Remote-MTA"] is None
+    expected = (
+        "X-mailwright; Message expired after 1 days in queue; last error:"
+        f" {BUSY} (host mx1.example.net[192.0.2.1])"
+    )
+    assert unfold(bob["Diagnostic-Code"]) == expected
+    human = parts(parsed)[0].get_payload(decode=True)
+    assert isinstance(human, bytes) and b" said:" not in human
+    assert f"<bob@example.net>: {expected.removeprefix('X-mailwright; ')}".encode() in human
+
+
 # -- 2. delay warnings --------------------------------------------------------------
 
 
 def test_delay_warning_is_sent_once_and_not_again_after_a_restart(
     stores: StoreFactory, clock: Clock
 ) -> None:
-    busy = DeliveryResult(BUSY, remote_host="mx1.example.net")
+    busy = DeliveryResult(BUSY, remote_host="mx1.example.net", source=REMOTE)
     agent = ScriptedAgent({"bob@example.net": busy})
     received = clock.now
 
@@ -342,7 +385,9 @@ def test_notify_success_relayed_only_when_the_next_hop_lacks_dsn(
     stores: StoreFactory, clock: Clock, next_hop_dsn: bool, reported: bool
 ) -> None:
     accepted = Reply.of(250, "2.0.0", "Ok: queued as 4XyZ")
-    result = DeliveryResult(accepted, remote_host="mx1.example.net", next_hop_dsn=next_hop_dsn)
+    result = DeliveryResult(
+        accepted, remote_host="mx1.example.net", next_hop_dsn=next_hop_dsn, source=REMOTE
+    )
     agent = ScriptedAgent({"bob@example.net": result})
 
     async def main() -> None:
@@ -415,7 +460,7 @@ def test_undeliverable_bounce_goes_to_the_postmaster_once_and_never_loops(
 ) -> None:
     """The sender and the postmaster both refuse: original -> bounce -> double bounce
     -> logged, and nothing more."""
-    refused = DeliveryResult(UNKNOWN, remote_host="mx.example.com")
+    refused = DeliveryResult(UNKNOWN, remote_host="mx.example.com", source=REMOTE)
     agent = ScriptedAgent(
         {"bad@example.net": refused, SENDER: refused, POSTMASTER: DeliveryResult(UNKNOWN)}
     )

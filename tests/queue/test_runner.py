@@ -138,7 +138,9 @@ def test_permanent_failure_produces_bounce(stores: StoreFactory, clock: Clock) -
         assert blocks[1]["Final-Recipient"] == "rfc822; bad@example.net"
         assert blocks[1]["Action"] == "failed"
         assert blocks[1]["Status"] == "5.1.1"
-        assert blocks[1]["Diagnostic-Code"] == "smtp; 550 5.1.1 User unknown"
+        # The agent's own refusal, no remote host: an X- diagnostic (RFC 3464 §2.3.6).
+        assert blocks[1]["Diagnostic-Code"] == "X-mailwright; User unknown"
+        assert blocks[1]["Remote-MTA"] is None
         kinds = [(e[0], e[2]) for e in h.events]
         assert ("bounced", "bad@example.net") in kinds
         assert ("delivered", "bob@example.net") in kinds

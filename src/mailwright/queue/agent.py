@@ -28,28 +28,49 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 from mailwright.smtp import Reply
 from mailwright.spool.model import Recipient, RemoteSession, SpooledMessage
 
 
+class ReplySource(StrEnum):
+    """Who made a result's reply.  RFC 3464 §2.3.5/§2.3.6: a DSN's Remote-MTA is the
+    MTA that reported the status and diagnostic type ``smtp`` is for a reply a remote
+    SMTP server sent; a reason of our own is not "the remote said" (Postfix marks its
+    own ``X-Postfix``)."""
+
+    REMOTE = "remote"  # the remote SMTP/LMTP server sent ``reply``
+    # We made it: our own mailbox delivery, a refusal before anything was sent
+    # (SMTPUTF8, SIZE, 8-bit), routing (NXDOMAIN, null MX, a loop), TLS policy, a
+    # connection that failed or timed out, the queue's own verdicts.
+    LOCAL = "local"
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryResult:
     reply: Reply  # what we report (in the mail log, in a DSN)
     reason: str = ""  # private detail for the log only
-    remote_host: str | None = None  # who gave ``reply`` (a relay's MX); None: ourselves
+    # The host we talked to (a relay's MX, Postfix style "mx.example[192.0.2.1]:25");
+    # None: no remote host was involved (local delivery, or nobody answered).
+    remote_host: str | None = None
     # The next hop advertised DSN and took our NOTIFY/ORCPT (RFC 3461 §4.2, §5.2): it
     # reports success itself, so no "relayed" DSN is due.  The relay agent sets it.
     next_hop_dsn: bool = False
     # The session that gave ``reply`` (host name and address, TLS, the policy and the
     # replies that concern this recipient): kept in the attempt history.
     session: RemoteSession | None = None
+    # Whether ``remote_host`` sent ``reply`` or we made it (see ``ReplySource``).  The
+    # default is the safe side: a reply is never put in a remote host's mouth unless
+    # the agent saw that host send it.
+    source: ReplySource = ReplySource.LOCAL
 
     @property
     def remote_mta(self) -> str | None:
-        """The name of the host that answered (a DSN's Remote-MTA, RFC 3464 §2.3.5)."""
-        if self.remote_host is None:
+        """The name of the host that answered (a DSN's Remote-MTA, RFC 3464 §2.3.5):
+        None when the reply is our own, even if a host was involved."""
+        if self.remote_host is None or self.source is not ReplySource.REMOTE:
             return None
         if self.session is not None:
             return self.session.host

@@ -8,8 +8,11 @@ with three parts:
    Original-Envelope-Id from ENVID, Arrival-Date) then, per recipient reported,
    Final-Recipient, Original-Recipient (from ORCPT, RFC 3461 §4.2, as decoded by the
    parser), Action, Status (RFC 3463), Remote-MTA (RFC 3464 §2.3.5: the host that gave
-   the reply, when it was not us), Diagnostic-Code (the whole reply, every line, folded
-   rather than cut), Last-Attempt-Date and, for a delay, Will-Retry-Until;
+   the reply, when it was not us), Diagnostic-Code (§2.3.6: ``smtp;`` and the whole
+   reply, every line, folded rather than cut, when a remote server sent it;
+   ``X-mailwright;`` and what happened, naming the host involved, when the reason is
+   ours — a refusal before sending, routing, TLS policy, a timeout — as Postfix writes
+   ``X-Postfix;``), Last-Attempt-Date and, for a delay, Will-Retry-Until;
 3. the original message: full (``message/rfc822``) or only its header
    (``text/rfc822-headers``).  A failure report follows RET (RFC 3461 §4.3); without
    RET we return the full message if it is small, as Postfix does
@@ -47,6 +50,7 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from enum import Enum, StrEnum
 
+from mailwright.queue.agent import ReplySource
 from mailwright.spool.model import (
     BodyType,
     RecipientState,
@@ -70,6 +74,10 @@ SUBJECT = "Undelivered Mail Returned to Sender"
 DEFAULT_FAILURE_STATUS = "5.0.0"  # RFC 3463 "other undefined status"
 DEFAULT_DELAY_STATUS = "4.0.0"
 DEFAULT_SUCCESS_STATUS = "2.0.0"
+# RFC 3464 §2.3.6: "smtp" is the diagnostic type of a reply a remote SMTP server sent;
+# a reason of our own gets an "X-" type, as Postfix's "X-Postfix".
+REMOTE_DIAGNOSTIC_TYPE = "smtp"
+LOCAL_DIAGNOSTIC_TYPE = "X-mailwright"
 
 CRLF = b"\r\n"
 
@@ -121,12 +129,19 @@ class ReportKind(Enum):
 
 @dataclass(frozen=True, slots=True)
 class Reported:
-    """One recipient in a report: its state, what happened, who answered (None: us)."""
+    """One recipient in a report: its state, what happened, the host involved (None:
+    none) and whether its last reply is that host's (``source``) or our own reason."""
 
     state: RecipientState
     action: Action
     remote_host: str | None = None  # Postfix style "host[address]:port", for the text
     remote_mta: str | None = None  # the host's name alone: Remote-MTA (RFC 3464 §2.3.5)
+    source: ReplySource = ReplySource.LOCAL
+
+    @property
+    def said_by_remote(self) -> bool:
+        """The last reply is what the remote host sent: "host X said", ``smtp;``."""
+        return self.source is ReplySource.REMOTE and self.remote_host is not None
 
 
 def status_of(reply: RemoteReply | None) -> tuple[str, str | None]:
@@ -137,6 +152,40 @@ def status_of(reply: RemoteReply | None) -> tuple[str, str | None]:
         return DEFAULT_FAILURE_STATUS, None
     status = reply.enhanced or f"{reply.code // 100}.0.0"
     return status, _clean(str(reply), MAX_DIAGNOSTIC_TEXT) or None
+
+
+def host_for_text(remote_host: str) -> str:
+    """The host as Postfix names it in a reason, without the port: "mx[192.0.2.1]" from
+    "mx[192.0.2.1]:25" ("... was not offered by host mx[192.0.2.1]")."""
+    if remote_host.endswith("]"):
+        return remote_host
+    name, bracket, rest = remote_host.rpartition("]:")
+    return f"{name}]" if bracket and rest.isdigit() else remote_host
+
+
+def local_diagnostic(reply: RemoteReply | None, remote_host: str | None) -> str | None:
+    """Our own reason in words, naming the host it concerns (Postfix's ``X-Postfix``
+    text): the reply's text without the codes (the Status field has them), the host
+    appended where the text ends in "host" ("SMTPUTF8 is required, but was not offered
+    by host mx.example[192.0.2.1]", as ``smtp.codes`` words those), else in brackets."""
+    if reply is None:
+        return None
+    text = _clean(reply.text or str(reply), MAX_DIAGNOSTIC_TEXT)
+    if remote_host is None or not (host := _clean(host_for_text(remote_host))):
+        return text or None
+    if text.endswith(" host"):
+        return f"{text} {host}"
+    return f"{text} (host {host})" if text else f"host {host}"
+
+
+def diagnostic_of(entry: Reported) -> str | None:
+    """The Diagnostic-Code value (RFC 3464 §2.3.6): ``smtp; <the whole reply>`` for a
+    remote server's reply, ``X-mailwright; <what happened>`` for our own reason."""
+    if entry.said_by_remote:
+        _, text = status_of(entry.state.last_reply)
+        return f"{REMOTE_DIAGNOSTIC_TYPE}; {text}" if text else None
+    text = local_diagnostic(entry.state.last_reply, entry.remote_host)
+    return f"{LOCAL_DIAGNOSTIC_TYPE}; {text}" if text else None
 
 
 def split_headers(message: bytes) -> bytes:
@@ -279,9 +328,14 @@ def _human_text(
     lines += _intro(kind, message, lifetime, now)
     lines += ["", f"Queue ID: {message.queue_id}", ""]
     for entry in entries:
-        _, diagnostic = status_of(entry.state.last_reply)
+        if entry.said_by_remote and entry.remote_host is not None:
+            # The remote host's own words (Postfix: "host mx[192.0.2.1] said: 550 ...").
+            _, diagnostic = status_of(entry.state.last_reply)
+            said = f"host {_clean(entry.remote_host)} said: "
+        else:  # what happened, in our words: no host "said" it
+            diagnostic = local_diagnostic(entry.state.last_reply, entry.remote_host)
+            said = ""
         text = _clean(diagnostic or f"delivery {entry.action}")
-        said = f"host {_clean(entry.remote_host)} said: " if entry.remote_host else ""
         lines.append(f"<{entry.state.recipient.address}>: {said}{text}")
     return "\r\n".join(lines) + "\r\n"
 
@@ -301,15 +355,16 @@ def _delivery_status(
     blocks = ["\r\n".join(fields)]
     for entry in entries:
         recipient = entry.state.recipient
-        _, diagnostic = status_of(entry.state.last_reply)
+        diagnostic = diagnostic_of(entry)
         rcpt = [f"Final-Recipient: {_address_field(recipient.address)}"]
         if recipient.orcpt and (original := _original_recipient(recipient.orcpt)):
             rcpt.append(f"Original-Recipient: {original}")
         rcpt += [f"Action: {entry.action}", f"Status: {_status(entry)}"]
-        if entry.remote_mta and (host := _clean(entry.remote_mta)):
+        # §2.3.5: the MTA that reported the status, only when a remote host did.
+        if entry.said_by_remote and entry.remote_mta and (host := _clean(entry.remote_mta)):
             rcpt.append(f"Remote-MTA: dns; {host}")
         if diagnostic:
-            rcpt.append(_fold("Diagnostic-Code", f"smtp; {diagnostic}"))
+            rcpt.append(_fold("Diagnostic-Code", diagnostic))
         rcpt.append(f"Last-Attempt-Date: {formatdate(now, usegmt=True)}")
         if entry.action is Action.DELAYED:
             until = message.received_at + lifetime

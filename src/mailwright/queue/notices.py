@@ -45,7 +45,7 @@ import logging
 from collections.abc import Sequence
 
 from mailwright.config import DeliveryConfig
-from mailwright.queue.agent import DeliveryResult
+from mailwright.queue.agent import DeliveryResult, ReplySource
 from mailwright.queue.bounces import BounceNotStored, Queued, queue_report
 from mailwright.queue.dsn import Action, Reported, ReportKind
 from mailwright.queue.outcome import Tried
@@ -105,7 +105,16 @@ def reported(state: RecipientState, action: Action, result: DeliveryResult | Non
     """A recipient in a report, with who answered for it (None: us, or not this time)."""
     if result is None:
         return Reported(state, action)
-    return Reported(state, action, result.remote_host, result.remote_mta)
+    # The remote host's reply only if it is still the one reported: a lifetime that ran
+    # out replaces it with our own verdict (4.4.7, ``expired_reply``), which no host said.
+    last = state.last_reply
+    said = result.source is ReplySource.REMOTE and (
+        last is not None
+        and (last.code, last.enhanced, last.text)
+        == (result.reply.code, result.reply.enhanced, result.reply.text)
+    )
+    source = ReplySource.REMOTE if said else ReplySource.LOCAL
+    return Reported(state, action, result.remote_host, result.remote_mta, source)
 
 
 class Notices:

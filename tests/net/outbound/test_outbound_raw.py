@@ -172,7 +172,29 @@ def test_421_mid_transaction_is_every_unanswered_recipients_reply() -> None:
 
     result = run(main())
     assert [(r.reply.code, r.permanent) for r in result.recipients] == [(550, True), (421, False)]
+    assert [r.from_peer for r in result.recipients] == [True, True]  # both the peer's
     assert not result.usable
+
+
+def test_results_say_which_replies_the_peer_sent_and_which_we_made() -> None:
+    """A DSN says "host X said" only for the peer's own reply (RFC 3464 §2.3.6): the
+    refused RCPT is the peer's; the 451 for a connection dropped after the dot is ours."""
+
+    async def handler(reader, writer) -> None:  # type: ignore[no-untyped-def]
+        await greet(reader, writer)
+        await read_until(reader, b"DATA\r\n")
+        writer.write(b"250 ok\r\n550 5.1.1 unknown\r\n250 ok\r\n354 go\r\n")
+        await read_until(reader, b"\r\n.\r\n")
+        writer.transport.abort()
+
+    async def main():  # type: ignore[no-untyped-def]
+        async with scripted_server(handler) as port:
+            session = await OutboundSession.open(raw_peer(port), settings(), NO_TLS)
+            return await session.send(message("x@example.test", "y@example.test"))
+
+    refused, dropped = run(main()).recipients
+    assert (str(refused.reply), refused.from_peer) == ("550 5.1.1 unknown", True)
+    assert (dropped.reply.code, dropped.reply.enhanced, dropped.from_peer) == (451, "4.4.2", False)
 
 
 def test_local_refusals_send_nothing_and_keep_the_connection() -> None:
@@ -204,6 +226,7 @@ def test_local_refusals_send_nothing_and_keep_the_connection() -> None:
     assert str(with_nul.recipients[0].reply).startswith("554 5.6.0 ")
     for result in (too_big, no_utf8, with_nul):
         assert result.usable and result.recipients[0].permanent and result.mail_reply is None
+        assert not result.recipients[0].from_peer  # our refusal: no peer said it
 
 
 def _tls_contexts() -> tuple[ssl.SSLContext, trustme.CA]:

@@ -28,6 +28,11 @@ Each result names the host that answered, Postfix style (``remote_host``:
 "mx.example.com[192.0.2.1]:25"), and its ``reason`` says which TLS policy applied
 and why, for the mail log and the attempt history.  Concurrency is bounded globally
 (``max_connections``) and per destination (``max_connections_per_destination``).
+
+Who made a result's reply (``source``): the host, for its own replies only; a refusal
+before sending (SMTPUTF8, SIZE, 8-bit), a routing, TLS policy or connection failure
+and a timeout are ours even when a host was involved, so a DSN does not put them in
+the host's mouth (RFC 3464 §2.3.6).
 """
 
 from __future__ import annotations
@@ -70,6 +75,7 @@ from mailwright.net.outbound.model import (
 )
 from mailwright.net.outbound.session import OutboundSession
 from mailwright.net.outbound.tlspolicy import TlsMode, TlsPolicy
+from mailwright.queue.agent import ReplySource
 from mailwright.smtp import Reply, codes
 from mailwright.spool.model import Recipient, SpooledMessage
 
@@ -262,7 +268,7 @@ class RelayAgent:
             log.info("%s: %s", destination, exc.reason)
             return {
                 r.address: DeliveryResult(
-                    exc.reply, exc.reason, exc.remote_host, session=exc.session
+                    exc.reply, exc.reason, exc.remote_host, session=exc.session, source=exc.source
                 )
                 for r in recipients
             }
@@ -311,14 +317,19 @@ class RelayAgent:
         reply = with_enhanced(
             last.reply if last.reply is not None and answered else last.result_reply
         )
+        # The host's own refusal (softened or not: its words stay) is what it said;
+        # a TLS, policy or connection failure is our reason, though a host answered.
+        source = ReplySource.REMOTE if answered else ReplySource.LOCAL
         if last.stage is Stage.AUTH and reply.is_permanent:
             reply = soften(reply)
         elif any_temporary and not reply.is_transient:
             reply = last.result_reply if last.result_reply.is_transient else codes.R451_NO_ANSWER
+            source = ReplySource.LOCAL
         host = f"{last.peer.host}[{last.peer.address}]:{last.peer.port}"
         if last.stage is Stage.CONNECT:  # nobody answered: no remote host, no session
             raise RouteError(reply, "; ".join(failures))
-        raise RouteError(reply, "; ".join(failures), host, failed_session(last, last_policy))
+        history = failed_session(last, last_policy)
+        raise RouteError(reply, "; ".join(failures), host, history, source)
 
     async def _open(
         self, peer: Peer, settings: ClientSettings, policy: TlsPolicy
@@ -369,8 +380,15 @@ class RelayAgent:
             # NOTIFY/ORCPT went on (the next hop offered DSN): success is its to report.
             passed = found is not None and found.dsn_passed
             session = transaction_session(info, policy, transcript, index, lmtp=destination.lmtp)
+            # The peer's reply, or one we made (SMTPUTF8/SIZE/8-bit refusal, a timeout).
+            said = found is not None and found.from_peer
             out[rcpt.address] = DeliveryResult(
-                reply, reason, pooled.label, next_hop_dsn=passed, session=session
+                reply,
+                reason,
+                pooled.label,
+                next_hop_dsn=passed,
+                session=session,
+                source=ReplySource.REMOTE if said else ReplySource.LOCAL,
             )
         return out
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from itertools import groupby
 
 from mailwright.dns.types import Answer, DnsTemporaryError, MxRecord, Resolver
+from mailwright.queue.agent import ReplySource
 from mailwright.smtp import Reply, codes, to_ascii_domain
 from mailwright.spool.model import RemoteSession
 
@@ -59,12 +60,16 @@ class RouteError(Exception):
         reason: str,
         remote_host: str | None = None,
         session: RemoteSession | None = None,
+        source: ReplySource = ReplySource.LOCAL,
     ) -> None:
         super().__init__(reason)
         self.reply = reply
         self.reason = reason
-        self.remote_host = remote_host  # the host whose answer ``reply`` is, if any
+        self.remote_host = remote_host  # the last host that answered at all, if any
         self.session = session  # that host's session, for the attempt history
+        # REMOTE only when ``reply`` is that host's own answer (a 5xx greeting, a
+        # refused EHLO); routing, TLS policy and connection failures are ours.
+        self.source = source
 
 
 # MTA-STS (RFC 8461 §4.1): the MX host names a domain's enforced policy allows, in

@@ -180,6 +180,9 @@ class RecipientResult:
     # NOTIFY/ORCPT went to the next hop (it offered DSN, RFC 3461 §4): a DSN for this
     # recipient is now the next hop's to send ("relayed" when it did not, §5.2.2).
     dsn_passed: bool = False
+    # ``reply`` is one the peer sent (in the transcript); False: we made it (a local
+    # refusal, a timeout, a lost connection): a DSN must not say the peer said it.
+    from_peer: bool = False
 
     @property
     def delivered(self) -> bool:

@@ -366,8 +366,11 @@ async def run_transaction(
     assert not missing, "every recipient has a reply"
     # The RCPTs went out with NOTIFY/ORCPT when the peer offers DSN and MAIL was taken.
     passed = txn.dsn and txn.mail_reply is not None and txn.mail_reply.is_positive
+    # A reply the peer sent is an object of this transaction's transcript (a 421 that
+    # ended it included); the ones we made (``codes.R4xx/R5xx``) never are.
+    received = [entry.reply for entry in channel.transcript[start:]]
     results = tuple(
-        RecipientResult(rcpt, reply, dsn_passed=passed)
+        RecipientResult(rcpt, reply, dsn_passed=passed, from_peer=any(reply is r for r in received))
         for rcpt, reply in zip(message.recipients, txn.final, strict=True)
         if reply is not None
     )
