@@ -19,9 +19,9 @@ import pytest
 
 from helpers.spoolkit import BODY, BUSY, CONFIG, OK, UNKNOWN, Clock, StoreFactory, put, run
 from mailwright.config import DeliveryConfig
-from mailwright.queue.agent import DeliveryResult, Progress
+from mailwright.queue.agent import DeliveryResult, Progress, ReplySource
 from mailwright.queue.dsn import FOLD_WIDTH
-from mailwright.queue.notices import ReplySource, postmaster_address
+from mailwright.queue.notices import postmaster_address
 from mailwright.queue.runner import QueueRunner
 from mailwright.smtp import Reply
 from mailwright.spool.model import Envelope, Recipient, RemoteSession, SpooledMessage

@@ -91,7 +91,9 @@ _WITH_VALUE = frozenset("BCFLNORVXbefhopr")
 _IGNORED_FLAGS = frozenset("46GUcmnx")
 _NOTIFY = frozenset({"SUCCESS", "DELAY", "FAILURE"})
 USAGE = "usage: sendmail [-t] [-i] [-f FROM] [-F NAME] [-C CONFIG] [option...] [RECIPIENT...]"
-HELP = USAGE + """
+HELP = (
+    USAGE
+    + """
 
 Read one message from standard input and queue it, as sendmail does; cron, PHP's
 mail(), git send-email and monitoring scripts call it.  Also works as `sendmail`
@@ -117,6 +119,7 @@ Examples:
   printf 'To: alice@example.org\nSubject: hi\n\nHello\n' | sendmail -t -i
   mailwright sendmail -f me@example.org -F 'Build Bot' -i bob@example.org < report.txt
   ln -s "$(command -v mailwright)" /usr/sbin/sendmail"""
+)
 
 
 class Exit(Exception):

@@ -320,4 +320,3 @@ async def _transact(opts: SendOptions, session: OutboundSession, report: SendRep
         if detail and detail not in report.reason:
             report.reason += f": {detail}"
     return report
-

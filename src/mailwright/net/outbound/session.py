@@ -416,9 +416,7 @@ class OutboundSession:
         # Also before EHLO or right after TLS (a session stopped early on request):
         # QUIT is valid in any state outside a transaction (RFC 5321 §4.1.1.10).
         usable = self.usable or (
-            self._channel.alive
-            and conn.pending == 0
-            and conn.state is State.NEED_HELO
+            self._channel.alive and conn.pending == 0 and conn.state is State.NEED_HELO
         )
         self._closed = True
         with contextlib.suppress(Exception):
