@@ -12,8 +12,7 @@ from typing import Annotated
 
 from pydantic import Field, field_validator
 
-from mailwright.config.base import Frozen
-from mailwright.smtp import limits as smtp_limits
+from mailwright.config.base import Frozen, domain_name
 
 
 class DomainConfig(Frozen):
@@ -33,10 +32,7 @@ class DomainConfig(Frozen):
     @field_validator("name")
     @classmethod
     def _lower_domain(cls, value: str) -> str:
-        value = value.strip().rstrip(".").lower()
-        if not value or len(value) > smtp_limits.MAX_DOMAIN_LENGTH:
-            raise ValueError("domain name is empty or longer than 255 octets")
-        return value
+        return domain_name(value)
 
     @field_validator("mailboxes")
     @classmethod

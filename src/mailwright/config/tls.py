@@ -13,8 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from mailwright.config.base import Frozen
-from mailwright.smtp import limits as smtp_limits
+from mailwright.config.base import Frozen, domain_name
 
 
 class CertificateConfig(Frozen):
@@ -91,7 +90,4 @@ class TlsPolicyConfig(Frozen):
     @field_validator("domain")
     @classmethod
     def _lower_domain(cls, value: str) -> str:
-        value = value.strip().rstrip(".").lower()
-        if not value or len(value) > smtp_limits.MAX_DOMAIN_LENGTH:
-            raise ValueError("domain name is empty or longer than 255 octets")
-        return value
+        return domain_name(value)

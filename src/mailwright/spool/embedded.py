@@ -371,20 +371,7 @@ class EmbeddedSpool:
     ) -> None:
         """``update`` plus the history rows and the end of ``owner``'s lease, in the same
         group-committed transaction (NORMAL sync: see "Durability of updates")."""
-        self._check_open()
-        future = asyncio.get_running_loop().create_future()
-        await self._submit(
-            Update(
-                message.queue_id,
-                message.next_attempt,
-                message.attempts,
-                len(message.pending),
-                _db.state_rows(message),
-                future,
-                _db.attempt_rows(message.queue_id, attempts),
-                owner,
-            )
-        )
+        await self._record(message, attempts, release_owner=owner)
 
     async def record_progress(
         self, message: SpooledMessage, attempts: Sequence[Attempt], owner: str
@@ -393,6 +380,18 @@ class EmbeddedSpool:
         another owner's live lease.  Its batch commits FULL, unlike ``record_attempt``:
         the 250s it records are what a power cut must not undo (one fsync per early
         report, only for messages with several destinations)."""
+        await self._record(message, attempts, progress_owner=owner, now=self._clock())
+
+    async def _record(
+        self,
+        message: SpooledMessage,
+        attempts: Sequence[Attempt],
+        *,
+        release_owner: str | None = None,
+        progress_owner: str | None = None,
+        now: float = 0.0,
+    ) -> None:
+        """Submit the recipients' state and ``attempts`` as one ``Update`` (see there)."""
         self._check_open()
         future = asyncio.get_running_loop().create_future()
         await self._submit(
@@ -404,8 +403,9 @@ class EmbeddedSpool:
                 _db.state_rows(message),
                 future,
                 _db.attempt_rows(message.queue_id, attempts),
-                progress_owner=owner,
-                now=self._clock(),
+                release_owner=release_owner,
+                progress_owner=progress_owner,
+                now=now,
             )
         )
 
