@@ -88,6 +88,9 @@ class EarlyResults:
         self._on_event = on_event
         # Applied and recorded: by ``id()`` of the recipient's state in ``message``.
         self.settled: dict[int, DeliveryResult] = {}
+        # Of those, the ones whose history rows the store took (the final record
+        # writes the rows of the others).
+        self.recorded: set[int] = set()
         # Two destinations may finish together: one record at a time, each built on
         # the one before (else the second would write the first's recipient back).
         self._lock = asyncio.Lock()
@@ -122,6 +125,15 @@ class EarlyResults:
             early.append((copy, result))
         if not stored.pending:
             return  # the final record removes the message right after (see above)
+        # Logged and settled in the runner's copy first, as the runner logs before it
+        # records (``apply_results``, then ``_record``): a kill in between leaves a
+        # logged 250 that the retry delivers again (at least once), never a stored 250
+        # without its mail-log line.  Settled even if the store refuses below: the 250
+        # happened, and the final record stores the runner's copy.
+        for state, result in fresh:
+            settle_delivered(state, result)
+            self.settled[id(state)] = result
+            emit(self._on_event, "delivered", message, state.recipient.address, result)
         try:
             await self._store.record_progress(
                 stored, history(stored, early, self._clock()), self._owner
@@ -134,7 +146,4 @@ class EarlyResults:
             # them again (the at-least-once window this record exists to close).
             log.error("%s: cannot record early results: %s", message.queue_id, exc)
             return
-        for state, result in fresh:
-            settle_delivered(state, result)
-            self.settled[id(state)] = result
-            emit(self._on_event, "delivered", message, state.recipient.address, result)
+        self.recorded.update(id(state) for state, _ in fresh)

@@ -551,6 +551,7 @@ class QueueRunner:
             else:
                 results, fallback = await self._deliver(message, body, pending, early)
         settled = early.settled if early is not None else {}
+        recorded = early.recorded if early is not None else set()
         tried = apply_results(
             message,
             pending,
@@ -570,7 +571,7 @@ class QueueRunner:
             else:
                 self.notices_sent += 1
             self.offer(*report)
-        late = [t for t in tried if id(t[0]) not in settled]  # settled: in the history
+        late = [t for t in tried if id(t[0]) not in recorded]  # recorded: in the history
         await self._record(message, rows + history(message, late, self._clock()))
 
     async def _record(self, message: SpooledMessage, rows: list[Attempt]) -> None:
