@@ -297,3 +297,25 @@ def run(coro: Any, timeout: float = 60) -> Any:
 
 def elapsed(since: float) -> float:
     return time.monotonic() - since
+
+
+class PerRecipient:
+    """aiosmtpd handler: RCPT replies by local part (ok / later / bad); the DATA reply
+    is ``data_reply``."""
+
+    def __init__(self, data_reply: str = "250 2.0.0 Queued") -> None:
+        self.delivered: list[list[str]] = []
+        self.data_reply = data_reply
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        local = address.partition("@")[0]
+        if local == "later":
+            return "450 4.2.1 Mailbox busy, try later"
+        if local == "bad":
+            return "550 5.1.1 No such user"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.delivered.append(list(envelope.rcpt_tos))
+        return self.data_reply

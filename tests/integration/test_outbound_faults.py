@@ -18,6 +18,7 @@ from aiosmtpd.controller import Controller
 from helpers.dnsserver import LoopbackDns, MakeDns
 from helpers.mtasts_env import ServedPolicies
 from helpers.relaykit import (
+    PerRecipient,
     RelayHarness,
     SmtpSink,
     dsn_status,
@@ -292,26 +293,6 @@ def test_all_mx_down_until_expiry_then_one_bounce(tmp_path, dns, port):
     assert remaining == []
     (dsn,) = bounces
     assert dsn_status(dsn) == [("rfc822; x@far.test", "failed", "4.4.7")]
-
-
-class PerRecipient:
-    """aiosmtpd handler: RCPT replies by local part (ok / later / bad)."""
-
-    def __init__(self) -> None:
-        self.delivered: list[list[str]] = []
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        local = address.partition("@")[0]
-        if local == "later":
-            return "450 4.2.1 Mailbox busy, try later"
-        if local == "bad":
-            return "550 5.1.1 No such user"
-        envelope.rcpt_tos.append(address)
-        return "250 2.1.5 Ok"
-
-    async def handle_DATA(self, server, session, envelope):
-        self.delivered.append(list(envelope.rcpt_tos))
-        return "250 2.0.0 Queued"
 
 
 def test_two_of_three_recipients_one_delivered_one_retried_one_bounced(tmp_path, dns, port):

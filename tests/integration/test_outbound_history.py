@@ -22,7 +22,14 @@ import trustme
 from aiosmtpd.controller import Controller
 
 from helpers.dnsserver import LoopbackDns, MakeDns
-from helpers.relaykit import RelayHarness, dsn_status, free_shared_port, relay_config, run
+from helpers.relaykit import (
+    PerRecipient,
+    RelayHarness,
+    dsn_status,
+    free_shared_port,
+    relay_config,
+    run,
+)
 from helpers.servers import to_toml
 from mailwright.spool.model import RecipientStatus
 
@@ -43,26 +50,6 @@ mx.six       IN AAAA ::1
 @pytest.fixture
 def dns(loopback_dns: MakeDns) -> LoopbackDns:
     return loopback_dns(ZONE)
-
-
-class PerRecipient:
-    """aiosmtpd handler: RCPT replies by local part (ok / later / bad)."""
-
-    def __init__(self) -> None:
-        self.delivered: list[list[str]] = []
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        local = address.partition("@")[0]
-        if local == "later":
-            return "450 4.2.1 Mailbox busy, try later"
-        if local == "bad":
-            return "550 5.1.1 No such user"
-        envelope.rcpt_tos.append(address)
-        return "250 2.1.5 Ok"
-
-    async def handle_DATA(self, server, session, envelope):
-        self.delivered.append(list(envelope.rcpt_tos))
-        return "250 2.0.0 Queued as H1"
 
 
 def starttls_context(tmp_path: Path) -> ssl.SSLContext:
@@ -89,7 +76,7 @@ def test_attempt_history_keeps_each_recipients_session_and_queue_show_prints_it(
     tmp_path: Path, dns: LoopbackDns
 ) -> None:
     port = free_shared_port(["127.0.0.8"])
-    handler = PerRecipient()
+    handler = PerRecipient(data_reply="250 2.0.0 Queued as H1")
     controller = Controller(
         handler, hostname="127.0.0.8", port=port, tls_context=starttls_context(tmp_path)
     )
@@ -203,7 +190,7 @@ def test_mx_with_only_an_ipv6_address_gets_the_mail(tmp_path: Path, dns: Loopbac
     IPv6 and the history names the address; ``[outbound] port`` is global, so the
     peer listens on that port on ::1."""
     port = free_ipv6_port()
-    handler = PerRecipient()
+    handler = PerRecipient(data_reply="250 2.0.0 Queued as H1")
     controller = Controller(handler, hostname="::1", port=port)
     controller.start()
     try:
