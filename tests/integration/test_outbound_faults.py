@@ -468,6 +468,35 @@ def test_a_cached_session_the_peer_closed_is_replaced(tmp_path, dns, port):
     assert handler.delivered == 2
 
 
+def test_a_cached_pipelining_session_the_peer_closed_is_replaced(tmp_path, dns, port):
+    """As above against smtp-sink, which offers PIPELINING: the RSET that checks the
+    cached connection goes in one write with MAIL, RCPT and DATA, finds the
+    connection gone, and the message goes over a new one, delivered once."""
+
+    async def main():
+        h = harness(tmp_path, dns, port)
+        with sinks(("127.0.0.6", ()), port=port) as (first,):
+            await h.put("one@implicit.test")
+            await h.run_once()
+        # The sink is gone (its process exited): the pooled connection is closed.
+        with sinks(("127.0.0.6", ()), port=port) as (second,):
+            await h.put("two@implicit.test")
+            await h.run_once()
+            queued = await h.queued()
+            await h.close()
+            return h, queued, first.rcpts(), second.rcpts()
+
+    h, queued, first, second = run(main())
+    assert h.agent.pool.reused == 1  # the cached one was taken, found dead
+    assert queued == []
+    assert [e[:2] for e in h.events] == [
+        ("delivered", "one@implicit.test"),
+        ("delivered", "two@implicit.test"),
+    ]
+    assert [r[0] for r in first] == ["<one@implicit.test>"]
+    assert [r[0] for r in second] == ["<two@implicit.test>"]
+
+
 def test_4xx_greeting_moves_on_to_the_next_mx(tmp_path, dns, port):
     # -r CONNECT: mx1 greets with 450 (a busy server's greeting).
     with sinks(("127.0.0.2", ("-r", "CONNECT")), ("127.0.0.3", ()), port=port) as (mx1, mx2):

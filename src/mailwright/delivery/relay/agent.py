@@ -6,7 +6,7 @@ transaction per destination, the destinations concurrently.  For a destination:
 
 1. its candidates (``mx``: MX hosts in order, or the next hop's addresses); a
    routing failure (null MX, NXDOMAIN, loop, DNS down) is every recipient's answer;
-2. an idle session to it from the pool (checked with RSET), else the candidates in
+2. an idle session to it from the pool (checked by an RSET ahead of MAIL), else the candidates in
    order: a connection failure, a 4xx (or 5xx) greeting, EHLO or TLS failure moves on
    to the next one (RFC 5321 §5.1: "try the next"), at most ``max_mx_sessions``
    sessions that got a greeting (Postfix smtp_mx_session_limit) and the candidates
@@ -256,9 +256,9 @@ class RelayAgent:
         pooled = self.pool.take(key)
         if pooled is not None:
             # A cached session the peer may have closed meanwhile (its idle timer):
-            # RSET proves it alive first, as Postfix's connection cache does.
-            if await pooled.session.reset():
-                result = await pooled.session.send(outgoing)
+            # an RSET ahead of MAIL proves it alive, as Postfix's connection cache does.
+            result = await pooled.session.send(outgoing, reset_first=True)
+            if not result.stale:
                 return self._finish(key, destination, pooled, result, recipients)
             log.info("%s: cached session to %s is gone", destination, pooled.label)
             self.pool.discard(pooled)

@@ -27,7 +27,9 @@ in ``delivery``); this package speaks the protocol and reports what happened::
         result.transcript             # every reply of this transaction, with its stage
         result.info                   # host, address, port, TLS version/cipher, policy,
                                       # extensions, greeting (SessionInfo)
-        await session.reset()         # RSET: is an idle connection still good to reuse?
+        await session.send(message, reset_first=True)  # on an idle connection: RSET
+                                      # ahead of MAIL (pipelined); result.stale: it was gone
+        await session.reset()         # RSET alone: is an idle connection still good?
         await session.quit()          # QUIT and close; never raises
 
 Contract:

@@ -201,6 +201,10 @@ class TransactionResult:
     info: SessionInfo
     transcript: tuple[TranscriptEntry, ...]  # this transaction's replies, in order
     reason: str = ""  # why, in words, when the transaction failed as a whole
+    # ``reset_first``: the RSET that opened it got no 250 (a cached connection the peer
+    # closed meanwhile).  No final dot was sent, so the peer took nothing: send the
+    # message again on another connection.
+    stale: bool = False
 
 
 class SessionError(Exception):

@@ -377,14 +377,25 @@ class OutboundSession:
         from growing without bound."""
         return tuple(self._channel.transcript)
 
-    async def send(self, message: OutgoingMessage) -> TransactionResult:
+    async def send(
+        self, message: OutgoingMessage, *, reset_first: bool = False
+    ) -> TransactionResult:
         """One transaction; never raises for the peer's or the network's failures:
-        they are in the per-recipient replies (see ``run_transaction``)."""
+        they are in the per-recipient replies (see ``run_transaction``).
+
+        ``reset_first`` for a connection that sat idle (a pooled one): RSET ahead of
+        MAIL, in the same write when the peer pipelines; a result marked ``stale``
+        when the connection turned out gone (then nothing was sent for good)."""
         async with self._lock:
             start = len(self._channel.transcript)
             del self._channel.transcript[self._opening : start]
             result = await run_transaction(
-                self._channel, self.info, self.settings, message, usable=self.usable
+                self._channel,
+                self.info,
+                self.settings,
+                message,
+                usable=self.usable,
+                reset_first=reset_first,
             )
         if not result.usable:
             self._channel.abort()

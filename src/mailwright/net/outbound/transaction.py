@@ -130,6 +130,14 @@ def _chunks(body: bytes, size: int) -> Iterator[bytes]:
         yield body[start : start + size]
 
 
+class _Stale(Exception):
+    """The RSET ahead of the transaction got no 250: the connection is not usable."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class _Transaction:
     def __init__(
         self,
@@ -137,11 +145,13 @@ class _Transaction:
         info: SessionInfo,
         settings: ClientSettings,
         message: OutgoingMessage,
+        reset_first: bool = False,
     ) -> None:
         self.channel = channel
         self.info = info
         self.settings = settings
         self.message = message
+        self.reset_first = reset_first
         self.timeouts = settings.timeouts
         self.ext = info.extensions
         self.final: list[Reply | None] = [None] * len(message.recipients)
@@ -222,13 +232,16 @@ class _Transaction:
         bdat = bdat and stop is not Stage.DATA
         data_sent = False
         if pipelining:
+            # RSET may stand anywhere in a pipelined group (RFC 2920 §3.1): the check
+            # of a reused connection costs no round trip of its own.
             group: list[Event] = [mail, *rcpts]
             if not bdat:
                 group.append(Data())
                 data_sent = True
-            self.channel.write(group)
-            await self.channel.drain(t.data_block)
+            await self.open_with(group)
         else:
+            if self.reset_first:
+                await self.open_with([])
             self.channel.write([mail])
         self.mail_reply = await self.reply(Stage.MAIL, describe_command(mail), t.mail)
         if stop is Stage.MAIL:
@@ -278,12 +291,32 @@ class _Transaction:
             await self.send_data(body)
         return ""
 
+    async def open_with(self, group: list[Event]) -> None:
+        """Write ``group``, behind an RSET when the connection is a reused one
+        (``reset_first``): ``_Stale`` unless that RSET is answered 250 (Postfix checks
+        a cached connection with RSET too, bounded by smtp_rset_timeout)."""
+        if not self.reset_first:
+            self.channel.write(group)
+            await self.channel.drain(self.timeouts.data_block)
+            return
+        try:
+            self.channel.write([Rset(), *group])
+            await self.channel.drain(self.timeouts.data_block)
+            reply = await self.reply(Stage.RSET, "RSET", self.timeouts.rset)
+        except ChannelError as exc:
+            raise _Stale(exc.reason) from None
+        if reply.code != 250:
+            raise _Stale(f"RSET answered {reply}")
+
     async def send_data(self, body: bytes) -> None:
         t = self.timeouts
-        for block in _chunks(body, DATA_BLOCK_SIZE):
+        blocks = list(_chunks(body, DATA_BLOCK_SIZE))
+        for block in blocks[:-1]:
             self.channel.write([DataChunk(block)])
             await self.channel.drain(t.data_block)
-        self.channel.write([EndOfData(len(body))])
+        # The last block and the final dot in one write: one segment fewer per message.
+        last = [DataChunk(blocks[-1])] if blocks else []
+        self.channel.write([*last, EndOfData(len(body))])
         await self.channel.drain(t.data_block)
         await self.final_replies(".", t.data_end)
 
@@ -338,16 +371,21 @@ async def run_transaction(
     message: OutgoingMessage,
     *,
     usable: bool,
+    reset_first: bool = False,
 ) -> TransactionResult:
     """Send ``message`` on ``channel``; a result for every recipient, never raising for
-    what the peer or the network did."""
+    what the peer or the network did.  ``reset_first``: the connection was idle (a
+    pooled one); an RSET ahead of MAIL checks it, and a result marked ``stale`` says it
+    was gone."""
     start = len(channel.transcript)
-    txn = _Transaction(channel, info, settings, message)
+    txn = _Transaction(channel, info, settings, message, reset_first)
     reason = ""
+    stale = False
     if not message.recipients:
         reason = "no recipients"  # nothing to send: no MAIL without a RCPT to follow
     elif not usable:
         reason = "connection not usable"
+        stale = reset_first
         txn.final = [codes.R451_CONNECTION_LOST] * len(txn.final)
     else:
         try:
@@ -355,12 +393,22 @@ async def run_transaction(
         except _Refused as exc:
             reason = exc.reason
             txn.final = [exc.reply] * len(txn.final)
+        except _Stale as exc:
+            # Nothing after the RSET can have been taken: no final dot was sent.
+            reason = exc.reason
+            stale = True
+            txn.final = [codes.R451_CONNECTION_LOST] * len(txn.final)
+            channel.abort()
         except ChannelError as exc:
             reason = exc.reason
             txn.final = [r if r is not None else exc.reply for r in txn.final]
             channel.abort()
     still_usable = (
-        usable and channel.alive and channel.conn.state is State.READY and channel.conn.pending == 0
+        usable
+        and not stale
+        and channel.alive
+        and channel.conn.state is State.READY
+        and channel.conn.pending == 0
     )
     missing = [r for r in txn.final if r is None]
     assert not missing, "every recipient has a reply"
@@ -381,4 +429,5 @@ async def run_transaction(
         info=info,
         transcript=tuple(channel.transcript[start:]),
         reason=reason,
+        stale=stale,
     )
