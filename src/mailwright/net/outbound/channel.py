@@ -44,13 +44,18 @@ class ChannelError(Exception):
         self.reply = reply
 
 
+def _expire(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
+
+
 class _Protocol(asyncio.Protocol):
     def __init__(self, conn: ClientConnection) -> None:
         self.conn = conn
         self.transport: asyncio.Transport | None = None
         self.lost = False
         self.lost_reason = ""
-        self._wakeup: asyncio.Future[None] | None = None
+        self._wakeup: asyncio.Future[bool] | None = None
         self._can_write: asyncio.Future[None] | None = None
         self._paused_reading = False
         self.trace: WireTrace | None = None
@@ -93,14 +98,23 @@ class _Protocol(asyncio.Protocol):
 
     def _wake(self) -> None:
         if self._wakeup is not None and not self._wakeup.done():
-            self._wakeup.set_result(None)
+            self._wakeup.set_result(True)
 
-    async def wait_input(self) -> None:
-        self._wakeup = asyncio.get_running_loop().create_future()
+    async def wait_input(self, deadline: float) -> bool:
+        """Until input, EOF or loss (True), or loop time ``deadline`` (False).  One
+        timer handle, not ``asyncio.timeout``'s task-cancelling scope: this runs for
+        every reply the relay waits for."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self._wakeup = waiter
         if self._paused_reading and self.transport is not None:
             self._paused_reading = False
             self.transport.resume_reading()
-        await self._wakeup
+        timer = loop.call_at(deadline, _expire, waiter)
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
 
     def pause_reading(self) -> None:
         if not self._paused_reading and self.transport is not None and not self.lost:
@@ -226,29 +240,28 @@ class Channel:
         if isinstance(event, Reply):
             self.transcript.append(TranscriptEntry(stage, command, event))
             return event
+        deadline = asyncio.get_running_loop().time() + timeout
         try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    event = self.conn.next_event()
-                    if isinstance(event, Reply):
-                        self.transcript.append(TranscriptEntry(stage, command, event))
-                        return event
-                    if isinstance(event, ConnectionClosed):
-                        raise ChannelError(
-                            f"connection closed by peer while waiting for the {stage.value} reply",
-                            codes.R451_CONNECTION_LOST,
-                        )
-                    if event is PAUSED:  # pragma: no cover - start_tls() is called first
-                        raise ChannelError(
-                            "reply awaited during the TLS handshake", codes.R451_PEER_PROTOCOL_ERROR
-                        )
-                    assert event is NEED_DATA
-                    await self._protocol.wait_input()
-        except TimeoutError:
-            raise ChannelError(
-                f"timed out after {timeout:g}s waiting for the {stage.value} reply",
-                codes.R451_PEER_TIMEOUT,
-            ) from None
+            while True:
+                event = self.conn.next_event()
+                if isinstance(event, Reply):
+                    self.transcript.append(TranscriptEntry(stage, command, event))
+                    return event
+                if isinstance(event, ConnectionClosed):
+                    raise ChannelError(
+                        f"connection closed by peer while waiting for the {stage.value} reply",
+                        codes.R451_CONNECTION_LOST,
+                    )
+                if event is PAUSED:  # pragma: no cover - start_tls() is called first
+                    raise ChannelError(
+                        "reply awaited during the TLS handshake", codes.R451_PEER_PROTOCOL_ERROR
+                    )
+                assert event is NEED_DATA
+                if not await self._protocol.wait_input(deadline):
+                    raise ChannelError(
+                        f"timed out after {timeout:g}s waiting for the {stage.value} reply",
+                        codes.R451_PEER_TIMEOUT,
+                    )
         except ProtocolError as exc:
             raise ChannelError(f"protocol error: {exc}", codes.R451_PEER_PROTOCOL_ERROR) from None
 

@@ -100,16 +100,17 @@ def prepare_body(
     if message.body_type is BodyType.BINARY_MIME:
         if binary_ok:
             return body, "BINARYMIME"
+        # A BINARYMIME body may still be text (no NUL, no bare CR or LF): then 8BITMIME
+        # carries it unchanged.
+        clean_text = b"\0" not in body and normalize_line_endings(body) == body
     elif b"\0" in body:
         raise _Refused(codes.R554_NUL_IN_DATA, "NUL octet in a message that is not BINARYMIME")
     else:
         body = normalize_line_endings(body)  # DESIGN: the relayed body is re-framed
         if body and not body.endswith(b"\r\n"):
             body += b"\r\n"  # as the DATA writer ends it (RFC 5321 §4.1.1.4), BDAT too
+        clean_text = True  # no NUL (above), every line end CRLF (just now)
     eight_bit = not body.isascii()
-    # A BINARYMIME body may still be text (no NUL, no bare CR or LF): then 8BITMIME
-    # carries it unchanged.
-    clean_text = b"\0" not in body and normalize_line_endings(body) == body
     if clean_text and (not eight_bit or "8BITMIME" in extensions):
         declared = message.body_type is not BodyType.SEVEN_BIT or eight_bit
         return body, "8BITMIME" if declared and "8BITMIME" in extensions else None
