@@ -206,6 +206,12 @@ def _spawn(name: str, argv: list[str], workdir: Path, data_dir: Path, cwd: Path)
     raise ServerError(f"{name} did not start (exit {proc.returncode}):\n{text[-2000:]}")
 
 
+def recommended_processes() -> int:
+    """``smtp.processes`` as the README recommends for a busy MX: one session process
+    per core but one, which the delivery worker and the main process need."""
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
 def mailwright_command() -> list[str]:
     """The ``mailwright`` console script of this interpreter's environment."""
     script = Path(sys.executable).parent / "mailwright"

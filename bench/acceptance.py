@@ -44,6 +44,7 @@ from _servers import (
     count_files,
     maildir_new_count,
     maillog_events,
+    recommended_processes,
     set_prefix,
     start_aiosmtpd,
     start_mailwright,
@@ -293,9 +294,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--processes",
         type=int,
-        default=os.cpu_count() or 1,
-        help="mailwright's smtp.processes (default: the CPU count, as recommended for a busy "
-        "MX; 0 runs the sessions in the server process)",
+        default=recommended_processes(),
+        help="mailwright's smtp.processes (default: the CPU count minus one, as recommended "
+        "for a busy MX; 0 runs the sessions in the server process)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for the JSON")
     parser.add_argument(

@@ -50,7 +50,7 @@ from _relayd import (
 )
 from _report import KB, filesystem_facts, machine_facts
 from _run import exit_status, kept_note, measure, publish
-from _servers import HOST, ServerError, ServerProcess, maillog_events
+from _servers import HOST, ServerError, ServerProcess, maillog_events, recommended_processes
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -371,8 +371,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--processes",
         type=int,
-        default=os.cpu_count() or 1,
-        help="mailwright's smtp.processes (default: the CPU count)",
+        default=recommended_processes(),
+        help="mailwright's smtp.processes (default: the CPU count minus one, as the README "
+        "recommends for a busy MX)",
     )
     parser.add_argument(
         "--worker-nice",

@@ -33,6 +33,7 @@ from _servers import (
     BENCH_MAILBOX,
     HOST,
     mailwright_command,
+    recommended_processes,
     start_mailwright,
     stop_all,
 )
@@ -93,7 +94,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, default=50)
-    parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--processes", type=int, default=recommended_processes())
     parser.add_argument("--check-target", action="store_true")
     args = parser.parse_args()
     n, c = args.count, args.concurrency

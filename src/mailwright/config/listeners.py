@@ -114,8 +114,9 @@ class SmtpConfig(Frozen):
     # Session processes (``mailwright.runtime.sessionpool``): 0 runs every session in the
     # main process; N > 0 has the main process accept connections, enforce the
     # connection caps and hand each connection to one of N processes, as Postfix runs
-    # many smtpd processes under its master.  Set it to the number of CPU cores on a
-    # busy MX: one Python process uses one core.
+    # many smtpd processes under its master.  On a busy MX set it to the number of CPU
+    # cores minus one: one Python process uses one core, and the delivery worker needs
+    # one too (README "Processes" has the measurement).
     processes: Annotated[int, Field(ge=0, le=MAX_SESSION_PROCESSES)] = 0
     # Postfix queue_minfree, in octets: MAIL is refused (452 4.3.1) while less than
     # this plus the declared SIZE= is free on the spool file system, DATA and BDAT
