@@ -106,6 +106,10 @@ async def gather_parts(
     and merge their results; each part that finishes while others still run is
     reported through ``progress`` first.  The last one is not: its results are
     returned at once, and the runner records them with the rest."""
+    if len(parts) == 1:
+        # The common case (one destination, one route): the only part is the last, so
+        # nothing to report early, and no task of its own to schedule.
+        return dict(await parts[0])
     remaining = len(parts)
 
     async def run(part: Awaitable[dict[str, DeliveryResult]]) -> dict[str, DeliveryResult]:

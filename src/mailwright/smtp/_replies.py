@@ -38,7 +38,8 @@ class Reply:
     # The server's own judgement, not part of the wire form: a reply parsed back from
     # the wire equals the one that was sent.
     counts_as_error: bool = field(default=True, kw_only=True, compare=False)
-    # The wire form, built once: most replies are module constants sent many times.
+    # The wire form, built on first use and kept: most replies the server sends are
+    # module constants sent many times; most the client parses are never re-sent.
     _wire: bytes = field(init=False, repr=False, compare=False, default=b"")
 
     def __post_init__(self) -> None:
@@ -53,7 +54,6 @@ class Reply:
                 raise ValueError("reply text must not contain CR or LF")
             if len(line.encode("utf-8")) > MAX_REPLY_LINE - 16:
                 raise ValueError("reply line too long")
-        object.__setattr__(self, "_wire", self._serialise())
 
     @classmethod
     def of(cls, code: int, enhanced: str, *lines: str, counts_as_error: bool = True) -> Reply:
@@ -76,7 +76,11 @@ class Reply:
         return self.code >= 500
 
     def to_bytes(self) -> bytes:
-        return self._wire
+        wire = self._wire
+        if not wire:  # never empty once built: every reply ends with CRLF
+            wire = self._serialise()
+            object.__setattr__(self, "_wire", wire)
+        return wire
 
     def _serialise(self) -> bytes:
         out = []
