@@ -47,19 +47,29 @@ async def greet(reader, writer, extensions: bytes = b"250 PIPELINING\r\n") -> No
     writer.write(b"250-raw.example.test\r\n" + extensions)
 
 
+async def pipelined_peer(  # type: ignore[no-untyped-def]
+    reader, writer, seen: list[bytes], group: bytes, transactions: int = 1
+) -> None:
+    """A PIPELINING peer: per transaction it reads as many commands as ``group`` has
+    replies before it answers any (a client that waited for a reply in between would
+    stall here, RFC 2920 §3.1), then the body up to the final dot; then QUIT."""
+    await greet(reader, writer)
+    for _ in range(transactions):
+        seen.extend([await read_command(reader) for _ in range(group.count(b"\r\n"))])
+        writer.write(group)
+        seen.append(await read_until(reader, b"\r\n.\r\n"))
+        writer.write(b"250 2.0.0 queued\r\n")
+    seen.append(await read_command(reader))
+    writer.write(b"221 2.0.0 bye\r\n")
+
+
 def test_mail_rcpts_and_data_go_in_one_pipelined_group() -> None:
     seen: list[bytes] = []
 
     async def handler(reader, writer) -> None:  # type: ignore[no-untyped-def]
-        await greet(reader, writer)
-        # Nothing is answered before DATA has arrived: a client that waited for the
-        # MAIL reply would stall here (RFC 2920 §3.1).
-        seen.extend([await read_command(reader) for _ in range(4)])
-        writer.write(b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n250 2.1.5 ok\r\n354 go\r\n")
-        seen.append(await read_until(reader, b"\r\n.\r\n"))
-        writer.write(b"250 2.0.0 queued\r\n")
-        seen.append(await read_command(reader))
-        writer.write(b"221 2.0.0 bye\r\n")
+        await pipelined_peer(
+            reader, writer, seen, b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n250 2.1.5 ok\r\n354 go\r\n"
+        )
 
     async def main():  # type: ignore[no-untyped-def]
         async with scripted_server(handler) as port:
@@ -456,14 +466,8 @@ def test_reused_connection_rset_goes_in_the_pipelined_group() -> None:
     seen: list[bytes] = []
 
     async def handler(reader, writer) -> None:  # type: ignore[no-untyped-def]
-        await greet(reader, writer)
-        for _ in range(2):
-            seen.extend([await read_command(reader) for _ in range(4)])
-            writer.write(b"250 2.0.0 reset\r\n250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go\r\n")
-            seen.append(await read_until(reader, b"\r\n.\r\n"))
-            writer.write(b"250 2.0.0 queued\r\n")
-        seen.append(await read_command(reader))
-        writer.write(b"221 2.0.0 bye\r\n")
+        group = b"250 2.0.0 reset\r\n250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go\r\n"
+        await pipelined_peer(reader, writer, seen, group, transactions=2)
 
     async def main():  # type: ignore[no-untyped-def]
         async with scripted_server(handler) as port:
