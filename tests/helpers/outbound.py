@@ -21,6 +21,7 @@ from mailwright.net.outbound import (
     ClientTimeouts,
     OutgoingMessage,
     OutgoingRecipient,
+    Peer,
 )
 from mailwright.spool.model import BodyType
 
@@ -134,6 +135,35 @@ async def read_command(reader: asyncio.StreamReader) -> bytes:
 
 async def read_until(reader: asyncio.StreamReader, marker: bytes) -> bytes:
     return await asyncio.wait_for(reader.readuntil(marker), 5)
+
+
+RAW = "raw.example.test"  # the scripted peer's name
+
+
+def raw_peer(port: int) -> Peer:
+    return Peer(RAW, "127.0.0.1", port)
+
+
+async def greet(reader, writer, extensions: bytes = b"250 PIPELINING\r\n") -> None:  # type: ignore[no-untyped-def]
+    writer.write(b"220 raw.example.test ESMTP\r\n")
+    assert (await read_command(reader)).startswith(b"EHLO ")
+    writer.write(b"250-raw.example.test\r\n" + extensions)
+
+
+async def pipelined_peer(  # type: ignore[no-untyped-def]
+    reader, writer, seen: list[bytes], group: bytes, transactions: int = 1
+) -> None:
+    """A PIPELINING peer: per transaction it reads as many commands as ``group`` has
+    replies before it answers any (a client that waited for a reply in between would
+    stall here, RFC 2920 §3.1), then the body up to the final dot; then QUIT."""
+    await greet(reader, writer)
+    for _ in range(transactions):
+        seen.extend([await read_command(reader) for _ in range(group.count(b"\r\n"))])
+        writer.write(group)
+        seen.append(await read_until(reader, b"\r\n.\r\n"))
+        writer.write(b"250 2.0.0 queued\r\n")
+    seen.append(await read_command(reader))
+    writer.write(b"221 2.0.0 bye\r\n")
 
 
 # -- Postfix smtp-sink ---------------------------------------------------------------
